@@ -1,1 +1,38 @@
-pub fn placeholder() {}
+//! Data, tokenizer, loader and the fixed evaluation contract of autoresearch-rs.
+//!
+//! FIXED: nothing in this crate is editable by the research agent. It decides what the score
+//! means (tokens, byte lengths, which bytes are scored, how losses become bits per byte), so
+//! keeping it out of the agent's reach is what makes results comparable across experiments.
+
+pub mod contract;
+pub mod corpus;
+pub mod data;
+pub mod eval;
+pub mod fixtures;
+pub mod loader;
+pub mod pipeline;
+pub mod tokenizer;
+
+use std::path::PathBuf;
+
+pub use contract::{Contract, Profile};
+pub use data::{Dataset, Split};
+pub use eval::{BpbAccumulator, EvalBatch, EvalSet};
+pub use loader::TrainLoader;
+
+/// The repository root, where `data/` lives.
+pub fn workspace_root() -> PathBuf {
+    let manifest_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest_dir
+        .ancestors()
+        .nth(2)
+        .expect("crates/prepare sits two levels down")
+        .to_path_buf()
+}
+
+/// `$AUTORESEARCH_DATA` when set, else `data/enwik8` in the repository.
+pub fn default_data_dir() -> PathBuf {
+    std::env::var_os("AUTORESEARCH_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("data").join("enwik8"))
+}

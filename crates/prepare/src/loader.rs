@@ -1,0 +1,149 @@
+//! The training loader: BOS-aligned best-fit packing without padding, as the original.
+//! FIXED: it decides which tokens the model trains on, and must not be able to touch validation.
+
+use std::sync::Arc;
+
+use crate::data::SplitData;
+
+/// Documents kept at hand to choose the best fit from.
+const BUFFER_DOCS: usize = 1000;
+
+/// A run of tokens waiting in the buffer: a whole document, or what was left of a cropped one
+/// (which gets a BOS put in front so that every piece, and so every row, starts with BOS).
+#[derive(Clone, Copy)]
+struct Piece {
+    start: usize,
+    len: usize,
+    bos: bool,
+}
+
+impl Piece {
+    fn size(&self) -> usize {
+        self.len + self.bos as usize
+    }
+}
+
+pub struct TrainLoader {
+    data: Arc<SplitData>,
+    bos: u16,
+    batch_size: usize,
+    row_len: usize,
+    rng: SplitMix64,
+    order: Vec<usize>,
+    next_doc: usize,
+    buffer: Vec<Piece>,
+    /// Completed passes over the documents.
+    pub epoch: u64,
+}
+
+impl TrainLoader {
+    pub(crate) fn new(
+        data: Arc<SplitData>,
+        bos: u16,
+        batch_size: usize,
+        seq_len: usize,
+        seed: u64,
+    ) -> TrainLoader {
+        let order = (0..data.num_docs()).collect();
+        let mut loader = TrainLoader {
+            data,
+            bos,
+            batch_size,
+            row_len: seq_len + 1,
+            rng: SplitMix64(seed),
+            order,
+            next_doc: 0,
+            buffer: Vec::with_capacity(BUFFER_DOCS + 1),
+            epoch: 0,
+        };
+        loader.rng.shuffle(&mut loader.order);
+        loader
+    }
+
+    /// The next `batch_size` rows of `seq_len + 1` tokens, row-major: inputs are `row[..T]`,
+    /// targets `row[1..]`. Each row is full, starts with BOS, and holds whole documents except
+    /// for at most one cropped at its end.
+    pub fn next_batch(&mut self) -> Vec<i64> {
+        let mut out = Vec::with_capacity(self.batch_size * self.row_len);
+        for _ in 0..self.batch_size {
+            let row_end = out.len() + self.row_len;
+            while out.len() < row_end {
+                self.refill();
+                let room = row_end - out.len();
+                let best = (0..self.buffer.len())
+                    .filter(|&i| self.buffer[i].size() <= room)
+                    .max_by_key(|&i| self.buffer[i].size());
+                let piece = match best {
+                    Some(i) => self.buffer.swap_remove(i),
+                    None => {
+                        let shortest = (0..self.buffer.len())
+                            .min_by_key(|&i| self.buffer[i].size())
+                            .expect("the buffer is never empty after a refill");
+                        let piece = self.buffer.swap_remove(shortest);
+                        let used = room - piece.bos as usize;
+                        self.buffer.push(Piece {
+                            start: piece.start + used,
+                            len: piece.len - used,
+                            bos: true,
+                        });
+                        Piece { len: used, ..piece }
+                    }
+                };
+                if piece.bos {
+                    out.push(self.bos as i64);
+                }
+                out.extend(
+                    self.data
+                        .tokens(piece.start, piece.start + piece.len)
+                        .map(i64::from),
+                );
+            }
+        }
+        out
+    }
+
+    fn refill(&mut self) {
+        while self.buffer.len() < BUFFER_DOCS {
+            if self.next_doc == self.order.len() {
+                if !self.buffer.is_empty() {
+                    // A corpus with fewer documents than the buffer: do not start a new epoch
+                    // while documents of the last one still wait.
+                    return;
+                }
+                self.rng.shuffle(&mut self.order);
+                self.next_doc = 0;
+                self.epoch += 1;
+            }
+            let (start, end) = self.data.doc_range(self.order[self.next_doc]);
+            self.next_doc += 1;
+            self.buffer.push(Piece {
+                start,
+                len: end - start,
+                bos: false,
+            });
+        }
+    }
+}
+
+/// A small, fast, seedable generator (Steele et al.'s SplitMix64), enough for shuffling.
+pub(crate) struct SplitMix64(pub u64);
+
+impl SplitMix64 {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+
+    fn shuffle<T>(&mut self, items: &mut [T]) {
+        for i in (1..items.len()).rev() {
+            items.swap(i, self.below(i + 1));
+        }
+    }
+}
