@@ -128,8 +128,7 @@ pub fn run(opts: &Options) -> Result<Summary> {
         let tokenizer = Tokenizer::train(corpus.splits[0].iter(), opts.vocab_size)?;
         spinner.finish_and_clear();
         tokenizer.save(&tokenizer_path)?;
-        let lengths: Vec<u8> = tokenizer
-            .token_byte_lengths()
+        let lengths: Vec<u8> = padded_byte_lengths(&tokenizer, opts.vocab_size)
             .iter()
             .flat_map(|l| l.to_le_bytes())
             .collect();
@@ -159,7 +158,7 @@ pub fn run(opts: &Options) -> Result<Summary> {
     }
     lap("encoding", &mut timings);
 
-    let token_bytes = tokenizer.token_byte_lengths();
+    let token_bytes = padded_byte_lengths(&tokenizer, opts.vocab_size);
     let seq_len = opts.seq_len.unwrap_or(opts.profile.seq_len());
     let eval_bytes = opts.eval_bytes.unwrap_or(opts.profile.eval_bytes());
     let val = SplitData::open(dir, Split::Val)?;
@@ -174,7 +173,7 @@ pub fn run(opts: &Options) -> Result<Summary> {
         corpus: record.corpus,
         corpus_sha256: record.corpus_sha256,
         tokenizer_sha256: hex::encode(Sha256::digest(fs::read(&tokenizer_path)?)),
-        vocab_size: tokenizer.vocab_size(),
+        vocab_size: opts.vocab_size,
         bos_id: BOS_ID,
         profile: opts.profile.name().into(),
         seq_len,
@@ -209,6 +208,15 @@ pub fn run(opts: &Options) -> Result<Summary> {
         splits,
         timings,
     })
+}
+
+/// Byte lengths of the whole contract vocabulary. A small corpus can run out of merges before the
+/// requested size; the ids it never made stay in the vocabulary (with no bytes) so the model's
+/// shape is what the contract says.
+fn padded_byte_lengths(tokenizer: &Tokenizer, vocab_size: usize) -> Vec<u16> {
+    let mut lengths = tokenizer.token_byte_lengths();
+    lengths.resize(vocab_size, 0);
+    lengths
 }
 
 fn load_corpus(source: &Source) -> Result<Corpus> {
