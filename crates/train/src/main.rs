@@ -77,7 +77,11 @@ impl GptConfig {
     fn window(&self, layer: i64) -> i64 {
         let pattern = WINDOW_PATTERN.as_bytes();
         let short = pattern[layer as usize % pattern.len()] == b'S';
-        if short && layer < self.n_layer - 1 { self.seq_len / 2 } else { self.seq_len }
+        if short && layer < self.n_layer - 1 {
+            self.seq_len / 2
+        } else {
+            self.seq_len
+        }
     }
 
     /// Value embeddings on alternate blocks, always including the last.
@@ -92,7 +96,16 @@ fn norm(x: &Tensor) -> Tensor {
 }
 
 fn linear(p: nn::Path, in_dim: i64, out_dim: i64, init: nn::Init) -> nn::Linear {
-    nn::linear(p, in_dim, out_dim, nn::LinearConfig { ws_init: init, bs_init: None, bias: false })
+    nn::linear(
+        p,
+        in_dim,
+        out_dim,
+        nn::LinearConfig {
+            ws_init: init,
+            bs_init: None,
+            bias: false,
+        },
+    )
 }
 
 /// Uniform init with the standard deviation of N(0, 1/n_embd).
@@ -113,7 +126,10 @@ impl Rotary {
         let inv_freq = (channels / head_dim as f64 * -ROPE_BASE.ln()).exp();
         let t = Tensor::arange(seq_len, (Kind::Float, device));
         let freqs = t.outer(&inv_freq).view([1, seq_len, 1, head_dim / 2]);
-        Rotary { cos: freqs.cos(), sin: freqs.sin() }
+        Rotary {
+            cos: freqs.cos(),
+            sin: freqs.sin(),
+        }
     }
 
     fn apply(&self, x: &Tensor) -> Tensor {
@@ -146,7 +162,12 @@ impl CausalSelfAttention {
     fn new(p: nn::Path, cfg: &GptConfig, layer: i64) -> CausalSelfAttention {
         let c = cfg.n_embd();
         let ve_gate = cfg.has_value_embedding(layer).then(|| {
-            linear(&p / "ve_gate", VE_GATE_CHANNELS, cfg.n_head, nn::Init::Const(0.))
+            linear(
+                &p / "ve_gate",
+                VE_GATE_CHANNELS,
+                cfg.n_head,
+                nn::Init::Const(0.),
+            )
         });
         CausalSelfAttention {
             c_q: linear(&p / "c_q", c, c, uniform(c)),
@@ -160,7 +181,13 @@ impl CausalSelfAttention {
     }
 
     /// `mask` is None for full causal attention, else a sliding-window mask.
-    fn forward(&self, x: &Tensor, ve: Option<&Tensor>, rotary: &Rotary, mask: Option<&Tensor>) -> Tensor {
+    fn forward(
+        &self,
+        x: &Tensor,
+        ve: Option<&Tensor>,
+        rotary: &Rotary,
+        mask: Option<&Tensor>,
+    ) -> Tensor {
         let (b, t, c) = x.size3().unwrap();
         let shape = [b, t, self.n_head, self.head_dim];
         let q = x.apply(&self.c_q).view(shape); // (B, T, nh, hs)
@@ -173,8 +200,20 @@ impl CausalSelfAttention {
         let q = norm(&rotary.apply(&q)).transpose(1, 2); // (B, nh, T, hs)
         let k = norm(&rotary.apply(&k)).transpose(1, 2);
         let v = v.transpose(1, 2);
-        let y = Tensor::scaled_dot_product_attention(&q, &k, &v, mask, 0.0, mask.is_none(), None, false);
-        y.transpose(1, 2).contiguous().view([b, t, c]).apply(&self.c_proj) // (B, T, C)
+        let y = Tensor::scaled_dot_product_attention(
+            &q,
+            &k,
+            &v,
+            mask,
+            0.0,
+            mask.is_none(),
+            None,
+            false,
+        );
+        y.transpose(1, 2)
+            .contiguous()
+            .view([b, t, c])
+            .apply(&self.c_proj) // (B, T, C)
     }
 }
 
@@ -203,10 +242,19 @@ struct Block {
 
 impl Block {
     fn new(p: nn::Path, cfg: &GptConfig, layer: i64) -> Block {
-        Block { attn: CausalSelfAttention::new(&p / "attn", cfg, layer), mlp: Mlp::new(&p / "mlp", cfg.n_embd()) }
+        Block {
+            attn: CausalSelfAttention::new(&p / "attn", cfg, layer),
+            mlp: Mlp::new(&p / "mlp", cfg.n_embd()),
+        }
     }
 
-    fn forward(&self, x: &Tensor, ve: Option<&Tensor>, rotary: &Rotary, mask: Option<&Tensor>) -> Tensor {
+    fn forward(
+        &self,
+        x: &Tensor,
+        ve: Option<&Tensor>,
+        rotary: &Rotary,
+        mask: Option<&Tensor>,
+    ) -> Tensor {
         let x = x + self.attn.forward(&norm(x), ve, rotary, mask);
         &x + self.mlp.forward(&norm(&x))
     }
@@ -227,15 +275,42 @@ impl Gpt {
     fn new(p: nn::Path, cfg: GptConfig) -> Gpt {
         let c = cfg.n_embd();
         let embedding = |name: &str, init| {
-            nn::embedding(&p / name, cfg.vocab_size, c, nn::EmbeddingConfig { ws_init: init, ..Default::default() })
+            nn::embedding(
+                &p / name,
+                cfg.vocab_size,
+                c,
+                nn::EmbeddingConfig {
+                    ws_init: init,
+                    ..Default::default()
+                },
+            )
         };
         Gpt {
-            wte: embedding("wte", nn::Init::Randn { mean: 0., stdev: 1. }),
+            wte: embedding(
+                "wte",
+                nn::Init::Randn {
+                    mean: 0.,
+                    stdev: 1.,
+                },
+            ),
             value_embeds: (0..cfg.n_layer)
-                .map(|i| cfg.has_value_embedding(i).then(|| embedding(&format!("ve{i}"), uniform(c))))
+                .map(|i| {
+                    cfg.has_value_embedding(i)
+                        .then(|| embedding(&format!("ve{i}"), uniform(c)))
+                })
                 .collect(),
-            blocks: (0..cfg.n_layer).map(|i| Block::new(&p / "h" / i, &cfg, i)).collect(),
-            lm_head: linear(&p / "lm_head", c, cfg.vocab_size, nn::Init::Randn { mean: 0., stdev: 0.001 }),
+            blocks: (0..cfg.n_layer)
+                .map(|i| Block::new(&p / "h" / i, &cfg, i))
+                .collect(),
+            lm_head: linear(
+                &p / "lm_head",
+                c,
+                cfg.vocab_size,
+                nn::Init::Randn {
+                    mean: 0.,
+                    stdev: 0.001,
+                },
+            ),
             resid_lambdas: p.var("resid_lambdas", &[cfg.n_layer], nn::Init::Const(1.)),
             x0_lambdas: p.var("x0_lambdas", &[cfg.n_layer], nn::Init::Const(0.1)),
             rotary: Rotary::new(cfg.seq_len, cfg.head_dim, p.device()),
@@ -273,9 +348,18 @@ impl Gpt {
 
     /// Matmul FLOPs per token of one forward and backward pass (6 per weight, plus attention).
     fn flops_per_token(&self, vs: &nn::VarStore) -> f64 {
-        let embeddings = self.cfg.vocab_size * self.cfg.n_embd() * (1 + self.value_embeds.iter().flatten().count() as i64);
-        let weights: i64 = vs.trainable_variables().iter().map(Tensor::numel).sum::<usize>() as i64 - embeddings;
-        let attention: i64 = (0..self.cfg.n_layer).map(|i| 12 * self.cfg.n_embd() * self.cfg.window(i)).sum();
+        let embeddings = self.cfg.vocab_size
+            * self.cfg.n_embd()
+            * (1 + self.value_embeds.iter().flatten().count() as i64);
+        let weights: i64 = vs
+            .trainable_variables()
+            .iter()
+            .map(Tensor::numel)
+            .sum::<usize>() as i64
+            - embeddings;
+        let attention: i64 = (0..self.cfg.n_layer)
+            .map(|i| 12 * self.cfg.n_embd() * self.cfg.window(i))
+            .sum();
         (6 * weights + attention) as f64
     }
 }
@@ -295,13 +379,24 @@ struct AdamW {
 impl AdamW {
     fn new(params: Vec<Tensor>, lr: f64, betas: (f64, f64)) -> AdamW {
         let zeros = |ps: &Vec<Tensor>| ps.iter().map(Tensor::zeros_like).collect();
-        AdamW { exp_avg: zeros(&params), exp_avg_sq: zeros(&params), params, lr, betas }
+        AdamW {
+            exp_avg: zeros(&params),
+            exp_avg_sq: zeros(&params),
+            params,
+            lr,
+            betas,
+        }
     }
 
     fn step(&mut self, step: i32, lr_multiplier: f64) {
         let (beta1, beta2) = self.betas;
         let lr = self.lr * lr_multiplier;
-        for ((p, m), v) in self.params.iter().zip(&mut self.exp_avg).zip(&mut self.exp_avg_sq) {
+        for ((p, m), v) in self
+            .params
+            .iter()
+            .zip(&mut self.exp_avg)
+            .zip(&mut self.exp_avg_sq)
+        {
             let g = p.grad();
             let _ = m.lerp_(&g, 1.0 - beta1);
             let _ = v.lerp_(&g.square(), 1.0 - beta2);
@@ -360,11 +455,21 @@ impl Muon {
                 Tensor::zeros(shape, (Kind::Float, p.device()))
             })
             .collect();
-        Muon { params, momentum, second_moment, ortho_kind }
+        Muon {
+            params,
+            momentum,
+            second_moment,
+            ortho_kind,
+        }
     }
 
     fn step(&mut self, lr: f64, momentum: f64, weight_decay: f64) {
-        for ((p, buf), second) in self.params.iter().zip(&mut self.momentum).zip(&mut self.second_moment) {
+        for ((p, buf), second) in self
+            .params
+            .iter()
+            .zip(&mut self.momentum)
+            .zip(&mut self.second_moment)
+        {
             let grad = p.grad();
             let _ = buf.lerp_(&grad, 1.0 - momentum);
             let g = orthogonalize(&grad.lerp(&*buf, momentum), self.ortho_kind); // Nesterov
@@ -375,7 +480,9 @@ impl Muon {
             let v_norm = (v_mean.sum(Kind::Float) * n as f64).sqrt();
             let _ = second.lerp_(&v_mean, 1.0 - MUON_BETA2);
             let scale = second.clamp_min(1e-10).rsqrt();
-            let v_norm_new = ((&v_mean * n as f64) * scale.square()).sum(Kind::Float).sqrt();
+            let v_norm_new = ((&v_mean * n as f64) * scale.square())
+                .sum(Kind::Float)
+                .sqrt();
             let g = g * scale * (v_norm / v_norm_new.clamp_min(1e-10));
             // Cautious weight decay: only where the update and the weight agree in sign.
             let lr = lr * (rows as f64 / cols as f64).max(1.0).sqrt();
@@ -383,6 +490,74 @@ impl Muon {
             let update = g * lr + p * agree * (lr * weight_decay);
             let _ = p.shallow_clone().g_sub_(&update);
         }
+    }
+}
+
+/// All parameters by role: Muon for the block matrices, AdamW groups for the rest.
+struct Optimizer {
+    adam: Vec<AdamW>,
+    muon: Muon,
+    lr_scale: f64,
+}
+
+impl Optimizer {
+    /// `lr_scale` multiplies every learning rate (CPU_LR_SCALE on CPU, 1 on CUDA).
+    fn new(vs: &nn::VarStore, cfg: &GptConfig, lr_scale: f64, ortho_kind: Kind) -> Optimizer {
+        let vars = vs.variables();
+        let var = |name: &str| vars[name].shallow_clone();
+        let value_embeds = (0..cfg.n_layer)
+            .filter(|&i| cfg.has_value_embedding(i))
+            .map(|i| var(&format!("ve{i}.weight")))
+            .collect();
+        let mut matrices: Vec<_> = vars
+            .iter()
+            .filter(|(name, _)| name.starts_with("h."))
+            .collect();
+        matrices.sort_by_key(|(name, _)| name.as_str());
+        // Embedding-like learning rates shrink with width, as in the reference.
+        let width_scale = (cfg.n_embd() as f64 / 768.0).powf(-0.5) * lr_scale;
+        Optimizer {
+            adam: vec![
+                AdamW::new(
+                    vec![var("wte.weight")],
+                    EMBEDDING_LR * width_scale,
+                    ADAM_BETAS,
+                ),
+                AdamW::new(value_embeds, EMBEDDING_LR * width_scale, ADAM_BETAS),
+                AdamW::new(
+                    vec![var("lm_head.weight")],
+                    UNEMBEDDING_LR * width_scale,
+                    ADAM_BETAS,
+                ),
+                AdamW::new(
+                    vec![var("resid_lambdas")],
+                    SCALAR_LR * 0.01 * lr_scale,
+                    ADAM_BETAS,
+                ),
+                AdamW::new(vec![var("x0_lambdas")], SCALAR_LR * lr_scale, (0.96, 0.95)),
+            ],
+            muon: Muon::new(
+                matrices
+                    .into_iter()
+                    .map(|(_, t)| t.shallow_clone())
+                    .collect(),
+                ortho_kind,
+            ),
+            lr_scale,
+        }
+    }
+
+    /// One update from the accumulated gradients; `step` counts from 0.
+    fn step(&mut self, step: usize, progress: f64) {
+        let lrm = lr_multiplier(progress);
+        tch::no_grad(|| {
+            for group in &mut self.adam {
+                group.step(step as i32 + 1, lrm);
+            }
+            let lr = MATRIX_LR * self.lr_scale * lrm;
+            self.muon
+                .step(lr, muon_momentum(step), WEIGHT_DECAY * (1.0 - progress));
+        });
     }
 }
 
@@ -405,14 +580,17 @@ fn muon_momentum(step: usize) -> f64 {
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> Result<T> {
     match std::env::var(name) {
-        Ok(s) => s.parse().map_err(|_| anyhow::anyhow!("{name}={s:?} is not a valid value")),
+        Ok(s) => s
+            .parse()
+            .map_err(|_| anyhow::anyhow!("{name}={s:?} is not a valid value")),
         Err(_) => Ok(default),
     }
 }
 
 fn main() -> Result<()> {
     let t_start = Instant::now();
-    let data_dir = std::env::var_os("AUTORESEARCH_DATA").map_or_else(prepare::default_data_dir, Into::into);
+    let data_dir =
+        std::env::var_os("AUTORESEARCH_DATA").map_or_else(prepare::default_data_dir, Into::into);
     let data = Dataset::open(&data_dir)?;
     let contract = data.contract().clone();
     let budget: f64 = env_or("AUTORESEARCH_TIME_BUDGET", contract.time_budget_s)?;
@@ -428,7 +606,13 @@ fn main() -> Result<()> {
     };
     let seq_len = contract.seq_len as i64;
     let n_embd = (depth * ASPECT_RATIO + HEAD_DIM - 1) / HEAD_DIM * HEAD_DIM; // whole heads
-    let cfg = GptConfig { vocab_size: contract.vocab_size as i64, seq_len, n_layer: depth, n_head: n_embd / HEAD_DIM, head_dim: HEAD_DIM };
+    let cfg = GptConfig {
+        vocab_size: contract.vocab_size as i64,
+        seq_len,
+        n_layer: depth,
+        n_head: n_embd / HEAD_DIM,
+        head_dim: HEAD_DIM,
+    };
     let grad_accum = (total_batch / (device_batch * seq_len)).max(1);
     let tokens_per_step = grad_accum * device_batch * seq_len;
 
@@ -437,34 +621,29 @@ fn main() -> Result<()> {
     let num_params: usize = vs.trainable_variables().iter().map(Tensor::numel).sum();
     let flops_per_token = model.flops_per_token(&vs);
 
-    // Parameter groups, by role. Embedding-like learning rates shrink with width as in the reference.
-    let lr_scale = (cfg.n_embd() as f64 / 768.0).powf(-0.5) * device_lr_scale;
-    let vars = vs.variables();
-    let var = |name: &str| vars[name].shallow_clone();
-    let value_embeds: Vec<Tensor> = (0..depth).filter(|&i| cfg.has_value_embedding(i)).map(|i| var(&format!("ve{i}.weight"))).collect();
-    let mut matrices: Vec<(String, Tensor)> = vars.iter().filter(|(n, _)| n.starts_with("h.")).map(|(n, t)| (n.clone(), t.shallow_clone())).collect();
-    matrices.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut adam = [
-        AdamW::new(vec![var("wte.weight")], EMBEDDING_LR * lr_scale, ADAM_BETAS),
-        AdamW::new(value_embeds, EMBEDDING_LR * lr_scale, ADAM_BETAS),
-        AdamW::new(vec![var("lm_head.weight")], UNEMBEDDING_LR * lr_scale, ADAM_BETAS),
-        AdamW::new(vec![var("resid_lambdas")], SCALAR_LR * 0.01 * device_lr_scale, ADAM_BETAS),
-        AdamW::new(vec![var("x0_lambdas")], SCALAR_LR * device_lr_scale, (0.96, 0.95)),
-    ];
-    let mut muon = Muon::new(matrices.into_iter().map(|(_, t)| t).collect(), if cuda { Kind::BFloat16 } else { Kind::Float });
+    let mut optimizer = Optimizer::new(
+        &vs,
+        &cfg,
+        device_lr_scale,
+        if cuda { Kind::BFloat16 } else { Kind::Float },
+    );
 
     // Batches are packed on a background thread while the model trains.
     let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<i64>>(2);
     let mut loader = data.train_loader(device_batch as usize, seq_len as usize, seed);
     std::thread::spawn(move || while tx.send(loader.next_batch()).is_ok() {});
     let next_batch = || -> Result<(Tensor, Tensor)> {
-        let rows = Tensor::from_slice(&rx.recv().context("the loader thread stopped")?).view([device_batch, seq_len + 1]).to(device);
+        let rows = Tensor::from_slice(&rx.recv().context("the loader thread stopped")?)
+            .view([device_batch, seq_len + 1])
+            .to(device);
         Ok((rows.narrow(1, 0, seq_len), rows.narrow(1, 1, seq_len)))
     };
 
     eprintln!(
         "device {device:?} | {num_params} params ({depth} blocks, width {}, {} heads) | {tokens_per_step} tokens/step ({grad_accum} x {device_batch} x {seq_len}) | budget {budget} s | seed {seed} | contract {}",
-        cfg.n_embd(), cfg.n_head, data.contract_hash()
+        cfg.n_embd(),
+        cfg.n_head,
+        data.contract_hash()
     );
     let t_setup = t_start.elapsed().as_secs_f64();
 
@@ -483,13 +662,10 @@ fn main() -> Result<()> {
             train_loss += loss.double_value(&[]) / grad_accum as f64;
         }
         let lrm = lr_multiplier(progress);
-        tch::no_grad(|| {
-            for group in &mut adam {
-                group.step(step as i32 + 1, lrm);
-            }
-            muon.step(MATRIX_LR * device_lr_scale * lrm, muon_momentum(step), WEIGHT_DECAY * (1.0 - progress));
-        });
-        vs.trainable_variables().iter_mut().for_each(Tensor::zero_grad);
+        optimizer.step(step, progress);
+        vs.trainable_variables()
+            .iter_mut()
+            .for_each(Tensor::zero_grad);
         if train_loss.is_nan() || train_loss > 100.0 {
             eprintln!("step {step}: loss {train_loss}, diverged");
             status = "diverged";
@@ -505,10 +681,19 @@ fn main() -> Result<()> {
         smooth_loss = 0.9 * smooth_loss + 0.1 * train_loss;
         let debiased = smooth_loss / (1.0 - 0.9f64.powi(step as i32 + 1));
         let tokens_per_second = tokens_per_step as f64 / dt;
-        let mfu = if cuda { format!("{:.1}%", 100.0 * flops_per_token * tokens_per_second / 989.5e12) } else { "-".into() };
+        let mfu = if cuda {
+            format!(
+                "{:.1}%",
+                100.0 * flops_per_token * tokens_per_second / 989.5e12
+            )
+        } else {
+            "-".into()
+        };
         eprintln!(
             "step {step:05} ({:.1}%) | loss {debiased:.4} | lrm {lrm:.2} | dt {:.0}ms | tok/s {tokens_per_second:.0} | mfu {mfu} | remaining {:.0}s",
-            100.0 * progress, dt * 1000.0, (budget - training_seconds).max(0.0)
+            100.0 * progress,
+            dt * 1000.0,
+            (budget - training_seconds).max(0.0)
         );
         step += 1;
         if step > UNCOUNTED_STEPS && training_seconds >= budget {
@@ -516,7 +701,11 @@ fn main() -> Result<()> {
         }
     }
 
-    let val_bpb = if status == "ok" { evaluate(&model, &data, device, cuda)? } else { f64::NAN };
+    let val_bpb = if status == "ok" {
+        evaluate(&model, &data, device, cuda)?
+    } else {
+        f64::NAN
+    };
     let train_tokens = step as i64 * tokens_per_step;
     let tokens_per_second = train_tokens as f64 / training_seconds.max(1e-9);
     let total_seconds = t_start.elapsed().as_secs_f64();
@@ -550,7 +739,12 @@ fn main() -> Result<()> {
 fn evaluate(model: &Gpt, data: &Dataset, device: Device, cuda: bool) -> Result<f64> {
     let eval_rows = if cuda { GPU_EVAL_ROWS } else { CPU_EVAL_ROWS };
     let eval = data.eval_set(Split::Val)?;
-    eprintln!("evaluating {} validation bytes ({} rows of {})", eval.scored_bytes(), eval.rows(), eval.seq_len());
+    eprintln!(
+        "evaluating {} validation bytes ({} rows of {})",
+        eval.scored_bytes(),
+        eval.rows(),
+        eval.seq_len()
+    );
     let mut acc = BpbAccumulator::default();
     let t = eval.seq_len() as i64;
     tch::no_grad(|| -> Result<()> {
@@ -559,8 +753,17 @@ fn evaluate(model: &Gpt, data: &Dataset, device: Device, cuda: bool) -> Result<f
             let x = Tensor::from_slice(&batch.inputs).view([-1, t]).to(device);
             let y = Tensor::from_slice(&batch.targets).to(device);
             let logits = tch::autocast(cuda, || model.forward(&x));
-            let losses = logits.view([-1, model.cfg.vocab_size]).cross_entropy_loss(&y, None::<Tensor>, Reduction::None, -100, 0.0);
-            acc.add(&Vec::<f32>::try_from(losses.to_kind(Kind::Float).to(Device::Cpu))?, &batch.target_bytes);
+            let losses = logits.view([-1, model.cfg.vocab_size]).cross_entropy_loss(
+                &y,
+                None::<Tensor>,
+                Reduction::None,
+                -100,
+                0.0,
+            );
+            acc.add(
+                &Vec::<f32>::try_from(losses.to_kind(Kind::Float).to(Device::Cpu))?,
+                &batch.target_bytes,
+            );
         }
         Ok(())
     })?;
@@ -571,7 +774,10 @@ fn evaluate(model: &Gpt, data: &Dataset, device: Device, cuda: bool) -> Result<f
 /// statistics, so this is host memory there too).
 fn peak_memory_mb(_cuda: bool) -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let kb = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok());
+    let kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok());
     kb.unwrap_or(0.0) / 1024.0
 }
 

@@ -1,0 +1,174 @@
+//! Invariants of the model and optimizer above. If an edit breaks one of these, the trainer is
+//! wrong, not the test: causality in particular is part of the contract.
+
+use super::*;
+
+const CFG: GptConfig = GptConfig {
+    vocab_size: 64,
+    seq_len: 16,
+    n_layer: 4,
+    n_head: 2,
+    head_dim: 16,
+};
+
+/// A model whose weights are all random: the zero-initialised projections of a fresh model
+/// would make every block an identity and hide what attention does.
+fn random_model(cfg: GptConfig) -> (nn::VarStore, Gpt) {
+    tch::manual_seed(0);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let model = Gpt::new(vs.root(), cfg);
+    tch::no_grad(|| {
+        for mut v in vs.trainable_variables() {
+            v.copy_(&(Tensor::randn_like(&v) * 0.3));
+        }
+    });
+    (vs, model)
+}
+
+fn tokens(b: i64, t: i64) -> Tensor {
+    Tensor::randint(CFG.vocab_size, [b, t], (Kind::Int64, Device::Cpu))
+}
+
+#[test]
+fn every_block_keeps_its_shape() {
+    let (_vs, model) = random_model(CFG);
+    let idx = tokens(3, CFG.seq_len);
+    let x = norm(&idx.apply(&model.wte));
+    assert_eq!(x.size(), [3, 16, 32]);
+    let mask = window_mask(CFG.seq_len, CFG.seq_len / 2, Device::Cpu);
+    for (i, block) in model.blocks.iter().enumerate() {
+        let ve = model.value_embeds[i].as_ref().map(|e| idx.apply(e));
+        assert_eq!(
+            block
+                .attn
+                .forward(&x, ve.as_ref(), &model.rotary, Some(&mask))
+                .size(),
+            [3, 16, 32]
+        );
+        assert_eq!(block.mlp.forward(&x).size(), [3, 16, 32]);
+        assert_eq!(
+            block.forward(&x, ve.as_ref(), &model.rotary, None).size(),
+            [3, 16, 32]
+        );
+    }
+    assert_eq!(model.forward(&idx).size(), [3, 16, 64]);
+    // Shorter inputs work too (evaluation rows may be shorter than training rows).
+    assert_eq!(model.forward(&tokens(2, 5)).size(), [2, 5, 64]);
+}
+
+#[test]
+fn window_pattern_and_value_embeddings_follow_the_reference() {
+    let windows: Vec<i64> = (0..CFG.n_layer).map(|i| CFG.window(i)).collect();
+    assert_eq!(
+        windows,
+        [8, 8, 8, 16],
+        "SSSL, half context, last layer long"
+    );
+    let ve: Vec<bool> = (0..CFG.n_layer)
+        .map(|i| CFG.has_value_embedding(i))
+        .collect();
+    assert_eq!(
+        ve,
+        [false, true, false, true],
+        "alternate layers, ending with the last"
+    );
+}
+
+#[test]
+fn logits_never_depend_on_later_tokens() {
+    let (_vs, model) = random_model(CFG);
+    let idx = tokens(2, CFG.seq_len);
+    let before = model.forward(&idx);
+    for t in [0, 5, 8, 14] {
+        let changed = idx.copy();
+        let later = CFG.seq_len - t - 1;
+        changed.narrow(1, t + 1, later).copy_(&tokens(2, later));
+        let after = model.forward(&changed);
+        let seen = |l: &Tensor| l.narrow(1, 0, t + 1);
+        assert!(
+            seen(&before).allclose(&seen(&after), 1e-5, 1e-5, false),
+            "position {t} saw the future"
+        );
+        // The change is visible after t, so the check above is not vacuous.
+        assert!(!before.allclose(&after, 1e-5, 1e-5, false));
+    }
+}
+
+#[test]
+fn sliding_window_layers_do_not_see_beyond_their_window() {
+    let mask = window_mask(6, 3, Device::Cpu);
+    let expected = Tensor::from_slice(&[
+        1, 0, 0, 0, 0, 0, //
+        1, 1, 0, 0, 0, 0, //
+        1, 1, 1, 0, 0, 0, //
+        0, 1, 1, 1, 0, 0, //
+        0, 0, 1, 1, 1, 0, //
+        0, 0, 0, 1, 1, 1,
+    ])
+    .view([6, 6])
+    .to_kind(Kind::Bool);
+    assert!(mask.equal(&expected));
+}
+
+#[test]
+fn polar_express_returns_near_orthogonal_matrices() {
+    tch::manual_seed(1);
+    let randn = |r: i64, c: i64| Tensor::randn([r, c], (Kind::Float, Device::Cpu));
+    for (rows, cols) in [(64, 32), (32, 64), (48, 48)] {
+        // g = U diag(s) V^T with singular values s spread over two orders of magnitude.
+        let k = rows.min(cols);
+        let (u, _) = Tensor::linalg_qr(&randn(rows, k), "reduced");
+        let (v, _) = Tensor::linalg_qr(&randn(cols, k), "reduced");
+        let s = Tensor::logspace(-1.0, 1.0, k, 10.0, (Kind::Float, Device::Cpu));
+        let g = (u * s).matmul(&v.tr());
+        let x = orthogonalize(&g, Kind::Float);
+        let (_, s, _) = x.svd(true, false);
+        let (lo, hi) = (s.min().double_value(&[]), s.max().double_value(&[]));
+        assert!(
+            lo > 0.6 && hi < 1.25,
+            "{rows}x{cols}: singular values in [{lo:.3}, {hi:.3}]"
+        );
+    }
+}
+
+#[test]
+fn a_few_optimizer_steps_reduce_the_loss_on_a_fixed_batch() {
+    tch::manual_seed(0);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let model = Gpt::new(vs.root(), CFG);
+    let mut optimizer = Optimizer::new(&vs, &CFG, 1.0, Kind::Float);
+    let rows = tokens(8, CFG.seq_len + 1);
+    let (x, y) = (
+        rows.narrow(1, 0, CFG.seq_len),
+        rows.narrow(1, 1, CFG.seq_len),
+    );
+    let mut losses = Vec::new();
+    for step in 0..10 {
+        let loss = model.loss(&x, &y);
+        loss.backward();
+        losses.push(loss.double_value(&[]));
+        optimizer.step(step, 0.0);
+        vs.trainable_variables()
+            .iter_mut()
+            .for_each(Tensor::zero_grad);
+    }
+    assert!(
+        (losses[0] - (64f64).ln()).abs() < 0.1,
+        "starts near uniform: {losses:?}"
+    );
+    assert!(
+        losses[9] < losses[0] - 0.5,
+        "loss fell too little: {losses:?}"
+    );
+}
+
+#[test]
+fn schedules_match_the_reference() {
+    assert_eq!(lr_multiplier(0.0), 1.0);
+    assert_eq!(lr_multiplier(0.5), 1.0);
+    assert!((lr_multiplier(0.75) - 0.5).abs() < 1e-12);
+    assert_eq!(lr_multiplier(1.0), 0.0);
+    assert!((muon_momentum(0) - 0.85).abs() < 1e-12);
+    assert!((muon_momentum(150) - 0.90).abs() < 1e-12);
+    assert!((muon_momentum(1000) - 0.95).abs() < 1e-12);
+}

@@ -1,0 +1,142 @@
+//! The trainer binary end to end on `prepare`'s tiny dataset with a budget of a few seconds.
+//!
+//! - `prints_one_result_line_with_every_field`: exit 0, exactly one stdout line, the SPEC fields.
+//! - `a_diverging_setting_exits_non_zero`: a copy of the workspace with absurd learning rates
+//!   is built under another package name (sharing this target dir, so only the two local crates
+//!   compile) and must stop with status `diverged` and a non-zero exit.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const REQUIRED: [&str; 13] = [
+    "schema",
+    "status",
+    "val_bpb",
+    "training_seconds",
+    "total_seconds",
+    "peak_memory_mb",
+    "num_steps",
+    "num_params",
+    "train_tokens",
+    "tokens_per_second",
+    "mfu_percent",
+    "device",
+    "contract",
+];
+
+fn tiny_data() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = prepare::fixtures::tiny_dataset(dir.path()).unwrap();
+    (dir, data)
+}
+
+fn run(binary: &Path, data: &Path) -> Output {
+    Command::new(binary)
+        .env("AUTORESEARCH_DATA", data)
+        .env("AUTORESEARCH_TIME_BUDGET", "3")
+        .output()
+        .unwrap()
+}
+
+fn result_line(out: &Output) -> serde_json::Value {
+    let stdout = String::from_utf8(out.stdout.clone()).unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "exactly one stdout line, got {stdout:?}");
+    serde_json::from_str(lines[0]).unwrap()
+}
+
+#[test]
+fn prints_one_result_line_with_every_field() {
+    let (_dir, data) = tiny_data();
+    let out = run(Path::new(env!("CARGO_BIN_EXE_train")), &data);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let result = result_line(&out);
+    for field in REQUIRED {
+        assert!(result.get(field).is_some(), "missing {field} in {result}");
+    }
+    assert_eq!(result["status"], "ok");
+    assert_eq!(result["device"], "cpu");
+    assert_eq!(result["time_budget_s"], 3.0);
+    let contract = prepare::Dataset::open(&data)
+        .unwrap()
+        .contract_hash()
+        .to_string();
+    assert_eq!(result["contract"], contract.as_str());
+    let bpb = result["val_bpb"].as_f64().unwrap();
+    assert!(bpb > 0.0 && bpb < 8.0, "val_bpb {bpb}");
+    assert!(result["training_seconds"].as_f64().unwrap() >= 3.0);
+    assert!(result["num_steps"].as_u64().unwrap() > 11);
+    assert!(
+        stderr.contains("%)") && stderr.contains("evaluating"),
+        "progress lines: {stderr}"
+    );
+}
+
+#[test]
+fn a_diverging_setting_exits_non_zero() {
+    let (_dir, data) = tiny_data();
+    let workspace = tempfile::tempdir().unwrap();
+    let root = prepare::workspace_root();
+    let files = Command::new("git")
+        .arg("-C")
+        .arg(&root)
+        .arg("ls-files")
+        .output()
+        .unwrap();
+    for file in String::from_utf8(files.stdout).unwrap().lines() {
+        let to = workspace.path().join(file);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(root.join(file), &to).unwrap();
+    }
+    let main_rs = workspace.path().join("crates/train/src/main.rs");
+    let source = std::fs::read_to_string(&main_rs).unwrap();
+    let diverging =
+        ["EMBEDDING_LR", "MATRIX_LR", "UNEMBEDDING_LR"]
+            .iter()
+            .fold(source, |s, name| {
+                let line = s
+                    .lines()
+                    .find(|l| l.starts_with(&format!("const {name}: f64 = ")))
+                    .unwrap()
+                    .to_string();
+                s.replace(&line, &format!("const {name}: f64 = 1e30;"))
+            });
+    std::fs::write(&main_rs, diverging).unwrap();
+    // Another package name, so the build does not overwrite this workspace's train binary.
+    let manifest = workspace.path().join("crates/train/Cargo.toml");
+    let renamed = std::fs::read_to_string(&manifest)
+        .unwrap()
+        .replace("name = \"train\"", "name = \"diverging-train\"");
+    std::fs::write(&manifest, renamed).unwrap();
+
+    // This test binary lives in <target>/release/deps; building there reuses tch and libtorch's
+    // wrapper, which only stay valid with the same LIBTORCH value.
+    let target = std::env::current_exe()
+        .unwrap()
+        .ancestors()
+        .nth(3)
+        .unwrap()
+        .to_path_buf();
+    let build = Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "diverging-train",
+            "--manifest-path",
+        ])
+        .arg(workspace.path().join("Cargo.toml"))
+        .env("CARGO_TARGET_DIR", &target)
+        .env("LIBTORCH", root.join(".libtorch"))
+        .output()
+        .unwrap();
+    assert!(
+        build.status.success(),
+        "{}",
+        String::from_utf8_lossy(&build.stderr)
+    );
+    let out = run(&target.join("release/diverging-train"), &data);
+    assert!(!out.status.success(), "a diverging run must fail");
+    assert_eq!(result_line(&out)["status"], "diverged");
+}
