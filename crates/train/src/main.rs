@@ -707,7 +707,8 @@ fn main() -> Result<()> {
         f64::NAN
     };
     let train_tokens = step as i64 * tokens_per_step;
-    let tokens_per_second = train_tokens as f64 / training_seconds.max(1e-9);
+    let counted_tokens = step.saturating_sub(UNCOUNTED_STEPS) as i64 * tokens_per_step;
+    let tokens_per_second = counted_tokens as f64 / training_seconds.max(1e-9);
     let total_seconds = t_start.elapsed().as_secs_f64();
     let result = serde_json::json!({
         "schema": 1,
