@@ -1,0 +1,212 @@
+//! The built-in search for when no LLM is configured: it nudges the trainer's numeric `const`s,
+//! one or two at a time by multiplicative steps, never repeats a setting, and leans toward the
+//! directions that helped before. Seeded, and its memory survives `--resume`.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+use super::Proposal;
+use crate::tools::Workspace;
+
+const SOURCE: &str = "crates/train/src/main.rs";
+/// Constants that are part of the contract or cannot change the score.
+const FIXED: [&str; 4] = ["UNCOUNTED_STEPS", "GPU_EVAL_ROWS", "CPU_EVAL_ROWS", "VE_GATE_CHANNELS"];
+const STEPS: [f64; 2] = [1.5, 2.0];
+
+/// A `const NAME: TYPE = LITERAL;` line of the trainer.
+#[derive(Debug, Clone)]
+struct Knob {
+    name: String,
+    integer: bool,
+    value: f64,
+    line: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Change {
+    name: String,
+    up: bool,
+}
+
+#[derive(Default, Serialize, Deserialize)]
+struct Memory {
+    rng: u64,
+    /// Every setting proposed so far, as `NAME=value` lists.
+    tried: HashSet<String>,
+    /// Summed improvement (bpb, positive = better) of each knob and direction.
+    credit: HashMap<String, f64>,
+    last: Vec<Change>,
+}
+
+pub struct OfflineAgent {
+    memory: Memory,
+    path: PathBuf,
+    /// `GPU_` or `CPU_`: the knobs of the other device do nothing on this machine.
+    other_device: &'static str,
+}
+
+impl OfflineAgent {
+    pub fn new(state_path: PathBuf, seed: u64, gpu: bool) -> Result<OfflineAgent> {
+        let memory = match std::fs::read(&state_path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).context("the offline agent's memory is corrupt")?,
+            Err(_) => Memory { rng: seed ^ 0x5DEE_CE66_D1CE_4E5B, ..Memory::default() },
+        };
+        Ok(OfflineAgent { memory, path: state_path, other_device: if gpu { "CPU_" } else { "GPU_" } })
+    }
+
+    pub fn propose(&mut self, ws: &Workspace) -> Result<Proposal> {
+        let source = ws.read_file(SOURCE).map_err(anyhow::Error::msg)?;
+        let knobs: Vec<Knob> = parse_knobs(&source)
+            .into_iter()
+            .filter(|k| !FIXED.contains(&k.name.as_str()) && !k.name.starts_with(self.other_device))
+            .collect();
+        if knobs.is_empty() {
+            bail!("no numeric `const` in {SOURCE} to tune");
+        }
+        let current: BTreeMap<String, f64> = knobs.iter().map(|k| (k.name.clone(), k.value)).collect();
+        for _ in 0..200 {
+            let count = 1 + (self.next() % 2) as usize;
+            let mut setting = current.clone();
+            let mut changes = Vec::new();
+            for _ in 0..count {
+                let knob = &knobs[(self.next() % knobs.len() as u64) as usize];
+                if changes.iter().any(|c: &(Knob, f64, bool)| c.0.name == knob.name) {
+                    continue;
+                }
+                let up = self.direction(&knob.name);
+                let step = STEPS[(self.next() % STEPS.len() as u64) as usize];
+                let value = nudge(knob, up, step);
+                setting.insert(knob.name.clone(), value);
+                changes.push((knob.clone(), value, up));
+            }
+            let key = setting.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
+            if changes.is_empty() || !self.memory.tried.insert(key) {
+                continue;
+            }
+            let mut description = Vec::new();
+            for (knob, value, _) in &changes {
+                let new_line = knob.line.replacen(&literal(knob, knob.value), &literal(knob, *value), 1);
+                ws.edit_file(SOURCE, &knob.line, &new_line).map_err(anyhow::Error::msg)?;
+                description.push(format!("{} {} -> {}", knob.name, literal(knob, knob.value), literal(knob, *value)));
+            }
+            self.memory.last = changes.into_iter().map(|(k, _, up)| Change { name: k.name, up }).collect();
+            self.save()?;
+            return Ok(Proposal { description: description.join(", "), tokens: 0 });
+        }
+        bail!("the offline search has tried every nearby setting; connect an LLM for new ideas")
+    }
+
+    /// Credits the last proposal with `gain` (bpb below the best before it; negative if worse).
+    pub fn observe(&mut self, gain: f64) -> Result<()> {
+        for change in std::mem::take(&mut self.memory.last) {
+            *self.memory.credit.entry(key(&change.name, change.up)).or_default() += gain;
+        }
+        self.save()
+    }
+
+    /// Up or down, leaning to the direction with more credit.
+    fn direction(&mut self, name: &str) -> bool {
+        let credit = |up| self.memory.credit.get(&key(name, up)).copied().unwrap_or(0.0);
+        let lean = ((credit(true) - credit(false)) * 50.0).tanh(); // 0.01 bpb of credit is a strong lean
+        let p_up = 0.5 + 0.4 * lean;
+        (self.next() % 1000) as f64 / 1000.0 < p_up
+    }
+
+    fn next(&mut self) -> u64 {
+        // SplitMix64.
+        self.memory.rng = self.memory.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.memory.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn save(&self) -> Result<()> {
+        let tmp = self.path.with_extension("partial");
+        std::fs::write(&tmp, serde_json::to_vec(&self.memory)?)?;
+        std::fs::rename(&tmp, &self.path).context("saving the offline agent's memory")
+    }
+}
+
+fn key(name: &str, up: bool) -> String {
+    format!("{name}{}", if up { "+" } else { "-" })
+}
+
+fn nudge(knob: &Knob, up: bool, step: f64) -> f64 {
+    let scaled = if up { knob.value * step } else { knob.value / step };
+    if !knob.integer {
+        return (scaled * 1e6).round() / 1e6;
+    }
+    let rounded = scaled.round().max(1.0);
+    if rounded != knob.value { rounded } else { (knob.value + if up { 1.0 } else { -1.0 }).max(1.0) }
+}
+
+fn literal(knob: &Knob, value: f64) -> String {
+    if knob.integer {
+        format!("{}", value as i64)
+    } else if value.fract() == 0.0 && value.abs() < 1e15 {
+        format!("{value:.1}")
+    } else {
+        format!("{value}")
+    }
+}
+
+fn parse_knobs(source: &str) -> Vec<Knob> {
+    source
+        .lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix("const ")?;
+            let (name, rest) = rest.split_once(':')?;
+            let (ty, rest) = rest.split_once('=')?;
+            let value_text = rest.split(';').next()?.trim();
+            let integer = match ty.trim() {
+                "f64" | "f32" => false,
+                "i64" | "i32" | "u64" | "u32" | "usize" => true,
+                _ => return None,
+            };
+            let value: f64 = value_text.replace('_', "").parse().ok()?;
+            let knob = Knob { name: name.trim().to_string(), integer, value, line: line.to_string() };
+            // Only literals that print back the same way can be edited in place.
+            (value > 0.0 && line.contains(&literal(&knob, value))).then_some(knob)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SOURCE_TEXT: &str = "const GPU_DEPTH: i64 = 8; // x\nconst CPU_DEPTH: i64 = 2; // y\n\
+        const MATRIX_LR: f64 = 0.04; // z\nconst SOFTCAP: f64 = 15.0; // w\n\
+        const UNCOUNTED_STEPS: usize = 11; // fixed\nconst TOTAL: i64 = 1 << 19; // expression\n";
+
+    #[test]
+    fn finds_literal_knobs_only() {
+        let names: Vec<String> = parse_knobs(SOURCE_TEXT).into_iter().map(|k| k.name).collect();
+        assert_eq!(names, ["GPU_DEPTH", "CPU_DEPTH", "MATRIX_LR", "SOFTCAP", "UNCOUNTED_STEPS"]);
+    }
+
+    #[test]
+    fn proposes_distinct_edits_of_this_devices_knobs() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("crates/train/src")).unwrap();
+        let ws = Workspace::new(dir.path());
+        let mut agent = OfflineAgent::new(dir.path().join("memory.json"), 1, false).unwrap();
+        let mut seen = HashSet::new();
+        for _ in 0..12 {
+            std::fs::write(dir.path().join(SOURCE), SOURCE_TEXT).unwrap();
+            let proposal = agent.propose(&ws).unwrap();
+            let edited = std::fs::read_to_string(dir.path().join(SOURCE)).unwrap();
+            assert_ne!(edited, SOURCE_TEXT);
+            assert!(edited.contains("GPU_DEPTH: i64 = 8;") && edited.contains("UNCOUNTED_STEPS: usize = 11;"));
+            assert!(seen.insert(edited), "repeated a setting: {}", proposal.description);
+            agent.observe(-0.01).unwrap();
+        }
+        // The memory is kept: a new agent on the same file does not repeat them either.
+        let again = OfflineAgent::new(dir.path().join("memory.json"), 1, false).unwrap();
+        assert_eq!(again.memory.tried.len(), 12);
+    }
+}

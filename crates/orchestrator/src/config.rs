@@ -1,0 +1,189 @@
+//! Settings: command-line flags, then environment, then `autoresearch.toml`, then defaults.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use serde::Deserialize;
+
+#[derive(Parser, Debug)]
+#[command(about = "Autonomous ML research: an agent edits the trainer, the loop keeps what helps")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the research loop (the default).
+    Run(RunArgs),
+}
+
+#[derive(clap::Args, Debug, Default, Clone)]
+pub struct RunArgs {
+    /// Run name: branch autoresearch/<tag>, logs in runs/<tag>/ (default: today, e.g. nov22).
+    #[arg(long)]
+    pub tag: Option<String>,
+    /// Training seconds per experiment (default: the evaluation contract's budget).
+    #[arg(long)]
+    pub time_budget: Option<f64>,
+    /// Stop after this many experiments, the baseline included (default: never).
+    #[arg(long)]
+    pub max_experiments: Option<u64>,
+    /// `openai` (any OpenAI-compatible endpoint) or `offline` (built-in search, no LLM).
+    #[arg(long, value_enum)]
+    pub agent: Option<AgentKind>,
+    /// Model name for the OpenAI-compatible endpoint.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Continue an existing tag after a stop or crash.
+    #[arg(long)]
+    pub resume: bool,
+    /// Seed of the offline agent's search.
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+#[derive(ValueEnum, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AgentKind {
+    Openai,
+    Offline,
+}
+
+/// `autoresearch.toml` at the repository root: the flags' names, no secrets.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    tag: Option<String>,
+    time_budget: Option<f64>,
+    max_experiments: Option<u64>,
+    agent: Option<AgentKind>,
+    model: Option<String>,
+    base_url: Option<String>,
+    seed: Option<u64>,
+    /// Compiler-error repair rounds per experiment.
+    max_repairs: Option<u32>,
+    /// Seconds the trainer may run past its budget (start-up, evaluation) before it is killed.
+    grace: Option<f64>,
+}
+
+/// Everything the loop needs, resolved.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub repo: PathBuf,
+    pub tag: String,
+    pub time_budget: Option<f64>,
+    pub max_experiments: Option<u64>,
+    pub agent: AgentKind,
+    pub model: String,
+    pub base_url: Option<String>,
+    /// From OPENAI_API_KEY only; never printed, logged or written.
+    pub api_key: Option<String>,
+    pub resume: bool,
+    pub seed: u64,
+    pub max_repairs: u32,
+    pub grace: f64,
+    /// Where the trainer's data lives (AUTORESEARCH_DATA, default data/enwik8).
+    pub data_dir: PathBuf,
+    /// Cargo's target directory for trainer builds (CARGO_TARGET_DIR, default <repo>/target).
+    pub target_dir: PathBuf,
+}
+
+impl Config {
+    pub fn resolve(args: RunArgs, repo: &Path) -> Result<Config> {
+        let file = read_file_config(&repo.join("autoresearch.toml"))?;
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let base_url = env("OPENAI_BASE_URL").or(file.base_url);
+        let api_key = env("OPENAI_API_KEY");
+        let agent = args.agent.or(file.agent).unwrap_or(if base_url.is_some() || api_key.is_some() {
+            AgentKind::Openai
+        } else {
+            AgentKind::Offline
+        });
+        let time_budget = args.time_budget.or(file.time_budget);
+        if let Some(b) = time_budget
+            && !(b > 0.0)
+        {
+            bail!("the time budget must be a positive number of seconds, not {b}");
+        }
+        Ok(Config {
+            repo: repo.to_path_buf(),
+            tag: args.tag.or(file.tag).unwrap_or_else(default_tag),
+            time_budget,
+            max_experiments: args.max_experiments.or(file.max_experiments),
+            agent,
+            model: args.model.or(env("AUTORESEARCH_MODEL")).or(file.model).unwrap_or_else(|| "gpt-4.1".into()),
+            base_url,
+            api_key,
+            resume: args.resume,
+            seed: args.seed.or(file.seed).unwrap_or(0),
+            max_repairs: file.max_repairs.unwrap_or(3),
+            grace: file.grace.unwrap_or(120.0),
+            data_dir: env("AUTORESEARCH_DATA").map_or_else(|| repo.join("data").join("enwik8"), PathBuf::from),
+            target_dir: env("CARGO_TARGET_DIR").map_or_else(|| repo.join("target"), PathBuf::from),
+        })
+    }
+
+    pub fn branch(&self) -> String {
+        format!("autoresearch/{}", self.tag)
+    }
+
+    pub fn run_dir(&self) -> PathBuf {
+        self.repo.join("runs").join(&self.tag)
+    }
+
+    /// Hard wall-clock limit of one training run: budget plus grace, at most 2x budget + 60 s.
+    pub fn run_limit(&self, budget: f64) -> f64 {
+        (budget + self.grace).min(2.0 * budget + 60.0)
+    }
+}
+
+fn read_file_config(path: &Path) -> Result<FileConfig> {
+    match std::fs::read_to_string(path) {
+        // Only the parser's message, not its snippet of the file, which could hold a secret.
+        Ok(text) => toml::from_str(&text).map_err(|e| {
+            anyhow::anyhow!(
+                "{} is not valid ({}): it takes tag, time_budget, max_experiments, agent, model, \
+                 base_url, seed, max_repairs and grace (API keys belong in OPENAI_API_KEY)",
+                path.display(),
+                e.message().trim()
+            )
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(FileConfig::default()),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// Today's date as a tag, e.g. `nov22`.
+fn default_tag() -> String {
+    chrono::Local::now().format("%b%d").to_string().to_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_beat_the_file_and_the_file_beats_defaults() {
+        let repo = tempfile::tempdir().unwrap();
+        std::fs::write(repo.path().join("autoresearch.toml"), "tag = \"fromfile\"\ntime_budget = 60\nagent = \"offline\"\n").unwrap();
+        let cfg = Config::resolve(RunArgs { time_budget: Some(5.0), ..Default::default() }, repo.path()).unwrap();
+        assert_eq!(cfg.tag, "fromfile");
+        assert_eq!(cfg.time_budget, Some(5.0));
+        assert_eq!(cfg.agent, AgentKind::Offline);
+        assert_eq!(cfg.run_limit(5.0), 70.0);
+        assert_eq!(cfg.run_limit(300.0), 420.0);
+    }
+
+    #[test]
+    fn unknown_keys_and_secrets_are_refused() {
+        let repo = tempfile::tempdir().unwrap();
+        std::fs::write(repo.path().join("autoresearch.toml"), "api_key = \"sk-secret\"\n").unwrap();
+        let err = format!("{:#}", Config::resolve(RunArgs::default(), repo.path()).unwrap_err());
+        assert!(err.contains("OPENAI_API_KEY") && err.contains("api_key"), "{err}");
+        assert!(!err.contains("sk-secret"), "the key must not be echoed: {err}");
+    }
+}

@@ -1,0 +1,209 @@
+//! The run's records under `runs/<tag>/`: `experiments.jsonl` (one JSON object per experiment,
+//! append-only, the source of truth for `--resume`) and `results.tsv` (the original's format,
+//! rewritten from the records after every experiment).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Keep,
+    Discard,
+    Crash,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Keep => "keep",
+            Status::Discard => "discard",
+            Status::Crash => "crash",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Record {
+    /// 0 is the unmodified baseline.
+    pub seq: u64,
+    pub commit: String,
+    pub parent: String,
+    pub status: Status,
+    /// Why a crash was a crash (build failed, timed out, exit code, no result line...).
+    pub reason: Option<String>,
+    pub description: String,
+    pub val_bpb: Option<f64>,
+    pub peak_memory_mb: Option<f64>,
+    /// The trainer's whole result line.
+    pub result: Option<serde_json::Value>,
+    pub think_seconds: f64,
+    pub build_seconds: f64,
+    pub run_seconds: f64,
+    pub agent_tokens: u64,
+    /// program.md changed since the previous experiment.
+    pub program_changed: bool,
+    pub finished_at: String,
+}
+
+/// An experiment that was committed but not yet recorded; re-run on `--resume`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pending {
+    pub seq: u64,
+    pub commit: String,
+    pub parent: String,
+    pub description: String,
+    pub think_seconds: f64,
+    pub agent_tokens: u64,
+}
+
+pub struct Ledger {
+    dir: PathBuf,
+    pub records: Vec<Record>,
+}
+
+impl Ledger {
+    /// Opens (or starts) the ledger in `dir`. A line torn by a kill mid-write is dropped.
+    pub fn open(dir: &Path) -> Result<Ledger> {
+        fs::create_dir_all(dir.join("logs")).with_context(|| format!("creating {}", dir.display()))?;
+        let path = dir.join("experiments.jsonl");
+        let text = match fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        let mut records = Vec::new();
+        let mut valid_len = 0;
+        for line in text.split_inclusive('\n') {
+            match serde_json::from_str::<Record>(line.trim_end()) {
+                Ok(r) if line.ends_with('\n') => {
+                    records.push(r);
+                    valid_len += line.len();
+                }
+                _ => break,
+            }
+        }
+        if valid_len < text.len() {
+            eprintln!("note: dropping an incomplete last line of {}", path.display());
+            OpenOptions::new().write(true).open(&path)?.set_len(valid_len as u64)?;
+        }
+        Ok(Ledger { dir: dir.to_path_buf(), records })
+    }
+
+    pub fn next_seq(&self) -> u64 {
+        self.records.last().map_or(0, |r| r.seq + 1)
+    }
+
+    /// The best kept record: lowest val_bpb.
+    pub fn best(&self) -> Option<&Record> {
+        self.records
+            .iter()
+            .filter(|r| r.status == Status::Keep)
+            .min_by(|a, b| a.val_bpb.unwrap_or(f64::MAX).total_cmp(&b.val_bpb.unwrap_or(f64::MAX)))
+    }
+
+    pub fn append(&mut self, record: Record) -> Result<()> {
+        let path = self.dir.join("experiments.jsonl");
+        let mut file = OpenOptions::new().create(true).append(true).open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        writeln!(file, "{}", serde_json::to_string(&record)?)?;
+        file.sync_data()?;
+        self.records.push(record);
+        self.write_tsv()
+    }
+
+    fn write_tsv(&self) -> Result<()> {
+        let mut tsv = String::from("commit\tval_bpb\tmemory_gb\tstatus\tdescription\n");
+        for r in &self.records {
+            let commit = &r.commit[..r.commit.len().min(7)];
+            let bpb = if r.status == Status::Crash { 0.0 } else { r.val_bpb.unwrap_or(0.0) };
+            let memory_gb = r.peak_memory_mb.unwrap_or(0.0) / 1024.0;
+            let description = r.description.replace(['\t', '\n'], " ");
+            tsv.push_str(&format!("{commit}\t{bpb:.6}\t{memory_gb:.1}\t{}\t{description}\n", r.status.as_str()));
+        }
+        write_atomic(&self.dir.join("results.tsv"), tsv.as_bytes())
+    }
+
+    pub fn log_path(&self, seq: u64) -> PathBuf {
+        self.dir.join("logs").join(format!("{seq}.log"))
+    }
+
+    pub fn pending(&self) -> Result<Option<Pending>> {
+        match fs::read(self.dir.join("pending.json")) {
+            Ok(bytes) => Ok(serde_json::from_slice(&bytes).ok()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub fn set_pending(&self, pending: Option<&Pending>) -> Result<()> {
+        let path = self.dir.join("pending.json");
+        match pending {
+            Some(p) => write_atomic(&path, &serde_json::to_vec(p)?),
+            None => match fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+                _ => Ok(()),
+            },
+        }
+    }
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("partial");
+    let mut file = File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
+    file.write_all(bytes)?;
+    file.sync_data()?;
+    fs::rename(&tmp, path).with_context(|| format!("renaming into {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(seq: u64, status: Status, bpb: Option<f64>) -> Record {
+        Record {
+            seq,
+            commit: format!("{seq:07}abcdef"),
+            parent: "p".into(),
+            status,
+            reason: None,
+            description: format!("change\t{seq}"),
+            val_bpb: bpb,
+            peak_memory_mb: Some(2048.0),
+            result: None,
+            think_seconds: 0.0,
+            build_seconds: 0.0,
+            run_seconds: 0.0,
+            agent_tokens: 0,
+            program_changed: false,
+            finished_at: String::new(),
+        }
+    }
+
+    #[test]
+    fn tsv_has_the_original_format_and_a_torn_line_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ledger = Ledger::open(dir.path()).unwrap();
+        ledger.append(record(0, Status::Keep, Some(1.5))).unwrap();
+        ledger.append(record(1, Status::Crash, None)).unwrap();
+        ledger.append(record(2, Status::Keep, Some(1.25))).unwrap();
+        let tsv = fs::read_to_string(dir.path().join("results.tsv")).unwrap();
+        assert_eq!(
+            tsv,
+            "commit\tval_bpb\tmemory_gb\tstatus\tdescription\n\
+             0000000\t1.500000\t2.0\tkeep\tchange 0\n\
+             0000001\t0.000000\t2.0\tcrash\tchange 1\n\
+             0000002\t1.250000\t2.0\tkeep\tchange 2\n"
+        );
+        let mut file = OpenOptions::new().append(true).open(dir.path().join("experiments.jsonl")).unwrap();
+        write!(file, "{{\"seq\": 3, \"comm").unwrap();
+        let reopened = Ledger::open(dir.path()).unwrap();
+        assert_eq!(reopened.records.len(), 3);
+        assert_eq!(reopened.next_seq(), 3);
+        assert_eq!(reopened.best().unwrap().seq, 2);
+    }
+}

@@ -1,0 +1,78 @@
+//! A sandbox for end-to-end runs: a git repository holding a copy of this workspace's tracked
+//! files, `prepare`'s tiny dataset, and a cargo target directory shared by all such copies (not
+//! the workspace's own, whose `train` binary the copies would overwrite).
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+pub struct Sandbox {
+    _dir: tempfile::TempDir,
+    pub repo: PathBuf,
+    pub data: PathBuf,
+}
+
+/// The runs share one target directory and so must not overlap.
+pub static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+impl Sandbox {
+    pub fn new() -> Sandbox {
+        let dir = tempfile::tempdir().unwrap();
+        let root = prepare::workspace_root();
+        let repo = dir.path().join("repo");
+        let files = Command::new("git").arg("-C").arg(&root).arg("ls-files").output().unwrap();
+        for file in String::from_utf8(files.stdout).unwrap().lines() {
+            let to = repo.join(file);
+            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+            std::fs::copy(root.join(file), &to).unwrap();
+        }
+        std::os::unix::fs::symlink(root.join(".libtorch").canonicalize().unwrap(), repo.join(".libtorch")).unwrap();
+        for args in [&["init", "--quiet", "-b", "main"][..], &["add", "--all"], &["commit", "--quiet", "-m", "workspace"]] {
+            git(&repo, args);
+        }
+        let data = prepare::fixtures::tiny_dataset(dir.path()).unwrap();
+        Sandbox { _dir: dir, repo, data }
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let target = std::env::current_exe().unwrap().ancestors().nth(3).unwrap().join("sandbox-target");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_orchestrator"));
+        command
+            .args(args)
+            .current_dir(&self.repo)
+            .env("AUTORESEARCH_DATA", &self.data)
+            .env("CARGO_TARGET_DIR", target)
+            .env("LIBTORCH", prepare::workspace_root().join(".libtorch"))
+            .env_remove("OPENAI_BASE_URL")
+            .env_remove("OPENAI_API_KEY");
+        command
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    pub fn spawn(&self, args: &[&str]) -> Child {
+        self.command(args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap()
+    }
+
+    pub fn records(&self, tag: &str) -> Vec<serde_json::Value> {
+        let path = self.repo.join("runs").join(tag).join("experiments.jsonl");
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    pub fn git(&self, args: &[&str]) -> String {
+        git(&self.repo, args)
+    }
+}
+
+pub fn git(repo: &Path, args: &[&str]) -> String {
+    let out = Command::new("git").arg("-C").arg(repo).args(args).output().unwrap();
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}

@@ -1,0 +1,92 @@
+//! End-to-end runs of the loop with the built-in offline agent (no LLM, no network).
+//!
+//! - `offline_agent_runs_three_experiments`: baseline plus two proposals, each built, trained
+//!   for 2 s and recorded; discarded commits stay reachable; the branch ends at the best.
+//! - `kill_dash_nine_then_resume_loses_and_duplicates_nothing`: the orchestrator is killed
+//!   mid-experiment and resumed; every experiment is recorded exactly once.
+//! - `a_dirty_tree_or_an_existing_branch_is_refused`: start-up checks.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{SERIAL, Sandbox};
+
+const ARGS: [&str; 6] = ["--agent", "offline", "--time-budget", "2", "--tag", "t"];
+
+#[test]
+fn offline_agent_runs_three_experiments() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let sandbox = Sandbox::new();
+    let out = sandbox.run(&[&ARGS[..], &["--max-experiments", "3"]].concat());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("connect an LLM"), "says once how to connect an LLM");
+
+    let records = sandbox.records("t");
+    let seqs: Vec<u64> = records.iter().map(|r| r["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, [0, 1, 2]);
+    assert_eq!(records[0]["status"], "keep");
+    assert_eq!(records[0]["description"], "baseline");
+    let tsv = std::fs::read_to_string(sandbox.repo.join("runs/t/results.tsv")).unwrap();
+    assert_eq!(tsv.lines().next().unwrap(), "commit\tval_bpb\tmemory_gb\tstatus\tdescription");
+    assert_eq!(tsv.lines().count(), 4);
+
+    let mut best = &records[0];
+    for r in &records {
+        assert!(sandbox.repo.join(format!("runs/t/logs/{}.log", r["seq"])).exists());
+        match r["status"].as_str().unwrap() {
+            "keep" => best = r,
+            _ => {
+                // Discarded and crashed commits stay reachable.
+                let reference = format!("refs/autoresearch/t/discarded/{}", r["seq"]);
+                assert_eq!(sandbox.git(&["rev-parse", &reference]), r["commit"].as_str().unwrap());
+            }
+        }
+        if r["seq"] != 0 {
+            assert_ne!(r["commit"], records[0]["commit"], "each proposal is its own commit");
+            assert!(r["description"].as_str().unwrap().contains("->"));
+        }
+    }
+    assert_eq!(sandbox.git(&["rev-parse", "HEAD"]), best["commit"].as_str().unwrap());
+    assert_eq!(sandbox.git(&["rev-parse", "--abbrev-ref", "HEAD"]), "autoresearch/t");
+    assert_eq!(sandbox.git(&["status", "--porcelain", "--untracked-files=no"]), "");
+}
+
+#[test]
+fn kill_dash_nine_then_resume_loses_and_duplicates_nothing() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let sandbox = Sandbox::new();
+    let mut child = sandbox.spawn(&[&ARGS[..], &["--max-experiments", "3"]].concat());
+    // Kill it while experiment 1 trains (its log exists), or fail after a generous wait.
+    let started = Instant::now();
+    while !sandbox.repo.join("runs/t/logs/1.log").exists() {
+        assert!(started.elapsed() < Duration::from_secs(900), "experiment 1 never started");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert_eq!(sandbox.records("t").len(), 1, "only the baseline was recorded");
+
+    let out = sandbox.run(&[&ARGS[..], &["--max-experiments", "3", "--resume"]].concat());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let seqs: Vec<u64> = sandbox.records("t").iter().map(|r| r["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, [0, 1, 2]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("re-running interrupted experiment 1"));
+}
+
+#[test]
+fn a_dirty_tree_or_an_existing_branch_is_refused() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let sandbox = Sandbox::new();
+    std::fs::write(sandbox.repo.join("program.md"), "edited but not committed").unwrap();
+    let out = sandbox.run(&ARGS);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("uncommitted changes"));
+
+    sandbox.git(&["checkout", "--quiet", "program.md"]);
+    sandbox.git(&["branch", "autoresearch/t"]);
+    let out = sandbox.run(&ARGS);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--resume"));
+}
