@@ -1,6 +1,7 @@
 //! Settings: command-line flags, then environment, then `autoresearch.toml`, then defaults.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -19,6 +20,18 @@ pub struct Cli {
 pub enum Command {
     /// Run the research loop (the default).
     Run(RunArgs),
+    /// Summarise a run and draw runs/<tag>/progress.png.
+    Report(ReportArgs),
+}
+
+#[derive(clap::Args, Debug, Default, Clone)]
+pub struct ReportArgs {
+    /// The run to report on (default: today's tag, e.g. nov22).
+    #[arg(long)]
+    pub tag: Option<String>,
+    /// Print the summary as JSON, for scripts and the agent.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(clap::Args, Debug, Default, Clone)]
@@ -44,6 +57,10 @@ pub struct RunArgs {
     /// Seed of the offline agent's search.
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Seeds the baseline is trained with to measure the noise floor (1 turns the noise-aware
+    /// decisions off; default 3).
+    #[arg(long)]
+    pub noise_seeds: Option<usize>,
 }
 
 #[derive(ValueEnum, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +85,11 @@ struct FileConfig {
     max_repairs: Option<u32>,
     /// Seconds the trainer may run past its budget (start-up, evaluation) before it is killed.
     grace: Option<f64>,
+    noise_seeds: Option<usize>,
+    /// A known noise floor (std dev of val_bpb between seeds) instead of measuring it.
+    noise_sigma: Option<f64>,
+    /// Most of the training time that re-runs of ambiguous results may take.
+    rerun_share: Option<f64>,
 }
 
 /// Everything the loop needs, resolved.
@@ -86,6 +108,9 @@ pub struct Config {
     pub seed: u64,
     pub max_repairs: u32,
     pub grace: f64,
+    pub noise_seeds: usize,
+    pub noise_sigma: Option<f64>,
+    pub rerun_share: f64,
     /// Where the trainer's data lives (AUTORESEARCH_DATA, default data/enwik8).
     pub data_dir: PathBuf,
     /// Cargo's target directory for trainer builds (CARGO_TARGET_DIR, default <repo>/target).
@@ -98,11 +123,14 @@ impl Config {
         let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
         let base_url = env("OPENAI_BASE_URL").or(file.base_url);
         let api_key = env("OPENAI_API_KEY");
-        let agent = args.agent.or(file.agent).unwrap_or(if base_url.is_some() || api_key.is_some() {
-            AgentKind::Openai
-        } else {
-            AgentKind::Offline
-        });
+        let agent =
+            args.agent
+                .or(file.agent)
+                .unwrap_or(if base_url.is_some() || api_key.is_some() {
+                    AgentKind::Openai
+                } else {
+                    AgentKind::Offline
+                });
         let time_budget = args.time_budget.or(file.time_budget);
         if let Some(b) = time_budget
             && !(b > 0.0)
@@ -115,14 +143,22 @@ impl Config {
             time_budget,
             max_experiments: args.max_experiments.or(file.max_experiments),
             agent,
-            model: args.model.or(env("AUTORESEARCH_MODEL")).or(file.model).unwrap_or_else(|| "gpt-4.1".into()),
+            model: args
+                .model
+                .or(env("AUTORESEARCH_MODEL"))
+                .or(file.model)
+                .unwrap_or_else(|| "gpt-4.1".into()),
             base_url,
             api_key,
             resume: args.resume,
             seed: args.seed.or(file.seed).unwrap_or(0),
             max_repairs: file.max_repairs.unwrap_or(3),
             grace: file.grace.unwrap_or(120.0),
-            data_dir: env("AUTORESEARCH_DATA").map_or_else(|| repo.join("data").join("enwik8"), PathBuf::from),
+            noise_seeds: args.noise_seeds.or(file.noise_seeds).unwrap_or(3).max(1),
+            noise_sigma: file.noise_sigma,
+            rerun_share: file.rerun_share.unwrap_or(0.25),
+            data_dir: env("AUTORESEARCH_DATA")
+                .map_or_else(|| repo.join("data").join("enwik8"), PathBuf::from),
             target_dir: env("CARGO_TARGET_DIR").map_or_else(|| repo.join("target"), PathBuf::from),
         })
     }
@@ -139,6 +175,12 @@ impl Config {
     pub fn run_limit(&self, budget: f64) -> f64 {
         (budget + self.grace).min(2.0 * budget + 60.0)
     }
+
+    /// Hard wall-clock limit of one protected evaluation: the grace the trainer gets for
+    /// start-up and its own evaluation.
+    pub fn eval_limit(&self, budget: f64) -> Duration {
+        Duration::from_secs_f64(self.run_limit(budget) - budget)
+    }
 }
 
 fn read_file_config(path: &Path) -> Result<FileConfig> {
@@ -147,7 +189,8 @@ fn read_file_config(path: &Path) -> Result<FileConfig> {
         Ok(text) => toml::from_str(&text).map_err(|e| {
             anyhow::anyhow!(
                 "{} is not valid ({}): it takes tag, time_budget, max_experiments, agent, model, \
-                 base_url, seed, max_repairs and grace (API keys belong in OPENAI_API_KEY)",
+                 base_url, seed, max_repairs, grace, noise_seeds, noise_sigma and rerun_share \
+                 (API keys belong in OPENAI_API_KEY)",
                 path.display(),
                 e.message().trim()
             )
@@ -158,8 +201,11 @@ fn read_file_config(path: &Path) -> Result<FileConfig> {
 }
 
 /// Today's date as a tag, e.g. `nov22`.
-fn default_tag() -> String {
-    chrono::Local::now().format("%b%d").to_string().to_lowercase()
+pub fn default_tag() -> String {
+    chrono::Local::now()
+        .format("%b%d")
+        .to_string()
+        .to_lowercase()
 }
 
 #[cfg(test)]
@@ -169,8 +215,19 @@ mod tests {
     #[test]
     fn flags_beat_the_file_and_the_file_beats_defaults() {
         let repo = tempfile::tempdir().unwrap();
-        std::fs::write(repo.path().join("autoresearch.toml"), "tag = \"fromfile\"\ntime_budget = 60\nagent = \"offline\"\n").unwrap();
-        let cfg = Config::resolve(RunArgs { time_budget: Some(5.0), ..Default::default() }, repo.path()).unwrap();
+        std::fs::write(
+            repo.path().join("autoresearch.toml"),
+            "tag = \"fromfile\"\ntime_budget = 60\nagent = \"offline\"\n",
+        )
+        .unwrap();
+        let cfg = Config::resolve(
+            RunArgs {
+                time_budget: Some(5.0),
+                ..Default::default()
+            },
+            repo.path(),
+        )
+        .unwrap();
         assert_eq!(cfg.tag, "fromfile");
         assert_eq!(cfg.time_budget, Some(5.0));
         assert_eq!(cfg.agent, AgentKind::Offline);
@@ -181,9 +238,22 @@ mod tests {
     #[test]
     fn unknown_keys_and_secrets_are_refused() {
         let repo = tempfile::tempdir().unwrap();
-        std::fs::write(repo.path().join("autoresearch.toml"), "api_key = \"sk-secret\"\n").unwrap();
-        let err = format!("{:#}", Config::resolve(RunArgs::default(), repo.path()).unwrap_err());
-        assert!(err.contains("OPENAI_API_KEY") && err.contains("api_key"), "{err}");
-        assert!(!err.contains("sk-secret"), "the key must not be echoed: {err}");
+        std::fs::write(
+            repo.path().join("autoresearch.toml"),
+            "api_key = \"sk-secret\"\n",
+        )
+        .unwrap();
+        let err = format!(
+            "{:#}",
+            Config::resolve(RunArgs::default(), repo.path()).unwrap_err()
+        );
+        assert!(
+            err.contains("OPENAI_API_KEY") && err.contains("api_key"),
+            "{err}"
+        );
+        assert!(
+            !err.contains("sk-secret"),
+            "the key must not be echoed: {err}"
+        );
     }
 }

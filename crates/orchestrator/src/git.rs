@@ -17,17 +17,27 @@ pub struct Git {
 
 impl Git {
     pub fn new(repo: &Path) -> Git {
-        let mut git = Git { repo: repo.to_path_buf(), fallback_identity: false };
+        let mut git = Git {
+            repo: repo.to_path_buf(),
+            fallback_identity: false,
+        };
         git.fallback_identity = git.run(&["config", "user.email"]).is_err();
         git
     }
 
     /// The top of the repository holding `dir`.
     pub fn toplevel(dir: &Path) -> Result<PathBuf> {
-        let out = Command::new("git").arg("-C").arg(dir).args(["rev-parse", "--show-toplevel"]).output()
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(["rev-parse", "--show-toplevel"])
+            .output()
             .context("running git; is it installed?")?;
         if !out.status.success() {
-            bail!("{} is not inside a git repository; run the orchestrator from the project's checkout", dir.display());
+            bail!(
+                "{} is not inside a git repository; run the orchestrator from the project's checkout",
+                dir.display()
+            );
         }
         Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
     }
@@ -45,9 +55,15 @@ impl Git {
                 command.env(var, value);
             }
         }
-        let out = command.output().with_context(|| format!("running git {}", args.join(" ")))?;
+        let out = command
+            .output()
+            .with_context(|| format!("running git {}", args.join(" ")))?;
         if !out.status.success() {
-            bail!("git {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+            bail!(
+                "git {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
         }
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     }
@@ -57,12 +73,60 @@ impl Git {
     }
 
     pub fn branch_exists(&self, branch: &str) -> bool {
-        self.run(&["rev-parse", "--verify", "--quiet", &format!("refs/heads/{branch}")]).is_ok()
+        self.run(&[
+            "rev-parse",
+            "--verify",
+            "--quiet",
+            &format!("refs/heads/{branch}"),
+        ])
+        .is_ok()
     }
 
     /// Tracked files with changes, as `git status --porcelain` lines.
     pub fn dirty_tracked(&self) -> Result<Vec<String>> {
-        Ok(self.run(&["status", "--porcelain", "--untracked-files=no"])?.lines().map(String::from).collect())
+        Ok(self
+            .run(&["status", "--porcelain", "--untracked-files=no"])?
+            .lines()
+            .map(String::from)
+            .collect())
+    }
+
+    /// Files outside the editable directory that differ from `base` (program.md, the human's
+    /// file, excepted): changes to tracked files, and files added where the build would see them.
+    pub fn changed_outside_editable(&self, base: &str) -> Result<Vec<String>> {
+        let tracked = self.run(&["diff", "--name-only", base, "--"])?;
+        let untracked = self.run(&[
+            "ls-files",
+            "--others",
+            "--exclude-standard",
+            "--",
+            "crates",
+            ".cargo",
+            "build.rs",
+        ])?;
+        let mut outside: Vec<String> = tracked
+            .lines()
+            .chain(untracked.lines())
+            .filter(|f| !f.starts_with(&format!("{EDITABLE}/")) && *f != "program.md")
+            .map(String::from)
+            .collect();
+        outside.sort();
+        outside.dedup();
+        Ok(outside)
+    }
+
+    /// The old and new text of each file under the editable directory that differs between two
+    /// commits (empty for a side where the file does not exist).
+    pub fn editable_changes(&self, from: &str, to: &str) -> Result<Vec<(String, String)>> {
+        let names = self.run(&["diff", "--name-only", from, to, "--", EDITABLE])?;
+        let show = |commit: &str, file: &str| {
+            self.run(&["show", &format!("{commit}:{file}")])
+                .unwrap_or_default()
+        };
+        Ok(names
+            .lines()
+            .map(|f| (show(from, f), show(to, f)))
+            .collect())
     }
 
     /// Commits everything under the editable directory; None when nothing changed.
@@ -77,7 +141,11 @@ impl Git {
 
     /// Keeps `commit` reachable, then puts the branch and the working tree back at `best`.
     pub fn discard(&self, tag: &str, n: u64, commit: &str, best: &str) -> Result<()> {
-        self.run(&["update-ref", &format!("refs/autoresearch/{tag}/discarded/{n}"), commit])?;
+        self.run(&[
+            "update-ref",
+            &format!("refs/autoresearch/{tag}/discarded/{n}"),
+            commit,
+        ])?;
         self.reset_to(best)
     }
 
@@ -86,16 +154,5 @@ impl Git {
         self.run(&["reset", "--quiet", "--hard", commit])?;
         self.run(&["clean", "--quiet", "-fd", "--", EDITABLE])?;
         Ok(())
-    }
-
-    /// Paths changed between `base` and the working tree, untracked files included.
-    pub fn changed_paths(&self, base: &str) -> Result<Vec<String>> {
-        let mut paths: Vec<String> = self.run(&["diff", "--name-only", base])?.lines().map(String::from).collect();
-        paths.extend(self.run(&["ls-files", "--others", "--exclude-standard"])?.lines().map(String::from));
-        Ok(paths)
-    }
-
-    pub fn diff(&self, base: &str) -> Result<String> {
-        self.run(&["diff", base, "--", EDITABLE])
     }
 }

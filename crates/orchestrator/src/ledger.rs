@@ -48,6 +48,67 @@ pub struct Record {
     /// program.md changed since the previous experiment.
     pub program_changed: bool,
     pub finished_at: String,
+    /// Every training run of this commit: the first, and re-runs with other seeds when the first
+    /// result was within the noise (the baseline's runs measure the noise). `val_bpb` is their mean.
+    #[serde(default)]
+    pub trials: Vec<Trial>,
+    /// The noise floor (standard deviation of val_bpb between seeds) the decision used, or the
+    /// one measured from this experiment's runs when `sigma_measured`.
+    #[serde(default)]
+    pub sigma: Option<f64>,
+    #[serde(default)]
+    pub sigma_measured: bool,
+    /// val_bpb minus the best kept val_bpb before this experiment (negative is better).
+    #[serde(default)]
+    pub delta: Option<f64>,
+    /// The decision rule that applied, in words.
+    #[serde(default)]
+    pub rule: Option<String>,
+    /// Holdout: the protected score on the test split, for each new best only. Never shown to
+    /// the agent.
+    #[serde(default)]
+    pub test_bpb: Option<f64>,
+    /// Warnings for people: the trainer's own val_bpb disagrees with the protected score, a new
+    /// best got worse on the test split, ...
+    #[serde(default)]
+    pub flags: Vec<String>,
+    /// Seconds of protected evaluation, every run's and the holdout's.
+    #[serde(default)]
+    pub eval_seconds: f64,
+}
+
+/// One training run of an experiment's commit, scored by the protected evaluator.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Trial {
+    pub seed: u64,
+    /// The protected score; None when the run crashed.
+    pub val_bpb: Option<f64>,
+    /// What the trainer printed itself, logged beside the protected score.
+    pub trainer_val_bpb: Option<f64>,
+    /// The trainer's counted training time.
+    pub training_seconds: f64,
+    /// The trainer's wall time, start-up and its own evaluation included.
+    pub run_seconds: f64,
+    /// The protected evaluation's wall time (causality probe included).
+    pub eval_seconds: f64,
+}
+
+impl Record {
+    /// One line for people and the agent: number, status, score, why it crashed, what changed.
+    pub fn summary(&self) -> String {
+        let bpb = self.val_bpb.map_or("-".into(), |v| format!("{v:.6}"));
+        let reason = self
+            .reason
+            .as_deref()
+            .map(|r| format!(" ({r})"))
+            .unwrap_or_default();
+        format!(
+            "#{} {} val_bpb {bpb}{reason}: {}",
+            self.seq,
+            self.status.as_str(),
+            self.description
+        )
+    }
 }
 
 /// An experiment that was committed but not yet recorded; re-run on `--resume`.
@@ -69,7 +130,8 @@ pub struct Ledger {
 impl Ledger {
     /// Opens (or starts) the ledger in `dir`. A line torn by a kill mid-write is dropped.
     pub fn open(dir: &Path) -> Result<Ledger> {
-        fs::create_dir_all(dir.join("logs")).with_context(|| format!("creating {}", dir.display()))?;
+        fs::create_dir_all(dir.join("logs"))
+            .with_context(|| format!("creating {}", dir.display()))?;
         let path = dir.join("experiments.jsonl");
         let text = match fs::read_to_string(&path) {
             Ok(t) => t,
@@ -88,10 +150,19 @@ impl Ledger {
             }
         }
         if valid_len < text.len() {
-            eprintln!("note: dropping an incomplete last line of {}", path.display());
-            OpenOptions::new().write(true).open(&path)?.set_len(valid_len as u64)?;
+            eprintln!(
+                "note: dropping an incomplete last line of {}",
+                path.display()
+            );
+            OpenOptions::new()
+                .write(true)
+                .open(&path)?
+                .set_len(valid_len as u64)?;
         }
-        Ok(Ledger { dir: dir.to_path_buf(), records })
+        Ok(Ledger {
+            dir: dir.to_path_buf(),
+            records,
+        })
     }
 
     pub fn next_seq(&self) -> u64 {
@@ -103,12 +174,19 @@ impl Ledger {
         self.records
             .iter()
             .filter(|r| r.status == Status::Keep)
-            .min_by(|a, b| a.val_bpb.unwrap_or(f64::MAX).total_cmp(&b.val_bpb.unwrap_or(f64::MAX)))
+            .min_by(|a, b| {
+                a.val_bpb
+                    .unwrap_or(f64::MAX)
+                    .total_cmp(&b.val_bpb.unwrap_or(f64::MAX))
+            })
     }
 
     pub fn append(&mut self, record: Record) -> Result<()> {
         let path = self.dir.join("experiments.jsonl");
-        let mut file = OpenOptions::new().create(true).append(true).open(&path)
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
             .with_context(|| format!("opening {}", path.display()))?;
         writeln!(file, "{}", serde_json::to_string(&record)?)?;
         file.sync_data()?;
@@ -120,16 +198,61 @@ impl Ledger {
         let mut tsv = String::from("commit\tval_bpb\tmemory_gb\tstatus\tdescription\n");
         for r in &self.records {
             let commit = &r.commit[..r.commit.len().min(7)];
-            let bpb = if r.status == Status::Crash { 0.0 } else { r.val_bpb.unwrap_or(0.0) };
+            let bpb = if r.status == Status::Crash {
+                0.0
+            } else {
+                r.val_bpb.unwrap_or(0.0)
+            };
             let memory_gb = r.peak_memory_mb.unwrap_or(0.0) / 1024.0;
             let description = r.description.replace(['\t', '\n'], " ");
-            tsv.push_str(&format!("{commit}\t{bpb:.6}\t{memory_gb:.1}\t{}\t{description}\n", r.status.as_str()));
+            tsv.push_str(&format!(
+                "{commit}\t{bpb:.6}\t{memory_gb:.1}\t{}\t{description}\n",
+                r.status.as_str()
+            ));
         }
         write_atomic(&self.dir.join("results.tsv"), tsv.as_bytes())
     }
 
     pub fn log_path(&self, seq: u64) -> PathBuf {
-        self.dir.join("logs").join(format!("{seq}.log"))
+        self.trial_log_path(seq, 0)
+    }
+
+    /// The log of run `trial` of experiment `seq`: `<seq>.log` for the first, `<seq>.<trial>.log`
+    /// for re-runs with other seeds.
+    pub fn trial_log_path(&self, seq: u64, trial: usize) -> PathBuf {
+        let name = match trial {
+            0 => format!("{seq}.log"),
+            k => format!("{seq}.{k}.log"),
+        };
+        self.dir.join("logs").join(name)
+    }
+
+    /// The noise floor now in force: the latest one measured or configured.
+    pub fn sigma(&self) -> Option<f64> {
+        self.records.iter().rev().find_map(|r| r.sigma)
+    }
+
+    /// The best kept val_bpb when the noise floor was last measured.
+    pub fn sigma_measured_at(&self) -> Option<f64> {
+        self.records
+            .iter()
+            .rev()
+            .find(|r| r.sigma_measured)
+            .and_then(|r| r.val_bpb)
+    }
+
+    /// Seconds of training runs spent re-running changes (every run but the first of each
+    /// experiment after the baseline), and of all runs.
+    pub fn rerun_seconds(&self) -> (f64, f64) {
+        let runs = |r: &Record| r.trials.iter().map(|t| t.run_seconds).collect::<Vec<_>>();
+        let reruns: f64 = self
+            .records
+            .iter()
+            .filter(|r| r.seq > 0)
+            .map(|r| runs(r).iter().skip(1).sum::<f64>())
+            .sum();
+        let all: f64 = self.records.iter().map(|r| runs(r).iter().sum::<f64>()).sum();
+        (reruns, all)
     }
 
     pub fn pending(&self) -> Result<Option<Pending>> {
@@ -181,6 +304,14 @@ mod tests {
             agent_tokens: 0,
             program_changed: false,
             finished_at: String::new(),
+            trials: Vec::new(),
+            sigma: None,
+            sigma_measured: false,
+            delta: None,
+            rule: None,
+            test_bpb: None,
+            flags: Vec::new(),
+            eval_seconds: 0.0,
         }
     }
 
@@ -199,7 +330,10 @@ mod tests {
              0000001\t0.000000\t2.0\tcrash\tchange 1\n\
              0000002\t1.250000\t2.0\tkeep\tchange 2\n"
         );
-        let mut file = OpenOptions::new().append(true).open(dir.path().join("experiments.jsonl")).unwrap();
+        let mut file = OpenOptions::new()
+            .append(true)
+            .open(dir.path().join("experiments.jsonl"))
+            .unwrap();
         write!(file, "{{\"seq\": 3, \"comm").unwrap();
         let reopened = Ledger::open(dir.path()).unwrap();
         assert_eq!(reopened.records.len(), 3);

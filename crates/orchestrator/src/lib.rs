@@ -5,11 +5,15 @@
 pub mod agent;
 pub mod cargo_build;
 pub mod config;
+pub mod decide;
 pub mod git;
 pub mod ledger;
+pub mod program;
 pub mod progress;
+pub mod report;
 pub mod research;
 pub mod runner;
+pub mod scoring;
 pub mod setup;
 pub mod tools;
 

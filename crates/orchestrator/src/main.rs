@@ -1,4 +1,5 @@
 //! `cargo run --release -p orchestrator [-- --tag T --time-budget S --max-experiments N --resume]`
+//! `cargo run --release -p orchestrator -- report [--tag T] [--json]`
 
 use anyhow::Result;
 use clap::Parser;
@@ -8,10 +9,10 @@ use orchestrator::git::Git;
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli = Cli::parse();
-    let args = match cli.command {
-        Some(Command::Run(args)) => args,
-        None => cli.run,
-    };
     let repo = Git::toplevel(&std::env::current_dir()?)?;
-    orchestrator::research::run(Config::resolve(args, &repo)?).await
+    match cli.command {
+        Some(Command::Report(args)) => orchestrator::report::run(&args, &repo),
+        Some(Command::Run(args)) => orchestrator::research::run(Config::resolve(args, &repo)?).await,
+        None => orchestrator::research::run(Config::resolve(cli.run, &repo)?).await,
+    }
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
+#[derive(Clone)]
 pub struct Progress {
     bar: Option<ProgressBar>,
     /// Experiment number, best val_bpb and tallies, shown with every phase.
@@ -16,14 +17,19 @@ impl Progress {
     pub fn new() -> Progress {
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = ProgressBar::new(1000).with_style(
-                ProgressStyle::with_template("{prefix} {msg:<12} [{bar:30}] {percent:>3}% {elapsed}")
-                    .expect("a valid template")
-                    .progress_chars("=> "),
+                ProgressStyle::with_template(
+                    "{prefix} {msg:<12} [{bar:30}] {percent:>3}% {elapsed}",
+                )
+                .expect("a valid template")
+                .progress_chars("=> "),
             );
             bar.enable_steady_tick(Duration::from_millis(250));
             bar
         });
-        Progress { bar, context: String::new() }
+        Progress {
+            bar,
+            context: String::new(),
+        }
     }
 
     pub fn set_context(&mut self, context: String) {
@@ -48,7 +54,11 @@ impl Progress {
         let Some(bar) = &self.bar else { return };
         if line.starts_with("evaluating") {
             bar.set_message("evaluating");
-        } else if let Some(percent) = line.split_once('(').and_then(|(_, rest)| rest.split_once("%)")).and_then(|(p, _)| p.parse::<f64>().ok()) {
+        } else if let Some(percent) = line
+            .split_once('(')
+            .and_then(|(_, rest)| rest.split_once("%)"))
+            .and_then(|(p, _)| p.parse::<f64>().ok())
+        {
             bar.set_message("training");
             bar.set_position((percent * 10.0) as u64);
         }

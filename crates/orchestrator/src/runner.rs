@@ -14,7 +14,10 @@ pub enum Run {
     /// The trainer exited 0 with a result line whose status is `ok`.
     Finished { result: serde_json::Value },
     /// Anything else, with the reason.
-    Crashed { reason: String, result: Option<serde_json::Value> },
+    Crashed {
+        reason: String,
+        result: Option<serde_json::Value>,
+    },
     /// Ctrl-C: the run was killed and must not be recorded.
     Interrupted,
 }
@@ -29,17 +32,22 @@ pub async fn run_trainer(
     stop: &mut Stop,
     mut on_progress: impl FnMut(&str),
 ) -> Result<Run> {
-    let mut child = tokio::process::Command::new(binary)
+    let mut command = tokio::process::Command::new(binary);
+    command
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
-        .kill_on_drop(true)
+        .kill_on_drop(true);
+    die_with_parent(&mut command);
+    let mut child = command
         .spawn()
         .with_context(|| format!("starting {}", binary.display()))?;
     let pgid = child.id().context("the trainer has no pid")? as i32;
-    let mut log = tokio::fs::File::create(log).await.with_context(|| format!("creating {}", log.display()))?;
+    let mut log = tokio::fs::File::create(log)
+        .await
+        .with_context(|| format!("creating {}", log.display()))?;
     let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
     let mut result_lines = Vec::new();
@@ -74,9 +82,16 @@ pub async fn run_trainer(
     let Some(status) = outcome else {
         kill_group(pgid);
         child.wait().await.ok();
-        let reason = format!("timed out after {:.0} s and was killed", limit.as_secs_f64());
-        log.write_all(format!("orchestrator: {reason}\n").as_bytes()).await?;
-        return Ok(Run::Crashed { reason, result: None });
+        let reason = format!(
+            "timed out after {:.0} s and was killed",
+            limit.as_secs_f64()
+        );
+        log.write_all(format!("orchestrator: {reason}\n").as_bytes())
+            .await?;
+        return Ok(Run::Crashed {
+            reason,
+            result: None,
+        });
     };
     // Whatever the trainer left running in its group goes too.
     kill_group(pgid);
@@ -88,13 +103,40 @@ pub async fn run_trainer(
         .and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(serde_json::Value::is_object);
     Ok(match (status.success(), result) {
-        (_, None) => Run::Crashed { reason: format!("no result line ({status})"), result: None },
-        (false, Some(result)) => Run::Crashed { reason: format!("{status}, status {}", result["status"]), result: Some(result) },
+        (_, None) => Run::Crashed {
+            reason: format!("no result line ({status})"),
+            result: None,
+        },
+        (false, Some(result)) => Run::Crashed {
+            reason: format!("{status}, status {}", result["status"]),
+            result: Some(result),
+        },
         (true, Some(result)) if result["status"] != "ok" || !result["val_bpb"].is_number() => {
-            Run::Crashed { reason: format!("status {}", result["status"]), result: Some(result) }
+            Run::Crashed {
+                reason: format!("status {}", result["status"]),
+                result: Some(result),
+            }
         }
         (true, Some(result)) => Run::Finished { result },
     })
+}
+
+/// `kill_on_drop` cannot act when the orchestrator itself is killed (`kill -9`), and a trainer
+/// in its own process group would train on unseen, holding the CPU or GPU that the resumed run
+/// needs; on Linux the kernel kills it when its parent dies.
+fn die_with_parent(command: &mut tokio::process::Command) {
+    #[cfg(target_os = "linux")]
+    // SAFETY: prctl is async-signal-safe and touches only the child about to exec.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = command;
 }
 
 fn kill_group(pgid: i32) {

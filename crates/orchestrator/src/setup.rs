@@ -11,7 +11,10 @@ use crate::config::Config;
 pub fn ensure_ready(cfg: &Config) -> Result<Dataset> {
     if !cfg.repo.join(".libtorch/lib").is_dir() && std::env::var_os("LIBTORCH").is_none() {
         let script = cfg.repo.join("scripts/setup-libtorch.sh");
-        let status = Command::new("bash").arg(&script).status().with_context(|| format!("running {}", script.display()))?;
+        let status = Command::new("bash")
+            .arg(&script)
+            .status()
+            .with_context(|| format!("running {}", script.display()))?;
         if !status.success() {
             bail!("{} failed; see its output above", script.display());
         }
@@ -19,11 +22,16 @@ pub fn ensure_ready(cfg: &Config) -> Result<Dataset> {
     if !cfg.data_dir.join("contract.json").exists() {
         let default = cfg.repo.join("data").join("enwik8");
         if cfg.data_dir != default {
-            bail!("no prepared data in {}; prepare it with `cargo run --release -p prepare -- --data-dir ...`", cfg.data_dir.display());
+            bail!(
+                "no prepared data in {}; prepare it with `cargo run --release -p prepare -- --data-dir ...`",
+                cfg.data_dir.display()
+            );
         }
         eprintln!("preparing enwik8 (once: download, tokenizer, tokens; about a minute)...");
         let summary = pipeline::run(&Options {
-            source: Source::Enwik8 { download_dir: cfg.repo.join("data").join("download") },
+            source: Source::Enwik8 {
+                download_dir: cfg.repo.join("data").join("download"),
+            },
             data_dir: default,
             vocab_size: 8192,
             profile: Profile::detect(),

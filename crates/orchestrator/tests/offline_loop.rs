@@ -21,7 +21,10 @@ fn offline_agent_runs_three_experiments() {
     let out = sandbox.run(&[&ARGS[..], &["--max-experiments", "3"]].concat());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    assert!(stderr.contains("connect an LLM"), "says once how to connect an LLM");
+    assert!(
+        stderr.contains("connect an LLM"),
+        "says once how to connect an LLM"
+    );
 
     let records = sandbox.records("t");
     let seqs: Vec<u64> = records.iter().map(|r| r["seq"].as_u64().unwrap()).collect();
@@ -29,28 +32,51 @@ fn offline_agent_runs_three_experiments() {
     assert_eq!(records[0]["status"], "keep");
     assert_eq!(records[0]["description"], "baseline");
     let tsv = std::fs::read_to_string(sandbox.repo.join("runs/t/results.tsv")).unwrap();
-    assert_eq!(tsv.lines().next().unwrap(), "commit\tval_bpb\tmemory_gb\tstatus\tdescription");
+    assert_eq!(
+        tsv.lines().next().unwrap(),
+        "commit\tval_bpb\tmemory_gb\tstatus\tdescription"
+    );
     assert_eq!(tsv.lines().count(), 4);
 
     let mut best = &records[0];
     for r in &records {
-        assert!(sandbox.repo.join(format!("runs/t/logs/{}.log", r["seq"])).exists());
+        assert!(
+            sandbox
+                .repo
+                .join(format!("runs/t/logs/{}.log", r["seq"]))
+                .exists()
+        );
         match r["status"].as_str().unwrap() {
             "keep" => best = r,
             _ => {
                 // Discarded and crashed commits stay reachable.
                 let reference = format!("refs/autoresearch/t/discarded/{}", r["seq"]);
-                assert_eq!(sandbox.git(&["rev-parse", &reference]), r["commit"].as_str().unwrap());
+                assert_eq!(
+                    sandbox.git(&["rev-parse", &reference]),
+                    r["commit"].as_str().unwrap()
+                );
             }
         }
         if r["seq"] != 0 {
-            assert_ne!(r["commit"], records[0]["commit"], "each proposal is its own commit");
+            assert_ne!(
+                r["commit"], records[0]["commit"],
+                "each proposal is its own commit"
+            );
             assert!(r["description"].as_str().unwrap().contains("->"));
         }
     }
-    assert_eq!(sandbox.git(&["rev-parse", "HEAD"]), best["commit"].as_str().unwrap());
-    assert_eq!(sandbox.git(&["rev-parse", "--abbrev-ref", "HEAD"]), "autoresearch/t");
-    assert_eq!(sandbox.git(&["status", "--porcelain", "--untracked-files=no"]), "");
+    assert_eq!(
+        sandbox.git(&["rev-parse", "HEAD"]),
+        best["commit"].as_str().unwrap()
+    );
+    assert_eq!(
+        sandbox.git(&["rev-parse", "--abbrev-ref", "HEAD"]),
+        "autoresearch/t"
+    );
+    assert_eq!(
+        sandbox.git(&["status", "--porcelain", "--untracked-files=no"]),
+        ""
+    );
 }
 
 #[test]
@@ -61,16 +87,31 @@ fn kill_dash_nine_then_resume_loses_and_duplicates_nothing() {
     // Kill it while experiment 1 trains (its log exists), or fail after a generous wait.
     let started = Instant::now();
     while !sandbox.repo.join("runs/t/logs/1.log").exists() {
-        assert!(started.elapsed() < Duration::from_secs(900), "experiment 1 never started");
+        assert!(
+            started.elapsed() < Duration::from_secs(900),
+            "experiment 1 never started"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
-    assert_eq!(sandbox.records("t").len(), 1, "only the baseline was recorded");
+    assert_eq!(
+        sandbox.records("t").len(),
+        1,
+        "only the baseline was recorded"
+    );
 
     let out = sandbox.run(&[&ARGS[..], &["--max-experiments", "3", "--resume"]].concat());
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let seqs: Vec<u64> = sandbox.records("t").iter().map(|r| r["seq"].as_u64().unwrap()).collect();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seqs: Vec<u64> = sandbox
+        .records("t")
+        .iter()
+        .map(|r| r["seq"].as_u64().unwrap())
+        .collect();
     assert_eq!(seqs, [0, 1, 2]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("re-running interrupted experiment 1"));
 }

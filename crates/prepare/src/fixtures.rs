@@ -49,6 +49,24 @@ pub fn tiny_dataset(dir: &Path) -> Result<PathBuf> {
     Ok(data_dir)
 }
 
+/// Copies the git-tracked files of this workspace into `to`: a scratch workspace that tests can
+/// edit, build and run without touching the real one.
+pub fn copy_workspace(to: &Path) -> Result<()> {
+    let root = crate::workspace_root();
+    let listing = std::process::Command::new("git")
+        .arg("-C")
+        .arg(&root)
+        .arg("ls-files")
+        .output()
+        .context("running git ls-files")?;
+    for file in String::from_utf8(listing.stdout)?.lines() {
+        let target = to.join(file);
+        fs::create_dir_all(target.parent().expect("a file has a parent"))?;
+        fs::copy(root.join(file), &target).with_context(|| format!("copying {file}"))?;
+    }
+    Ok(())
+}
+
 /// A title line and sentences of a small grammar: predictable enough that a model learns it in
 /// seconds, varied enough that it is not memorised at once.
 fn synthetic_document(rng: &mut SplitMix64) -> String {

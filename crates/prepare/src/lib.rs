@@ -17,7 +17,7 @@ use std::path::PathBuf;
 
 pub use contract::{Contract, Profile};
 pub use data::{Dataset, Split};
-pub use eval::{BpbAccumulator, EvalBatch, EvalSet};
+pub use eval::{BpbAccumulator, EXPORT_ENV, EvalBatch, EvalSet};
 pub use loader::TrainLoader;
 
 /// The repository root, where `data/` lives: the nearest directory at or above the current one
@@ -25,13 +25,19 @@ pub use loader::TrainLoader;
 /// compiled in. Found at run time, because builds of copies of the workspace may share compiled
 /// artifacts, and a compiled-in path could then name another copy.
 pub fn workspace_root() -> PathBuf {
-    let is_root = |dir: &std::path::Path| dir.join("Cargo.toml").is_file() && dir.join("crates/prepare").is_dir();
+    let is_root = |dir: &std::path::Path| {
+        dir.join("Cargo.toml").is_file() && dir.join("crates/prepare").is_dir()
+    };
     let cwd = std::env::current_dir().unwrap_or_default();
     if let Some(root) = cwd.ancestors().find(|dir| is_root(dir)) {
         return root.to_path_buf();
     }
     let manifest_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest_dir.ancestors().nth(2).expect("crates/prepare sits two levels down").to_path_buf()
+    manifest_dir
+        .ancestors()
+        .nth(2)
+        .expect("crates/prepare sits two levels down")
+        .to_path_buf()
 }
 
 /// `$AUTORESEARCH_DATA` when set, else `data/enwik8` in the repository.

@@ -100,10 +100,6 @@ impl Tokenizer {
         Ok(Tokenizer { inner, token_bytes })
     }
 
-    pub fn vocab_size(&self) -> usize {
-        self.token_bytes.len()
-    }
-
     /// Exact byte length of every id (0 for the reserved tokens); a token that holds part of a
     /// multi-byte character counts only the bytes it holds.
     pub fn token_byte_lengths(&self) -> Vec<u16> {

@@ -78,17 +78,7 @@ fn a_diverging_setting_exits_non_zero() {
     let (_dir, data) = tiny_data();
     let workspace = tempfile::tempdir().unwrap();
     let root = prepare::workspace_root();
-    let files = Command::new("git")
-        .arg("-C")
-        .arg(&root)
-        .arg("ls-files")
-        .output()
-        .unwrap();
-    for file in String::from_utf8(files.stdout).unwrap().lines() {
-        let to = workspace.path().join(file);
-        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
-        std::fs::copy(root.join(file), &to).unwrap();
-    }
+    prepare::fixtures::copy_workspace(workspace.path()).unwrap();
     let main_rs = workspace.path().join("crates/train/src/main.rs");
     let source = std::fs::read_to_string(&main_rs).unwrap();
     let diverging =

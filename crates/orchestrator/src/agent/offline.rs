@@ -13,7 +13,12 @@ use crate::tools::Workspace;
 
 const SOURCE: &str = "crates/train/src/main.rs";
 /// Constants that are part of the contract or cannot change the score.
-const FIXED: [&str; 4] = ["UNCOUNTED_STEPS", "GPU_EVAL_ROWS", "CPU_EVAL_ROWS", "VE_GATE_CHANNELS"];
+const FIXED: [&str; 4] = [
+    "UNCOUNTED_STEPS",
+    "GPU_EVAL_ROWS",
+    "CPU_EVAL_ROWS",
+    "VE_GATE_CHANNELS",
+];
 const STEPS: [f64; 2] = [1.5, 2.0];
 
 /// A `const NAME: TYPE = LITERAL;` line of the trainer.
@@ -51,10 +56,19 @@ pub struct OfflineAgent {
 impl OfflineAgent {
     pub fn new(state_path: PathBuf, seed: u64, gpu: bool) -> Result<OfflineAgent> {
         let memory = match std::fs::read(&state_path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).context("the offline agent's memory is corrupt")?,
-            Err(_) => Memory { rng: seed ^ 0x5DEE_CE66_D1CE_4E5B, ..Memory::default() },
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes).context("the offline agent's memory is corrupt")?
+            }
+            Err(_) => Memory {
+                rng: seed ^ 0x5DEE_CE66_D1CE_4E5B,
+                ..Memory::default()
+            },
         };
-        Ok(OfflineAgent { memory, path: state_path, other_device: if gpu { "CPU_" } else { "GPU_" } })
+        Ok(OfflineAgent {
+            memory,
+            path: state_path,
+            other_device: if gpu { "CPU_" } else { "GPU_" },
+        })
     }
 
     pub fn propose(&mut self, ws: &Workspace) -> Result<Proposal> {
@@ -66,14 +80,18 @@ impl OfflineAgent {
         if knobs.is_empty() {
             bail!("no numeric `const` in {SOURCE} to tune");
         }
-        let current: BTreeMap<String, f64> = knobs.iter().map(|k| (k.name.clone(), k.value)).collect();
+        let current: BTreeMap<String, f64> =
+            knobs.iter().map(|k| (k.name.clone(), k.value)).collect();
         for _ in 0..200 {
             let count = 1 + (self.next() % 2) as usize;
             let mut setting = current.clone();
             let mut changes = Vec::new();
             for _ in 0..count {
                 let knob = &knobs[(self.next() % knobs.len() as u64) as usize];
-                if changes.iter().any(|c: &(Knob, f64, bool)| c.0.name == knob.name) {
+                if changes
+                    .iter()
+                    .any(|c: &(Knob, f64, bool)| c.0.name == knob.name)
+                {
                     continue;
                 }
                 let up = self.direction(&knob.name);
@@ -82,19 +100,37 @@ impl OfflineAgent {
                 setting.insert(knob.name.clone(), value);
                 changes.push((knob.clone(), value, up));
             }
-            let key = setting.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
+            let key = setting
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(",");
             if changes.is_empty() || !self.memory.tried.insert(key) {
                 continue;
             }
             let mut description = Vec::new();
             for (knob, value, _) in &changes {
-                let new_line = knob.line.replacen(&literal(knob, knob.value), &literal(knob, *value), 1);
-                ws.edit_file(SOURCE, &knob.line, &new_line).map_err(anyhow::Error::msg)?;
-                description.push(format!("{} {} -> {}", knob.name, literal(knob, knob.value), literal(knob, *value)));
+                let new_line =
+                    knob.line
+                        .replacen(&literal(knob, knob.value), &literal(knob, *value), 1);
+                ws.edit_file(SOURCE, &knob.line, &new_line)
+                    .map_err(anyhow::Error::msg)?;
+                description.push(format!(
+                    "{} {} -> {}",
+                    knob.name,
+                    literal(knob, knob.value),
+                    literal(knob, *value)
+                ));
             }
-            self.memory.last = changes.into_iter().map(|(k, _, up)| Change { name: k.name, up }).collect();
+            self.memory.last = changes
+                .into_iter()
+                .map(|(k, _, up)| Change { name: k.name, up })
+                .collect();
             self.save()?;
-            return Ok(Proposal { description: description.join(", "), tokens: 0 });
+            return Ok(Proposal {
+                description: description.join(", "),
+                tokens: 0,
+            });
         }
         bail!("the offline search has tried every nearby setting; connect an LLM for new ideas")
     }
@@ -102,14 +138,24 @@ impl OfflineAgent {
     /// Credits the last proposal with `gain` (bpb below the best before it; negative if worse).
     pub fn observe(&mut self, gain: f64) -> Result<()> {
         for change in std::mem::take(&mut self.memory.last) {
-            *self.memory.credit.entry(key(&change.name, change.up)).or_default() += gain;
+            *self
+                .memory
+                .credit
+                .entry(key(&change.name, change.up))
+                .or_default() += gain;
         }
         self.save()
     }
 
     /// Up or down, leaning to the direction with more credit.
     fn direction(&mut self, name: &str) -> bool {
-        let credit = |up| self.memory.credit.get(&key(name, up)).copied().unwrap_or(0.0);
+        let credit = |up| {
+            self.memory
+                .credit
+                .get(&key(name, up))
+                .copied()
+                .unwrap_or(0.0)
+        };
         let lean = ((credit(true) - credit(false)) * 50.0).tanh(); // 0.01 bpb of credit is a strong lean
         let p_up = 0.5 + 0.4 * lean;
         (self.next() % 1000) as f64 / 1000.0 < p_up
@@ -136,12 +182,29 @@ fn key(name: &str, up: bool) -> String {
 }
 
 fn nudge(knob: &Knob, up: bool, step: f64) -> f64 {
-    let scaled = if up { knob.value * step } else { knob.value / step };
+    // Betas and ratios live in (0, 1): step their distance from 1 instead, so they never cross it.
+    let fraction = ["BETA", "RATIO"].iter().any(|w| knob.name.contains(w)) && knob.value < 1.0;
+    let scaled = if fraction {
+        let distance = if up {
+            (1.0 - knob.value) / step
+        } else {
+            (1.0 - knob.value) * step
+        };
+        (1.0 - distance).clamp(0.01, 0.999)
+    } else if up {
+        knob.value * step
+    } else {
+        knob.value / step
+    };
     if !knob.integer {
         return (scaled * 1e6).round() / 1e6;
     }
     let rounded = scaled.round().max(1.0);
-    if rounded != knob.value { rounded } else { (knob.value + if up { 1.0 } else { -1.0 }).max(1.0) }
+    if rounded != knob.value {
+        rounded
+    } else {
+        (knob.value + if up { 1.0 } else { -1.0 }).max(1.0)
+    }
 }
 
 fn literal(knob: &Knob, value: f64) -> String {
@@ -168,7 +231,12 @@ fn parse_knobs(source: &str) -> Vec<Knob> {
                 _ => return None,
             };
             let value: f64 = value_text.replace('_', "").parse().ok()?;
-            let knob = Knob { name: name.trim().to_string(), integer, value, line: line.to_string() };
+            let knob = Knob {
+                name: name.trim().to_string(),
+                integer,
+                value,
+                line: line.to_string(),
+            };
             // Only literals that print back the same way can be edited in place.
             (value > 0.0 && line.contains(&literal(&knob, value))).then_some(knob)
         })
@@ -184,9 +252,34 @@ mod tests {
         const UNCOUNTED_STEPS: usize = 11; // fixed\nconst TOTAL: i64 = 1 << 19; // expression\n";
 
     #[test]
+    fn fractions_stay_below_one() {
+        let knob = |name: &str, value| Knob {
+            name: name.into(),
+            integer: false,
+            value,
+            line: String::new(),
+        };
+        assert_eq!(nudge(&knob("MUON_BETA2", 0.95), true, 2.0), 0.975);
+        assert_eq!(nudge(&knob("WARMDOWN_RATIO", 0.5), false, 2.0), 0.01);
+        assert_eq!(nudge(&knob("MATRIX_LR", 0.6), true, 2.0), 1.2);
+    }
+
+    #[test]
     fn finds_literal_knobs_only() {
-        let names: Vec<String> = parse_knobs(SOURCE_TEXT).into_iter().map(|k| k.name).collect();
-        assert_eq!(names, ["GPU_DEPTH", "CPU_DEPTH", "MATRIX_LR", "SOFTCAP", "UNCOUNTED_STEPS"]);
+        let names: Vec<String> = parse_knobs(SOURCE_TEXT)
+            .into_iter()
+            .map(|k| k.name)
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "GPU_DEPTH",
+                "CPU_DEPTH",
+                "MATRIX_LR",
+                "SOFTCAP",
+                "UNCOUNTED_STEPS"
+            ]
+        );
     }
 
     #[test]
@@ -201,8 +294,15 @@ mod tests {
             let proposal = agent.propose(&ws).unwrap();
             let edited = std::fs::read_to_string(dir.path().join(SOURCE)).unwrap();
             assert_ne!(edited, SOURCE_TEXT);
-            assert!(edited.contains("GPU_DEPTH: i64 = 8;") && edited.contains("UNCOUNTED_STEPS: usize = 11;"));
-            assert!(seen.insert(edited), "repeated a setting: {}", proposal.description);
+            assert!(
+                edited.contains("GPU_DEPTH: i64 = 8;")
+                    && edited.contains("UNCOUNTED_STEPS: usize = 11;")
+            );
+            assert!(
+                seen.insert(edited),
+                "repeated a setting: {}",
+                proposal.description
+            );
             agent.observe(-0.01).unwrap();
         }
         // The memory is kept: a new agent on the same file does not repeat them either.

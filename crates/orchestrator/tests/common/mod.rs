@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod llm;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
@@ -21,22 +23,34 @@ impl Sandbox {
         let dir = tempfile::tempdir().unwrap();
         let root = prepare::workspace_root();
         let repo = dir.path().join("repo");
-        let files = Command::new("git").arg("-C").arg(&root).arg("ls-files").output().unwrap();
-        for file in String::from_utf8(files.stdout).unwrap().lines() {
-            let to = repo.join(file);
-            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
-            std::fs::copy(root.join(file), &to).unwrap();
-        }
-        std::os::unix::fs::symlink(root.join(".libtorch").canonicalize().unwrap(), repo.join(".libtorch")).unwrap();
-        for args in [&["init", "--quiet", "-b", "main"][..], &["add", "--all"], &["commit", "--quiet", "-m", "workspace"]] {
+        prepare::fixtures::copy_workspace(&repo).unwrap();
+        std::os::unix::fs::symlink(
+            root.join(".libtorch").canonicalize().unwrap(),
+            repo.join(".libtorch"),
+        )
+        .unwrap();
+        for args in [
+            &["init", "--quiet", "-b", "main"][..],
+            &["add", "--all"],
+            &["commit", "--quiet", "-m", "workspace"],
+        ] {
             git(&repo, args);
         }
         let data = prepare::fixtures::tiny_dataset(dir.path()).unwrap();
-        Sandbox { _dir: dir, repo, data }
+        Sandbox {
+            _dir: dir,
+            repo,
+            data,
+        }
     }
 
     pub fn command(&self, args: &[&str]) -> Command {
-        let target = std::env::current_exe().unwrap().ancestors().nth(3).unwrap().join("sandbox-target");
+        let target = std::env::current_exe()
+            .unwrap()
+            .ancestors()
+            .nth(3)
+            .unwrap()
+            .join("sandbox-target");
         let mut command = Command::new(env!("CARGO_BIN_EXE_orchestrator"));
         command
             .args(args)
@@ -54,7 +68,11 @@ impl Sandbox {
     }
 
     pub fn spawn(&self, args: &[&str]) -> Child {
-        self.command(args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap()
+        self.command(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
     }
 
     pub fn records(&self, tag: &str) -> Vec<serde_json::Value> {
@@ -72,7 +90,16 @@ impl Sandbox {
 }
 
 pub fn git(repo: &Path, args: &[&str]) -> String {
-    let out = Command::new("git").arg("-C").arg(repo).args(args).output().unwrap();
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(repo)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }

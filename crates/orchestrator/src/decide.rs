@@ -1,0 +1,235 @@
+//! Keep or discard, accounting for noise: run-to-run jitter between seeds is a few 1e-4 bpb, so
+//! a smaller "improvement" is as likely luck as progress. A change is kept only when its mean
+//! score beats the best by more than twice the standard error, and a change that touches only
+//! comments or the seed is never kept at all.
+
+/// Training runs of one change at most: the first and one re-run with another seed.
+pub const MAX_TRIALS: usize = 2;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    Keep(String),
+    Discard(String),
+    /// Within the noise: run again with another seed and judge the mean.
+    Rerun(String),
+}
+
+/// Judges a change whose runs scored `scores` against the best kept mean `best`, with noise floor
+/// `sigma` (None when it was not measured). `may_rerun` is false once re-runs have used their
+/// share of the time.
+pub fn judge(best: f64, sigma: Option<f64>, scores: &[f64], may_rerun: bool) -> Verdict {
+    let n = scores.len();
+    let delta = scores.iter().sum::<f64>() / n as f64 - best;
+    let Some(sigma) = sigma else {
+        return if delta < 0.0 {
+            Verdict::Keep(format!("improved by {:.6} (noise floor not measured)", -delta))
+        } else {
+            Verdict::Discard("no improvement (noise floor not measured)".into())
+        };
+    };
+    let threshold = 2.0 * sigma / (n as f64).sqrt();
+    let runs = if n == 1 { "1 run".into() } else { format!("mean of {n} runs") };
+    if delta < -threshold {
+        Verdict::Keep(format!(
+            "clear win: delta {delta:+.6} < -2 sigma/sqrt(n) = {:.6} ({runs}, sigma {sigma:.6})",
+            -threshold
+        ))
+    } else if delta >= 0.0 {
+        Verdict::Discard(format!(
+            "no improvement: delta {delta:+.6} >= 0 ({runs}, sigma {sigma:.6})"
+        ))
+    } else if n < MAX_TRIALS && may_rerun {
+        Verdict::Rerun(format!(
+            "within the noise: delta {delta:+.6} > {:.6} (1 run, sigma {sigma:.6}); re-run with another seed",
+            -threshold
+        ))
+    } else {
+        let why = if n < MAX_TRIALS {
+            "the re-run share of time is spent"
+        } else {
+            "still within the noise"
+        };
+        Verdict::Discard(format!(
+            "{why}: delta {delta:+.6} > {:.6} ({runs}, sigma {sigma:.6})",
+            -threshold
+        ))
+    }
+}
+
+/// The sample standard deviation; None for fewer than two values.
+pub fn std_dev(values: &[f64]) -> Option<f64> {
+    let n = values.len();
+    if n < 2 {
+        return None;
+    }
+    let mean = values.iter().sum::<f64>() / n as f64;
+    let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
+    Some(var.sqrt())
+}
+
+/// Why a change can never be kept, if it cannot: `changes` holds the old and new text of every
+/// changed file. Comments and layout change nothing; a change of the seed only picks another
+/// draw from the noise (the orchestrator sets the seed itself, so this is mostly a guard against
+/// an agent that rewires how it is read).
+pub fn cosmetic(changes: &[(String, String)]) -> Option<&'static str> {
+    let code = |text: &str| -> Vec<String> {
+        strip_comments(text)
+            .lines()
+            .map(|l| l.split_whitespace().collect::<String>())
+            .filter(|l| !l.is_empty())
+            .collect()
+    };
+    let mut changed_lines = Vec::new();
+    for (old, new) in changes {
+        let (old, new) = (code(old), code(new));
+        if old.concat() == new.concat() {
+            continue;
+        }
+        changed_lines.extend(old.iter().filter(|l| !new.contains(l)).cloned());
+        changed_lines.extend(new.iter().filter(|l| !old.contains(l)).cloned());
+    }
+    if changed_lines.is_empty() {
+        Some("only comments or layout changed")
+    } else if changed_lines
+        .iter()
+        .all(|l| l.to_ascii_lowercase().contains("seed"))
+    {
+        Some("only the seed changed")
+    } else {
+        None
+    }
+}
+
+/// Rust source without `//` and `/* */` comments; string and char literals are kept intact.
+fn strip_comments(src: &str) -> String {
+    let chars: Vec<char> = src.chars().collect();
+    let mut out = String::with_capacity(src.len());
+    let mut i = 0;
+    while i < chars.len() {
+        let next = chars.get(i + 1).copied();
+        match chars[i] {
+            '/' if next == Some('/') => {
+                while i < chars.len() && chars[i] != '\n' {
+                    i += 1;
+                }
+            }
+            '/' if next == Some('*') => {
+                let mut depth = 0;
+                while i < chars.len() {
+                    if chars[i] == '/' && chars.get(i + 1) == Some(&'*') {
+                        depth += 1;
+                        i += 2;
+                    } else if chars[i] == '*' && chars.get(i + 1) == Some(&'/') {
+                        depth -= 1;
+                        i += 2;
+                        if depth == 0 {
+                            break;
+                        }
+                    } else {
+                        i += 1;
+                    }
+                }
+                out.push(' ');
+            }
+            '"' => {
+                out.push('"');
+                i += 1;
+                while i < chars.len() && chars[i] != '"' {
+                    if chars[i] == '\\' {
+                        out.push(chars[i]);
+                        i += 1;
+                    }
+                    if i < chars.len() {
+                        out.push(chars[i]);
+                        i += 1;
+                    }
+                }
+                if i < chars.len() {
+                    out.push('"');
+                    i += 1;
+                }
+            }
+            // A char literal such as '"' or '/' (a lifetime has no closing quote two on).
+            '\'' if chars.get(i + 2) == Some(&'\'') => {
+                out.extend(&chars[i..i + 3]);
+                i += 3;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SIGMA: Option<f64> = Some(0.001);
+
+    #[test]
+    fn a_clear_win_is_kept_at_once_and_a_loss_discarded() {
+        assert!(matches!(judge(1.0, SIGMA, &[0.997], true), Verdict::Keep(_)));
+        assert!(matches!(judge(1.0, SIGMA, &[1.0005], true), Verdict::Discard(_)));
+        assert!(matches!(judge(1.0, SIGMA, &[1.0], true), Verdict::Discard(_)));
+    }
+
+    #[test]
+    fn an_ambiguous_gain_is_rerun_and_judged_on_the_mean() {
+        // 1.5 sigma better: within 2 sigma, so run again.
+        assert!(matches!(judge(1.0, SIGMA, &[0.9985], true), Verdict::Rerun(_)));
+        // Two runs both 1.5 sigma better: the mean clears 2 sigma / sqrt(2).
+        assert!(matches!(
+            judge(1.0, SIGMA, &[0.9985, 0.9985], true),
+            Verdict::Keep(_)
+        ));
+        // The re-run regressed to the mean: luck, not progress.
+        assert!(matches!(
+            judge(1.0, SIGMA, &[0.9985, 1.0002], true),
+            Verdict::Discard(_)
+        ));
+        // No time left for re-runs: discarded, never kept on one ambiguous run.
+        let Verdict::Discard(why) = judge(1.0, SIGMA, &[0.9985], false) else {
+            panic!("kept without a re-run");
+        };
+        assert!(why.contains("share"), "{why}");
+    }
+
+    #[test]
+    fn without_a_noise_floor_any_gain_counts() {
+        assert!(matches!(judge(1.0, None, &[0.9999], true), Verdict::Keep(_)));
+        assert!(matches!(judge(1.0, None, &[1.0], true), Verdict::Discard(_)));
+    }
+
+    #[test]
+    fn the_noise_floor_is_the_sample_standard_deviation() {
+        assert_eq!(std_dev(&[1.0]), None);
+        let s = std_dev(&[1.0, 1.002, 1.004]).unwrap();
+        assert!((s - 0.002).abs() < 1e-12, "{s}");
+    }
+
+    #[test]
+    fn seed_or_comment_edits_are_cosmetic_and_real_edits_are_not() {
+        let src = "const LR: f64 = 0.04; // the lr\nlet url = \"http://x\"; // c\nlet seed: u64 = env_or(\"AUTORESEARCH_SEED\", 42)?;\nlet q = '\"';\n";
+        let pair = |new: &str| vec![(src.to_string(), new.to_string())];
+        let commented = src.replace("// the lr", "/* a\nlonger */ // note");
+        assert_eq!(
+            cosmetic(&pair(&commented)),
+            Some("only comments or layout changed")
+        );
+        let reformatted = src.replace("const LR: f64 = 0.04;", "const LR : f64 =\n    0.04;");
+        assert_eq!(
+            cosmetic(&pair(&reformatted)),
+            Some("only comments or layout changed")
+        );
+        let reseeded = src.replace("42", "1337");
+        assert_eq!(cosmetic(&pair(&reseeded)), Some("only the seed changed"));
+        let tuned = src.replace("0.04", "0.05");
+        assert_eq!(cosmetic(&pair(&tuned)), None);
+        // A string that looks like a comment is code.
+        let url = src.replace("http://x", "http://y");
+        assert_eq!(cosmetic(&pair(&url)), None);
+    }
+}

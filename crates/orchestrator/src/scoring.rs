@@ -1,0 +1,155 @@
+//! Protected scoring: the score that is recorded comes from the `evaluate` binary, built once
+//! from the run's base commit (outside the agent's directory), kept aside under the run's
+//! directory, and checked against its hash before every use, together with the data it scores.
+//! The trainer only exports its model; nothing the agent edits decides the number.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use prepare::Split;
+use sha2::{Digest, Sha256};
+
+use crate::cargo_build::{Build, build_evaluator};
+
+/// What the evaluator says of one exported model on one split.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct Score {
+    /// Bits per byte; None when the model is not causal or its losses are not finite.
+    pub bpb: Option<f64>,
+    pub causal: bool,
+    pub probe_max_diff: f64,
+    pub seconds: f64,
+}
+
+pub struct Evaluator {
+    binary: PathBuf,
+    binary_sha256: String,
+    data_dir: PathBuf,
+    data_sha256: String,
+}
+
+/// The prepared files that decide a score; the training tokens do not.
+const SCORED_FILES: [&str; 6] = [
+    "contract.json",
+    "token_bytes.bin",
+    "val.tokens",
+    "val.docs",
+    "test.tokens",
+    "test.docs",
+];
+
+impl Evaluator {
+    /// Builds the evaluator from the working tree, which must be at the run's base commit, and
+    /// copies it to `run_dir/bin/evaluate`.
+    pub async fn build(
+        repo: &Path,
+        target_dir: &Path,
+        run_dir: &Path,
+        data_dir: &Path,
+    ) -> Result<Evaluator> {
+        let built = match build_evaluator(repo, target_dir).await? {
+            Build::Built { binary } => binary,
+            Build::Failed { diagnostics } => {
+                bail!("the protected evaluator (crates/train/evaluate) does not build:\n{diagnostics}")
+            }
+        };
+        let bin_dir = run_dir.join("bin");
+        std::fs::create_dir_all(&bin_dir)?;
+        let binary = bin_dir.join("evaluate");
+        let partial = bin_dir.join("evaluate.partial");
+        std::fs::copy(&built, &partial)
+            .with_context(|| format!("copying {}", built.display()))?;
+        std::fs::rename(&partial, &binary)?;
+        Ok(Evaluator {
+            binary_sha256: sha256_of(&[binary.clone()])?,
+            binary,
+            data_dir: data_dir.to_path_buf(),
+            data_sha256: sha256_of(&SCORED_FILES.map(|f| data_dir.join(f)))?,
+        })
+    }
+
+    /// Scores `model` on `split` under a hard time limit.
+    pub async fn score(
+        &self,
+        model: &Path,
+        split: Split,
+        limit: Duration,
+    ) -> Result<Score, ScoreError> {
+        let unchanged = |files: &[PathBuf], sha256: &str| {
+            sha256_of(files)
+                .map(|s| s == sha256)
+                .map_err(|e| ScoreError::Tampered(format!("{e:#}")))
+        };
+        if !unchanged(&[self.binary.clone()], &self.binary_sha256)? {
+            return Err(ScoreError::Tampered(format!(
+                "the protected evaluator {} changed during the run; something outside the loop \
+                 (perhaps a trainer) wrote to it. Inspect it, then start a new run",
+                self.binary.display()
+            )));
+        }
+        if !unchanged(&SCORED_FILES.map(|f| self.data_dir.join(f)), &self.data_sha256)? {
+            return Err(ScoreError::Tampered(format!(
+                "the scored data in {} changed during the run; scores before and after would not \
+                 compare. Prepare the data again and start a new run",
+                self.data_dir.display()
+            )));
+        }
+        let failed = |e: std::io::Error| ScoreError::Failed(format!("the evaluator: {e}"));
+        let child = tokio::process::Command::new(&self.binary)
+            .arg(model)
+            .arg(split.name())
+            .env("AUTORESEARCH_DATA", &self.data_dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(failed)?;
+        let out = match tokio::time::timeout(limit, child.wait_with_output()).await {
+            Ok(out) => out.map_err(failed)?,
+            Err(_) => {
+                return Err(ScoreError::Failed(format!(
+                    "the protected evaluation took over {:.0} s and was stopped",
+                    limit.as_secs_f64()
+                )));
+            }
+        };
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        match stdout.lines().last().map(serde_json::from_str::<Score>) {
+            Some(Ok(score)) if out.status.success() => Ok(score),
+            _ => {
+                let stderr = String::from_utf8_lossy(&out.stderr);
+                let last: Vec<&str> = stderr.lines().rev().take(5).collect();
+                Err(ScoreError::Failed(format!(
+                    "the protected evaluation failed ({}): {}",
+                    out.status,
+                    last.into_iter().rev().collect::<Vec<_>>().join(" | ")
+                )))
+            }
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScoreError {
+    /// The evaluator or the scored data changed since the run started: no later score could be
+    /// trusted, so the run stops.
+    #[error("{0}")]
+    Tampered(String),
+    /// This model could not be scored (not exported, wrong shape, crashed): the experiment is a
+    /// crash.
+    #[error("{0}")]
+    Failed(String),
+}
+
+fn sha256_of(files: &[PathBuf]) -> Result<String> {
+    let mut hasher = Sha256::new();
+    for file in files {
+        let bytes =
+            std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+        hasher.update(&bytes);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
