@@ -123,9 +123,14 @@ pub async fn run(cfg: Config) -> Result<()> {
         String::new()
     };
     eprintln!(
-        "autoresearch | agent {:?}{model} | branch {branch} | budget {budget} s (killed after {} s) | device {} | contract {} | logs {}",
+        "autoresearch | agent {:?}{model} | branch {branch} | budget {budget} s (killed after {} s) | noise {} | device {} | contract {} | logs {}",
         cfg.agent,
         cfg.run_limit(budget),
+        match (cfg.noise_sigma, cfg.noise_seeds) {
+            (Some(sigma), _) => format!("sigma {sigma} as configured"),
+            (None, 1) => "not measured (1 seed): any gain is kept".into(),
+            (None, n) => format!("measured with {n} seeds"),
+        },
         if gpu { "cuda" } else { "cpu" },
         data.contract_hash(),
         cfg.run_dir().display()
@@ -601,8 +606,11 @@ fn context(seq: u64, ledger: &Ledger) -> String {
         .best()
         .and_then(|b| b.val_bpb)
         .map_or("-".into(), |b| format!("{b:.6}"));
+    let sigma = ledger
+        .sigma()
+        .map_or(String::new(), |s| format!(" (sigma {s:.6})"));
     format!(
-        "#{seq} best {best} | {} keep {} discard {} crash",
+        "#{seq} best {best}{sigma} | {} keep {} discard {} crash",
         count(Status::Keep),
         count(Status::Discard),
         count(Status::Crash)

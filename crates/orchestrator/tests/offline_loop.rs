@@ -1,7 +1,8 @@
 //! End-to-end runs of the loop with the built-in offline agent (no LLM, no network).
 //!
-//! - `offline_agent_runs_three_experiments`: baseline plus two proposals, each built, trained
-//!   for 2 s and recorded; discarded commits stay reachable; the branch ends at the best.
+//! - `offline_agent_runs_three_experiments`: baseline (trained with 2 seeds to measure the
+//!   noise) plus two proposals, each built, trained for 2 s, scored by the protected evaluator
+//!   and recorded; discarded commits stay reachable; the branch ends at the best.
 //! - `kill_dash_nine_then_resume_loses_and_duplicates_nothing`: the orchestrator is killed
 //!   mid-experiment and resumed; every experiment is recorded exactly once.
 //! - `a_dirty_tree_or_an_existing_branch_is_refused`: start-up checks.
@@ -18,7 +19,7 @@ const ARGS: [&str; 6] = ["--agent", "offline", "--time-budget", "2", "--tag", "t
 fn offline_agent_runs_three_experiments() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let sandbox = Sandbox::new();
-    let out = sandbox.run(&[&ARGS[..], &["--max-experiments", "3"]].concat());
+    let out = sandbox.run(&[&ARGS[..], &["--max-experiments", "3", "--noise-seeds", "2"]].concat());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(
@@ -31,6 +32,15 @@ fn offline_agent_runs_three_experiments() {
     assert_eq!(seqs, [0, 1, 2]);
     assert_eq!(records[0]["status"], "keep");
     assert_eq!(records[0]["description"], "baseline");
+    let seeds: Vec<u64> = records[0]["trials"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["seed"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seeds, [42, 43], "the noise is measured with two seeds");
+    assert!(records[0]["sigma"].as_f64().is_some_and(|s| s > 0.0));
+    assert!(records[0]["sigma_measured"].as_bool().unwrap());
     let tsv = std::fs::read_to_string(sandbox.repo.join("runs/t/results.tsv")).unwrap();
     assert_eq!(
         tsv.lines().next().unwrap(),
@@ -83,7 +93,7 @@ fn offline_agent_runs_three_experiments() {
 fn kill_dash_nine_then_resume_loses_and_duplicates_nothing() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let sandbox = Sandbox::new();
-    let mut child = sandbox.spawn(&[&ARGS[..], &["--max-experiments", "3"]].concat());
+    let mut child = sandbox.spawn(&[&ARGS[..], &["--max-experiments", "3", "--noise-seeds", "1"]].concat());
     // Kill it while experiment 1 trains (its log exists), or fail after a generous wait.
     let started = Instant::now();
     while !sandbox.repo.join("runs/t/logs/1.log").exists() {
@@ -101,7 +111,7 @@ fn kill_dash_nine_then_resume_loses_and_duplicates_nothing() {
         "only the baseline was recorded"
     );
 
-    let out = sandbox.run(&[&ARGS[..], &["--max-experiments", "3", "--resume"]].concat());
+    let out = sandbox.run(&[&ARGS[..], &["--max-experiments", "3", "--noise-seeds", "1", "--resume"]].concat());
     assert!(
         out.status.success(),
         "{}",

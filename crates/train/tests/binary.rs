@@ -1,6 +1,9 @@
 //! The trainer binary end to end on `prepare`'s tiny dataset with a budget of a few seconds.
 //!
 //! - `prints_one_result_line_with_every_field`: exit 0, exactly one stdout line, the SPEC fields.
+//! - `the_exported_model_scores_as_the_trainer_scored_it`: with `AUTORESEARCH_EXPORT` the
+//!   trainer saves TorchScript; the protected `evaluate` binary finds it causal and gives the
+//!   trainer's own val_bpb, and scores the test split too.
 //! - `a_diverging_setting_exits_non_zero`: a copy of the workspace with absurd learning rates
 //!   is built under another package name (sharing this target dir, so only the two local crates
 //!   compile) and must stop with status `diverged` and a non-zero exit.
@@ -74,6 +77,38 @@ fn prints_one_result_line_with_every_field() {
 }
 
 #[test]
+fn the_exported_model_scores_as_the_trainer_scored_it() {
+    let (dir, data) = tiny_data();
+    let model = dir.path().join("model.pt");
+    let out = Command::new(env!("CARGO_BIN_EXE_train"))
+        .env("AUTORESEARCH_DATA", &data)
+        .env("AUTORESEARCH_TIME_BUDGET", "2")
+        .env(prepare::EXPORT_ENV, &model)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let own = result_line(&out)["val_bpb"].as_f64().unwrap();
+    let evaluate = |split: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_evaluate"))
+            .arg(&model)
+            .arg(split)
+            .env("AUTORESEARCH_DATA", &data)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        result_line(&out)
+    };
+    let val = evaluate("val");
+    assert_eq!(val["causal"], true, "{val}");
+    assert_eq!(val["probe_max_diff"], 0.0, "{val}");
+    let protected = val["bpb"].as_f64().unwrap();
+    assert!((protected - own).abs() < 1e-4, "protected {protected} vs own {own}");
+    let test = evaluate("test");
+    assert_eq!(test["split"], "test");
+    assert!(test["bpb"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
 fn a_diverging_setting_exits_non_zero() {
     let (_dir, data) = tiny_data();
     let workspace = tempfile::tempdir().unwrap();
@@ -113,6 +148,8 @@ fn a_diverging_setting_exits_non_zero() {
             "build",
             "--release",
             "-p",
+            "diverging-train",
+            "--bin",
             "diverging-train",
             "--manifest-path",
         ])

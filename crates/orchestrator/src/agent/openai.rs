@@ -1,6 +1,7 @@
 //! The LLM agent: any OpenAI-compatible chat-completions endpoint, with function calling over
-//! the six tools of the spec. One conversation per experiment, bounded in rounds; every bad
-//! call gets an error message back instead of ending the experiment.
+//! the six tools of the spec and `history`, the run's past experiments. One conversation per
+//! experiment, bounded in rounds; every bad call gets an error message back instead of ending
+//! the experiment.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -12,6 +13,7 @@ use serde_json::{Value, json};
 
 use super::Proposal;
 use crate::cargo_build::{Build, build_trainer};
+use crate::report;
 use crate::tools::Workspace;
 
 /// Model turns per experiment, repairs included.
@@ -188,6 +190,9 @@ impl OpenAiAgent {
                 Ok(Build::Failed { diagnostics }) => truncate(&diagnostics, 8000),
                 Err(e) => format!("error: {e:#}"),
             }),
+            "history" => report::read_records(&self.run_dir)
+                .map(|records| report::history(&records))
+                .map_err(|e| format!("error: {e:#}")),
             "finish" => {
                 return match arg("description") {
                     Ok(d) => (
@@ -198,7 +203,7 @@ impl OpenAiAgent {
                 };
             }
             other => Err(format!(
-                "error: there is no tool `{other}`; use list_files, read_file, edit_file, write_file, check or finish"
+                "error: there is no tool `{other}`; use list_files, read_file, edit_file, write_file, check, history or finish"
             )),
         };
         (
@@ -282,6 +287,11 @@ fn tool_specs() -> Value {
             &[]
         ),
         tool(
+            "history",
+            "The run so far: the best kept experiments and the latest ones, with val_bpb, delta against the best before, and the noise floor.",
+            &[]
+        ),
+        tool(
             "finish",
             "End your proposal with a one-line description of the change.",
             &["description"]
@@ -295,4 +305,6 @@ the orchestrator then trains it for a fixed wall-clock budget and keeps it only 
 bits per byte (val_bpb, lower is better) improves. You may edit only files under crates/train/src/. \
 Never change the evaluation (the prepare crate), the manifests, or the trainer's contract (a causal \
 model; stop at the budget; one JSON result line on stdout). Run `check` before `finish` and fix \
-every compiler error. Finish with a one-line description of what you changed.";
+every compiler error. Call `history` to see which experiments were kept, discarded or crashed \
+and by how much, so you build on what worked and do not repeat what failed. Finish with a \
+one-line description of what you changed.";
