@@ -133,7 +133,7 @@ impl Config {
                 });
         let time_budget = args.time_budget.or(file.time_budget);
         if let Some(b) = time_budget
-            && !(b > 0.0)
+            && (b.is_nan() || b <= 0.0)
         {
             bail!("the time budget must be a positive number of seconds, not {b}");
         }

@@ -25,10 +25,7 @@ pub fn run(args: &ReportArgs, repo: &Path) -> Result<()> {
             if known.is_empty() {
                 String::new()
             } else {
-                format!(
-                    ", or report on one of the runs there are: {}",
-                    known.join(", ")
-                )
+                format!("; runs with experiments there: {}", known.join(", "))
             }
         );
     }

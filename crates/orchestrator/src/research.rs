@@ -363,6 +363,16 @@ pub async fn run(cfg: Config) -> Result<()> {
         if stop.requested() {
             break;
         }
+        match &decision {
+            Err(failure) if seq == 0 => bail!(
+                "the unmodified baseline failed ({failure}); see {}. Fix it, then continue with --resume",
+                ledger.log_path(0).display()
+            ),
+            Err(Failure::NonCausal(diff)) => flags.push(format!(
+                "causality probe: logits at or before a position changed by {diff:.3e} when only later tokens changed"
+            )),
+            _ => {}
+        }
         let val_bpb = (!trials.is_empty() && decision.is_ok()).then(|| mean(&trials));
         let measured = (seq == 0 || remeasured)
             .then(|| decide::std_dev(&scores(&trials)))

@@ -122,9 +122,9 @@ pub async fn run_trainer(
 }
 
 /// `kill_on_drop` cannot act when the orchestrator itself is killed (`kill -9`), and a trainer
-/// in its own process group would train on unseen, holding the CPU or GPU that the resumed run
-/// needs; on Linux the kernel kills it when its parent dies.
-fn die_with_parent(command: &mut tokio::process::Command) {
+/// (or evaluator) would run on unseen, holding the CPU or GPU that the resumed run needs; on
+/// Linux the kernel kills it when its parent dies.
+pub(crate) fn die_with_parent(command: &mut tokio::process::Command) {
     #[cfg(target_os = "linux")]
     // SAFETY: prctl is async-signal-safe and touches only the child about to exec.
     unsafe {

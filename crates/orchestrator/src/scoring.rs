@@ -12,6 +12,7 @@ use prepare::Split;
 use sha2::{Digest, Sha256};
 
 use crate::cargo_build::{Build, build_evaluator};
+use crate::runner::die_with_parent;
 
 /// What the evaluator says of one exported model on one split.
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -63,7 +64,7 @@ impl Evaluator {
             .with_context(|| format!("copying {}", built.display()))?;
         std::fs::rename(&partial, &binary)?;
         Ok(Evaluator {
-            binary_sha256: sha256_of(&[binary.clone()])?,
+            binary_sha256: sha256_of(std::slice::from_ref(&binary))?,
             binary,
             data_dir: data_dir.to_path_buf(),
             data_sha256: sha256_of(&SCORED_FILES.map(|f| data_dir.join(f)))?,
@@ -82,7 +83,7 @@ impl Evaluator {
                 .map(|s| s == sha256)
                 .map_err(|e| ScoreError::Tampered(format!("{e:#}")))
         };
-        if !unchanged(&[self.binary.clone()], &self.binary_sha256)? {
+        if !unchanged(std::slice::from_ref(&self.binary), &self.binary_sha256)? {
             return Err(ScoreError::Tampered(format!(
                 "the protected evaluator {} changed during the run; something outside the loop \
                  (perhaps a trainer) wrote to it. Inspect it, then start a new run",
@@ -97,16 +98,17 @@ impl Evaluator {
             )));
         }
         let failed = |e: std::io::Error| ScoreError::Failed(format!("the evaluator: {e}"));
-        let child = tokio::process::Command::new(&self.binary)
+        let mut command = tokio::process::Command::new(&self.binary);
+        command
             .arg(model)
             .arg(split.name())
             .env("AUTORESEARCH_DATA", &self.data_dir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(failed)?;
+            .kill_on_drop(true);
+        die_with_parent(&mut command);
+        let child = command.spawn().map_err(failed)?;
         let out = match tokio::time::timeout(limit, child.wait_with_output()).await {
             Ok(out) => out.map_err(failed)?,
             Err(_) => {

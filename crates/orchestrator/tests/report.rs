@@ -242,7 +242,7 @@ fn a_missing_run_names_its_path_and_how_to_start_one() {
     for part in [
         "runs/nope/experiments.jsonl",
         "cargo run --release -p orchestrator -- --tag nope",
-        "one of the runs there are: sample",
+        "runs with experiments there: sample",
     ] {
         assert!(stderr.contains(part), "missing {part:?} in:\n{stderr}");
     }
