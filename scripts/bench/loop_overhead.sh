@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The research loop's time per experiment outside the training budget and the agent's thinking,
 # on the real enwik8 data: a scratch clone of this repository runs the offline agent for a few
-# experiments with a short budget, then the figures are read off its experiments.jsonl.
+# experiments with a short budget, then the figures are read off its experiments.jsonl. One seed
+# per experiment (no re-runs): the noise rules' cost is measured by noise.sh.
 # Usage: scripts/bench/loop_overhead.sh [budget seconds, default 20] [experiments, default 4]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -18,22 +19,23 @@ ln -s "$root/.libtorch" "$scratch/repo/.libtorch"
 # The clone shares this target directory, as a user's own checkout would have its own, warm one.
 (cd "$scratch/repo" && AUTORESEARCH_DATA="$root/data/enwik8" CARGO_TARGET_DIR="$root/target" \
   "$root/target/release/orchestrator" --agent offline --tag bench --time-budget "$budget" \
-  --max-experiments "$experiments" 2>"$scratch/stderr") || { cat "$scratch/stderr"; exit 1; }
+  --max-experiments "$experiments" --noise-seeds 1 2>"$scratch/stderr") || { cat "$scratch/stderr"; exit 1; }
 python3 - "$scratch/repo/runs/bench/experiments.jsonl" <<'PY'
 import datetime, json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 stamp = lambda r: datetime.datetime.fromisoformat(r["finished_at"]).timestamp()
-print(f"{'#':>2} {'build':>7} {'start-up':>9} {'warm-up':>8} {'eval':>6} {'git+log':>8} {'total':>7}  (seconds; warm-up = the 11 uncounted steps)")
+print(f"{'#':>2} {'build':>7} {'start-up':>9} {'warm-up':>8} {'eval':>6} {'protected':>10} {'git+log':>8} {'total':>7}"
+      "  (seconds; warm-up = the 11 uncounted steps; eval = the trainer's own, protected = the recorded score's)")
 totals = []
 for prev, r in zip(rows, rows[1:]):  # the baseline has no previous experiment to time from
     res = r["result"] or {}
-    startup, evals = res.get("startup_seconds", 0), res.get("eval_seconds", 0)
-    warmup = r["run_seconds"] - res.get("training_seconds", 0) - startup - evals
+    startup, evals, protected = res.get("startup_seconds", 0), res.get("eval_seconds", 0), r["eval_seconds"]
+    warmup = r["run_seconds"] - res.get("training_seconds", 0) - startup - evals - protected
     other = stamp(r) - stamp(prev) - r["think_seconds"] - r["build_seconds"] - r["run_seconds"]
-    total = r["build_seconds"] + startup + evals + other
+    total = r["build_seconds"] + startup + evals + protected + other
     totals.append(total)
-    print(f"{r['seq']:>2} {r['build_seconds']:>7.2f} {startup:>9.2f} {warmup:>8.2f} {evals:>6.2f} {other:>8.2f} {total:>7.2f}")
+    print(f"{r['seq']:>2} {r['build_seconds']:>7.2f} {startup:>9.2f} {warmup:>8.2f} {evals:>6.2f} {protected:>10.2f} {other:>8.2f} {total:>7.2f}")
 mean = sum(totals) / len(totals)
-print(f"mean overhead (build + start-up + eval + git/log): {mean:.1f} s per experiment; "
+print(f"mean overhead (build + start-up + evals + git/log): {mean:.1f} s per experiment; "
       f"{3600 / (300 + mean):.1f} experiments/hour at a 300 s budget (warm-up steps not counted)")
 PY
