@@ -94,6 +94,36 @@ pub struct Trial {
 }
 
 impl Record {
+    /// A record with every optional part empty, for tests to fill in.
+    #[cfg(test)]
+    pub fn sample(seq: u64, status: Status, val_bpb: Option<f64>) -> Record {
+        Record {
+            seq,
+            commit: format!("{seq:040}"),
+            parent: String::new(),
+            status,
+            reason: None,
+            description: format!("change {seq}"),
+            val_bpb,
+            peak_memory_mb: None,
+            result: None,
+            think_seconds: 0.0,
+            build_seconds: 0.0,
+            run_seconds: 0.0,
+            agent_tokens: 0,
+            program_changed: false,
+            finished_at: String::new(),
+            trials: Vec::new(),
+            sigma: None,
+            sigma_measured: false,
+            delta: None,
+            rule: None,
+            test_bpb: None,
+            flags: Vec::new(),
+            eval_seconds: 0.0,
+        }
+    }
+
     /// One line for people and the agent: number, status, score, why it crashed, what changed.
     pub fn summary(&self) -> String {
         let bpb = self.val_bpb.map_or("-".into(), |v| format!("{v:.6}"));
@@ -289,29 +319,10 @@ mod tests {
 
     fn record(seq: u64, status: Status, bpb: Option<f64>) -> Record {
         Record {
-            seq,
             commit: format!("{seq:07}abcdef"),
-            parent: "p".into(),
-            status,
-            reason: None,
             description: format!("change\t{seq}"),
-            val_bpb: bpb,
             peak_memory_mb: Some(2048.0),
-            result: None,
-            think_seconds: 0.0,
-            build_seconds: 0.0,
-            run_seconds: 0.0,
-            agent_tokens: 0,
-            program_changed: false,
-            finished_at: String::new(),
-            trials: Vec::new(),
-            sigma: None,
-            sigma_measured: false,
-            delta: None,
-            rule: None,
-            test_bpb: None,
-            flags: Vec::new(),
-            eval_seconds: 0.0,
+            ..Record::sample(seq, status, bpb)
         }
     }
 

@@ -703,30 +703,14 @@ mod tests {
 
     fn record(seq: u64, status: Status, val: Option<f64>, delta: Option<f64>) -> Record {
         Record {
-            seq,
-            commit: format!("{seq:040}"),
-            parent: String::new(),
-            status,
             reason: (status == Status::Crash).then(|| "timed out\nafter 600 s".to_string()),
-            description: format!("change {seq}"),
-            val_bpb: val,
-            peak_memory_mb: None,
-            result: None,
-            think_seconds: 0.0,
-            build_seconds: 0.0,
-            run_seconds: 0.0,
-            agent_tokens: 0,
-            program_changed: false,
-            finished_at: String::new(),
-            trials: Vec::new(),
             sigma: Some(0.002),
             sigma_measured: seq == 0,
             delta,
-            rule: None,
             // A value no val_bpb has, to spot a leak.
             test_bpb: (status == Status::Keep).then_some(1.987654),
             flags: vec!["test split got worse: 1.987654 > 1.900000".into()],
-            eval_seconds: 0.0,
+            ..Record::sample(seq, status, val)
         }
     }
 

@@ -76,23 +76,7 @@ fn the_llm_agent_through_keep_discard_repair_refusal_and_crashes() {
         ]),
         ..Default::default()
     });
-    let out = sandbox
-        .command(&[
-            "--agent",
-            "openai",
-            "--model",
-            "scripted",
-            "--time-budget",
-            "2",
-            "--tag",
-            "llm",
-            "--max-experiments",
-            "6",
-        ])
-        .env("OPENAI_BASE_URL", &server.base_url)
-        .env("OPENAI_API_KEY", "sk-test-secret-key")
-        .output()
-        .unwrap();
+    let out = sandbox.run_with_llm(&server, "llm", 6, "sk-test-secret-key");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(

@@ -66,23 +66,7 @@ fn scores_are_protected_and_decisions_account_for_noise() {
         writes: vec![(8, prepare_lib.clone(), "// hijacked\n".into())],
         ..Default::default()
     });
-    let out = sandbox
-        .command(&[
-            "--agent",
-            "openai",
-            "--model",
-            "scripted",
-            "--time-budget",
-            "2",
-            "--tag",
-            "trust",
-            "--max-experiments",
-            "6",
-        ])
-        .env("OPENAI_BASE_URL", &server.base_url)
-        .env("OPENAI_API_KEY", "sk-test")
-        .output()
-        .unwrap();
+    let out = sandbox.run_with_llm(&server, "trust", 6, "sk-test");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     let records = sandbox.records("trust");

@@ -99,10 +99,17 @@ pub fn brief(program: &str, budget: f64, ledger: &Ledger, ws: &Workspace) -> Str
         })
         .collect();
     let source = ws.read_file("crates/train/src/main.rs").unwrap_or_default();
+    let keep_rule = ledger.sigma().map_or("beats the best".into(), |sigma| {
+        format!(
+            "beats the best by more than the noise between seeds (sigma {sigma:.6}: a gain over \
+             2 sigma is kept, a smaller one is re-run and judged on the mean)"
+        )
+    });
     format!(
         "# Research program\n\n{program}\n\n# Rules\n\nTraining budget: {budget} s of wall-clock training per \
-         experiment. Metric: val_bpb from the fixed evaluation, lower is better; a change is kept only if it \
-         beats the best. Edit only crates/train/src/.\n\n# Best experiments\n\n{}\n\n# Recent experiments\n\n{}\n\n\
+         experiment. Metric: val_bpb from the protected evaluation of the model your trainer exports, lower is \
+         better; a change is kept only if it {keep_rule}. Changing only the seed or comments is never kept. \
+         Edit only crates/train/src/.\n\n# Best experiments\n\n{}\n\n# Recent experiments\n\n{}\n\n\
          # Recent failures (log tails)\n\n{}\n\n# The current best trainer: crates/train/src/main.rs\n\n```rust\n{source}\n```\n",
         best.join("\n"),
         recent.join("\n"),

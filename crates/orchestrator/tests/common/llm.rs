@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
+use std::process::Output;
 use std::sync::{Arc, Mutex};
 
 use axum::Json;
@@ -43,6 +44,28 @@ impl Server {
             script,
             _runtime: runtime,
         }
+    }
+}
+
+impl super::Sandbox {
+    /// Runs the loop under `tag` for `experiments` with the LLM agent on `server`, a 2 s budget.
+    pub fn run_with_llm(&self, server: &Server, tag: &str, experiments: u64, key: &str) -> Output {
+        self.command(&[
+            "--agent",
+            "openai",
+            "--model",
+            "scripted",
+            "--time-budget",
+            "2",
+            "--tag",
+            tag,
+            "--max-experiments",
+            &experiments.to_string(),
+        ])
+        .env("OPENAI_BASE_URL", &server.base_url)
+        .env("OPENAI_API_KEY", key)
+        .output()
+        .unwrap()
     }
 }
 
