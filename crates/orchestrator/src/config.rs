@@ -86,7 +86,7 @@ struct FileConfig {
     /// Seconds the trainer may run past its budget (start-up, evaluation) before it is killed.
     grace: Option<f64>,
     noise_seeds: Option<usize>,
-    /// A known noise floor (std dev of val_bpb between seeds) instead of measuring it.
+    /// A known noise floor (std dev of val_bpb between runs) instead of measuring it.
     noise_sigma: Option<f64>,
     /// Most of the training time that re-runs of ambiguous results may take.
     rerun_share: Option<f64>,

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::decide;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
@@ -52,7 +54,7 @@ pub struct Record {
     /// result was within the noise (the baseline's runs measure the noise). `val_bpb` is their mean.
     #[serde(default)]
     pub trials: Vec<Trial>,
-    /// The noise floor (standard deviation of val_bpb between seeds) the decision used, or the
+    /// The noise floor (standard deviation of val_bpb between runs) the decision used, or the
     /// one measured from this experiment's runs when `sigma_measured`.
     #[serde(default)]
     pub sigma: Option<f64>,
@@ -257,9 +259,9 @@ impl Ledger {
         self.dir.join("logs").join(name)
     }
 
-    /// The noise floor now in force: the latest one measured or configured.
+    /// The noise floor now in force; see [`noise_floor`].
     pub fn sigma(&self) -> Option<f64> {
-        self.records.iter().rev().find_map(|r| r.sigma)
+        noise_floor(&self.records)
     }
 
     /// The best kept val_bpb when the noise floor was last measured.
@@ -281,7 +283,11 @@ impl Ledger {
             .filter(|r| r.seq > 0)
             .map(|r| runs(r).iter().skip(1).sum::<f64>())
             .sum();
-        let all: f64 = self.records.iter().map(|r| runs(r).iter().sum::<f64>()).sum();
+        let all: f64 = self
+            .records
+            .iter()
+            .map(|r| runs(r).iter().sum::<f64>())
+            .sum();
         (reruns, all)
     }
 
@@ -303,6 +309,19 @@ impl Ledger {
             },
         }
     }
+}
+
+/// The noise floor in force after `records`: the standard deviation pooled over every program
+/// run more than once since the noise was last measured (the measurement's seeds and every
+/// re-run change), so that it grows more precise through the night, as three seeds alone can be
+/// far off; the latest configured or measured one where no program ran twice.
+pub fn noise_floor(records: &[Record]) -> Option<f64> {
+    let since = records.iter().rposition(|r| r.sigma_measured).unwrap_or(0);
+    let groups: Vec<Vec<f64>> = records[since..]
+        .iter()
+        .map(|r| r.trials.iter().filter_map(|t| t.val_bpb).collect())
+        .collect();
+    decide::pooled_std_dev(&groups).or_else(|| records.iter().rev().find_map(|r| r.sigma))
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -350,5 +369,33 @@ mod tests {
         assert_eq!(reopened.records.len(), 3);
         assert_eq!(reopened.next_seq(), 3);
         assert_eq!(reopened.best().unwrap().seq, 2);
+    }
+
+    #[test]
+    fn the_noise_floor_pools_runs_since_it_was_measured() {
+        let runs = |seq, scores: &[f64], measured| Record {
+            trials: scores
+                .iter()
+                .map(|&v| Trial {
+                    seed: 42,
+                    val_bpb: Some(v),
+                    trainer_val_bpb: None,
+                    training_seconds: 1.0,
+                    run_seconds: 1.0,
+                    eval_seconds: 0.0,
+                })
+                .collect(),
+            sigma: Some(0.5),
+            sigma_measured: measured,
+            ..record(seq, Status::Discard, None)
+        };
+        // Before any program ran twice: the one the decisions used.
+        assert_eq!(noise_floor(&[runs(0, &[2.0], false)]), Some(0.5));
+        let old = runs(0, &[3.0, 2.0], true);
+        let baseline = runs(1, &[1.0, 1.002, 1.004], true);
+        let rerun = runs(2, &[1.1, 1.106], false);
+        let once = runs(3, &[0.9], false);
+        let floor = noise_floor(&[old, baseline, rerun, once]).unwrap();
+        assert!((floor - (2.6e-5f64 / 3.0).sqrt()).abs() < 1e-12, "{floor}");
     }
 }

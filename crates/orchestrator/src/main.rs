@@ -12,7 +12,9 @@ async fn main() -> Result<()> {
     let repo = Git::toplevel(&std::env::current_dir()?)?;
     match cli.command {
         Some(Command::Report(args)) => orchestrator::report::run(&args, &repo),
-        Some(Command::Run(args)) => orchestrator::research::run(Config::resolve(args, &repo)?).await,
+        Some(Command::Run(args)) => {
+            orchestrator::research::run(Config::resolve(args, &repo)?).await
+        }
         None => orchestrator::research::run(Config::resolve(cli.run, &repo)?).await,
     }
 }

@@ -10,7 +10,7 @@ use plotters::style::{FontStyle, register_font};
 use serde::Serialize;
 
 use crate::config::ReportArgs;
-use crate::ledger::{Record, Status};
+use crate::ledger::{Record, Status, noise_floor};
 
 /// `orchestrator report`: the summary on stdout (text or `--json`) and the plot beside the records.
 pub fn run(args: &ReportArgs, repo: &Path) -> Result<()> {
@@ -93,7 +93,7 @@ pub struct Summary {
     pub improvement_pct: Option<f64>,
     /// The kept changes, largest gain first.
     pub kept: Vec<KeptChange>,
-    /// The noise floor in force at the end: std dev of val_bpb between seeds.
+    /// The noise floor in force at the end: std dev of val_bpb between runs of one program.
     pub sigma: Option<f64>,
     /// The trainer's counted training time, every run of every experiment.
     pub training_seconds: f64,
@@ -251,7 +251,7 @@ pub fn summarize(tag: &str, records: &[Record]) -> Summary {
             .zip(baseline_bpb)
             .map(|(gain, base)| 100.0 * gain / base),
         kept,
-        sigma: records.iter().rev().find_map(|r| r.sigma),
+        sigma: noise_floor(records),
         training_seconds,
         overhead_seconds: (spent - training_seconds).max(0.0),
         eval_seconds: records.iter().map(|r| r.eval_seconds).sum(),
@@ -294,7 +294,7 @@ impl Summary {
         }
         out += "\n";
         if let Some(sigma) = self.sigma {
-            out += &format!("  noise floor: sigma {sigma:.6} between seeds\n");
+            out += &format!("  noise floor: sigma {sigma:.6} between runs\n");
         }
         out += &format!(
             "  time: training {}, overhead {} (evaluation {}), thinking {}; {} agent tokens\n",
@@ -393,10 +393,10 @@ pub fn history(records: &[Record]) -> String {
         "{} experiments: the baseline, {keeps} kept, {discards} discarded, {crashes} crashed.",
         records.len()
     );
-    if let Some(sigma) = records.iter().rev().find_map(|r| r.sigma) {
+    if let Some(sigma) = noise_floor(records) {
         out += &format!(
-            " Noise floor: sigma {sigma:.6} (std dev of val_bpb between seeds); a delta within \
-             2 sigma is indistinguishable from luck."
+            " Noise floor: sigma {sigma:.6} (std dev of val_bpb between runs of one program); a \
+             delta within 2 sigma is indistinguishable from luck."
         );
     }
     out += "\n\nBest kept:\n";

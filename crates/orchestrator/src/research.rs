@@ -246,8 +246,8 @@ pub async fn run(cfg: Config) -> Result<()> {
                     };
                     pending.agent_tokens += repaired?.tokens;
                     repairs += 1;
-                    if let Some(commit) = git
-                        .commit_editable(&format!("{} (repair {repairs})", pending.description))?
+                    if let Some(commit) =
+                        git.commit_editable(&format!("{} (repair {repairs})", pending.description))?
                     {
                         pending.commit = commit;
                         ledger.set_pending(Some(&pending))?;
@@ -273,6 +273,7 @@ pub async fn run(cfg: Config) -> Result<()> {
         let mut remeasured = false;
         let sigma = cfg.noise_sigma.or(ledger.sigma());
         let best_bpb = best.as_ref().and_then(|b| b.val_bpb);
+        let best_runs = best.as_ref().map_or(1, |b| scores(&b.trials).len());
         let decision: Result<Decision, Failure> = match built {
             Err(Ok(rule)) => Ok(Decision::Discard(rule)),
             Err(Err(failure)) => Err(failure),
@@ -286,9 +287,7 @@ pub async fn run(cfg: Config) -> Result<()> {
                 let decision = loop {
                     let k = trials.len();
                     progress.phase(if k == 0 { "starting" } else { "re-running" });
-                    let Some(outcome) = trainer
-                        .run(seq, k, &ledger, &mut stop, &progress)
-                        .await?
+                    let Some(outcome) = trainer.run(seq, k, &ledger, &mut stop, &progress).await?
                     else {
                         break Err(Failure::Interrupted);
                     };
@@ -312,7 +311,7 @@ pub async fn run(cfg: Config) -> Result<()> {
                     };
                     let (reruns, all) = ledger.rerun_seconds();
                     let may_rerun = reruns <= cfg.rerun_share * all;
-                    match decide::judge(best_bpb, sigma, &scores(&trials), may_rerun) {
+                    match decide::judge(best_bpb, best_runs, sigma, &scores(&trials), may_rerun) {
                         Verdict::Rerun(why) => progress.println(&format!("#{seq} {why}")),
                         Verdict::Keep(rule) => break Ok(Decision::Keep(rule)),
                         Verdict::Discard(rule) => break Ok(Decision::Discard(rule)),
@@ -322,9 +321,9 @@ pub async fn run(cfg: Config) -> Result<()> {
                 // better models tend to be less noisy.
                 if matches!(decision, Ok(Decision::Keep(_)))
                     && cfg.noise_sigma.is_none()
-                    && ledger.sigma_measured_at().is_some_and(|at| {
-                        (at - mean(&trials)).abs() > REMEASURE_SHIFT * at
-                    })
+                    && ledger
+                        .sigma_measured_at()
+                        .is_some_and(|at| (at - mean(&trials)).abs() > REMEASURE_SHIFT * at)
                 {
                     remeasured = true;
                     while trials.len() < cfg.noise_seeds {
@@ -375,10 +374,12 @@ pub async fn run(cfg: Config) -> Result<()> {
         }
         let val_bpb = (!trials.is_empty() && decision.is_ok()).then(|| mean(&trials));
         let measured = (seq == 0 || remeasured)
-            .then(|| decide::std_dev(&scores(&trials)))
+            .then(|| decide::pooled_std_dev(&[scores(&trials)]))
             .flatten();
         if let (Some(new), Some(old)) = (measured, sigma.filter(|_| seq > 0)) {
-            flags.push(format!("noise floor re-measured: sigma {old:.6} -> {new:.6}"));
+            flags.push(format!(
+                "noise floor re-measured: sigma {old:.6} -> {new:.6}"
+            ));
         }
         let sigma_measured = measured.is_some();
         let new_sigma = measured.or(sigma);
@@ -563,7 +564,9 @@ impl Trainer<'_> {
         let run_seconds = t_run.elapsed().as_secs_f64();
         let result = match run? {
             Run::Interrupted => return Ok(None),
-            Run::Crashed { reason, result } => return Ok(Some(Err((Failure::Run(reason), result)))),
+            Run::Crashed { reason, result } => {
+                return Ok(Some(Err((Failure::Run(reason), result))));
+            }
             Run::Finished { result } => result,
         };
 

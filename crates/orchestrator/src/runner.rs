@@ -32,15 +32,13 @@ pub async fn run_trainer(
     stop: &mut Stop,
     mut on_progress: impl FnMut(&str),
 ) -> Result<Run> {
-    let mut command = tokio::process::Command::new(binary);
+    let mut command = libtorch_command(binary);
     command
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
-    die_with_parent(&mut command);
+        .process_group(0);
     let mut child = command
         .spawn()
         .with_context(|| format!("starting {}", binary.display()))?;
@@ -121,10 +119,22 @@ pub async fn run_trainer(
     })
 }
 
+/// A command for a libtorch program (the trainer or the evaluator).
+///
+/// glibc hands every allocation over 32 MB (activations, gradients, logits) back to the kernel
+/// when it is freed, so each training step faults in and zero-fills the same memory again: on
+/// CPU that took 60% of the time as system time. Keeping freed memory for reuse doubled the CPU
+/// trainer's tokens/s (2,755 -> 5,371 on 2 cores), at the price of a higher peak RSS.
+///
 /// `kill_on_drop` cannot act when the orchestrator itself is killed (`kill -9`), and a trainer
 /// (or evaluator) would run on unseen, holding the CPU or GPU that the resumed run needs; on
 /// Linux the kernel kills it when its parent dies.
-pub(crate) fn die_with_parent(command: &mut tokio::process::Command) {
+pub(crate) fn libtorch_command(binary: &Path) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(binary);
+    command
+        .env("MALLOC_MMAP_THRESHOLD_", "1000000000000")
+        .env("MALLOC_TRIM_THRESHOLD_", "1000000000000")
+        .kill_on_drop(true);
     #[cfg(target_os = "linux")]
     // SAFETY: prctl is async-signal-safe and touches only the child about to exec.
     unsafe {
@@ -135,8 +145,7 @@ pub(crate) fn die_with_parent(command: &mut tokio::process::Command) {
             Ok(())
         });
     }
-    #[cfg(not(target_os = "linux"))]
-    let _ = command;
+    command
 }
 
 fn kill_group(pgid: i32) {

@@ -12,7 +12,7 @@ use prepare::Split;
 use sha2::{Digest, Sha256};
 
 use crate::cargo_build::{Build, build_evaluator};
-use crate::runner::die_with_parent;
+use crate::runner::libtorch_command;
 
 /// What the evaluator says of one exported model on one split.
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -53,15 +53,16 @@ impl Evaluator {
         let built = match build_evaluator(repo, target_dir).await? {
             Build::Built { binary } => binary,
             Build::Failed { diagnostics } => {
-                bail!("the protected evaluator (crates/train/evaluate) does not build:\n{diagnostics}")
+                bail!(
+                    "the protected evaluator (crates/train/evaluate) does not build:\n{diagnostics}"
+                )
             }
         };
         let bin_dir = run_dir.join("bin");
         std::fs::create_dir_all(&bin_dir)?;
         let binary = bin_dir.join("evaluate");
         let partial = bin_dir.join("evaluate.partial");
-        std::fs::copy(&built, &partial)
-            .with_context(|| format!("copying {}", built.display()))?;
+        std::fs::copy(&built, &partial).with_context(|| format!("copying {}", built.display()))?;
         std::fs::rename(&partial, &binary)?;
         Ok(Evaluator {
             binary_sha256: sha256_of(std::slice::from_ref(&binary))?,
@@ -90,7 +91,10 @@ impl Evaluator {
                 self.binary.display()
             )));
         }
-        if !unchanged(&SCORED_FILES.map(|f| self.data_dir.join(f)), &self.data_sha256)? {
+        if !unchanged(
+            &SCORED_FILES.map(|f| self.data_dir.join(f)),
+            &self.data_sha256,
+        )? {
             return Err(ScoreError::Tampered(format!(
                 "the scored data in {} changed during the run; scores before and after would not \
                  compare. Prepare the data again and start a new run",
@@ -98,17 +102,15 @@ impl Evaluator {
             )));
         }
         let failed = |e: std::io::Error| ScoreError::Failed(format!("the evaluator: {e}"));
-        let mut command = tokio::process::Command::new(&self.binary);
-        command
+        let child = libtorch_command(&self.binary)
             .arg(model)
             .arg(split.name())
             .env("AUTORESEARCH_DATA", &self.data_dir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        die_with_parent(&mut command);
-        let child = command.spawn().map_err(failed)?;
+            .spawn()
+            .map_err(failed)?;
         let out = match tokio::time::timeout(limit, child.wait_with_output()).await {
             Ok(out) => out.map_err(failed)?,
             Err(_) => {
@@ -149,8 +151,7 @@ pub enum ScoreError {
 fn sha256_of(files: &[PathBuf]) -> Result<String> {
     let mut hasher = Sha256::new();
     for file in files {
-        let bytes =
-            std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+        let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
         hasher.update(&bytes);
     }
     Ok(hex::encode(hasher.finalize()))

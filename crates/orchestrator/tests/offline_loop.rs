@@ -93,7 +93,8 @@ fn offline_agent_runs_three_experiments() {
 fn kill_dash_nine_then_resume_loses_and_duplicates_nothing() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let sandbox = Sandbox::new();
-    let mut child = sandbox.spawn(&[&ARGS[..], &["--max-experiments", "3", "--noise-seeds", "1"]].concat());
+    let mut child =
+        sandbox.spawn(&[&ARGS[..], &["--max-experiments", "3", "--noise-seeds", "1"]].concat());
     // Kill it while experiment 1 trains (its log exists), or fail after a generous wait.
     let started = Instant::now();
     while !sandbox.repo.join("runs/t/logs/1.log").exists() {
@@ -111,7 +112,13 @@ fn kill_dash_nine_then_resume_loses_and_duplicates_nothing() {
         "only the baseline was recorded"
     );
 
-    let out = sandbox.run(&[&ARGS[..], &["--max-experiments", "3", "--noise-seeds", "1", "--resume"]].concat());
+    let out = sandbox.run(
+        &[
+            &ARGS[..],
+            &["--max-experiments", "3", "--noise-seeds", "1", "--resume"],
+        ]
+        .concat(),
+    );
     assert!(
         out.status.success(),
         "{}",

@@ -96,15 +96,29 @@ fn scores_are_protected_and_decisions_account_for_noise() {
     let ambiguous = &records[1];
     let trials = ambiguous["trials"].as_array().unwrap();
     assert_eq!(trials.len(), 2, "{ambiguous:#}");
-    assert_eq!((trials[0]["seed"].as_u64(), trials[1]["seed"].as_u64()), (Some(42), Some(43)));
+    assert_eq!(
+        (trials[0]["seed"].as_u64(), trials[1]["seed"].as_u64()),
+        (Some(42), Some(43))
+    );
     assert!(ambiguous["delta"].as_f64().unwrap() < 0.0);
     assert!(ambiguous["rule"].as_str().unwrap().contains("noise"));
-    assert!(ambiguous["test_bpb"].is_null(), "only new bests see the test split");
+    assert!(
+        ambiguous["test_bpb"].is_null(),
+        "only new bests see the test split"
+    );
     assert!(sandbox.repo.join("runs/trust/logs/1.1.log").exists());
 
     // #2: seed only.
-    assert!(records[2]["rule"].as_str().unwrap().contains("only the seed"));
-    assert!(records[2]["trials"].as_array().unwrap().is_empty(), "not run");
+    assert!(
+        records[2]["rule"]
+            .as_str()
+            .unwrap()
+            .contains("only the seed")
+    );
+    assert!(
+        records[2]["trials"].as_array().unwrap().is_empty(),
+        "not run"
+    );
 
     // #3: the printed number is not the recorded one.
     let faker = &records[3];
@@ -124,12 +138,22 @@ fn scores_are_protected_and_decisions_account_for_noise() {
         refused.contains("refused") && refused.contains("crates/prepare/src/lib.rs"),
         "{refused}"
     );
-    assert!(records[5]["build_seconds"].as_f64().unwrap() < 5.0, "not built");
-    assert!(!std::fs::read_to_string(&prepare_lib).unwrap().contains("hijacked"));
+    assert!(
+        records[5]["build_seconds"].as_f64().unwrap() < 5.0,
+        "not built"
+    );
+    assert!(
+        !std::fs::read_to_string(&prepare_lib)
+            .unwrap()
+            .contains("hijacked")
+    );
 
     // The holdout never reaches the agent.
     let requests = &server.script.lock().unwrap().requests;
     let sent = serde_json::to_string(requests).unwrap();
     let test_bpb = format!("{:.6}", baseline["test_bpb"].as_f64().unwrap());
-    assert!(!sent.contains(&test_bpb), "the test score reached the agent");
+    assert!(
+        !sent.contains(&test_bpb),
+        "the test score reached the agent"
+    );
 }

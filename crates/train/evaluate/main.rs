@@ -62,14 +62,13 @@ fn main() -> Result<()> {
             for row in 0..eval.rows() {
                 let batch = eval.batch(row..row + 1);
                 let targets = Tensor::from_slice(&batch.targets).to(device);
-                let losses = forward(&batch.inputs)?.view([-1, vocab]).cross_entropy_loss(
-                    &targets,
-                    None::<Tensor>,
-                    Reduction::None,
-                    -100,
-                    0.0,
+                let losses = forward(&batch.inputs)?
+                    .view([-1, vocab])
+                    .cross_entropy_loss(&targets, None::<Tensor>, Reduction::None, -100, 0.0);
+                acc.add(
+                    &Vec::<f32>::try_from(losses.to(Device::Cpu))?,
+                    &batch.target_bytes,
                 );
-                acc.add(&Vec::<f32>::try_from(losses.to(Device::Cpu))?, &batch.target_bytes);
             }
             Some(acc.bpb()).filter(|b| b.is_finite())
         } else {
@@ -110,7 +109,11 @@ fn causality_probe(
             .max()
             .double_value(&[]);
         // NaN logits cannot be shown causal.
-        max_diff = if diff.is_nan() { f64::INFINITY } else { max_diff.max(diff) };
+        max_diff = if diff.is_nan() {
+            f64::INFINITY
+        } else {
+            max_diff.max(diff)
+        };
     }
     Ok(max_diff)
 }

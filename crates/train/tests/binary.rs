@@ -86,7 +86,11 @@ fn the_exported_model_scores_as_the_trainer_scored_it() {
         .env(prepare::EXPORT_ENV, &model)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let own = result_line(&out)["val_bpb"].as_f64().unwrap();
     let evaluate = |split: &str| {
         let out = Command::new(env!("CARGO_BIN_EXE_evaluate"))
@@ -95,14 +99,21 @@ fn the_exported_model_scores_as_the_trainer_scored_it() {
             .env("AUTORESEARCH_DATA", &data)
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         result_line(&out)
     };
     let val = evaluate("val");
     assert_eq!(val["causal"], true, "{val}");
     assert_eq!(val["probe_max_diff"], 0.0, "{val}");
     let protected = val["bpb"].as_f64().unwrap();
-    assert!((protected - own).abs() < 1e-4, "protected {protected} vs own {own}");
+    assert!(
+        (protected - own).abs() < 1e-4,
+        "protected {protected} vs own {own}"
+    );
     let test = evaluate("test");
     assert_eq!(test["split"], "test");
     assert!(test["bpb"].as_f64().unwrap() > 0.0);

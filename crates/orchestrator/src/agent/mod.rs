@@ -101,8 +101,8 @@ pub fn brief(program: &str, budget: f64, ledger: &Ledger, ws: &Workspace) -> Str
     let source = ws.read_file("crates/train/src/main.rs").unwrap_or_default();
     let keep_rule = ledger.sigma().map_or("beats the best".into(), |sigma| {
         format!(
-            "beats the best by more than the noise between seeds (sigma {sigma:.6}: a gain over \
-             2 sigma is kept, a smaller one is re-run and judged on the mean)"
+            "beats the best by more than the noise between runs (sigma {sigma:.6}: a gain over \
+             about 2 sigma is kept, a smaller one is re-run and judged on the mean)"
         )
     });
     format!(
