@@ -1,8 +1,9 @@
 //! Keep or discard, accounting for noise: two runs of the same program differ (the seed, and on
 //! a wall-clock budget how many steps fit), by 0.01-0.02 bpb early in a short CPU run, so a
 //! smaller "improvement" is as likely luck as progress. A change is kept only when its mean score
-//! beats the best's mean by more than twice the standard error of that difference, and a change
-//! that touches only comments or the seed is never kept at all.
+//! beats the best's mean by more than about twice the standard error of that difference (more
+//! while sigma rests on few runs), and a change that touches only comments or the seed is never
+//! kept at all.
 
 /// Training runs of one change at most: the first and one re-run with another seed.
 pub const MAX_TRIALS: usize = 2;
@@ -15,20 +16,42 @@ pub enum Verdict {
     Rerun(String),
 }
 
+/// The noise floor: the standard deviation of val_bpb between runs of one program, and the
+/// degrees of freedom it was estimated with (None when configured, taken as exact).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Noise {
+    pub sigma: f64,
+    pub dof: Option<usize>,
+}
+
+impl Noise {
+    /// How many standard errors a gain must clear: Student's t for a two-sided 95% test while
+    /// sigma rests on few runs (three seeds alone can be far off), never less than 2.
+    pub fn critical(&self) -> f64 {
+        const T95: [f64; 10] = [
+            12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
+        ];
+        match self.dof {
+            Some(dof) if (1..=T95.len()).contains(&dof) => T95[dof - 1],
+            _ => 2.0,
+        }
+    }
+}
+
 /// Judges a change whose runs scored `scores` against the best kept result, the mean `best` of
-/// `best_runs` runs, with noise floor `sigma` (None when it was not measured). Both means are
+/// `best_runs` runs, with noise floor `noise` (None when it was not measured). Both means are
 /// uncertain, so the standard error of their difference is sigma * sqrt(1/n + 1/best_runs).
 /// `may_rerun` is false once re-runs have used their share of the time.
 pub fn judge(
     best: f64,
     best_runs: usize,
-    sigma: Option<f64>,
+    noise: Option<Noise>,
     scores: &[f64],
     may_rerun: bool,
 ) -> Verdict {
     let n = scores.len();
     let delta = scores.iter().sum::<f64>() / n as f64 - best;
-    let Some(sigma) = sigma else {
+    let Some(noise) = noise else {
         return if delta < 0.0 {
             Verdict::Keep(format!(
                 "improved by {:.6} (noise floor not measured)",
@@ -38,14 +61,15 @@ pub fn judge(
             Verdict::Discard("no improvement (noise floor not measured)".into())
         };
     };
-    let threshold = 2.0 * sigma * (1.0 / n as f64 + 1.0 / best_runs.max(1) as f64).sqrt();
+    let (sigma, critical) = (noise.sigma, noise.critical());
+    let threshold = critical * sigma * (1.0 / n as f64 + 1.0 / best_runs.max(1) as f64).sqrt();
     let runs = match n {
         1 => format!("1 run against {best_runs}, sigma {sigma:.6}"),
         n => format!("mean of {n} runs against {best_runs}, sigma {sigma:.6}"),
     };
     if delta < -threshold {
         Verdict::Keep(format!(
-            "clear win: delta {delta:+.6} < -2 standard errors = {:.6} ({runs})",
+            "clear win: delta {delta:+.6} < -{critical:.2} standard errors = {:.6} ({runs})",
             -threshold
         ))
     } else if delta >= 0.0 {
@@ -71,14 +95,17 @@ pub fn judge(
 /// The standard deviation pooled over groups of runs of one program each (every group adds its
 /// squared deviations from its own mean and its size less one to the degrees of freedom); None
 /// without a group of two or more.
-pub fn pooled_std_dev(groups: &[Vec<f64>]) -> Option<f64> {
+pub fn pooled_std_dev(groups: &[Vec<f64>]) -> Option<Noise> {
     let (mut squares, mut dof) = (0.0, 0);
     for group in groups.iter().filter(|g| g.len() >= 2) {
         let mean = group.iter().sum::<f64>() / group.len() as f64;
         squares += group.iter().map(|v| (v - mean).powi(2)).sum::<f64>();
         dof += group.len() - 1;
     }
-    (dof > 0).then(|| (squares / dof as f64).sqrt())
+    (dof > 0).then(|| Noise {
+        sigma: (squares / dof as f64).sqrt(),
+        dof: Some(dof),
+    })
 }
 
 /// Why a change can never be kept, if it cannot: `changes` holds the old and new text of every
@@ -181,7 +208,11 @@ fn strip_comments(src: &str) -> String {
 mod tests {
     use super::*;
 
-    const SIGMA: Option<f64> = Some(0.001);
+    /// A configured noise floor, taken as exact: gains must clear 2 standard errors.
+    const SIGMA: Option<Noise> = Some(Noise {
+        sigma: 0.001,
+        dof: None,
+    });
 
     #[test]
     fn a_clear_win_is_kept_at_once_and_a_loss_discarded() {
@@ -215,6 +246,34 @@ mod tests {
             judge(1.0, 3, SIGMA, &[0.9975], true),
             Verdict::Keep(_)
         ));
+    }
+
+    #[test]
+    fn a_sigma_from_few_runs_asks_for_more() {
+        // Measured from 3 seeds (2 dof), t = 4.303: a gain of 3 standard errors is re-run.
+        let few = Some(Noise {
+            sigma: 0.001,
+            dof: Some(2),
+        });
+        let se = 0.001 * (1.0f64 + 1.0 / 3.0).sqrt();
+        assert!(matches!(
+            judge(1.0, 3, SIGMA, &[1.0 - 3.0 * se], true),
+            Verdict::Keep(_)
+        ));
+        assert!(matches!(
+            judge(1.0, 3, few, &[1.0 - 3.0 * se], true),
+            Verdict::Rerun(_)
+        ));
+        assert!(matches!(
+            judge(1.0, 3, few, &[1.0 - 4.5 * se], true),
+            Verdict::Keep(_)
+        ));
+        // Well measured, Student's t gives way to the plain 2.
+        let many = Noise {
+            sigma: 0.001,
+            dof: Some(40),
+        };
+        assert_eq!(many.critical(), 2.0);
     }
 
     #[test]
@@ -257,13 +316,15 @@ mod tests {
     fn the_noise_floor_pools_every_repeated_program() {
         assert_eq!(pooled_std_dev(&[vec![1.0], vec![]]), None);
         let one = pooled_std_dev(&[vec![1.0, 1.002, 1.004], vec![2.0]]).unwrap();
-        assert!((one - 0.002).abs() < 1e-12, "{one}");
+        assert!((one.sigma - 0.002).abs() < 1e-12, "{one:?}");
+        assert_eq!(one.dof, Some(2));
         // Squares 8e-6 over 2 dof and 1.8e-5 over 1 dof: sqrt(2.6e-5 / 3).
         let pooled = pooled_std_dev(&[vec![1.0, 1.002, 1.004], vec![2.0, 2.006]]).unwrap();
         assert!(
-            (pooled - (2.6e-5f64 / 3.0).sqrt()).abs() < 1e-12,
-            "{pooled}"
+            (pooled.sigma - (2.6e-5f64 / 3.0).sqrt()).abs() < 1e-12,
+            "{pooled:?}"
         );
+        assert_eq!(pooled.dof, Some(3));
     }
 
     #[test]

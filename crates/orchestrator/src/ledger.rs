@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::decide;
+use crate::decide::{self, Noise};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -260,7 +260,7 @@ impl Ledger {
     }
 
     /// The noise floor now in force; see [`noise_floor`].
-    pub fn sigma(&self) -> Option<f64> {
+    pub fn noise(&self) -> Option<Noise> {
         noise_floor(&self.records)
     }
 
@@ -314,14 +314,17 @@ impl Ledger {
 /// The noise floor in force after `records`: the standard deviation pooled over every program
 /// run more than once since the noise was last measured (the measurement's seeds and every
 /// re-run change), so that it grows more precise through the night, as three seeds alone can be
-/// far off; the latest configured or measured one where no program ran twice.
-pub fn noise_floor(records: &[Record]) -> Option<f64> {
+/// far off; the latest configured one where no program ran twice.
+pub fn noise_floor(records: &[Record]) -> Option<Noise> {
     let since = records.iter().rposition(|r| r.sigma_measured).unwrap_or(0);
     let groups: Vec<Vec<f64>> = records[since..]
         .iter()
         .map(|r| r.trials.iter().filter_map(|t| t.val_bpb).collect())
         .collect();
-    decide::pooled_std_dev(&groups).or_else(|| records.iter().rev().find_map(|r| r.sigma))
+    decide::pooled_std_dev(&groups).or_else(|| {
+        let sigma = records.iter().rev().find_map(|r| r.sigma)?;
+        Some(Noise { sigma, dof: None })
+    })
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -390,12 +393,17 @@ mod tests {
             ..record(seq, Status::Discard, None)
         };
         // Before any program ran twice: the one the decisions used.
-        assert_eq!(noise_floor(&[runs(0, &[2.0], false)]), Some(0.5));
+        let configured = noise_floor(&[runs(0, &[2.0], false)]).unwrap();
+        assert_eq!((configured.sigma, configured.dof), (0.5, None));
         let old = runs(0, &[3.0, 2.0], true);
         let baseline = runs(1, &[1.0, 1.002, 1.004], true);
         let rerun = runs(2, &[1.1, 1.106], false);
         let once = runs(3, &[0.9], false);
         let floor = noise_floor(&[old, baseline, rerun, once]).unwrap();
-        assert!((floor - (2.6e-5f64 / 3.0).sqrt()).abs() < 1e-12, "{floor}");
+        assert!(
+            (floor.sigma - (2.6e-5f64 / 3.0).sqrt()).abs() < 1e-12,
+            "{floor:?}"
+        );
+        assert_eq!(floor.dof, Some(3));
     }
 }

@@ -251,7 +251,7 @@ pub fn summarize(tag: &str, records: &[Record]) -> Summary {
             .zip(baseline_bpb)
             .map(|(gain, base)| 100.0 * gain / base),
         kept,
-        sigma: noise_floor(records),
+        sigma: noise_floor(records).map(|n| n.sigma),
         training_seconds,
         overhead_seconds: (spent - training_seconds).max(0.0),
         eval_seconds: records.iter().map(|r| r.eval_seconds).sum(),
@@ -393,7 +393,7 @@ pub fn history(records: &[Record]) -> String {
         "{} experiments: the baseline, {keeps} kept, {discards} discarded, {crashes} crashed.",
         records.len()
     );
-    if let Some(sigma) = noise_floor(records) {
+    if let Some(sigma) = noise_floor(records).map(|n| n.sigma) {
         out += &format!(
             " Noise floor: sigma {sigma:.6} (std dev of val_bpb between runs of one program); a \
              delta within 2 sigma is indistinguishable from luck."

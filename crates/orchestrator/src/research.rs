@@ -10,7 +10,7 @@ use prepare::Split;
 use crate::agent::{self, Agent, OfflineAgent, OpenAiAgent, Proposal};
 use crate::cargo_build::{Build, build_trainer};
 use crate::config::{AgentKind, Config};
-use crate::decide::{self, Verdict};
+use crate::decide::{self, Noise, Verdict};
 use crate::git::{EDITABLE, Git};
 use crate::ledger::{Ledger, Pending, Record, Status, Trial};
 use crate::program::Program;
@@ -271,7 +271,11 @@ pub async fn run(cfg: Config) -> Result<()> {
         let mut first_result = None;
         let mut flags = Vec::new();
         let mut remeasured = false;
-        let sigma = cfg.noise_sigma.or(ledger.sigma());
+        let noise = cfg
+            .noise_sigma
+            .map(|sigma| Noise { sigma, dof: None })
+            .or(ledger.noise());
+        let sigma = noise.map(|n| n.sigma);
         let best_bpb = best.as_ref().and_then(|b| b.val_bpb);
         let best_runs = best.as_ref().map_or(1, |b| scores(&b.trials).len());
         let decision: Result<Decision, Failure> = match built {
@@ -311,7 +315,7 @@ pub async fn run(cfg: Config) -> Result<()> {
                     };
                     let (reruns, all) = ledger.rerun_seconds();
                     let may_rerun = reruns <= cfg.rerun_share * all;
-                    match decide::judge(best_bpb, best_runs, sigma, &scores(&trials), may_rerun) {
+                    match decide::judge(best_bpb, best_runs, noise, &scores(&trials), may_rerun) {
                         Verdict::Rerun(why) => progress.println(&format!("#{seq} {why}")),
                         Verdict::Keep(rule) => break Ok(Decision::Keep(rule)),
                         Verdict::Discard(rule) => break Ok(Decision::Discard(rule)),
@@ -375,7 +379,8 @@ pub async fn run(cfg: Config) -> Result<()> {
         let val_bpb = (!trials.is_empty() && decision.is_ok()).then(|| mean(&trials));
         let measured = (seq == 0 || remeasured)
             .then(|| decide::pooled_std_dev(&[scores(&trials)]))
-            .flatten();
+            .flatten()
+            .map(|n| n.sigma);
         if let (Some(new), Some(old)) = (measured, sigma.filter(|_| seq > 0)) {
             flags.push(format!(
                 "noise floor re-measured: sigma {old:.6} -> {new:.6}"
@@ -620,7 +625,8 @@ fn context(seq: u64, ledger: &Ledger) -> String {
         .and_then(|b| b.val_bpb)
         .map_or("-".into(), |b| format!("{b:.6}"));
     let sigma = ledger
-        .sigma()
+        .noise()
+        .map(|n| n.sigma)
         .map_or(String::new(), |s| format!(" (sigma {s:.6})"));
     format!(
         "#{seq} best {best}{sigma} | {} keep {} discard {} crash",

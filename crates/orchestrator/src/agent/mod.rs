@@ -99,12 +99,15 @@ pub fn brief(program: &str, budget: f64, ledger: &Ledger, ws: &Workspace) -> Str
         })
         .collect();
     let source = ws.read_file("crates/train/src/main.rs").unwrap_or_default();
-    let keep_rule = ledger.sigma().map_or("beats the best".into(), |sigma| {
-        format!(
-            "beats the best by more than the noise between runs (sigma {sigma:.6}: a gain over \
+    let keep_rule = ledger
+        .noise()
+        .map(|n| n.sigma)
+        .map_or("beats the best".into(), |sigma| {
+            format!(
+                "beats the best by more than the noise between runs (sigma {sigma:.6}: a gain over \
              about 2 sigma is kept, a smaller one is re-run and judged on the mean)"
-        )
-    });
+            )
+        });
     format!(
         "# Research program\n\n{program}\n\n# Rules\n\nTraining budget: {budget} s of wall-clock training per \
          experiment. Metric: val_bpb from the protected evaluation of the model your trainer exports, lower is \
