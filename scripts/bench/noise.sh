@@ -69,11 +69,15 @@ rows = [json.loads(l) for l in open(sys.argv[1])]
 budget = float(sys.argv[2])
 base, noops = rows[0], rows[1:]
 scores = [t["val_bpb"] for t in base["trials"]]
-print(f"budget {budget:.0f} s; baseline val_bpb by seed: {', '.join(f'{s:.6f}' for s in scores)}")
+# On a wall-clock budget the step count is part of the noise: a machine that slows down during
+# the night trains fewer steps, and a score moves with it.
+print(f"budget {budget:.0f} s; baseline val_bpb by seed: {', '.join(f'{s:.6f}' for s in scores)} "
+      f"({base['result']['num_steps']} steps in the last)")
 print(f"noise floor sigma: {base['sigma']:.6f} bpb (test split of the baseline: {base['test_bpb']:.6f})")
 for r in noops:
     trials = ", ".join(f"{t['val_bpb']:.6f}" for t in r["trials"])
-    print(f"  #{r['seq']:<2} {r['status']:<7} delta {r['delta']:+.6f} [{trials}] {r['rule']}")
+    print(f"  #{r['seq']:<2} {r['status']:<7} delta {r['delta']:+.6f} [{trials}] "
+          f"{r['result']['num_steps']} steps (last run) {r['rule']}")
 kept = sum(r["status"] == "keep" for r in noops)
 runs = sum(len(r["trials"]) for r in noops)
 reruns = sum(t["run_seconds"] for r in noops for t in r["trials"][1:])

@@ -268,6 +268,16 @@ mod tests {
             judge(1.0, 3, few, &[1.0 - 4.5 * se], true),
             Verdict::Keep(_)
         ));
+        // Seen on CPU: sigma 0.00815 from 3 seeds, a no-op's two runs 0.0246 better on average.
+        // 2 sigma / sqrt(2) would have kept it; the t rule with both means uncertain does not.
+        let cpu = Some(Noise {
+            sigma: 0.00815,
+            dof: Some(2),
+        });
+        assert!(matches!(
+            judge(2.6065, 3, cpu, &[2.5922, 2.5716], true),
+            Verdict::Discard(_)
+        ));
         // Well measured, Student's t gives way to the plain 2.
         let many = Noise {
             sigma: 0.001,
