@@ -2,7 +2,8 @@
 //! orchestrator records is never a number printed by code the agent edits.
 //!
 //! Run: `evaluate MODEL.pt val|test`, with the data from `AUTORESEARCH_DATA` (else
-//! `data/enwik8`). Prints one JSON line on stdout:
+//! `data/enwik8`) on the device of `AUTORESEARCH_DEVICE` (default CUDA when available). Prints
+//! one JSON line on stdout:
 //! `{"split": "val", "bpb": 1.23, "scored_bytes": 1000002, "causal": true, "probe_max_diff": 0.0,
 //! "seconds": 11.8}`; `bpb` is null when the model is not causal.
 //!
@@ -17,10 +18,13 @@ use prepare::{BpbAccumulator, Dataset, Split};
 use tch::{CModule, Device, Kind, Reduction, Tensor};
 
 /// Where the causality probe cuts the first evaluation row: every token after the cut changes,
-/// and no logit at or before it may.
-const PROBE_CUTS: [f64; 4] = [0.125, 0.25, 0.5, 0.75];
-/// Largest change of a logit at or before a cut that still counts as causal. A causal model
-/// changes nothing at all; this only absorbs kernels whose summation order depends on values.
+/// and no logit at or before it may. The last cut changes nothing: the same row again, which
+/// catches a forward pass that is not deterministic (and so cannot be shown causal).
+const PROBE_CUTS: [f64; 5] = [0.125, 0.25, 0.5, 0.75, 1.0];
+/// Largest change of a logit at or before a cut that still counts as causal. Run as below
+/// (deterministically), a causal model changes nothing at all, in any precision; this only absorbs
+/// kernels whose summation order depends on the values. A peek shows as a change of the size of
+/// the logits themselves.
 const PROBE_TOLERANCE: f64 = 1e-3;
 
 fn main() -> Result<()> {
@@ -34,8 +38,12 @@ fn main() -> Result<()> {
         other => bail!("unknown split {other:?}: use val or test"),
     };
     let t_start = Instant::now();
+    let device = runtime::device()?;
+    // The graph executor's optimising passes (profiling runs, then fused kernels) can change the
+    // rounding from one call to the next; the causality probe compares calls, so every call must
+    // run the same kernels.
+    tch::jit::set_graph_executor_optimize(false);
     let data = Dataset::open(&prepare::default_data_dir())?;
-    let device = Device::cuda_if_available();
     let model = CModule::load_on_device(model_path, device).with_context(|| {
         format!("loading the exported model {model_path}; did the trainer export it?")
     })?;
@@ -96,7 +104,7 @@ fn causality_probe(
     let reference = forward(row)?;
     let mut max_diff = 0f64;
     for cut in PROBE_CUTS {
-        let cut = (cut * row.len() as f64) as usize;
+        let cut = ((cut * row.len() as f64) as usize).min(row.len() - 1);
         let changed: Vec<i64> = row
             .iter()
             .enumerate()

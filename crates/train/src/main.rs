@@ -16,12 +16,18 @@
 //! - No new dependencies, no edits outside `crates/train/src`.
 //!
 //! Environment: `AUTORESEARCH_DATA` (prepared data dir), `AUTORESEARCH_TIME_BUDGET` (seconds,
-//! overrides the contract's budget), `AUTORESEARCH_SEED` (default 42).
+//! overrides the contract's budget), `AUTORESEARCH_SEED` (default 42), `AUTORESEARCH_DEVICE`
+//! (`cpu` or `cuda`; default CUDA when available).
+//!
+//! `runtime` (outside this directory, fixed) picks the device, runs autocast in bf16 on CUDA,
+//! reports peak memory and provides `causal_attention`, a flash-attention kernel with a sliding
+//! window on CUDA.
 
 use std::time::Instant;
 
 use anyhow::{Context, Result};
 use prepare::{BpbAccumulator, Dataset, Split};
+use runtime::{autocast, causal_attention};
 use tch::nn;
 use tch::{Device, Kind, Reduction, Tensor};
 
@@ -58,6 +64,7 @@ const WEIGHT_DECAY: f64 = 0.2; // Muon's cautious weight decay, decayed linearly
 const MUON_BETA2: f64 = 0.95; // NorMuon second-moment decay
 const WARMDOWN_RATIO: f64 = 0.5; // share of the budget at the end over which lr decays to 0
 const UNCOUNTED_STEPS: usize = 11; // first steps (warm-up, allocation) outside the budget
+const GPU_PEAK_FLOPS: f64 = 989.5e12; // dense bf16 FLOP/s of an H100 SXM, the MFU reference
 
 // ---------------------------------------------------------------------------------------------
 // Model
@@ -143,14 +150,6 @@ impl Rotary {
     }
 }
 
-/// Boolean attention mask, true where query i may see key j: j <= i and i - j < window.
-fn window_mask(t: i64, window: i64, device: Device) -> Tensor {
-    let i = Tensor::arange(t, (Kind::Int64, device)).unsqueeze(1);
-    let j = Tensor::arange(t, (Kind::Int64, device)).unsqueeze(0);
-    let distance = &i - &j;
-    distance.ge(0).logical_and(&distance.lt(window))
-}
-
 struct CausalSelfAttention {
     c_q: nn::Linear,
     c_k: nn::Linear,
@@ -159,6 +158,7 @@ struct CausalSelfAttention {
     ve_gate: Option<nn::Linear>,
     n_head: i64,
     head_dim: i64,
+    window: i64, // each query sees this many latest positions, itself included
 }
 
 impl CausalSelfAttention {
@@ -180,43 +180,25 @@ impl CausalSelfAttention {
             ve_gate,
             n_head: cfg.n_head,
             head_dim: cfg.head_dim,
+            window: cfg.window(layer),
         }
     }
 
-    /// `mask` is None for full causal attention, else a sliding-window mask.
-    fn forward(
-        &self,
-        x: &Tensor,
-        ve: Option<&Tensor>,
-        rotary: &Rotary,
-        mask: Option<&Tensor>,
-    ) -> Tensor {
+    fn forward(&self, x: &Tensor, ve: Option<&Tensor>, rotary: &Rotary) -> Tensor {
         let (b, t, c) = x.size3().unwrap();
         let shape = [b, t, self.n_head, self.head_dim];
         let q = x.apply(&self.c_q).view(shape); // (B, T, nh, hs)
+        let dtype = q.kind(); // bf16 under CUDA autocast: the flash kernel takes q, k, v in it
         let k = x.apply(&self.c_k).view(shape);
         let mut v = x.apply(&self.c_v).view(shape);
         if let (Some(ve), Some(gate)) = (ve, &self.ve_gate) {
             let g = x.narrow(2, 0, VE_GATE_CHANNELS).apply(gate).sigmoid() * 2.0; // (B, T, nh)
             v = v + g.unsqueeze(-1) * ve.view(shape);
         }
-        let q = norm(&rotary.apply(&q)).transpose(1, 2); // (B, nh, T, hs)
-        let k = norm(&rotary.apply(&k)).transpose(1, 2);
-        let v = v.transpose(1, 2);
-        let y = Tensor::scaled_dot_product_attention(
-            &q,
-            &k,
-            &v,
-            mask,
-            0.0,
-            mask.is_none(),
-            None,
-            false,
-        );
-        y.transpose(1, 2)
-            .contiguous()
-            .view([b, t, c])
-            .apply(&self.c_proj) // (B, T, C)
+        let q = norm(&rotary.apply(&q)).to_kind(dtype);
+        let k = norm(&rotary.apply(&k)).to_kind(dtype);
+        let y = causal_attention(&q, &k, &v.to_kind(dtype), self.window); // (B, T, nh, hs)
+        y.contiguous().view([b, t, c]).apply(&self.c_proj) // (B, T, C)
     }
 }
 
@@ -251,14 +233,8 @@ impl Block {
         }
     }
 
-    fn forward(
-        &self,
-        x: &Tensor,
-        ve: Option<&Tensor>,
-        rotary: &Rotary,
-        mask: Option<&Tensor>,
-    ) -> Tensor {
-        let x = x + self.attn.forward(&norm(x), ve, rotary, mask);
+    fn forward(&self, x: &Tensor, ve: Option<&Tensor>, rotary: &Rotary) -> Tensor {
+        let x = x + self.attn.forward(&norm(x), ve, rotary);
         &x + self.mlp.forward(&norm(&x))
     }
 }
@@ -323,15 +299,12 @@ impl Gpt {
 
     /// Logits (B, T, vocab) in f32 for token ids (B, T).
     fn forward(&self, idx: &Tensor) -> Tensor {
-        let t = idx.size()[1];
         let x0 = norm(&idx.apply(&self.wte)); // (B, T, C)
         let mut x = x0.shallow_clone();
-        let short_mask = window_mask(t, self.cfg.seq_len / 2, idx.device());
         for (i, block) in self.blocks.iter().enumerate() {
             x = self.resid_lambdas.get(i as i64) * &x + self.x0_lambdas.get(i as i64) * &x0;
             let ve = self.value_embeds[i].as_ref().map(|e| idx.apply(e));
-            let mask = (self.cfg.window(i as i64) < self.cfg.seq_len).then_some(&short_mask);
-            x = block.forward(&x, ve.as_ref(), &self.rotary, mask);
+            x = block.forward(&x, ve.as_ref(), &self.rotary);
         }
         let logits = norm(&x).apply(&self.lm_head).to_kind(Kind::Float);
         (logits / SOFTCAP).tanh() * SOFTCAP
@@ -592,14 +565,14 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> Result<T> {
 
 fn main() -> Result<()> {
     let t_start = Instant::now();
+    let device = runtime::device()?;
+    let cuda = device.is_cuda();
     let data_dir =
         std::env::var_os("AUTORESEARCH_DATA").map_or_else(prepare::default_data_dir, Into::into);
     let data = Dataset::open(&data_dir)?;
     let contract = data.contract().clone();
     let budget: f64 = env_or("AUTORESEARCH_TIME_BUDGET", contract.time_budget_s)?;
     let seed: u64 = env_or("AUTORESEARCH_SEED", 42)?;
-    let device = Device::cuda_if_available();
-    let cuda = device.is_cuda();
     tch::manual_seed(seed as i64);
 
     let (depth, device_batch, total_batch, device_lr_scale) = if cuda {
@@ -657,25 +630,24 @@ fn main() -> Result<()> {
     loop {
         let t0 = Instant::now();
         let progress = (training_seconds / budget).min(1.0);
-        let mut train_loss = 0.0;
+        let mut loss_sum = Tensor::zeros([], (Kind::Float, device));
         for _ in 0..grad_accum {
             let (x, y) = next_batch()?;
-            let loss = tch::autocast(cuda, || model.loss(&x, &y));
-            (&loss / grad_accum as f64).backward();
-            train_loss += loss.double_value(&[]) / grad_accum as f64;
+            let loss = autocast(device, || model.loss(&x, &y)) / grad_accum as f64;
+            loss.backward();
+            loss_sum += loss.detach();
         }
         let lrm = lr_multiplier(progress);
         optimizer.step(step, progress);
         vs.trainable_variables()
             .iter_mut()
             .for_each(Tensor::zero_grad);
+        // The one host sync of the step: it waits for the GPU to finish, so dt below is exact.
+        let train_loss = loss_sum.double_value(&[]);
         if train_loss.is_nan() || train_loss > 100.0 {
             eprintln!("step {step}: loss {train_loss}, diverged");
             status = "diverged";
             break;
-        }
-        if cuda {
-            tch::Cuda::synchronize(0);
         }
         let dt = t0.elapsed().as_secs_f64();
         if step >= UNCOUNTED_STEPS {
@@ -687,7 +659,7 @@ fn main() -> Result<()> {
         let mfu = if cuda {
             format!(
                 "{:.1}%",
-                100.0 * flops_per_token * tokens_per_second / 989.5e12
+                100.0 * flops_per_token * tokens_per_second / GPU_PEAK_FLOPS
             )
         } else {
             "-".into()
@@ -706,12 +678,12 @@ fn main() -> Result<()> {
 
     let t_eval = Instant::now();
     let val_bpb = if status == "ok" {
-        evaluate(&model, &data, device, cuda)?
+        evaluate(&model, &data, device)?
     } else {
         f64::NAN
     };
     if let Some(path) = std::env::var_os(prepare::EXPORT_ENV).filter(|_| status == "ok") {
-        export(&model, &mut vs, cuda, std::path::Path::new(&path))?;
+        export(&model, &mut vs, std::path::Path::new(&path))?;
     }
     let eval_seconds = t_eval.elapsed().as_secs_f64();
     let train_tokens = step as i64 * tokens_per_step;
@@ -726,12 +698,12 @@ fn main() -> Result<()> {
         "total_seconds": total_seconds,
         "startup_seconds": t_setup,
         "eval_seconds": eval_seconds,
-        "peak_memory_mb": peak_memory_mb(cuda),
+        "peak_memory_mb": runtime::peak_memory_mb(device),
         "num_steps": step,
         "num_params": num_params,
         "train_tokens": train_tokens,
         "tokens_per_second": tokens_per_second,
-        "mfu_percent": if cuda { serde_json::json!(100.0 * flops_per_token * tokens_per_second / 989.5e12) } else { serde_json::Value::Null },
+        "mfu_percent": if cuda { serde_json::json!(100.0 * flops_per_token * tokens_per_second / GPU_PEAK_FLOPS) } else { serde_json::Value::Null },
         "device": if cuda { "cuda" } else { "cpu" },
         "contract": data.contract_hash(),
         "time_budget_s": budget,
@@ -746,8 +718,8 @@ fn main() -> Result<()> {
 }
 
 /// val_bpb through prepare's fixed evaluation: this function only supplies per-token losses.
-fn evaluate(model: &Gpt, data: &Dataset, device: Device, cuda: bool) -> Result<f64> {
-    let eval_rows = if cuda { GPU_EVAL_ROWS } else { CPU_EVAL_ROWS };
+fn evaluate(model: &Gpt, data: &Dataset, device: Device) -> Result<f64> {
+    let eval_rows = if device.is_cuda() { GPU_EVAL_ROWS } else { CPU_EVAL_ROWS };
     let eval = data.eval_set(Split::Val)?;
     eprintln!(
         "evaluating {} validation bytes ({} rows of {})",
@@ -762,7 +734,7 @@ fn evaluate(model: &Gpt, data: &Dataset, device: Device, cuda: bool) -> Result<f
             let batch = eval.batch(start..(start + eval_rows).min(eval.rows()));
             let x = Tensor::from_slice(&batch.inputs).view([-1, t]).to(device);
             let y = Tensor::from_slice(&batch.targets).to(device);
-            let logits = tch::autocast(cuda, || model.forward(&x));
+            let logits = autocast(device, || model.forward(&x));
             let losses = logits.view([-1, model.cfg.vocab_size]).cross_entropy_loss(
                 &y,
                 None::<Tensor>,
@@ -781,27 +753,17 @@ fn evaluate(model: &Gpt, data: &Dataset, device: Device, cuda: bool) -> Result<f
 }
 
 /// Saves the trained forward pass as TorchScript traced on one row of `seq_len` tokens, for the
-/// protected evaluator (see the header).
-fn export(model: &Gpt, vs: &mut nn::VarStore, cuda: bool, path: &std::path::Path) -> Result<()> {
+/// protected evaluator (see the header). Traced without autocast, so the export computes in
+/// float32 from the float32 weights: the evaluator's causality check is then exact.
+fn export(model: &Gpt, vs: &mut nn::VarStore, path: &std::path::Path) -> Result<()> {
     vs.freeze(); // tracing records parameters only when they do not require grad
     let example = Tensor::zeros([1, model.cfg.seq_len], (Kind::Int64, vs.device()));
     let module = tch::CModule::create_by_tracing("Gpt", "forward", &[example], &mut |x| {
-        vec![tch::autocast(cuda, || model.forward(&x[0]))]
+        vec![model.forward(&x[0])]
     })?;
     module
         .save(path)
         .with_context(|| format!("saving the model to {}", path.display()))
-}
-
-/// Peak memory in MB: the process's peak resident set (on CUDA tch exposes no allocator
-/// statistics, so this is host memory there too).
-fn peak_memory_mb(_cuda: bool) -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let kb = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok());
-    kb.unwrap_or(0.0) / 1024.0
 }
 
 #[cfg(test)]
