@@ -46,9 +46,18 @@ impl Contract {
         let canonical = serde_json::to_vec(self).expect("a contract always serialises");
         hex::encode(&Sha256::digest(&canonical)[..8])
     }
+
+    /// Steps at the start of training that the time budget does not count. On a GPU they absorb
+    /// start-up work (kernel selection, allocator growth) that is not training speed; on a CPU
+    /// the first step only allocates, and every uncounted step is training outside the budget.
+    /// Part of the contract, not the trainer's to choose: more uncounted steps buy untimed
+    /// training.
+    pub fn uncounted_steps(&self) -> usize {
+        if self.profile == Profile::Gpu.name() { 11 } else { 1 }
+    }
 }
 
-/// Default figures per machine kind (SPEC section 5).
+/// Default figures per machine kind (docs/contract.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Profile {
     /// One NVIDIA GPU: long context, the whole validation split scored.
@@ -71,6 +80,14 @@ impl Profile {
     pub fn name(self) -> &'static str {
         match self {
             Profile::Gpu => "gpu",
+            Profile::Cpu => "cpu",
+        }
+    }
+
+    /// The device a trainer uses on such a machine, as `AUTORESEARCH_DEVICE` names it.
+    pub fn device(self) -> &'static str {
+        match self {
+            Profile::Gpu => "cuda",
             Profile::Cpu => "cpu",
         }
     }

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail, ensure};
 use memmap2::Mmap;
 
+use crate::atomic;
 use crate::contract::{CONTRACT_SCHEMA, Contract};
 use crate::eval::EvalSet;
 use crate::loader::TrainLoader;
@@ -39,13 +40,6 @@ impl Split {
     }
 }
 
-/// Writes `bytes` to `path` through a temporary file and a rename.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("partial");
-    fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    fs::rename(&tmp, path).with_context(|| format!("renaming into {}", path.display()))
-}
-
 pub(crate) fn tokens_path(dir: &Path, split: Split) -> PathBuf {
     dir.join(format!("{}.tokens", split.name()))
 }
@@ -66,8 +60,8 @@ pub(crate) fn write_split(dir: &Path, split: Split, docs: &[Vec<u16>]) -> Result
         tokens.extend(doc.iter().flat_map(|t| t.to_le_bytes()));
     }
     starts.extend_from_slice(&offset.to_le_bytes());
-    write_atomic(&tokens_path(dir, split), &tokens)?;
-    write_atomic(&docs_path(dir, split), &starts)
+    atomic::write(&tokens_path(dir, split), &tokens)?;
+    atomic::write(&docs_path(dir, split), &starts)
 }
 
 /// One memory-mapped split.

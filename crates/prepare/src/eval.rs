@@ -4,11 +4,6 @@
 
 use std::ops::Range;
 
-/// Names the file where the trainer saves its trained model for the protected evaluator, which
-/// computes the score that is recorded. The file is TorchScript that maps token ids, int64 of
-/// shape (1, seq_len), to logits, float of shape (1, seq_len, vocab_size).
-pub const EXPORT_ENV: &str = "AUTORESEARCH_EXPORT";
-
 /// The scored token stream of one split, cut into rows of `seq_len` targets.
 pub struct EvalSet {
     /// BOS-prefixed documents laid end to end: one more token than there are targets.

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 
 use crate::contract::Profile;
-use crate::loader::SplitMix64;
 use crate::pipeline::{self, Options, Source};
+use crate::rng::SplitMix64;
 
 const DOCS: usize = 120;
 const WORDS: [&str; 24] = [

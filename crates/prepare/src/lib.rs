@@ -4,20 +4,25 @@
 //! means (tokens, byte lengths, which bytes are scored, how losses become bits per byte), so
 //! keeping it out of the agent's reach is what makes results comparable across experiments.
 
+pub mod atomic;
 pub mod contract;
 pub mod corpus;
 pub mod data;
+pub mod env;
 pub mod eval;
+#[cfg(feature = "fixtures")]
 pub mod fixtures;
 pub mod loader;
 pub mod pipeline;
+pub mod rng;
 pub mod tokenizer;
 
 use std::path::PathBuf;
 
 pub use contract::{Contract, Profile};
 pub use data::{Dataset, Split};
-pub use eval::{BpbAccumulator, EXPORT_ENV, EvalBatch, EvalSet};
+pub use env::{DATA_ENV, DEVICE_ENV, EXPORT_ENV, SEED_ENV, TIME_BUDGET_ENV};
+pub use eval::{BpbAccumulator, EvalBatch, EvalSet};
 pub use loader::TrainLoader;
 
 /// The repository root, where `data/` lives: the nearest directory at or above the current one
@@ -40,9 +45,9 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// `$AUTORESEARCH_DATA` when set, else `data/enwik8` in the repository.
+/// `$AUTORESEARCH_DATA` ([`DATA_ENV`]) when set, else `data/enwik8` in the repository.
 pub fn default_data_dir() -> PathBuf {
-    std::env::var_os("AUTORESEARCH_DATA")
+    std::env::var_os(DATA_ENV)
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join("data").join("enwik8"))
 }

@@ -11,9 +11,10 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::atomic;
 use crate::contract::{BOS_ID, CONTRACT_SCHEMA, Contract, Profile};
 use crate::corpus::{self, Corpus};
-use crate::data::{self, Split, SplitData, write_atomic};
+use crate::data::{self, Split, SplitData};
 use crate::eval::EvalSet;
 use crate::tokenizer::Tokenizer;
 
@@ -84,7 +85,7 @@ pub fn run(opts: &Options) -> Result<Summary> {
                 vocab_size: opts.vocab_size,
             };
             check_same_source(&record_path, &record)?;
-            write_atomic(&record_path, &serde_json::to_vec_pretty(&record)?)?;
+            atomic::write(&record_path, &serde_json::to_vec_pretty(&record)?)?;
             record
         }
         None => {
@@ -132,7 +133,7 @@ pub fn run(opts: &Options) -> Result<Summary> {
             .iter()
             .flat_map(|l| l.to_le_bytes())
             .collect();
-        write_atomic(&dir.join("token_bytes.bin"), &lengths)?;
+        atomic::write(&dir.join("token_bytes.bin"), &lengths)?;
         tokenizer
     };
     lap("tokenizer", &mut timings);
@@ -181,7 +182,7 @@ pub fn run(opts: &Options) -> Result<Summary> {
         eval_bytes,
         scored_bytes: scored.scored_bytes(),
     };
-    write_atomic(
+    atomic::write(
         &dir.join("contract.json"),
         &serde_json::to_vec_pretty(&contract)?,
     )?;
