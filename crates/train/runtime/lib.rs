@@ -9,11 +9,8 @@
 use std::ffi::{CStr, c_char, c_void};
 
 use anyhow::{Result, bail};
-use prepare::Profile;
+use prepare::{DEVICE_ENV, Profile};
 use tch::{Device, Kind, Tensor};
-
-/// Names the device: `cpu` or `cuda`; unset means CUDA when libtorch sees a GPU.
-pub const DEVICE_ENV: &str = "AUTORESEARCH_DEVICE";
 
 /// The device from `AUTORESEARCH_DEVICE`, or CUDA when available. Never silently the CPU on a
 /// GPU machine: there the CPU configuration would train for the whole budget and score nothing
@@ -95,8 +92,17 @@ pub fn causal_attention(q: &Tensor, k: &Tensor, v: &Tensor, window: i64) -> Tens
     }
     let (q, k, v) = (q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)); // (B, nh, T, hs)
     let mask = (window < t).then(|| window_mask(t, window, q.device()));
-    Tensor::scaled_dot_product_attention(&q, &k, &v, mask.as_ref(), 0.0, mask.is_none(), None, false)
-        .transpose(1, 2)
+    Tensor::scaled_dot_product_attention(
+        &q,
+        &k,
+        &v,
+        mask.as_ref(),
+        0.0,
+        mask.is_none(),
+        None,
+        false,
+    )
+    .transpose(1, 2)
 }
 
 /// Boolean attention mask, true where query i may see key j: j <= i and i - j < window.
@@ -112,7 +118,9 @@ fn check(message: *mut c_char) -> Result<()> {
         return Ok(());
     }
     // SAFETY: a non-null result is a NUL-terminated string the shim allocated with strdup.
-    let text = unsafe { CStr::from_ptr(message) }.to_string_lossy().into_owned();
+    let text = unsafe { CStr::from_ptr(message) }
+        .to_string_lossy()
+        .into_owned();
     unsafe { ar_free_message(message) };
     bail!("libtorch: {text}")
 }
@@ -178,7 +186,11 @@ mod tests {
         assert!(full.allclose(&masked, 1e-6, 1e-6, false));
         // A shorter window changes the later queries only.
         let short = causal_attention(&q, &k, &v, 3);
-        assert!(short.narrow(1, 0, 3).allclose(&full.narrow(1, 0, 3), 1e-6, 1e-6, false));
+        assert!(
+            short
+                .narrow(1, 0, 3)
+                .allclose(&full.narrow(1, 0, 3), 1e-6, 1e-6, false)
+        );
         assert!(!short.allclose(&full, 1e-3, 1e-3, false));
     }
 }

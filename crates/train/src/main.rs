@@ -7,8 +7,9 @@
 //! - The score is val_bpb from `prepare`'s fixed evaluation (`evaluate` below only feeds it losses
 //!   of the model; the rows, byte counts and the formula are not yours to change).
 //! - The model is causal: position t never sees tokens after t.
-//! - Training stops when the counted training time reaches the budget (the first 11 steps are
-//!   not counted, they absorb warm-up); the orchestrator kills overruns from outside.
+//! - Training stops when the counted training time reaches the budget; the first
+//!   `contract.uncounted_steps()` steps are not counted (they absorb start-up). The orchestrator
+//!   kills overruns from outside.
 //! - stdout carries exactly one line, the JSON result; everything else goes to stderr.
 //! - When `AUTORESEARCH_EXPORT` names a file, the trained forward pass is saved there (`export`
 //!   below): the orchestrator's protected evaluator scores that file, and its score is the one
@@ -55,15 +56,14 @@ const VE_GATE_CHANNELS: i64 = 32; // input channels that drive the value-embeddi
 const ROPE_BASE: f64 = 10000.0; // rotary embedding base
 const SOFTCAP: f64 = 15.0; // logits are squashed to (-SOFTCAP, SOFTCAP)
 
-const EMBEDDING_LR: f64 = 0.6; // AdamW lr of wte and the value embeddings
-const UNEMBEDDING_LR: f64 = 0.004; // AdamW lr of lm_head
+const EMBEDDING_LR: f64 = 0.6; // Adam lr of wte and the value embeddings
+const UNEMBEDDING_LR: f64 = 0.004; // Adam lr of lm_head
 const MATRIX_LR: f64 = 0.04; // Muon lr of the block matrices
-const SCALAR_LR: f64 = 0.5; // AdamW lr of x0_lambdas (resid_lambdas get 1% of it)
-const ADAM_BETAS: (f64, f64) = (0.8, 0.95); // AdamW betas of the embeddings and lm_head
+const SCALAR_LR: f64 = 0.5; // Adam lr of x0_lambdas (resid_lambdas get 1% of it)
+const ADAM_BETAS: (f64, f64) = (0.8, 0.95); // Adam betas of the embeddings and lm_head
 const WEIGHT_DECAY: f64 = 0.2; // Muon's cautious weight decay, decayed linearly to 0
 const MUON_BETA2: f64 = 0.95; // NorMuon second-moment decay
 const WARMDOWN_RATIO: f64 = 0.5; // share of the budget at the end over which lr decays to 0
-const UNCOUNTED_STEPS: usize = 11; // first steps (warm-up, allocation) outside the budget
 const GPU_PEAK_FLOPS: f64 = 989.5e12; // dense bf16 FLOP/s of an H100 SXM, the MFU reference
 
 // ---------------------------------------------------------------------------------------------
@@ -341,10 +341,10 @@ impl Gpt {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Optimizer: Muon for the block matrices, AdamW for everything else
+// Optimizer: Muon for the block matrices, Adam for everything else
 
-/// AdamW over one group of parameters with one learning rate.
-struct AdamW {
+/// Adam (no weight decay) over one group of parameters with one learning rate.
+struct Adam {
     params: Vec<Tensor>,
     lr: f64,
     betas: (f64, f64),
@@ -352,10 +352,10 @@ struct AdamW {
     exp_avg_sq: Vec<Tensor>,
 }
 
-impl AdamW {
-    fn new(params: Vec<Tensor>, lr: f64, betas: (f64, f64)) -> AdamW {
+impl Adam {
+    fn new(params: Vec<Tensor>, lr: f64, betas: (f64, f64)) -> Adam {
         let zeros = |ps: &Vec<Tensor>| ps.iter().map(Tensor::zeros_like).collect();
-        AdamW {
+        Adam {
             exp_avg: zeros(&params),
             exp_avg_sq: zeros(&params),
             params,
@@ -469,58 +469,85 @@ impl Muon {
     }
 }
 
-/// All parameters by role: Muon for the block matrices, AdamW groups for the rest.
+/// The optimizer group of each kind of parameter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Group {
+    Matrix,      // 2-D weights inside the blocks: Muon
+    Embedding,   // wte and the value embeddings
+    Unembedding, // lm_head
+    Residual,    // resid_lambdas
+    Scalar,      // any other 0-D or 1-D parameter (x0_lambdas, gains, biases)
+}
+
+/// Which group a parameter belongs to, by its name and shape. Every trainable parameter must
+/// belong to one, or it would never be updated.
+fn group_of(name: &str, shape: &[i64]) -> Result<Group> {
+    Ok(match (name, shape.len()) {
+        (_, 0 | 1) if name == "resid_lambdas" => Group::Residual,
+        (_, 0 | 1) => Group::Scalar,
+        ("lm_head.weight", 2) => Group::Unembedding,
+        (_, 2) if name == "wte.weight" || name.starts_with("ve") => Group::Embedding,
+        (_, 2) if name.starts_with("h.") => Group::Matrix,
+        _ => anyhow::bail!(
+            "parameter {name} (shape {shape:?}) has no optimizer group and would never train: \
+             put matrices under `h.` (Muon) or give it a rule in group_of"
+        ),
+    })
+}
+
+/// All parameters by group: Muon for the block matrices, Adam for the rest.
 struct Optimizer {
-    adam: Vec<AdamW>,
+    adam: Vec<Adam>,
     muon: Muon,
     lr_scale: f64,
 }
 
 impl Optimizer {
     /// `lr_scale` multiplies every learning rate (CPU_LR_SCALE on CPU, 1 on CUDA).
-    fn new(vs: &nn::VarStore, cfg: &GptConfig, lr_scale: f64, ortho_kind: Kind) -> Optimizer {
-        let vars = vs.variables();
-        let var = |name: &str| vars[name].shallow_clone();
-        let value_embeds = (0..cfg.n_layer)
-            .filter(|&i| cfg.has_value_embedding(i))
-            .map(|i| var(&format!("ve{i}.weight")))
+    fn new(
+        vs: &nn::VarStore,
+        cfg: &GptConfig,
+        lr_scale: f64,
+        ortho_kind: Kind,
+    ) -> Result<Optimizer> {
+        let mut vars: Vec<_> = vs
+            .variables()
+            .into_iter()
+            .filter(|(_, t)| t.requires_grad())
             .collect();
-        let mut matrices: Vec<_> = vars
-            .iter()
-            .filter(|(name, _)| name.starts_with("h."))
-            .collect();
-        matrices.sort_by_key(|(name, _)| name.as_str());
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut groups = std::collections::BTreeMap::<Group, Vec<Tensor>>::new();
+        for (name, t) in vars {
+            groups
+                .entry(group_of(&name, &t.size())?)
+                .or_default()
+                .push(t);
+        }
+        let mut take = |g: Group| groups.remove(&g).unwrap_or_default();
         // Embedding-like learning rates shrink with width, as in the reference.
         let width_scale = (cfg.n_embd() as f64 / 768.0).powf(-0.5) * lr_scale;
-        Optimizer {
+        Ok(Optimizer {
             adam: vec![
-                AdamW::new(
-                    vec![var("wte.weight")],
+                Adam::new(
+                    take(Group::Embedding),
                     EMBEDDING_LR * width_scale,
                     ADAM_BETAS,
                 ),
-                AdamW::new(value_embeds, EMBEDDING_LR * width_scale, ADAM_BETAS),
-                AdamW::new(
-                    vec![var("lm_head.weight")],
+                Adam::new(
+                    take(Group::Unembedding),
                     UNEMBEDDING_LR * width_scale,
                     ADAM_BETAS,
                 ),
-                AdamW::new(
-                    vec![var("resid_lambdas")],
+                Adam::new(
+                    take(Group::Residual),
                     SCALAR_LR * 0.01 * lr_scale,
                     ADAM_BETAS,
                 ),
-                AdamW::new(vec![var("x0_lambdas")], SCALAR_LR * lr_scale, (0.96, 0.95)),
+                Adam::new(take(Group::Scalar), SCALAR_LR * lr_scale, (0.96, 0.95)),
             ],
-            muon: Muon::new(
-                matrices
-                    .into_iter()
-                    .map(|(_, t)| t.shallow_clone())
-                    .collect(),
-                ortho_kind,
-            ),
+            muon: Muon::new(take(Group::Matrix), ortho_kind),
             lr_scale,
-        }
+        })
     }
 
     /// One update from the accumulated gradients; `step` counts from 0.
@@ -567,12 +594,11 @@ fn main() -> Result<()> {
     let t_start = Instant::now();
     let device = runtime::device()?;
     let cuda = device.is_cuda();
-    let data_dir =
-        std::env::var_os("AUTORESEARCH_DATA").map_or_else(prepare::default_data_dir, Into::into);
-    let data = Dataset::open(&data_dir)?;
+    let data = Dataset::open(&prepare::default_data_dir())?;
     let contract = data.contract().clone();
-    let budget: f64 = env_or("AUTORESEARCH_TIME_BUDGET", contract.time_budget_s)?;
-    let seed: u64 = env_or("AUTORESEARCH_SEED", 42)?;
+    let budget: f64 = env_or(prepare::TIME_BUDGET_ENV, contract.time_budget_s)?;
+    let uncounted_steps = contract.uncounted_steps();
+    let seed: u64 = env_or(prepare::SEED_ENV, 42)?;
     tch::manual_seed(seed as i64);
 
     let (depth, device_batch, total_batch, device_lr_scale) = if cuda {
@@ -602,7 +628,7 @@ fn main() -> Result<()> {
         &cfg,
         device_lr_scale,
         if cuda { Kind::BFloat16 } else { Kind::Float },
-    );
+    )?;
 
     // Batches are packed on a background thread while the model trains.
     let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<i64>>(2);
@@ -650,7 +676,7 @@ fn main() -> Result<()> {
             break;
         }
         let dt = t0.elapsed().as_secs_f64();
-        if step >= UNCOUNTED_STEPS {
+        if step >= uncounted_steps {
             training_seconds += dt;
         }
         smooth_loss = 0.9 * smooth_loss + 0.1 * train_loss;
@@ -671,7 +697,7 @@ fn main() -> Result<()> {
             (budget - training_seconds).max(0.0)
         );
         step += 1;
-        if step > UNCOUNTED_STEPS && training_seconds >= budget {
+        if step > uncounted_steps && training_seconds >= budget {
             break;
         }
     }
@@ -687,7 +713,7 @@ fn main() -> Result<()> {
     }
     let eval_seconds = t_eval.elapsed().as_secs_f64();
     let train_tokens = step as i64 * tokens_per_step;
-    let counted_tokens = step.saturating_sub(UNCOUNTED_STEPS) as i64 * tokens_per_step;
+    let counted_tokens = step.saturating_sub(uncounted_steps) as i64 * tokens_per_step;
     let tokens_per_second = counted_tokens as f64 / training_seconds.max(1e-9);
     let total_seconds = t_start.elapsed().as_secs_f64();
     let result = serde_json::json!({
@@ -719,7 +745,11 @@ fn main() -> Result<()> {
 
 /// val_bpb through prepare's fixed evaluation: this function only supplies per-token losses.
 fn evaluate(model: &Gpt, data: &Dataset, device: Device) -> Result<f64> {
-    let eval_rows = if device.is_cuda() { GPU_EVAL_ROWS } else { CPU_EVAL_ROWS };
+    let eval_rows = if device.is_cuda() {
+        GPU_EVAL_ROWS
+    } else {
+        CPU_EVAL_ROWS
+    };
     let eval = data.eval_set(Split::Val)?;
     eprintln!(
         "evaluating {} validation bytes ({} rows of {})",

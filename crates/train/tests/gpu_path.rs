@@ -54,10 +54,13 @@ fn run_with_device(binary: &str, device: &str, args: &[&str]) -> Output {
     let dir = tempfile::tempdir().unwrap();
     Command::new(binary)
         .args(args)
-        .env("AUTORESEARCH_DEVICE", device)
+        .env(prepare::DEVICE_ENV, device)
         .env_remove("RUST_BACKTRACE")
         .env_remove("RUST_LIB_BACKTRACE")
-        .env("AUTORESEARCH_DATA", dir.path().join("no-data-needed-before-the-device"))
+        .env(
+            prepare::DATA_ENV,
+            dir.path().join("no-data-needed-before-the-device"),
+        )
         .output()
         .unwrap()
 }
@@ -80,7 +83,7 @@ fn asking_for_cuda_without_a_gpu_fails_at_once() {
             assert!(!out.status.success(), "{binary} with {device}: {stderr}");
             assert_eq!(lines.len(), 1, "one line, got {stderr:?}");
             assert!(
-                lines[0].contains("AUTORESEARCH_DEVICE") && lines[0].contains(says),
+                lines[0].contains(prepare::DEVICE_ENV) && lines[0].contains(says),
                 "{stderr}"
             );
             assert!(out.stdout.is_empty(), "no result line");
@@ -108,7 +111,10 @@ fn export_tiny_model(dir: &Path, kind: Kind, peeks: bool, vocab: i64, seq_len: i
         vec![h.apply(&head).to_kind(Kind::Float)]
     })
     .unwrap();
-    let path = dir.join(format!("{kind:?}-{}.pt", if peeks { "peek" } else { "causal" }));
+    let path = dir.join(format!(
+        "{kind:?}-{}.pt",
+        if peeks { "peek" } else { "causal" }
+    ));
     module.save(&path).unwrap();
     path
 }
@@ -125,13 +131,12 @@ fn the_evaluator_scores_causal_exports_and_rejects_peeking_ones_in_any_precision
             let out = Command::new(env!("CARGO_BIN_EXE_evaluate"))
                 .arg(&model)
                 .arg("val")
-                .env("AUTORESEARCH_DATA", &data)
+                .env(prepare::DATA_ENV, &data)
                 .output()
                 .unwrap();
             let stderr = String::from_utf8_lossy(&out.stderr);
             assert!(out.status.success(), "{kind:?}: {stderr}");
-            let score: serde_json::Value =
-                serde_json::from_slice(out.stdout.trim_ascii()).unwrap();
+            let score: serde_json::Value = serde_json::from_slice(out.stdout.trim_ascii()).unwrap();
             if peeks {
                 assert_eq!(score["causal"], false, "{kind:?} peeking: {score}");
                 assert!(score["bpb"].is_null(), "{score}");
