@@ -9,6 +9,8 @@ use anyhow::{Context, Result};
 use cargo_metadata::Message;
 use cargo_metadata::diagnostic::DiagnosticLevel;
 
+use crate::text::tail;
+
 pub enum Build {
     Built {
         binary: PathBuf,
@@ -58,9 +60,7 @@ async fn build(repo: &Path, target_dir: &Path, bin: &str) -> Result<Build> {
         Some(binary) if out.status.success() => Ok(Build::Built { binary }),
         _ => {
             if errors.is_empty() {
-                let stderr = String::from_utf8_lossy(&out.stderr);
-                let tail: Vec<&str> = stderr.lines().rev().take(30).collect();
-                errors.push(tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+                errors.push(tail(&String::from_utf8_lossy(&out.stderr), 30));
             }
             Ok(Build::Failed {
                 diagnostics: errors.join("\n"),

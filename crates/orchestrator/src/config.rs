@@ -7,6 +7,11 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use serde::Deserialize;
 
+use crate::executor::Limits;
+
+/// The LLM's model name when `--model` is not given (the trainer's variables are in `prepare`).
+pub const MODEL_ENV: &str = "AUTORESEARCH_MODEL";
+
 #[derive(Parser, Debug)]
 #[command(about = "Autonomous ML research: an agent edits the trainer, the loop keeps what helps")]
 pub struct Cli {
@@ -111,7 +116,7 @@ pub struct Config {
     pub noise_seeds: usize,
     pub noise_sigma: Option<f64>,
     pub rerun_share: f64,
-    /// Where the trainer's data lives (AUTORESEARCH_DATA, default data/enwik8).
+    /// Where the trainer's data lives ($AUTORESEARCH_DATA, default data/enwik8).
     pub data_dir: PathBuf,
     /// Cargo's target directory for trainer builds (CARGO_TARGET_DIR, default <repo>/target).
     pub target_dir: PathBuf,
@@ -145,7 +150,7 @@ impl Config {
             agent,
             model: args
                 .model
-                .or(env("AUTORESEARCH_MODEL"))
+                .or(env(MODEL_ENV))
                 .or(file.model)
                 .unwrap_or_else(|| "gpt-4.1".into()),
             base_url,
@@ -157,7 +162,7 @@ impl Config {
             noise_seeds: args.noise_seeds.or(file.noise_seeds).unwrap_or(3).max(1),
             noise_sigma: file.noise_sigma,
             rerun_share: file.rerun_share.unwrap_or(0.25),
-            data_dir: env("AUTORESEARCH_DATA")
+            data_dir: env(prepare::DATA_ENV)
                 .map_or_else(|| repo.join("data").join("enwik8"), PathBuf::from),
             target_dir: env("CARGO_TARGET_DIR").map_or_else(|| repo.join("target"), PathBuf::from),
         })
@@ -171,15 +176,15 @@ impl Config {
         self.repo.join("runs").join(&self.tag)
     }
 
-    /// Hard wall-clock limit of one training run: budget plus grace, at most 2x budget + 60 s.
-    pub fn run_limit(&self, budget: f64) -> f64 {
-        (budget + self.grace).min(2.0 * budget + 60.0)
-    }
-
-    /// Hard wall-clock limit of one protected evaluation: the grace the trainer gets for
-    /// start-up and its own evaluation.
-    pub fn eval_limit(&self, budget: f64) -> Duration {
-        Duration::from_secs_f64(self.run_limit(budget) - budget)
+    /// The hard limits for runs of `budget` training seconds: a training run gets the budget
+    /// plus the grace, at most 2x budget + 60 s; a protected evaluation gets what the trainer got
+    /// for start-up and its own evaluation.
+    pub fn limits(&self, budget: f64) -> Limits {
+        let train = (budget + self.grace).min(2.0 * budget + 60.0);
+        Limits {
+            train: Duration::from_secs_f64(train),
+            eval: Duration::from_secs_f64(train - budget),
+        }
     }
 }
 
@@ -231,8 +236,9 @@ mod tests {
         assert_eq!(cfg.tag, "fromfile");
         assert_eq!(cfg.time_budget, Some(5.0));
         assert_eq!(cfg.agent, AgentKind::Offline);
-        assert_eq!(cfg.run_limit(5.0), 70.0);
-        assert_eq!(cfg.run_limit(300.0), 420.0);
+        assert_eq!(cfg.limits(5.0).train, Duration::from_secs(70));
+        assert_eq!(cfg.limits(300.0).train, Duration::from_secs(420));
+        assert_eq!(cfg.limits(300.0).eval, Duration::from_secs(120));
     }
 
     #[test]

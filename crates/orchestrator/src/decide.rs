@@ -1,9 +1,9 @@
 //! Keep or discard, accounting for noise: two runs of the same program differ (the seed, and on
 //! a wall-clock budget how many steps fit), by 0.01-0.02 bpb early in a short CPU run, so a
 //! smaller "improvement" is as likely luck as progress. A change is kept only when its mean score
-//! beats the best's mean by more than about twice the standard error of that difference (more
-//! while sigma rests on few runs), and a change that touches only comments or the seed is never
-//! kept at all.
+//! beats the best's mean by more than a critical number of standard errors of that difference
+//! ([`threshold`]), and a change that touches only comments or the seed is never kept at all.
+//! [`keep_rule`] tells the agent the same rule with the same numbers.
 
 /// Training runs of one change at most: the first and one re-run with another seed.
 pub const MAX_TRIALS: usize = 2;
@@ -38,10 +38,16 @@ impl Noise {
     }
 }
 
+/// The gain a change's mean over `runs` runs must show over the best kept result, the mean of
+/// `best_runs` runs, to be kept: `critical` standard errors of the difference of the two means,
+/// which are both uncertain, so the standard error is sigma * sqrt(1/runs + 1/best_runs).
+pub fn threshold(noise: Noise, runs: usize, best_runs: usize) -> f64 {
+    noise.critical() * noise.sigma * (1.0 / runs as f64 + 1.0 / best_runs.max(1) as f64).sqrt()
+}
+
 /// Judges a change whose runs scored `scores` against the best kept result, the mean `best` of
-/// `best_runs` runs, with noise floor `noise` (None when it was not measured). Both means are
-/// uncertain, so the standard error of their difference is sigma * sqrt(1/n + 1/best_runs).
-/// `may_rerun` is false once re-runs have used their share of the time.
+/// `best_runs` runs, with noise floor `noise` (None when it was not measured). `may_rerun` is
+/// false once re-runs have used their share of the time.
 pub fn judge(
     best: f64,
     best_runs: usize,
@@ -50,7 +56,7 @@ pub fn judge(
     may_rerun: bool,
 ) -> Verdict {
     let n = scores.len();
-    let delta = scores.iter().sum::<f64>() / n as f64 - best;
+    let delta = mean(scores) - best;
     let Some(noise) = noise else {
         return if delta < 0.0 {
             Verdict::Keep(format!(
@@ -62,7 +68,7 @@ pub fn judge(
         };
     };
     let (sigma, critical) = (noise.sigma, noise.critical());
-    let threshold = critical * sigma * (1.0 / n as f64 + 1.0 / best_runs.max(1) as f64).sqrt();
+    let threshold = threshold(noise, n, best_runs);
     let runs = match n {
         1 => format!("1 run against {best_runs}, sigma {sigma:.6}"),
         n => format!("mean of {n} runs against {best_runs}, sigma {sigma:.6}"),
@@ -92,13 +98,48 @@ pub fn judge(
     }
 }
 
+/// The keep rule in words for the agent, with the numbers [`judge`] uses right now: the noise
+/// floor in force and a best kept result measured over `best_runs` runs. The one place the rule
+/// is told, so that it cannot drift from the code.
+pub fn keep_rule(noise: Option<Noise>, best_runs: usize) -> String {
+    let Some(noise) = noise else {
+        return "The noise between runs is not measured: any gain over the best is kept.".into();
+    };
+    let critical = match noise.dof {
+        Some(dof) => format!(
+            "{:.2} standard errors (Student's t at 95% for a sigma from {dof} degrees of freedom)",
+            noise.critical()
+        ),
+        None => format!("{:.2} standard errors", noise.critical()),
+    };
+    let gain = |runs| {
+        let t = threshold(noise, runs, best_runs);
+        format!("{t:.6} ({:.1} sigma)", t / noise.sigma)
+    };
+    format!(
+        "Noise floor: sigma {:.6}, the standard deviation of val_bpb between runs of one program. \
+         A change is kept when its mean beats the best (the mean of {best_runs} run{}) by more than \
+         {critical}: after one run by more than {}; a smaller gain is re-run with another seed \
+         while re-runs have time left, and kept only if the mean of its {MAX_TRIALS} runs beats \
+         the best by more than {}. Any other result is indistinguishable from luck and discarded.",
+        noise.sigma,
+        if best_runs == 1 { "" } else { "s" },
+        gain(1),
+        gain(MAX_TRIALS),
+    )
+}
+
+pub fn mean(values: &[f64]) -> f64 {
+    values.iter().sum::<f64>() / values.len() as f64
+}
+
 /// The standard deviation pooled over groups of runs of one program each (every group adds its
 /// squared deviations from its own mean and its size less one to the degrees of freedom); None
 /// without a group of two or more.
 pub fn pooled_std_dev(groups: &[Vec<f64>]) -> Option<Noise> {
     let (mut squares, mut dof) = (0.0, 0);
     for group in groups.iter().filter(|g| g.len() >= 2) {
-        let mean = group.iter().sum::<f64>() / group.len() as f64;
+        let mean = mean(group);
         squares += group.iter().map(|v| (v - mean).powi(2)).sum::<f64>();
         dof += group.len() - 1;
     }
@@ -311,6 +352,30 @@ mod tests {
     }
 
     #[test]
+    fn the_agent_is_told_the_threshold_judge_applies() {
+        // Three seeds (2 dof) against a 3-run baseline: t = 4.303, one run must gain
+        // 4.303 * sqrt(1 + 1/3) = 4.97 sigma.
+        let noise = Noise {
+            sigma: 0.001,
+            dof: Some(2),
+        };
+        let few = Some(noise);
+        let rule = keep_rule(few, 3);
+        assert!(rule.contains("4.30 standard errors"), "{rule}");
+        assert!(rule.contains("0.004969 (5.0 sigma)"), "{rule}");
+        let edge = threshold(noise, 1, 3);
+        assert!(matches!(
+            judge(1.0, 3, few, &[1.0 - edge * 1.001], true),
+            Verdict::Keep(_)
+        ));
+        assert!(matches!(
+            judge(1.0, 3, few, &[1.0 - edge * 0.999], true),
+            Verdict::Rerun(_)
+        ));
+        assert!(keep_rule(None, 1).contains("any gain"));
+    }
+
+    #[test]
     fn without_a_noise_floor_any_gain_counts() {
         assert!(matches!(
             judge(1.0, 1, None, &[0.9999], true),
@@ -339,7 +404,7 @@ mod tests {
 
     #[test]
     fn seed_or_comment_edits_are_cosmetic_and_real_edits_are_not() {
-        let src = "const LR: f64 = 0.04; // the lr\nlet url = \"http://x\"; // c\nlet seed: u64 = env_or(\"AUTORESEARCH_SEED\", 42)?;\nlet q = '\"';\n";
+        let src = "const LR: f64 = 0.04; // the lr\nlet url = \"http://x\"; // c\nlet seed: u64 = env_or(prepare::SEED_ENV, 42)?;\nlet q = '\"';\n";
         let pair = |new: &str| vec![(src.to_string(), new.to_string())];
         let commented = src.replace("// the lr", "/* a\nlonger */ // note");
         assert_eq!(

@@ -1,8 +1,9 @@
 //! The run's records under `runs/<tag>/`: `experiments.jsonl` (one JSON object per experiment,
-//! append-only, the source of truth for `--resume`) and `results.tsv` (the original's format,
-//! rewritten from the records after every experiment).
+//! append-only, the source of truth for `--resume`), `results.tsv` (the original's format,
+//! rewritten from the records after every experiment), `pending.json` (the experiment under way)
+//! and `logs/` (one log per training run, or why none ran).
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -201,16 +202,8 @@ impl Ledger {
         self.records.last().map_or(0, |r| r.seq + 1)
     }
 
-    /// The best kept record: lowest val_bpb.
     pub fn best(&self) -> Option<&Record> {
-        self.records
-            .iter()
-            .filter(|r| r.status == Status::Keep)
-            .min_by(|a, b| {
-                a.val_bpb
-                    .unwrap_or(f64::MAX)
-                    .total_cmp(&b.val_bpb.unwrap_or(f64::MAX))
-            })
+        best(&self.records)
     }
 
     pub fn append(&mut self, record: Record) -> Result<()> {
@@ -242,7 +235,7 @@ impl Ledger {
                 r.status.as_str()
             ));
         }
-        write_atomic(&self.dir.join("results.tsv"), tsv.as_bytes())
+        prepare::atomic::write(&self.dir.join("results.tsv"), tsv.as_bytes())
     }
 
     pub fn log_path(&self, seq: u64) -> PathBuf {
@@ -259,9 +252,11 @@ impl Ledger {
         self.dir.join("logs").join(name)
     }
 
-    /// The noise floor now in force; see [`noise_floor`].
-    pub fn noise(&self) -> Option<Noise> {
-        noise_floor(&self.records)
+    /// Writes why experiment `seq` ran no trainer (its compiler errors, ...) where its run's log
+    /// would have been.
+    pub fn write_log(&self, seq: u64, text: &str) -> Result<()> {
+        let path = self.log_path(seq);
+        fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
     }
 
     /// The best kept val_bpb when the noise floor was last measured.
@@ -302,7 +297,7 @@ impl Ledger {
     pub fn set_pending(&self, pending: Option<&Pending>) -> Result<()> {
         let path = self.dir.join("pending.json");
         match pending {
-            Some(p) => write_atomic(&path, &serde_json::to_vec(p)?),
+            Some(p) => prepare::atomic::write(&path, &serde_json::to_vec(p)?),
             None => match fs::remove_file(&path) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
                 _ => Ok(()),
@@ -311,28 +306,84 @@ impl Ledger {
     }
 }
 
-/// The noise floor in force after `records`: the standard deviation pooled over every program
-/// run more than once since the noise was last measured (the measurement's seeds and every
-/// re-run change), so that it grows more precise through the night, as three seeds alone can be
-/// far off; the latest configured one where no program ran twice.
+/// The records of `runs/<tag>/experiments.jsonl`, read only. Unlike `Ledger::open` this never
+/// truncates: the loop may be appending a line right now, and a reader must not cut it.
+pub fn read_records(dir: &Path) -> Result<Vec<Record>> {
+    let path = dir.join("experiments.jsonl");
+    let text = match fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    // Only whole lines count; a last line without its newline is still being written.
+    let whole = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
+    whole
+        .lines()
+        .enumerate()
+        .map(|(i, line)| {
+            serde_json::from_str(line).with_context(|| format!("{} line {}", path.display(), i + 1))
+        })
+        .collect()
+}
+
+/// The best kept record: lowest val_bpb.
+pub fn best(records: &[Record]) -> Option<&Record> {
+    records
+        .iter()
+        .filter(|r| r.status == Status::Keep)
+        .min_by(|a, b| {
+            a.val_bpb
+                .unwrap_or(f64::MAX)
+                .total_cmp(&b.val_bpb.unwrap_or(f64::MAX))
+        })
+}
+
+/// The protected scores of `trials`, the runs that were scored.
+pub fn scores(trials: &[Trial]) -> Vec<f64> {
+    trials.iter().filter_map(|t| t.val_bpb).collect()
+}
+
+/// How the changes after the baseline ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tally {
+    pub keeps: usize,
+    pub discards: usize,
+    pub crashes: usize,
+}
+
+pub fn tally(records: &[Record]) -> Tally {
+    let count = |s| {
+        records
+            .iter()
+            .filter(|r| r.seq > 0 && r.status == s)
+            .count()
+    };
+    Tally {
+        keeps: count(Status::Keep),
+        discards: count(Status::Discard),
+        crashes: count(Status::Crash),
+    }
+}
+
+/// The noise floor the decisions use: `configured` (autoresearch.toml's `noise_sigma`, taken as
+/// exact) when set, else the one measured, see [`noise_floor`].
+pub fn noise_in_force(records: &[Record], configured: Option<f64>) -> Option<Noise> {
+    configured
+        .map(|sigma| Noise { sigma, dof: None })
+        .or_else(|| noise_floor(records))
+}
+
+/// The noise floor measured by `records`: the standard deviation pooled over every program run
+/// more than once since the noise was last measured (the measurement's seeds and every re-run
+/// change), so that it grows more precise through the night, as three seeds alone can be far
+/// off; the latest recorded one where no program ran twice.
 pub fn noise_floor(records: &[Record]) -> Option<Noise> {
     let since = records.iter().rposition(|r| r.sigma_measured).unwrap_or(0);
-    let groups: Vec<Vec<f64>> = records[since..]
-        .iter()
-        .map(|r| r.trials.iter().filter_map(|t| t.val_bpb).collect())
-        .collect();
+    let groups: Vec<Vec<f64>> = records[since..].iter().map(|r| scores(&r.trials)).collect();
     decide::pooled_std_dev(&groups).or_else(|| {
         let sigma = records.iter().rev().find_map(|r| r.sigma)?;
         Some(Noise { sigma, dof: None })
     })
-}
-
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("partial");
-    let mut file = File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
-    file.write_all(bytes)?;
-    file.sync_data()?;
-    fs::rename(&tmp, path).with_context(|| format!("renaming into {}", path.display()))
 }
 
 #[cfg(test)]

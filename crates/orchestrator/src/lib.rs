@@ -1,49 +1,57 @@
 //! The autonomous research loop of autoresearch-rs: an agent edits `crates/train/src`, the loop
 //! builds and runs the trainer under a hard time limit and keeps the change on the run's branch
-//! only if validation bits per byte improved. One module per concern.
+//! only if validation bits per byte improved. One module per concern, listed in the order data
+//! flows through them in one experiment (docs/orchestrator.md has the same list).
 
-pub mod agent;
-pub mod cargo_build;
+/// Flags, environment and `autoresearch.toml`, resolved into one `Config`.
 pub mod config;
-pub mod decide;
-pub mod git;
-pub mod ledger;
-pub mod program;
-pub mod progress;
-pub mod report;
-pub mod research;
-pub mod runner;
-pub mod scoring;
+
+/// What a fresh machine lacks, done once: libtorch and the prepared data.
 pub mod setup;
+
+/// The loop and its phases: start or resume, propose, guard, build, trials, holdout, record.
+pub mod research;
+
+/// The human's `program.md`, re-read before every experiment.
+pub mod program;
+
+/// Who proposes a change (an LLM or the offline search), and what it is told.
+pub mod agent;
+
+/// The agent's tools on the working tree; writes only under `crates/train/src`.
 pub mod tools;
 
-use tokio::sync::watch;
+/// The run's branch and its commits; discarded ones stay reachable.
+pub mod git;
 
-/// Set once Ctrl-C was pressed: the running trainer is killed and the loop stops cleanly.
-pub struct Stop(watch::Receiver<bool>);
+/// `cargo build` of the trainer and the evaluator, with the compiler's errors.
+pub mod cargo_build;
 
-impl Stop {
-    pub fn on_ctrl_c() -> Stop {
-        let (tx, rx) = watch::channel(false);
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("\nstopping: the current experiment is abandoned and re-run on --resume");
-                tx.send(true).ok();
-            }
-        });
-        Stop(rx)
-    }
+/// Where a trial runs: the seam between the loop and the machines.
+pub mod executor;
 
-    pub fn requested(&self) -> bool {
-        *self.0.borrow()
-    }
+/// Child processes under a hard limit, in their own process group.
+pub mod process;
 
-    /// Resolves once a stop is requested.
-    pub async fn wait(&mut self) {
-        while !*self.0.borrow_and_update() {
-            if self.0.changed().await.is_err() {
-                std::future::pending::<()>().await;
-            }
-        }
-    }
-}
+/// The protected evaluator, hash-checked, whose score is the one recorded.
+pub mod scoring;
+
+/// Keep, re-run or discard against the measured noise; the keep rule in words.
+pub mod decide;
+
+/// The records under `runs/<tag>/`, the source of truth for `--resume`.
+pub mod ledger;
+
+/// The morning report: the summary and `progress.png`.
+pub mod report;
+
+/// The status line on stderr.
+pub mod progress;
+
+/// Ctrl-C.
+pub mod stop;
+
+/// Tails and one-line forms of text.
+pub mod text;
+
+pub use stop::Stop;

@@ -12,7 +12,8 @@ use prepare::Split;
 use sha2::{Digest, Sha256};
 
 use crate::cargo_build::{Build, build_evaluator};
-use crate::runner::libtorch_command;
+use crate::process::libtorch_command;
+use crate::text::tail;
 
 /// What the evaluator says of one exported model on one split.
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -61,9 +62,7 @@ impl Evaluator {
         let bin_dir = run_dir.join("bin");
         std::fs::create_dir_all(&bin_dir)?;
         let binary = bin_dir.join("evaluate");
-        let partial = bin_dir.join("evaluate.partial");
-        std::fs::copy(&built, &partial).with_context(|| format!("copying {}", built.display()))?;
-        std::fs::rename(&partial, &binary)?;
+        prepare::atomic::copy(&built, &binary)?;
         Ok(Evaluator {
             binary_sha256: sha256_of(std::slice::from_ref(&binary))?,
             binary,
@@ -105,7 +104,7 @@ impl Evaluator {
         let child = libtorch_command(&self.binary)
             .arg(model)
             .arg(split.name())
-            .env("AUTORESEARCH_DATA", &self.data_dir)
+            .env(prepare::DATA_ENV, &self.data_dir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -125,11 +124,10 @@ impl Evaluator {
             Some(Ok(score)) if out.status.success() => Ok(score),
             _ => {
                 let stderr = String::from_utf8_lossy(&out.stderr);
-                let last: Vec<&str> = stderr.lines().rev().take(5).collect();
                 Err(ScoreError::Failed(format!(
                     "the protected evaluation failed ({}): {}",
                     out.status,
-                    last.into_iter().rev().collect::<Vec<_>>().join(" | ")
+                    tail(&stderr, 5).replace('\n', " | ")
                 )))
             }
         }

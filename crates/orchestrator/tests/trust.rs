@@ -20,7 +20,7 @@ use common::{SERIAL, Sandbox};
 
 const CRIPPLED: &str = "const CPU_LR_SCALE: f64 = 0.0001;";
 const GOOD: &str = "const CPU_LR_SCALE: f64 = 0.25;";
-const SEED: &str = "env_or(\"AUTORESEARCH_SEED\", 42)";
+const SEED: &str = "env_or(prepare::SEED_ENV, 42)";
 const RESULT_BPB: &str = "\"val_bpb\": if val_bpb.is_finite()";
 const EMBED: &str = "let x0 = norm(&idx.apply(&self.wte));";
 
@@ -46,7 +46,7 @@ fn scores_are_protected_and_decisions_account_for_noise() {
         replies: VecDeque::from([
             edit(CRIPPLED, GOOD),
             finish("restore the learning rate"),
-            edit(SEED, "env_or(\"AUTORESEARCH_SEED\", 1337)"),
+            edit(SEED, "env_or(prepare::SEED_ENV, 1337)"),
             finish("a luckier seed"),
             edit(
                 RESULT_BPB,

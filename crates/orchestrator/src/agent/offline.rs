@@ -3,12 +3,15 @@
 //! directions that helped before. Seeded, and its memory survives `--resume`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ops::Range;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
+use prepare::Profile;
+use prepare::rng::SplitMix64;
 use serde::{Deserialize, Serialize};
 
-use super::Proposal;
+use super::{Proposal, device_prefixes};
 use crate::tools::Workspace;
 
 const SOURCE: &str = "crates/train/src/main.rs";
@@ -28,6 +31,22 @@ struct Knob {
     integer: bool,
     value: f64,
     line: String,
+    /// Where the literal is in `line`: an edit replaces exactly that, never the type (a search
+    /// for "64" once found it in `i64` first and turned `ASPECT_RATIO: i64 = 64` into `i96`).
+    literal: Range<usize>,
+}
+
+impl Knob {
+    /// The line with `value` in place of the literal.
+    fn line_with(&self, value: f64) -> String {
+        let Range { start, end } = self.literal;
+        format!(
+            "{}{}{}",
+            &self.line[..start],
+            literal(self, value),
+            &self.line[end..]
+        )
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -36,9 +55,9 @@ struct Change {
     up: bool,
 }
 
-#[derive(Default, Serialize, Deserialize)]
+#[derive(Serialize, Deserialize)]
 struct Memory {
-    rng: u64,
+    rng: SplitMix64,
     /// Every setting proposed so far, as `NAME=value` lists.
     tried: HashSet<String>,
     /// Summed improvement (bpb, positive = better) of each knob and direction.
@@ -54,20 +73,22 @@ pub struct OfflineAgent {
 }
 
 impl OfflineAgent {
-    pub fn new(state_path: PathBuf, seed: u64, gpu: bool) -> Result<OfflineAgent> {
+    pub fn new(state_path: PathBuf, seed: u64, device: Profile) -> Result<OfflineAgent> {
         let memory = match std::fs::read(&state_path) {
             Ok(bytes) => {
                 serde_json::from_slice(&bytes).context("the offline agent's memory is corrupt")?
             }
             Err(_) => Memory {
-                rng: seed ^ 0x5DEE_CE66_D1CE_4E5B,
-                ..Memory::default()
+                rng: SplitMix64(seed ^ 0x5DEE_CE66_D1CE_4E5B),
+                tried: HashSet::new(),
+                credit: HashMap::new(),
+                last: Vec::new(),
             },
         };
         Ok(OfflineAgent {
             memory,
             path: state_path,
-            other_device: if gpu { "CPU_" } else { "GPU_" },
+            other_device: device_prefixes(device).1,
         })
     }
 
@@ -83,11 +104,11 @@ impl OfflineAgent {
         let current: BTreeMap<String, f64> =
             knobs.iter().map(|k| (k.name.clone(), k.value)).collect();
         for _ in 0..200 {
-            let count = 1 + (self.next() % 2) as usize;
+            let count = 1 + self.memory.rng.below(2);
             let mut setting = current.clone();
             let mut changes = Vec::new();
             for _ in 0..count {
-                let knob = &knobs[(self.next() % knobs.len() as u64) as usize];
+                let knob = &knobs[self.memory.rng.below(knobs.len())];
                 if changes
                     .iter()
                     .any(|c: &(Knob, f64, bool)| c.0.name == knob.name)
@@ -95,7 +116,7 @@ impl OfflineAgent {
                     continue;
                 }
                 let up = self.direction(&knob.name);
-                let step = STEPS[(self.next() % STEPS.len() as u64) as usize];
+                let step = STEPS[self.memory.rng.below(STEPS.len())];
                 let value = nudge(knob, up, step);
                 setting.insert(knob.name.clone(), value);
                 changes.push((knob.clone(), value, up));
@@ -110,10 +131,7 @@ impl OfflineAgent {
             }
             let mut description = Vec::new();
             for (knob, value, _) in &changes {
-                let new_line =
-                    knob.line
-                        .replacen(&literal(knob, knob.value), &literal(knob, *value), 1);
-                ws.edit_file(SOURCE, &knob.line, &new_line)
+                ws.edit_file(SOURCE, &knob.line, &knob.line_with(*value))
                     .map_err(anyhow::Error::msg)?;
                 description.push(format!(
                     "{} {} -> {}",
@@ -158,22 +176,12 @@ impl OfflineAgent {
         };
         let lean = ((credit(true) - credit(false)) * 50.0).tanh(); // 0.01 bpb of credit is a strong lean
         let p_up = 0.5 + 0.4 * lean;
-        (self.next() % 1000) as f64 / 1000.0 < p_up
-    }
-
-    fn next(&mut self) -> u64 {
-        // SplitMix64.
-        self.memory.rng = self.memory.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.memory.rng;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.memory.rng.below(1000) as f64 / 1000.0 < p_up
     }
 
     fn save(&self) -> Result<()> {
-        let tmp = self.path.with_extension("partial");
-        std::fs::write(&tmp, serde_json::to_vec(&self.memory)?)?;
-        std::fs::rename(&tmp, &self.path).context("saving the offline agent's memory")
+        prepare::atomic::write(&self.path, &serde_json::to_vec(&self.memory)?)
+            .context("saving the offline agent's memory")
     }
 }
 
@@ -225,6 +233,7 @@ fn parse_knobs(source: &str) -> Vec<Knob> {
             let (name, rest) = rest.split_once(':')?;
             let (ty, rest) = rest.split_once('=')?;
             let value_text = rest.split(';').next()?.trim();
+            let start = line.len() - rest.trim_start().len();
             let integer = match ty.trim() {
                 "f64" | "f32" => false,
                 "i64" | "i32" | "u64" | "u32" | "usize" => true,
@@ -236,9 +245,10 @@ fn parse_knobs(source: &str) -> Vec<Knob> {
                 integer,
                 value,
                 line: line.to_string(),
+                literal: start..start + value_text.len(),
             };
             // Only literals that print back the same way can be edited in place.
-            (value > 0.0 && line.contains(&literal(&knob, value))).then_some(knob)
+            (value > 0.0 && value_text == literal(&knob, value)).then_some(knob)
         })
         .collect()
 }
@@ -258,6 +268,7 @@ mod tests {
             integer: false,
             value,
             line: String::new(),
+            literal: 0..0,
         };
         assert_eq!(nudge(&knob("MUON_BETA2", 0.95), true, 2.0), 0.975);
         assert_eq!(nudge(&knob("WARMDOWN_RATIO", 0.5), false, 2.0), 0.01);
@@ -283,11 +294,21 @@ mod tests {
     }
 
     #[test]
+    fn edits_change_the_value_never_the_type() {
+        let knobs = parse_knobs("const ASPECT_RATIO: i64 = 64; // width per block of depth\n");
+        let edited = knobs[0].line_with(nudge(&knobs[0], true, 1.5));
+        assert_eq!(
+            edited,
+            "const ASPECT_RATIO: i64 = 96; // width per block of depth"
+        );
+    }
+
+    #[test]
     fn proposes_distinct_edits_of_this_devices_knobs() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("crates/train/src")).unwrap();
         let ws = Workspace::new(dir.path());
-        let mut agent = OfflineAgent::new(dir.path().join("memory.json"), 1, false).unwrap();
+        let mut agent = OfflineAgent::new(dir.path().join("memory.json"), 1, Profile::Cpu).unwrap();
         let mut seen = HashSet::new();
         for _ in 0..12 {
             std::fs::write(dir.path().join(SOURCE), SOURCE_TEXT).unwrap();
@@ -306,7 +327,7 @@ mod tests {
             agent.observe(-0.01).unwrap();
         }
         // The memory is kept: a new agent on the same file does not repeat them either.
-        let again = OfflineAgent::new(dir.path().join("memory.json"), 1, false).unwrap();
+        let again = OfflineAgent::new(dir.path().join("memory.json"), 1, Profile::Cpu).unwrap();
         assert_eq!(again.memory.tried.len(), 12);
     }
 }

@@ -11,9 +11,10 @@ use async_openai::Client;
 use async_openai::config::OpenAIConfig;
 use serde_json::{Value, json};
 
-use super::Proposal;
+use super::{Proposal, history};
 use crate::cargo_build::{Build, build_trainer};
-use crate::report;
+use crate::config::Config;
+use crate::ledger;
 use crate::tools::Workspace;
 
 /// Model turns per experiment, repairs included.
@@ -27,6 +28,8 @@ pub struct OpenAiAgent {
     target_dir: PathBuf,
     /// The run's directory, whose ledger the `history` tool reads.
     run_dir: PathBuf,
+    /// autoresearch.toml's `noise_sigma`, which `history` states as the decisions use it.
+    noise_sigma: Option<f64>,
     /// The current experiment's conversation; repairs continue it.
     messages: Vec<Value>,
     rounds: usize,
@@ -39,22 +42,17 @@ enum Turn {
 }
 
 impl OpenAiAgent {
-    pub fn new(
-        base_url: Option<&str>,
-        api_key: Option<&str>,
-        model: &str,
-        target_dir: PathBuf,
-        run_dir: PathBuf,
-    ) -> OpenAiAgent {
-        let mut config = OpenAIConfig::new().with_api_key(api_key.unwrap_or("none"));
-        if let Some(url) = base_url {
+    pub fn new(cfg: &Config) -> OpenAiAgent {
+        let mut config = OpenAIConfig::new().with_api_key(cfg.api_key.as_deref().unwrap_or("none"));
+        if let Some(url) = &cfg.base_url {
             config = config.with_api_base(url.trim_end_matches('/'));
         }
         OpenAiAgent {
             client: Client::with_config(config),
-            model: model.into(),
-            target_dir,
-            run_dir,
+            model: cfg.model.clone(),
+            target_dir: cfg.target_dir.clone(),
+            run_dir: cfg.run_dir(),
+            noise_sigma: cfg.noise_sigma,
             messages: Vec::new(),
             rounds: 0,
         }
@@ -190,8 +188,10 @@ impl OpenAiAgent {
                 Ok(Build::Failed { diagnostics }) => truncate(&diagnostics, 8000),
                 Err(e) => format!("error: {e:#}"),
             }),
-            "history" => report::read_records(&self.run_dir)
-                .map(|records| report::history(&records))
+            "history" => ledger::read_records(&self.run_dir)
+                .map(|records| {
+                    history(&records, ledger::noise_in_force(&records, self.noise_sigma))
+                })
                 .map_err(|e| format!("error: {e:#}")),
             "finish" => {
                 return match arg("description") {
@@ -288,7 +288,7 @@ fn tool_specs() -> Value {
         ),
         tool(
             "history",
-            "The run so far: the best kept experiments and the latest ones, with val_bpb, delta against the best before, and the noise floor.",
+            "The run so far: the best kept experiments and the latest ones, with val_bpb, delta against the best before, and the keep rule with the noise floor.",
             &[]
         ),
         tool(

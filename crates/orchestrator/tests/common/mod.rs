@@ -55,7 +55,7 @@ impl Sandbox {
         command
             .args(args)
             .current_dir(&self.repo)
-            .env("AUTORESEARCH_DATA", &self.data)
+            .env(prepare::DATA_ENV, &self.data)
             .env("CARGO_TARGET_DIR", target)
             .env("LIBTORCH", prepare::workspace_root().join(".libtorch"))
             .env_remove("OPENAI_BASE_URL")

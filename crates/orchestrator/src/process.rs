@@ -1,8 +1,9 @@
-//! Runs a built trainer under a hard wall-clock limit: its own process group (so that anything
-//! it spawns dies with it), output to the experiment's log, the one JSON result line parsed.
+//! Child processes of libtorch programs (the trainer, the evaluator) on this machine: started in
+//! their own process group under a hard wall-clock limit, their output logged, and never left
+//! running when the orchestrator dies.
 
 use std::path::Path;
-use std::process::Stdio;
+use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -10,28 +11,29 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use crate::Stop;
 
-pub enum Run {
-    /// The trainer exited 0 with a result line whose status is `ok`.
-    Finished { result: serde_json::Value },
-    /// Anything else, with the reason.
-    Crashed {
-        reason: String,
+/// How a process run under a limit ended.
+pub enum Exit {
+    /// It exited by itself; `result` is its last non-empty stdout line when that is a JSON object.
+    Exited {
+        status: ExitStatus,
         result: Option<serde_json::Value>,
     },
-    /// Ctrl-C: the run was killed and must not be recorded.
+    /// It ran past the limit and its process group was killed; the reason, as also logged.
+    TimedOut(String),
+    /// Ctrl-C: its process group was killed.
     Interrupted,
 }
 
-/// Runs `binary` with `env`, writing stdout and stderr to `log`; `on_progress` gets the percent
-/// done from the trainer's progress lines.
-pub async fn run_trainer(
+/// Runs `binary` with `env` in its own process group (so that anything it spawns dies with it),
+/// writing stdout and stderr to `log`; `on_stderr` sees each stderr line (progress).
+pub async fn run_under_limit(
     binary: &Path,
     env: &[(&str, String)],
     log: &Path,
     limit: Duration,
     stop: &mut Stop,
-    mut on_progress: impl FnMut(&str),
-) -> Result<Run> {
+    mut on_stderr: impl FnMut(&str),
+) -> Result<Exit> {
     let mut command = libtorch_command(binary);
     command
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
@@ -42,81 +44,57 @@ pub async fn run_trainer(
     let mut child = command
         .spawn()
         .with_context(|| format!("starting {}", binary.display()))?;
-    let pgid = child.id().context("the trainer has no pid")? as i32;
+    let pgid = child.id().context("the child has no pid")? as i32;
     let mut log = tokio::fs::File::create(log)
         .await
         .with_context(|| format!("creating {}", log.display()))?;
-    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut result_lines = Vec::new();
+    let mut stdout = BufReader::new(child.stdout.take().expect("piped")).lines();
+    let mut stderr = BufReader::new(child.stderr.take().expect("piped")).lines();
+    let mut stdout_lines = Vec::new();
     let deadline = tokio::time::sleep(limit);
     tokio::pin!(deadline);
     let (mut out_open, mut err_open) = (true, true);
-    let outcome = loop {
+    let status = loop {
         tokio::select! {
             line = stdout.next_line(), if out_open => match line? {
                 Some(line) => {
                     log.write_all(format!("{line}\n").as_bytes()).await?;
-                    result_lines.push(line);
+                    stdout_lines.push(line);
                 }
                 None => out_open = false,
             },
             line = stderr.next_line(), if err_open => match line? {
                 Some(line) => {
                     log.write_all(format!("{line}\n").as_bytes()).await?;
-                    on_progress(&line);
+                    on_stderr(&line);
                 }
                 None => err_open = false,
             },
-            status = child.wait(), if !out_open && !err_open => break Some(status?),
-            _ = &mut deadline => break None,
+            status = child.wait(), if !out_open && !err_open => break status?,
+            _ = &mut deadline => {
+                kill_group(pgid);
+                child.wait().await.ok();
+                let reason = format!("timed out after {:.0} s and was killed", limit.as_secs_f64());
+                log.write_all(format!("orchestrator: {reason}\n").as_bytes()).await?;
+                return Ok(Exit::TimedOut(reason));
+            }
             _ = stop.wait() => {
                 kill_group(pgid);
                 child.wait().await.ok();
-                return Ok(Run::Interrupted);
+                return Ok(Exit::Interrupted);
             }
         }
     };
-    let Some(status) = outcome else {
-        kill_group(pgid);
-        child.wait().await.ok();
-        let reason = format!(
-            "timed out after {:.0} s and was killed",
-            limit.as_secs_f64()
-        );
-        log.write_all(format!("orchestrator: {reason}\n").as_bytes())
-            .await?;
-        return Ok(Run::Crashed {
-            reason,
-            result: None,
-        });
-    };
-    // Whatever the trainer left running in its group goes too.
+    // Whatever it left running in its group goes too.
     kill_group(pgid);
     log.flush().await?;
-    let result = result_lines
+    let result = stdout_lines
         .iter()
         .rev()
         .find(|l| !l.trim().is_empty())
         .and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(serde_json::Value::is_object);
-    Ok(match (status.success(), result) {
-        (_, None) => Run::Crashed {
-            reason: format!("no result line ({status})"),
-            result: None,
-        },
-        (false, Some(result)) => Run::Crashed {
-            reason: format!("{status}, status {}", result["status"]),
-            result: Some(result),
-        },
-        (true, Some(result)) if result["status"] != "ok" || !result["val_bpb"].is_number() => {
-            Run::Crashed {
-                reason: format!("status {}", result["status"]),
-                result: Some(result),
-            }
-        }
-        (true, Some(result)) => Run::Finished { result },
-    })
+    Ok(Exit::Exited { status, result })
 }
 
 /// A command for a libtorch program (the trainer or the evaluator).
@@ -129,7 +107,7 @@ pub async fn run_trainer(
 /// `kill_on_drop` cannot act when the orchestrator itself is killed (`kill -9`), and a trainer
 /// (or evaluator) would run on unseen, holding the CPU or GPU that the resumed run needs; on
 /// Linux the kernel kills it when its parent dies.
-pub(crate) fn libtorch_command(binary: &Path) -> tokio::process::Command {
+pub fn libtorch_command(binary: &Path) -> tokio::process::Command {
     let mut command = tokio::process::Command::new(binary);
     command
         .env("MALLOC_MMAP_THRESHOLD_", "1000000000000")
@@ -149,7 +127,7 @@ pub(crate) fn libtorch_command(binary: &Path) -> tokio::process::Command {
 }
 
 fn kill_group(pgid: i32) {
-    // SAFETY: kill(2) with a negative pid signals the trainer's own process group only.
+    // SAFETY: kill(2) with a negative pid signals the child's own process group only.
     unsafe {
         libc::kill(-pgid, libc::SIGKILL);
     }

@@ -1,0 +1,212 @@
+//! What the LLM is told: the brief that opens every experiment's conversation, and `history`,
+//! the view of past experiments it holds, which the agent can also ask for mid-conversation.
+//! Both show the validation split only: nothing of the holdout (test_bpb, or the warnings that
+//! quote it) may appear here.
+
+use prepare::Profile;
+
+use super::device_prefixes;
+use crate::decide::{self, Noise};
+use crate::ledger::{self, Ledger, Record, Status};
+use crate::text::{one_line, tail};
+use crate::tools::Workspace;
+
+/// Experiments in the history: the best kept ones and the most recent ones.
+const BEST: usize = 5;
+const RECENT: usize = 10;
+/// Crashes whose log tails the brief quotes, and how many lines of each.
+const FAILURES: usize = 3;
+const FAILURE_LOG_LINES: usize = 15;
+/// The file the brief quotes whole.
+const SOURCE: &str = "crates/train/src/main.rs";
+
+/// The facts of the run the brief states besides its records.
+pub struct Rules {
+    /// Training seconds per experiment.
+    pub budget: f64,
+    /// The noise floor the decisions use.
+    pub noise: Option<Noise>,
+    /// What this machine trains on, and so which of the trainer's configurations runs.
+    pub device: Profile,
+}
+
+/// The LLM's view of the run: the human's program, the rules, the history, the latest failures'
+/// logs and the current best trainer.
+pub fn brief(program: &str, rules: &Rules, ledger: &Ledger, ws: &Workspace) -> String {
+    let (runs, idle) = device_prefixes(rules.device);
+    let failures: Vec<String> = ledger
+        .records
+        .iter()
+        .rev()
+        .filter(|r| r.status == Status::Crash)
+        .take(FAILURES)
+        .map(|r| {
+            let log = std::fs::read_to_string(ledger.log_path(r.seq)).unwrap_or_default();
+            format!("#{}:\n{}", r.seq, tail(&log, FAILURE_LOG_LINES))
+        })
+        .collect();
+    let source = ws.read_file(SOURCE).unwrap_or_default();
+    format!(
+        "# Research program\n\n{program}\n\n# Rules\n\nTraining budget: {budget} s of wall-clock \
+         training per experiment. This machine trains on {device}: the trainer runs its {config} \
+         configuration, so the `{runs}*` constants apply and the `{idle}*` ones change nothing \
+         here. Metric: val_bpb from the protected evaluation of the model your trainer exports, \
+         lower is better. Changing only the seed or comments is never kept. Edit only \
+         crates/train/src/.\n\n# History\n\n{history}\n\n# Recent failures (log tails)\n\n\
+         {failures}\n\n# The current best trainer: {SOURCE}\n\n```rust\n{source}\n```\n",
+        budget = rules.budget,
+        device = rules.device.device(),
+        config = rules.device.name().to_uppercase(),
+        history = history(&ledger.records, rules.noise),
+        failures = if failures.is_empty() {
+            "none".into()
+        } else {
+            failures.join("\n\n")
+        },
+    )
+}
+
+/// The run so far for the agent: the tallies, the keep rule with the noise floor in force, the
+/// best kept experiments and the latest ones, with scores and deltas.
+pub fn history(records: &[Record], noise: Option<Noise>) -> String {
+    if records.is_empty() {
+        return "No experiments yet.".into();
+    }
+    let line = |r: &Record| {
+        let mut line = format!("#{} {}", r.seq, r.status.as_str());
+        if let Some(v) = r.val_bpb {
+            line += &format!(" val_bpb {v:.6}");
+        }
+        if let Some(d) = r.delta {
+            line += &format!(" delta {d:+.6}");
+            if let Some(s) = r.sigma.filter(|s| *s > 0.0) {
+                line += &format!(" ({:+.1} sigma)", d / s);
+            }
+        }
+        if let Some(reason) = &r.reason {
+            line += &format!(" [{}]", one_line(reason, 200));
+        }
+        line + ": " + &one_line(&r.description, 200) + "\n"
+    };
+
+    let tally = ledger::tally(records);
+    let mut best: Vec<&Record> = records
+        .iter()
+        .filter(|r| r.status == Status::Keep && r.val_bpb.is_some())
+        .collect();
+    best.sort_by(|a, b| a.val_bpb.unwrap().total_cmp(&b.val_bpb.unwrap()));
+    let best_runs = best
+        .first()
+        .map_or(1, |b| ledger::scores(&b.trials).len().max(1));
+    let recent = &records[records.len().saturating_sub(RECENT)..];
+    format!(
+        "{} experiments: the baseline, {} kept, {} discarded, {} crashed. {}\n\nBest kept:\n{}\n\
+         Recent experiments:\n{}",
+        records.len(),
+        tally.keeps,
+        tally.discards,
+        tally.crashes,
+        decide::keep_rule(noise, best_runs),
+        best.iter().take(BEST).map(|r| line(r)).collect::<String>(),
+        recent.iter().map(line).collect::<String>(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(seq: u64, status: Status, val: Option<f64>, delta: Option<f64>) -> Record {
+        Record {
+            reason: (status == Status::Crash).then(|| "timed out\nafter 600 s".to_string()),
+            sigma: Some(0.002),
+            sigma_measured: seq == 0,
+            delta,
+            // A value no val_bpb has, to spot a leak.
+            test_bpb: (status == Status::Keep).then_some(1.987654),
+            flags: vec!["test split got worse: 1.987654 > 1.900000".into()],
+            ..Record::sample(seq, status, val)
+        }
+    }
+
+    /// 0 baseline; keeps at 1.49, 1.47, ..., every third; the rest discards, #7 a crash.
+    fn records() -> Vec<Record> {
+        let mut best = 1.5;
+        (0..20)
+            .map(|seq| match seq {
+                0 => record(0, Status::Keep, Some(1.5), None),
+                7 => record(7, Status::Crash, None, None),
+                s if s % 3 == 0 => {
+                    let v = best - 0.01;
+                    let r = record(s, Status::Keep, Some(v), Some(v - best));
+                    best = v;
+                    r
+                }
+                s => record(s, Status::Discard, Some(best + 0.001), Some(0.001)),
+            })
+            .collect()
+    }
+
+    fn noise() -> Option<Noise> {
+        ledger::noise_floor(&records())
+    }
+
+    #[test]
+    fn history_never_shows_the_test_split() {
+        let text = history(&records(), noise());
+        assert!(!text.contains("1.987654"), "{text}");
+        assert!(!text.to_lowercase().contains("test"), "{text}");
+    }
+
+    #[test]
+    fn history_lists_the_best_five_keeps_then_the_last_ten_in_order() {
+        let text = history(&records(), noise());
+        let (best, latest) = text.split_once("Recent experiments:").unwrap();
+        let seqs = |part: &str| -> Vec<u64> {
+            part.lines()
+                .filter_map(|l| l.strip_prefix('#'))
+                .map(|l| l.split(' ').next().unwrap().parse().unwrap())
+                .collect()
+        };
+        assert_eq!(seqs(best), [18, 15, 12, 9, 6]);
+        assert_eq!(seqs(latest), (10..20).collect::<Vec<_>>());
+        assert!(
+            text.contains("#12 keep val_bpb 1.460000 delta -0.010000 (-5.0 sigma): change 12"),
+            "{text}"
+        );
+        assert!(text.contains("6 kept, 12 discarded, 1 crashed"), "{text}");
+        assert!(text.contains("Noise floor: sigma 0.002000"), "{text}");
+    }
+
+    #[test]
+    fn history_gives_crash_reasons_on_one_line() {
+        let text = history(&records()[..10], noise());
+        assert!(
+            text.contains("#7 crash [timed out after 600 s]: change 7"),
+            "{text}"
+        );
+        assert_eq!(history(&[], None), "No experiments yet.");
+    }
+
+    #[test]
+    fn the_brief_names_the_configuration_that_runs_and_the_rule_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ledger = Ledger::open(&dir.path().join("run")).unwrap();
+        for r in records() {
+            ledger.append(r).unwrap();
+        }
+        let ws = Workspace::new(dir.path());
+        let rules = Rules {
+            budget: 300.0,
+            noise: noise(),
+            device: Profile::Cpu,
+        };
+        let text = brief("be bold", &rules, &ledger, &ws);
+        assert!(
+            text.contains("the `CPU_*` constants apply and the `GPU_*` ones change nothing"),
+            "{text}"
+        );
+        assert_eq!(text.matches("Noise floor").count(), 1, "{text}");
+        assert!(!text.contains("1.987654"), "{text}");
+    }
+}

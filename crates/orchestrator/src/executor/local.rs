@@ -1,0 +1,190 @@
+//! The executor for this machine: the trainer runs as a child process under the hard limit, and
+//! the protected evaluator, kept aside under `runs/<tag>/bin`, scores what it exported.
+
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use prepare::{Profile, Split};
+
+use super::{Executor, Job, Outcome, Running, Scored, TrialFailure};
+use crate::Stop;
+use crate::ledger::Trial;
+use crate::process::{Exit, run_under_limit};
+use crate::progress::Progress;
+use crate::scoring::{Evaluator, Score, ScoreError};
+
+pub struct Local {
+    evaluator: Evaluator,
+    data_dir: PathBuf,
+    /// The trainers' copies and the exported models.
+    bin_dir: PathBuf,
+    /// The device this machine trains on, which the trainer is told.
+    device: Profile,
+}
+
+impl Local {
+    pub fn new(
+        evaluator: Evaluator,
+        data_dir: &Path,
+        bin_dir: &Path,
+        device: Profile,
+    ) -> Result<Local> {
+        std::fs::create_dir_all(bin_dir)?;
+        Ok(Local {
+            evaluator,
+            data_dir: data_dir.to_path_buf(),
+            bin_dir: bin_dir.to_path_buf(),
+            device,
+        })
+    }
+
+    async fn train_and_score(
+        &self,
+        job: &Job,
+        stop: &mut Stop,
+        progress: &Progress,
+    ) -> Result<Outcome> {
+        let model = self
+            .bin_dir
+            .join(format!("model-{}.{}.pt", job.seq, job.index));
+        std::fs::remove_file(&model).ok();
+        let started = Instant::now();
+        let exit = self.train(job, &model, stop, progress).await?;
+        let run_seconds = started.elapsed().as_secs_f64();
+        match finished(exit) {
+            ControlFlow::Continue(result) => {
+                progress.phase("scoring");
+                self.score(job, result, model, run_seconds).await
+            }
+            ControlFlow::Break(outcome) => Ok(outcome),
+        }
+    }
+
+    /// Runs a copy of the job's trainer, exporting its model to `model`.
+    async fn train(
+        &self,
+        job: &Job,
+        model: &Path,
+        stop: &mut Stop,
+        progress: &Progress,
+    ) -> Result<Exit> {
+        // A copy under the experiment's name: cargo may rebuild the original while it runs, and
+        // a trainer that outlived a killed orchestrator may still be executing the last copy.
+        let copy = self.bin_dir.join(format!("train-{}", job.seq));
+        prepare::atomic::copy(&job.binary, &copy)?;
+        let env = [
+            (prepare::DATA_ENV, self.data_dir.display().to_string()),
+            (prepare::SEED_ENV, job.seed.to_string()),
+            (prepare::TIME_BUDGET_ENV, job.budget.to_string()),
+            (prepare::DEVICE_ENV, self.device.device().to_string()),
+            (prepare::EXPORT_ENV, model.display().to_string()),
+        ];
+        let exit = run_under_limit(&copy, &env, &job.log, job.limits.train, stop, |line| {
+            progress.trainer_line(line)
+        })
+        .await;
+        std::fs::remove_file(&copy).ok();
+        exit
+    }
+
+    /// Scores the model of a run that finished with `result`.
+    async fn score(
+        &self,
+        job: &Job,
+        result: serde_json::Value,
+        model: PathBuf,
+        run_seconds: f64,
+    ) -> Result<Outcome> {
+        let unscored = |failure, result| {
+            Ok(Outcome::Failed {
+                failure,
+                result: Some(result),
+            })
+        };
+        let score = match self
+            .evaluator
+            .score(&model, Split::Val, job.limits.eval)
+            .await
+        {
+            Ok(score) => score,
+            Err(ScoreError::Tampered(why)) => bail!(why),
+            Err(ScoreError::Failed(why)) => return unscored(TrialFailure::Unscored(why), result),
+        };
+        if !score.causal {
+            return unscored(TrialFailure::NonCausal(score.probe_max_diff), result);
+        }
+        let Some(bpb) = score.bpb else {
+            let why = "the model's losses are not finite".to_string();
+            return unscored(TrialFailure::Unscored(why), result);
+        };
+        Ok(Outcome::Scored(Scored {
+            trial: Trial {
+                seed: job.seed,
+                val_bpb: Some(bpb),
+                trainer_val_bpb: result["val_bpb"].as_f64(),
+                training_seconds: result["training_seconds"].as_f64().unwrap_or(0.0),
+                run_seconds,
+                eval_seconds: score.seconds,
+            },
+            result,
+            model,
+        }))
+    }
+}
+
+/// The result line of a trainer that finished well (exit 0, status `ok`, a val_bpb), to be
+/// scored; else the outcome that ends the job.
+fn finished(exit: Exit) -> ControlFlow<Outcome, serde_json::Value> {
+    let crashed = |reason: String, result| {
+        ControlFlow::Break(Outcome::Failed {
+            failure: TrialFailure::Crashed(reason),
+            result,
+        })
+    };
+    match exit {
+        Exit::Interrupted => ControlFlow::Break(Outcome::Interrupted),
+        Exit::TimedOut(reason) => crashed(reason, None),
+        Exit::Exited {
+            status,
+            result: None,
+        } => crashed(format!("no result line ({status})"), None),
+        Exit::Exited {
+            status,
+            result: Some(result),
+        } if !status.success() => crashed(
+            format!("{status}, status {}", result["status"]),
+            Some(result),
+        ),
+        Exit::Exited {
+            result: Some(result),
+            ..
+        } if result["status"] != "ok" || !result["val_bpb"].is_number() => {
+            crashed(format!("status {}", result["status"]), Some(result))
+        }
+        Exit::Exited {
+            result: Some(result),
+            ..
+        } => ControlFlow::Continue(result),
+    }
+}
+
+impl Executor for Local {
+    fn run<'a>(
+        &'a self,
+        job: &'a Job,
+        stop: &'a mut Stop,
+        progress: &'a Progress,
+    ) -> Running<'a, Result<Outcome>> {
+        Box::pin(self.train_and_score(job, stop, progress))
+    }
+
+    fn holdout<'a>(
+        &'a self,
+        model: &'a Path,
+        limit: Duration,
+    ) -> Running<'a, Result<Score, ScoreError>> {
+        Box::pin(self.evaluator.score(model, Split::Test, limit))
+    }
+}

@@ -1,0 +1,104 @@
+//! Where a trial runs: the seam between the loop and the machines. The loop hands an executor a
+//! [`Job`] (a built trainer, its seed, budget and limits) and gets back an [`Outcome`]: a
+//! [`Scored`] run, with the protected score, or why there is none. How and where the process is
+//! started is the executor's business alone: [`Local`] runs it on this machine; a sandboxed
+//! process or a job on a cluster scheduler would be other implementations of [`Executor`], and
+//! several jobs at once (workers) need nothing else of the loop's phases.
+
+mod local;
+
+pub use local::Local;
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::time::Duration;
+
+use anyhow::Result;
+
+use crate::Stop;
+use crate::ledger::Trial;
+use crate::progress::Progress;
+use crate::scoring::{Score, ScoreError};
+
+/// A boxed future, so that executors can be chosen at run time (`Box<dyn Executor>`).
+pub type Running<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+pub trait Executor: Send + Sync {
+    /// Trains `job` and scores the exported model on the validation split. Errors are faults of
+    /// the machinery (a binary that cannot be copied, a tampered evaluator), never of the trainer.
+    fn run<'a>(
+        &'a self,
+        job: &'a Job,
+        stop: &'a mut Stop,
+        progress: &'a Progress,
+    ) -> Running<'a, Result<Outcome>>;
+
+    /// Scores a model of an earlier [`Scored`] run on the test split, the holdout.
+    fn holdout<'a>(
+        &'a self,
+        model: &'a Path,
+        limit: Duration,
+    ) -> Running<'a, Result<Score, ScoreError>>;
+}
+
+/// One training run of an experiment's built trainer.
+pub struct Job {
+    /// The trainer as cargo built it; executors run a copy, as cargo may rebuild it meanwhile.
+    pub binary: PathBuf,
+    /// Experiment `seq`, run `index` of it (0 first; re-runs and noise runs count up).
+    pub seq: u64,
+    pub index: usize,
+    pub seed: u64,
+    /// Training seconds, resolved once for the whole run and always passed on.
+    pub budget: f64,
+    pub limits: Limits,
+    /// Where the trainer's stdout and stderr go.
+    pub log: PathBuf,
+}
+
+/// Hard wall-clock limits, enforced from outside the process.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// The trainer: its budget plus a grace for start-up and its own evaluation.
+    pub train: Duration,
+    /// One protected evaluation.
+    pub eval: Duration,
+}
+
+/// What came of one job.
+pub enum Outcome {
+    Scored(Scored),
+    /// No score: the run crashed, or its model could not be scored or trusted. `result` is the
+    /// trainer's result line, when it printed one.
+    Failed {
+        failure: TrialFailure,
+        result: Option<serde_json::Value>,
+    },
+    /// Ctrl-C: the run was killed and must not be recorded.
+    Interrupted,
+}
+
+/// A run that trained and was scored by the protected evaluator.
+pub struct Scored {
+    /// What the ledger records of it.
+    pub trial: Trial,
+    /// The trainer's result line.
+    pub result: serde_json::Value,
+    /// The exported model, kept until the experiment is decided (the holdout scores it).
+    pub model: PathBuf,
+}
+
+/// Why a job has no score.
+#[derive(Debug, thiserror::Error)]
+pub enum TrialFailure {
+    /// Exited with an error, timed out, or printed no usable result line.
+    #[error("{0}")]
+    Crashed(String),
+    /// The causality probe saw logits change with later tokens, by this much.
+    #[error("non-causal")]
+    NonCausal(f64),
+    /// The protected evaluator could not score the exported model.
+    #[error("{0}")]
+    Unscored(String),
+}

@@ -1,0 +1,275 @@
+//! The summary of a run: counts, the best and the gain over the baseline, the kept changes
+//! ranked, the holdout beside validation, where the time went, and the warnings.
+
+use serde::Serialize;
+
+use crate::ledger::{Record, Status, noise_floor, tally};
+
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    pub tag: String,
+    /// All experiments, the baseline included.
+    pub experiments: usize,
+    /// The outcomes of the changes, the experiments after the baseline.
+    pub keeps: usize,
+    pub discards: usize,
+    pub crashes: usize,
+    /// keeps / changes; None before the first change.
+    pub keep_rate: Option<f64>,
+    pub baseline_bpb: Option<f64>,
+    pub best_bpb: Option<f64>,
+    pub best_seq: Option<u64>,
+    /// baseline_bpb - best_bpb: positive is better.
+    pub improvement: Option<f64>,
+    /// The improvement in percent of the baseline.
+    pub improvement_pct: Option<f64>,
+    /// The kept changes, largest gain first.
+    pub kept: Vec<KeptChange>,
+    /// The noise floor in force at the end: std dev of val_bpb between runs of one program.
+    pub sigma: Option<f64>,
+    /// The trainer's counted training time, every run of every experiment.
+    pub training_seconds: f64,
+    /// Building, starting, evaluating and re-checking: everything but training and thinking.
+    pub overhead_seconds: f64,
+    /// The protected evaluation's share of the overhead.
+    pub eval_seconds: f64,
+    /// The agent's time to propose changes.
+    pub think_seconds: f64,
+    pub agent_tokens: u64,
+    /// Every keep with its validation and holdout (test split) scores side by side.
+    pub holdout: Vec<HoldoutRow>,
+    /// The records' warnings for people, as "#seq: warning".
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct KeptChange {
+    pub seq: u64,
+    pub description: String,
+    pub val_bpb: Option<f64>,
+    pub test_bpb: Option<f64>,
+    /// How much val_bpb fell against the best before it: -delta.
+    pub gain: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct HoldoutRow {
+    pub seq: u64,
+    pub description: String,
+    pub val_bpb: Option<f64>,
+    pub test_bpb: Option<f64>,
+    /// Better on validation but worse on the test split than the keep before it: a hint of
+    /// overfitting the validation split.
+    pub test_worse: bool,
+}
+
+/// The best kept val_bpb after each record (None until the first scored keep).
+pub(super) fn running_best(records: &[Record]) -> Vec<Option<f64>> {
+    let mut best: Option<f64> = None;
+    records
+        .iter()
+        .map(|r| {
+            if r.status == Status::Keep
+                && let Some(v) = r.val_bpb
+            {
+                best = Some(best.map_or(v, |b| b.min(v)));
+            }
+            best
+        })
+        .collect()
+}
+
+pub fn summarize(tag: &str, records: &[Record]) -> Summary {
+    let tally = tally(records);
+    let changes = records.iter().filter(|r| r.seq > 0).count();
+    let baseline_bpb = records.iter().find(|r| r.seq == 0).and_then(|r| r.val_bpb);
+    let best = records
+        .iter()
+        .filter(|r| r.status == Status::Keep && r.val_bpb.is_some())
+        .min_by(|a, b| a.val_bpb.unwrap().total_cmp(&b.val_bpb.unwrap()));
+    let best_bpb = best.and_then(|r| r.val_bpb);
+    let improvement = baseline_bpb.zip(best_bpb).map(|(base, best)| base - best);
+
+    let kept = kept_changes(records);
+    let holdout = holdout_rows(records);
+
+    // A record's run_seconds spans its whole run phase: every trial's start-up, training and
+    // evaluation, and the holdout; its training share is what the trainer counted.
+    let training = |r: &Record| {
+        if r.trials.is_empty() {
+            r.result
+                .as_ref()
+                .and_then(|res| res["training_seconds"].as_f64())
+                .unwrap_or(0.0)
+        } else {
+            r.trials.iter().map(|t| t.training_seconds).sum()
+        }
+    };
+    let training_seconds: f64 = records.iter().map(training).sum();
+    let spent: f64 = records
+        .iter()
+        .map(|r| r.build_seconds + r.run_seconds)
+        .sum();
+
+    Summary {
+        tag: tag.to_string(),
+        experiments: records.len(),
+        keeps: tally.keeps,
+        discards: tally.discards,
+        crashes: tally.crashes,
+        keep_rate: (changes > 0).then(|| tally.keeps as f64 / changes as f64),
+        baseline_bpb,
+        best_bpb,
+        best_seq: best.map(|r| r.seq),
+        improvement,
+        improvement_pct: improvement
+            .zip(baseline_bpb)
+            .map(|(gain, base)| 100.0 * gain / base),
+        kept,
+        sigma: noise_floor(records).map(|n| n.sigma),
+        training_seconds,
+        overhead_seconds: (spent - training_seconds).max(0.0),
+        eval_seconds: records.iter().map(|r| r.eval_seconds).sum(),
+        think_seconds: records.iter().map(|r| r.think_seconds).sum(),
+        agent_tokens: records.iter().map(|r| r.agent_tokens).sum(),
+        holdout,
+        warnings: records
+            .iter()
+            .flat_map(|r| r.flags.iter().map(move |f| format!("#{}: {f}", r.seq)))
+            .collect(),
+    }
+}
+
+impl Summary {
+    /// The summary for people.
+    pub fn text(&self) -> String {
+        let bpb = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.6}"));
+        let mut out = format!(
+            "run {}: {} experiments (the baseline and {} changes)\n",
+            self.tag,
+            self.experiments,
+            self.keeps + self.discards + self.crashes
+        );
+        out += &format!(
+            "  {} kept, {} discarded, {} crashed; keep rate {}\n",
+            self.keeps,
+            self.discards,
+            self.crashes,
+            self.keep_rate
+                .map_or("-".into(), |r| format!("{:.1}%", 100.0 * r))
+        );
+        out += &format!(
+            "  val_bpb {} (baseline) -> {} (#{})",
+            bpb(self.baseline_bpb),
+            bpb(self.best_bpb),
+            self.best_seq.map_or("-".into(), |s| s.to_string())
+        );
+        if let (Some(gain), Some(pct)) = (self.improvement, self.improvement_pct) {
+            out += &format!(": {:+.6} ({:+.2}%)", -gain, -pct);
+        }
+        out += "\n";
+        if let Some(sigma) = self.sigma {
+            out += &format!("  noise floor: sigma {sigma:.6} between runs\n");
+        }
+        out += &format!(
+            "  time: training {}, overhead {} (evaluation {}), thinking {}; {} agent tokens\n",
+            duration(self.training_seconds),
+            duration(self.overhead_seconds),
+            duration(self.eval_seconds),
+            duration(self.think_seconds),
+            self.agent_tokens
+        );
+
+        if !self.kept.is_empty() {
+            out += "\nkept changes, largest gain first:\n";
+            for k in &self.kept {
+                let in_sigma = self
+                    .sigma
+                    .filter(|s| *s > 0.0)
+                    .map_or(String::new(), |s| format!(" ({:.1} sigma)", k.gain / s));
+                out += &format!(
+                    "  #{:<4} gain {:.6}{in_sigma}  val {}  {}\n",
+                    k.seq,
+                    k.gain,
+                    bpb(k.val_bpb),
+                    k.description
+                );
+            }
+        }
+
+        out += "\nholdout: each keep on the validation and the test split\n";
+        out += "  seq    val_bpb   test_bpb\n";
+        for h in &self.holdout {
+            out += &format!(
+                "  #{:<4} {:>9} {:>10}  {}{}\n",
+                h.seq,
+                bpb(h.val_bpb),
+                bpb(h.test_bpb),
+                if h.test_worse {
+                    "WORSE ON TEST than the keep before; "
+                } else {
+                    ""
+                },
+                h.description
+            );
+        }
+
+        if !self.warnings.is_empty() {
+            out += "\nwarnings:\n";
+            for w in &self.warnings {
+                out += &format!("  {w}\n");
+            }
+        }
+        out
+    }
+}
+
+fn duration(seconds: f64) -> String {
+    let s = seconds.round() as u64;
+    match s {
+        0..60 => format!("{seconds:.1} s"),
+        60..3600 => format!("{}m {:02}s", s / 60, s % 60),
+        _ => format!("{}h {:02}m", s / 3600, s % 3600 / 60),
+    }
+}
+
+/// The kept changes, largest gain first.
+fn kept_changes(records: &[Record]) -> Vec<KeptChange> {
+    // Older records have no delta; the running best gives the same number.
+    let best_after = running_best(records);
+    let mut kept: Vec<KeptChange> = records
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.seq > 0 && r.status == Status::Keep)
+        .map(|(i, r)| {
+            let before = i.checked_sub(1).and_then(|j| best_after[j]);
+            let delta = r.delta.or(r.val_bpb.zip(before).map(|(v, b)| v - b));
+            KeptChange {
+                seq: r.seq,
+                description: r.description.clone(),
+                val_bpb: r.val_bpb,
+                test_bpb: r.test_bpb,
+                gain: delta.map_or(0.0, |d| -d),
+            }
+        })
+        .collect();
+    kept.sort_by(|a, b| b.gain.total_cmp(&a.gain));
+    kept
+}
+
+/// Every keep with its validation and test scores, and whether the test got worse.
+fn holdout_rows(records: &[Record]) -> Vec<HoldoutRow> {
+    let mut holdout = Vec::new();
+    let mut previous_test: Option<f64> = None;
+    for r in records.iter().filter(|r| r.status == Status::Keep) {
+        holdout.push(HoldoutRow {
+            seq: r.seq,
+            description: r.description.clone(),
+            val_bpb: r.val_bpb,
+            test_bpb: r.test_bpb,
+            test_worse: r.test_bpb.zip(previous_test).is_some_and(|(t, p)| t > p),
+        });
+        previous_test = r.test_bpb.or(previous_test);
+    }
+    holdout
+}

@@ -1,0 +1,65 @@
+//! Build with repairs: cargo builds the trainer; compiler errors go back to the agent for a
+//! bounded number of repair rounds, each committed. A build that still fails leaves the
+//! compiler's errors in the experiment's log, where the agent's brief quotes them.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Result, bail};
+
+use super::session::Session;
+use super::{Experiment, Failure};
+use crate::cargo_build::{Build, build_trainer};
+use crate::text::tail;
+
+/// Lines of compiler errors shown on the console per failed build.
+const CONSOLE_LINES: usize = 20;
+
+pub(super) enum Built {
+    /// The trainer cargo built.
+    Binary(PathBuf),
+    Failed(Failure),
+}
+
+pub(super) async fn with_repairs(s: &mut Session, experiment: &mut Experiment) -> Result<Built> {
+    let started = Instant::now();
+    let pending = &mut experiment.pending;
+    s.progress.phase("building");
+    let mut build = build_trainer(&s.cfg.repo, &s.cfg.target_dir).await?;
+    let mut repairs = 0;
+    while let Build::Failed { diagnostics } = &build {
+        if pending.seq == 0 {
+            bail!("the unmodified trainer does not build; fix it before a run:\n{diagnostics}");
+        }
+        s.progress.println(&format!(
+            "build failed:\n{}",
+            tail(diagnostics, CONSOLE_LINES)
+        ));
+        if repairs == s.cfg.max_repairs {
+            break;
+        }
+        let Some(repaired) = s.agent.repair(diagnostics, &s.ws).await else {
+            break;
+        };
+        pending.agent_tokens += repaired?.tokens;
+        repairs += 1;
+        let message = format!("{} (repair {repairs})", pending.description);
+        if let Some(commit) = s.git.commit_editable(&message)? {
+            pending.commit = commit;
+            s.ledger.set_pending(Some(pending))?;
+        }
+        s.progress.phase("building");
+        build = build_trainer(&s.cfg.repo, &s.cfg.target_dir).await?;
+    }
+    experiment.build_seconds = started.elapsed().as_secs_f64();
+    Ok(match build {
+        Build::Built { binary } => Built::Binary(binary),
+        Build::Failed { diagnostics } => {
+            s.ledger.write_log(
+                experiment.pending.seq,
+                &format!("build failed after {repairs} repair rounds:\n\n{diagnostics}\n"),
+            )?;
+            Built::Failed(Failure::Build(repairs))
+        }
+    })
+}

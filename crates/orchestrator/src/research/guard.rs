@@ -1,0 +1,44 @@
+//! Guard: nothing outside the trainer may change. What must not run, or could never be kept, is
+//! stopped before the build; a trainer that wrote outside its directory while it ran is blamed
+//! after its run, not the next experiment, whose build would be refused.
+
+use anyhow::Result;
+
+use super::session::Session;
+use super::trials::Trials;
+use super::{Decision, Experiment, Failure};
+use crate::decide;
+
+/// The end of an experiment that must not be built: a crash when it changed files outside the
+/// trainer, a discard when it changed nothing that could be kept. None lets it build. Why it did
+/// not run goes to its log.
+pub(super) fn before_build(s: &Session, experiment: &Experiment) -> Result<Option<Decision>> {
+    let pending = &experiment.pending;
+    let outside = s.changed_outside()?;
+    let decision = if !outside.is_empty() {
+        Some(Decision::Crash(Failure::Refused(outside.join(", "))))
+    } else if pending.seq > 0 {
+        decide::cosmetic(&s.git.editable_changes(&pending.parent, &pending.commit)?)
+            .map(|why| Decision::Discard(format!("{why}: never kept, not run")))
+    } else {
+        None
+    };
+    if let Some(decision) = &decision {
+        let why = match decision {
+            Decision::Crash(failure) => failure.to_string(),
+            Decision::Keep(rule) | Decision::Discard(rule) => rule.clone(),
+        };
+        s.ledger
+            .write_log(pending.seq, &format!("not run: {why}\n"))?;
+    }
+    Ok(decision)
+}
+
+/// `trials`, or a crash when files outside the trainer changed while it ran.
+pub(super) fn after_run(s: &Session, mut trials: Trials) -> Result<Trials> {
+    let outside = s.changed_outside()?;
+    if !outside.is_empty() {
+        trials.decision = Decision::Crash(Failure::Refused(outside.join(", ")));
+    }
+    Ok(trials)
+}
