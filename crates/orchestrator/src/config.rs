@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
+use prepare::Profile;
 use serde::Deserialize;
 
 use crate::executor::Limits;
@@ -120,6 +121,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Cargo's target directory for trainer builds (CARGO_TARGET_DIR, default <repo>/target).
     pub target_dir: PathBuf,
+    /// What the trainer and the evaluator run on, and so which of the trainer's configurations
+    /// the agent tunes: $AUTORESEARCH_DEVICE (`cpu` or `cuda`), else what this machine has.
+    pub device: Profile,
 }
 
 impl Config {
@@ -136,6 +140,15 @@ impl Config {
                 } else {
                     AgentKind::Offline
                 });
+        let device = match env(prepare::DEVICE_ENV) {
+            Some(name) => Profile::of_device(&name).with_context(|| {
+                format!(
+                    "{}={name:?} is not a device: use cpu or cuda",
+                    prepare::DEVICE_ENV
+                )
+            })?,
+            None => Profile::detect(),
+        };
         let time_budget = args.time_budget.or(file.time_budget);
         if let Some(b) = time_budget
             && (b.is_nan() || b <= 0.0)
@@ -165,6 +178,7 @@ impl Config {
             data_dir: env(prepare::DATA_ENV)
                 .map_or_else(|| repo.join("data").join("enwik8"), PathBuf::from),
             target_dir: env("CARGO_TARGET_DIR").map_or_else(|| repo.join("target"), PathBuf::from),
+            device,
         })
     }
 

@@ -8,10 +8,11 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use prepare::Split;
+use prepare::{Profile, Split};
 use sha2::{Digest, Sha256};
 
 use crate::cargo_build::{Build, build_evaluator};
+use crate::config::Config;
 use crate::process::libtorch_command;
 use crate::text::tail;
 
@@ -30,6 +31,8 @@ pub struct Evaluator {
     binary_sha256: String,
     data_dir: PathBuf,
     data_sha256: String,
+    /// The device it scores on, the trainer's.
+    device: Profile,
 }
 
 /// The prepared files that decide a score; the training tokens do not.
@@ -44,14 +47,9 @@ const SCORED_FILES: [&str; 6] = [
 
 impl Evaluator {
     /// Builds the evaluator from the working tree, which must be at the run's base commit, and
-    /// copies it to `run_dir/bin/evaluate`.
-    pub async fn build(
-        repo: &Path,
-        target_dir: &Path,
-        run_dir: &Path,
-        data_dir: &Path,
-    ) -> Result<Evaluator> {
-        let built = match build_evaluator(repo, target_dir).await? {
+    /// copies it to `runs/<tag>/bin/evaluate`.
+    pub async fn build(cfg: &Config) -> Result<Evaluator> {
+        let built = match build_evaluator(&cfg.repo, &cfg.target_dir).await? {
             Build::Built { binary } => binary,
             Build::Failed { diagnostics } => {
                 bail!(
@@ -59,15 +57,16 @@ impl Evaluator {
                 )
             }
         };
-        let bin_dir = run_dir.join("bin");
+        let bin_dir = cfg.run_dir().join("bin");
         std::fs::create_dir_all(&bin_dir)?;
         let binary = bin_dir.join("evaluate");
         prepare::atomic::copy(&built, &binary)?;
         Ok(Evaluator {
             binary_sha256: sha256_of(std::slice::from_ref(&binary))?,
             binary,
-            data_dir: data_dir.to_path_buf(),
-            data_sha256: sha256_of(&SCORED_FILES.map(|f| data_dir.join(f)))?,
+            data_dir: cfg.data_dir.clone(),
+            data_sha256: sha256_of(&SCORED_FILES.map(|f| cfg.data_dir.join(f)))?,
+            device: cfg.device,
         })
     }
 
@@ -105,6 +104,7 @@ impl Evaluator {
             .arg(model)
             .arg(split.name())
             .env(prepare::DATA_ENV, &self.data_dir)
+            .env(prepare::DEVICE_ENV, self.device.device())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -53,7 +53,11 @@ impl Contract {
     /// Part of the contract, not the trainer's to choose: more uncounted steps buy untimed
     /// training.
     pub fn uncounted_steps(&self) -> usize {
-        if self.profile == Profile::Gpu.name() { 11 } else { 1 }
+        if self.profile == Profile::Gpu.name() {
+            11
+        } else {
+            1
+        }
     }
 }
 
@@ -90,6 +94,13 @@ impl Profile {
             Profile::Gpu => "cuda",
             Profile::Cpu => "cpu",
         }
+    }
+
+    /// The profile whose [`Profile::device`] is `device`.
+    pub fn of_device(device: &str) -> Option<Profile> {
+        [Profile::Gpu, Profile::Cpu]
+            .into_iter()
+            .find(|p| p.device() == device)
     }
 
     pub fn seq_len(self) -> usize {

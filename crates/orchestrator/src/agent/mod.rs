@@ -29,13 +29,13 @@ pub enum Agent {
 }
 
 impl Agent {
-    /// The agent `cfg` asks for, on a machine that trains on `device`.
-    pub fn new(cfg: &Config, device: Profile) -> Result<Agent> {
+    /// The agent `cfg` asks for.
+    pub fn new(cfg: &Config) -> Result<Agent> {
         Ok(match cfg.agent {
             AgentKind::Offline => Agent::Offline(OfflineAgent::new(
                 cfg.run_dir().join("offline_agent.json"),
                 cfg.seed,
-                device,
+                cfg.device,
             )?),
             AgentKind::Openai => Agent::OpenAi(OpenAiAgent::new(cfg)),
         })

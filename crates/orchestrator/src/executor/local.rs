@@ -10,6 +10,7 @@ use prepare::{Profile, Split};
 
 use super::{Executor, Job, Outcome, Running, Scored, TrialFailure};
 use crate::Stop;
+use crate::config::Config;
 use crate::ledger::Trial;
 use crate::process::{Exit, run_under_limit};
 use crate::progress::Progress;
@@ -25,18 +26,15 @@ pub struct Local {
 }
 
 impl Local {
-    pub fn new(
-        evaluator: Evaluator,
-        data_dir: &Path,
-        bin_dir: &Path,
-        device: Profile,
-    ) -> Result<Local> {
-        std::fs::create_dir_all(bin_dir)?;
+    /// Runs under `runs/<tag>/bin`, beside the evaluator.
+    pub fn new(evaluator: Evaluator, cfg: &Config) -> Result<Local> {
+        let bin_dir = cfg.run_dir().join("bin");
+        std::fs::create_dir_all(&bin_dir)?;
         Ok(Local {
             evaluator,
-            data_dir: data_dir.to_path_buf(),
-            bin_dir: bin_dir.to_path_buf(),
-            device,
+            data_dir: cfg.data_dir.clone(),
+            bin_dir,
+            device: cfg.device,
         })
     }
 

@@ -65,7 +65,7 @@ async fn ask_agent(s: &mut Session, seq: u64, program: &str) -> Result<Option<Pe
     let rules = Rules {
         budget: s.budget,
         noise: s.noise(),
-        device: s.device,
+        device: s.cfg.device,
     };
     let Proposal {
         description,

@@ -3,7 +3,6 @@
 //! every phase shares: the budget, resolved here once, and the hard limits.
 
 use anyhow::{Result, bail};
-use prepare::Profile;
 
 use crate::Stop;
 use crate::agent::Agent;
@@ -27,8 +26,6 @@ pub(super) struct Session {
     /// Training seconds per run: `--time-budget`, else the contract's.
     pub budget: f64,
     pub limits: Limits,
-    /// What this machine trains on.
-    pub device: Profile,
     pub agent: Agent,
     pub ws: Workspace,
     pub executor: Box<dyn Executor>,
@@ -47,15 +44,13 @@ impl Session {
         checkout(&cfg, &git, &ledger)?;
         let base = base_commit(&git, &ledger)?;
         // Built before the agent changes anything, from files checked to be the base commit's.
-        let evaluator =
-            Evaluator::build(&cfg.repo, &cfg.target_dir, &cfg.run_dir(), &cfg.data_dir).await?;
-        let device = Profile::detect();
-        let executor = Local::new(evaluator, &cfg.data_dir, &cfg.run_dir().join("bin"), device)?;
+        let evaluator = Evaluator::build(&cfg).await?;
+        let executor = Local::new(evaluator, &cfg)?;
         let limits = cfg.limits(budget);
-        announce(&cfg, budget, limits, device, data.contract_hash());
+        announce(&cfg, budget, limits, data.contract_hash());
         let progress = Progress::new();
         Ok(Session {
-            agent: Agent::new(&cfg, device)?,
+            agent: Agent::new(&cfg)?,
             ws: Workspace::new(&cfg.repo),
             program: Program::watch(&cfg.repo.join("program.md"), &progress),
             executor: Box::new(executor),
@@ -66,7 +61,6 @@ impl Session {
             base,
             budget,
             limits,
-            device,
             cfg,
         })
     }
@@ -167,7 +161,7 @@ fn base_commit(git: &Git, ledger: &Ledger) -> Result<String> {
 }
 
 /// The start-up block: what runs, where, and under which limits.
-fn announce(cfg: &Config, budget: f64, limits: Limits, device: Profile, contract: &str) {
+fn announce(cfg: &Config, budget: f64, limits: Limits, contract: &str) {
     let model = match cfg.agent {
         AgentKind::Openai => {
             let endpoint = cfg
@@ -188,7 +182,7 @@ fn announce(cfg: &Config, budget: f64, limits: Limits, device: Profile, contract
         cfg.agent,
         cfg.branch(),
         limits.train.as_secs_f64(),
-        device.device(),
+        cfg.device.device(),
         cfg.run_dir().display()
     );
     if cfg.agent == AgentKind::Offline {
