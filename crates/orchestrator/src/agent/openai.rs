@@ -1,5 +1,5 @@
 //! The LLM agent: any OpenAI-compatible chat-completions endpoint, with function calling over
-//! the six tools of the spec and `history`, the run's past experiments. One conversation per
+//! the six file and build tools (docs/orchestrator.md) and `history`, the run's past experiments. One conversation per
 //! experiment, bounded in rounds; every bad call gets an error message back instead of ending
 //! the experiment.
 
