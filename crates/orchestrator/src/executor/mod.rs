@@ -1,9 +1,10 @@
 //! Where a trial runs: the seam between the loop and the machines. The loop hands an executor a
 //! [`Job`] (a built trainer, its seed, budget and limits) and gets back an [`Outcome`]: a
-//! [`Scored`] run, with the protected score, or why there is none. How and where the process is
+//! [`Scored`] run with the protected score, or why there is none. How and where the process is
 //! started is the executor's business alone: [`Local`] runs it on this machine; a sandboxed
-//! process or a job on a cluster scheduler would be other implementations of [`Executor`], and
-//! several jobs at once (workers) need nothing else of the loop's phases.
+//! process or a job on a cluster scheduler would be other implementations of [`Executor`], chosen
+//! at start-up without touching the loop. Executors are `Send + Sync` and their futures `Send`,
+//! so that several jobs can later run at once on tasks of their own (workers).
 
 mod local;
 
