@@ -145,6 +145,8 @@ def main():
     ap.add_argument("--profile", action="store_true", help="print the top kernels of 3 steps")
     args = ap.parse_args()
     raw = open(os.path.join(args.data, "train.tokens"), "rb").read()
+    # Steps the budget does not count, as the contract says (crates/prepare/src/contract.rs).
+    uncounted = 11 if json.load(open(os.path.join(args.data, "contract.json")))["profile"] == "gpu" else 1
     tokens = torch.frombuffer(bytearray(raw), dtype=torch.int16).to(torch.int64) & 0xFFFF
     torch.manual_seed(42)
     model = GPT().to(DEVICE)
@@ -183,7 +185,7 @@ def main():
         loss_value = train_step(step, min(counted / args.budget, 1.0))
         first_loss = first_loss if first_loss is not None else loss_value
         step += 1
-        if step > 11:
+        if step > uncounted:
             counted += time.time() - t0
             if counted >= args.budget: break
     if args.profile:
@@ -193,7 +195,7 @@ def main():
                 train_step(step, 1.0)
         sort = "cuda_time_total" if GPU else "cpu_time_total"
         print(prof.key_averages().table(sort_by=sort, row_limit=15), file=sys.stderr)
-    tokens_per_second = (step - 11) * TOTAL_BATCH / counted
+    tokens_per_second = (step - uncounted) * TOTAL_BATCH / counted
     if args.export:
         model.eval()
         example = torch.zeros((1, T), dtype=torch.int64, device=DEVICE)
