@@ -6,16 +6,11 @@
 //! - `asking_for_cuda_without_a_gpu_fails_at_once`: `AUTORESEARCH_DEVICE=cuda` where no GPU is
 //!   visible exits non-zero with one line that says why, before any work; so does a device name
 //!   that is neither cpu nor cuda.
-//! - `the_evaluator_scores_causal_exports_and_rejects_peeking_ones_in_any_precision`: tiny
-//!   TorchScript models, causal or peeking at the next token, in float32 and bfloat16: the causal
-//!   ones are scored with a probe difference of exactly 0, the peeking ones are refused.
 //!
-//! That CUDA autocast computes in bfloat16 is tested beside the shim (`runtime/lib.rs`).
+//! That CUDA autocast computes in bfloat16 is tested beside the shim (`runtime/lib.rs`); that the
+//! evaluator's verdict holds whatever the precision of an export, in `tests/evaluator.rs`.
 
-use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-
-use tch::{CModule, Device, Kind, Tensor, nn};
 
 fn needed_libraries(binary: &str) -> Vec<String> {
     let out = Command::new("readelf")
@@ -87,66 +82,6 @@ fn asking_for_cuda_without_a_gpu_fails_at_once() {
                 "{stderr}"
             );
             assert!(out.stdout.is_empty(), "no result line");
-        }
-    }
-}
-
-/// A tiny language model over the tiny dataset's contract, computing in `kind`: a running mean of
-/// token embeddings (causal), plus the next token's embedding when it `peeks`.
-fn export_tiny_model(dir: &Path, kind: Kind, peeks: bool, vocab: i64, seq_len: i64) -> PathBuf {
-    tch::manual_seed(0);
-    let mut vs = nn::VarStore::new(Device::Cpu);
-    let wte = nn::embedding(vs.root() / "wte", vocab, 16, Default::default());
-    let head = nn::linear(vs.root() / "head", 16, vocab, Default::default());
-    vs.set_kind(kind);
-    vs.freeze();
-    let positions = Tensor::arange_start(1, seq_len + 1, (kind, Device::Cpu)).view([1, -1, 1]);
-    let example = Tensor::zeros([1, seq_len], (Kind::Int64, Device::Cpu));
-    let module = CModule::create_by_tracing("Tiny", "forward", &[example], &mut |x| {
-        let e = x[0].apply(&wte); // (1, T, 16)
-        let mut h = e.cumsum(1, kind) / &positions;
-        if peeks {
-            h = h + e.roll([-1], [1]);
-        }
-        vec![h.apply(&head).to_kind(Kind::Float)]
-    })
-    .unwrap();
-    let path = dir.join(format!(
-        "{kind:?}-{}.pt",
-        if peeks { "peek" } else { "causal" }
-    ));
-    module.save(&path).unwrap();
-    path
-}
-
-#[test]
-fn the_evaluator_scores_causal_exports_and_rejects_peeking_ones_in_any_precision() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = prepare::fixtures::tiny_dataset(dir.path()).unwrap();
-    let contract = prepare::Dataset::open(&data).unwrap().contract().clone();
-    let (vocab, seq_len) = (contract.vocab_size as i64, contract.seq_len as i64);
-    for kind in [Kind::Float, Kind::BFloat16] {
-        for peeks in [false, true] {
-            let model = export_tiny_model(dir.path(), kind, peeks, vocab, seq_len);
-            let out = Command::new(env!("CARGO_BIN_EXE_evaluate"))
-                .arg(&model)
-                .arg("val")
-                .env(prepare::DATA_ENV, &data)
-                .output()
-                .unwrap();
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            assert!(out.status.success(), "{kind:?}: {stderr}");
-            let score: serde_json::Value = serde_json::from_slice(out.stdout.trim_ascii()).unwrap();
-            if peeks {
-                assert_eq!(score["causal"], false, "{kind:?} peeking: {score}");
-                assert!(score["bpb"].is_null(), "{score}");
-                assert!(score["probe_max_diff"].as_f64().unwrap() > 0.01, "{score}");
-            } else {
-                assert_eq!(score["causal"], true, "{kind:?} causal: {score}");
-                assert_eq!(score["probe_max_diff"], 0.0, "{score}");
-                let bpb = score["bpb"].as_f64().unwrap();
-                assert!(bpb > 0.0 && bpb < 20.0, "{score}");
-            }
         }
     }
 }

@@ -1,0 +1,254 @@
+//! The protected evaluator against models built to fool it, on `prepare`'s tiny dataset.
+//!
+//! - `causal_exports_are_scored_and_peeking_ones_refused_in_any_precision`: a causal model and one
+//!   that adds the next token's embedding, each in float32 and bfloat16: the causal ones are
+//!   scored with a probe difference of exactly 0, the peeking ones get no score.
+//! - `a_peek_that_spares_fixed_positions_is_caught`: the model peeks everywhere except at the
+//!   positions an evaluator with fixed cut points would probe.
+//! - `a_model_that_counts_its_calls_is_caught`: scripted in TorchScript, it behaves causally for
+//!   its first calls (when a probe used to run) and peeks after.
+//! - `a_score_printed_by_the_model_is_not_the_result`: the model prints a perfect score on stdout;
+//!   the result descriptor carries the real one.
+//!
+//! The scripted models come from the Python whose torch the build links (`.libtorch`).
+
+use std::io::Read;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use tch::{CModule, Device, Kind, Tensor, nn};
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    data: PathBuf,
+    vocab: i64,
+    seq_len: i64,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let data = prepare::fixtures::tiny_dataset(dir.path()).unwrap();
+    let contract = prepare::Dataset::open(&data).unwrap().contract().clone();
+    Fixture {
+        dir,
+        data,
+        vocab: contract.vocab_size as i64,
+        seq_len: contract.seq_len as i64,
+    }
+}
+
+/// The evaluator's JSON verdict on `model`, read from its stdout.
+fn evaluate(f: &Fixture, model: &Path) -> serde_json::Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_evaluate"))
+        .arg(model)
+        .arg("val")
+        .env(prepare::DATA_ENV, &f.data)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(out.stdout.trim_ascii()).unwrap()
+}
+
+fn assert_refused(verdict: &serde_json::Value) {
+    assert_eq!(verdict["causal"], false, "{verdict}");
+    assert!(verdict["bpb"].is_null(), "{verdict}");
+    assert!(
+        verdict["probe_max_diff"].as_f64().unwrap() > 0.01,
+        "{verdict}"
+    );
+}
+
+/// A tiny language model computing in `kind`: a running mean of token embeddings (causal), plus,
+/// where `peek_at` is 1, the next token's embedding.
+fn export_traced(f: &Fixture, name: &str, kind: Kind, peek_at: Option<&Tensor>) -> PathBuf {
+    tch::manual_seed(0);
+    let mut vs = nn::VarStore::new(Device::Cpu);
+    let wte = nn::embedding(vs.root() / "wte", f.vocab, 16, Default::default());
+    let head = nn::linear(vs.root() / "head", 16, f.vocab, Default::default());
+    vs.set_kind(kind);
+    vs.freeze();
+    let positions = Tensor::arange_start(1, f.seq_len + 1, (kind, Device::Cpu)).view([1, -1, 1]);
+    let example = Tensor::zeros([1, f.seq_len], (Kind::Int64, Device::Cpu));
+    let module = CModule::create_by_tracing("Tiny", "forward", &[example], &mut |x| {
+        let e = x[0].apply(&wte); // (1, T, 16)
+        let mut h = e.cumsum(1, kind) / &positions;
+        if let Some(mask) = peek_at {
+            h = h + e.roll([-1], [1]) * mask.to_kind(kind).view([1, -1, 1]);
+        }
+        vec![h.apply(&head).to_kind(Kind::Float)]
+    })
+    .unwrap();
+    let path = f.dir.path().join(format!("{name}.pt"));
+    module.save(&path).unwrap();
+    path
+}
+
+#[test]
+fn causal_exports_are_scored_and_peeking_ones_refused_in_any_precision() {
+    let f = fixture();
+    let everywhere = Tensor::ones([f.seq_len], (Kind::Float, Device::Cpu));
+    for kind in [Kind::Float, Kind::BFloat16] {
+        let causal = evaluate(&f, &export_traced(&f, "causal", kind, None));
+        assert_eq!(causal["causal"], true, "{kind:?}: {causal}");
+        assert_eq!(causal["probe_max_diff"], 0.0, "{causal}");
+        let bpb = causal["bpb"].as_f64().unwrap();
+        assert!(bpb > 0.0 && bpb < 20.0, "{causal}");
+        assert_refused(&evaluate(
+            &f,
+            &export_traced(&f, "peek", kind, Some(&everywhere)),
+        ));
+    }
+}
+
+#[test]
+fn a_peek_that_spares_fixed_positions_is_caught() {
+    let f = fixture();
+    let t = f.seq_len;
+    let spared: Vec<i64> = [0.125, 0.25, 0.5, 0.75]
+        .iter()
+        .map(|c| (c * t as f64) as i64)
+        .collect();
+    let mask: Vec<f32> = (0..t)
+        .map(|i| if spared.contains(&i) { 0.0 } else { 1.0 })
+        .collect();
+    let model = export_traced(&f, "spares", Kind::Float, Some(&Tensor::from_slice(&mask)));
+    // The probe draws its cuts anew each call: every call must catch it.
+    for _ in 0..3 {
+        assert_refused(&evaluate(&f, &model));
+    }
+}
+
+/// The Python that owns the torch the binaries link, for models only TorchScript can express.
+fn python() -> PathBuf {
+    let libtorch = prepare::workspace_root()
+        .join(".libtorch")
+        .canonicalize()
+        .unwrap();
+    // <env>/lib/pythonX.Y/site-packages/torch -> <env>/bin/python
+    let owner = libtorch.ancestors().nth(4).unwrap().join("bin/python");
+    [owner, "python3".into()]
+        .into_iter()
+        .find(|py| {
+            Command::new(py)
+                .args(["-c", "import torch"])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .expect("a Python with torch (scripts/setup-libtorch.sh)")
+}
+
+/// Saves a TorchScript module scripted from `body`, a Python class `M(torch.nn.Module)` that may
+/// use `V`, the vocabulary size.
+fn export_scripted(f: &Fixture, name: &str, body: &str) -> PathBuf {
+    let path = f.dir.path().join(format!("{name}.pt"));
+    let program = format!(
+        "import torch\nV = {}\n{body}\ntorch.jit.script(M()).save({:?})\n",
+        f.vocab,
+        path.to_str().unwrap()
+    );
+    // From a file: TorchScript reads the class's source back.
+    let script = f.dir.path().join(format!("{name}.py"));
+    std::fs::write(&script, program).unwrap();
+    let out = Command::new(python()).arg(&script).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    path
+}
+
+/// A running mean of embeddings, peeking at the next token once it has been called `calls` times.
+const COUNTING: &str = r#"
+class M(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.wte = torch.nn.Embedding(V, 16)
+        self.head = torch.nn.Linear(16, V)
+        self.calls = 0
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        e = self.wte(idx)
+        h = e.cumsum(1) / torch.arange(1, idx.size(1) + 1).view(1, -1, 1)
+        if self.calls > 6:
+            h = h + e.roll(-1, 1)
+        return self.head(h)
+"#;
+
+#[test]
+fn a_model_that_counts_its_calls_is_caught() {
+    let f = fixture();
+    assert_refused(&evaluate(&f, &export_scripted(&f, "counting", COUNTING)));
+}
+
+#[test]
+fn a_score_printed_by_the_model_is_not_the_result() {
+    let f = fixture();
+    let fake = r#"{"split": "val", "bpb": 0.001, "causal": true, "probe_max_diff": 0.0}"#;
+    let model = export_scripted(
+        &f,
+        "printing",
+        &format!(
+            r#"
+class M(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.wte = torch.nn.Embedding(V, 16)
+        self.head = torch.nn.Linear(16, V)
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        print('{fake}')
+        e = self.wte(idx)
+        return self.head(e.cumsum(1) / torch.arange(1, idx.size(1) + 1).view(1, -1, 1))
+"#
+        ),
+    );
+    // The result travels through a pipe on descriptor 3, as the orchestrator passes it.
+    let (reader, writer) = pipe();
+    let writer_fd = writer.as_raw_fd();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_evaluate"));
+    command
+        .arg(&model)
+        .args(["val", "--result-fd", "3"])
+        .env(prepare::DATA_ENV, &f.data);
+    // SAFETY: dup2 is async-signal-safe; the child gets the pipe's write end as descriptor 3.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::dup2(writer_fd, 3) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = command.output().unwrap();
+    drop(writer);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains(fake));
+    let mut result = String::new();
+    std::fs::File::from(reader)
+        .read_to_string(&mut result)
+        .unwrap();
+    let verdict: serde_json::Value = serde_json::from_str(result.trim()).unwrap();
+    assert_eq!(verdict["causal"], true, "{verdict}");
+    let bpb = verdict["bpb"].as_f64().unwrap();
+    assert!(bpb > 1.0, "the real score, not the printed one: {verdict}");
+}
+
+fn pipe() -> (OwnedFd, OwnedFd) {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills both descriptors, which are then owned here; O_CLOEXEC keeps them out of
+    // children except where dup2 places one on purpose.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
+}
