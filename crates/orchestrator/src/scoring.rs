@@ -3,6 +3,8 @@
 //! directory, and checked against its hash before every use, together with the data it scores.
 //! The trainer only exports its model; nothing the agent edits decides the number.
 
+use std::io::Read;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -99,19 +101,53 @@ impl Evaluator {
                 self.data_dir.display()
             )));
         }
+        self.run(model, split, limit).await
+    }
+
+    /// Runs the evaluator on `model`. Its verdict comes back through a pipe of its own, passed as
+    /// `--result-fd`: the scored model runs inside the evaluator and may print to stdout, so a
+    /// line there could be the model's forgery.
+    async fn run(&self, model: &Path, split: Split, limit: Duration) -> Result<Score, ScoreError> {
         let failed = |e: std::io::Error| ScoreError::Failed(format!("the evaluator: {e}"));
-        let child = libtorch_command(&self.binary)
+        let (mut reader, writer) = std::io::pipe().map_err(failed)?;
+        let fd = writer.as_raw_fd();
+        let mut command = libtorch_command(&self.binary);
+        command
             .arg(model)
             .arg(split.name())
+            .args(["--result-fd", &fd.to_string()])
             .env(prepare::DATA_ENV, &self.data_dir)
             .env(prepare::DEVICE_ENV, self.device.device())
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(failed)?;
-        let out = match tokio::time::timeout(limit, child.wait_with_output()).await {
-            Ok(out) => out.map_err(failed)?,
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        // SAFETY: fcntl is async-signal-safe and touches only the child's copy of the descriptor,
+        // which std opened close-on-exec.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = command.spawn().map_err(failed)?;
+        // Only the child holds the write end now, so the read ends when it exits (or is killed
+        // on a timeout, when the futures below are dropped).
+        drop(writer);
+        let verdict = tokio::task::spawn_blocking(move || {
+            let mut text = String::new();
+            reader.read_to_string(&mut text).map(|_| text)
+        });
+        let (out, verdict) = match tokio::time::timeout(limit, async {
+            (child.wait_with_output().await, verdict.await)
+        })
+        .await
+        {
+            Ok((out, verdict)) => (
+                out.map_err(failed)?,
+                verdict.map_err(|e| ScoreError::Failed(format!("the evaluator: {e}")))?,
+            ),
             Err(_) => {
                 return Err(ScoreError::Failed(format!(
                     "the protected evaluation took over {:.0} s and was stopped",
@@ -119,8 +155,8 @@ impl Evaluator {
                 )));
             }
         };
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        match stdout.lines().last().map(serde_json::from_str::<Score>) {
+        let verdict = verdict.map_err(failed)?;
+        match verdict.lines().last().map(serde_json::from_str::<Score>) {
             Some(Ok(score)) if out.status.success() => Ok(score),
             _ => {
                 let stderr = String::from_utf8_lossy(&out.stderr);
