@@ -4,16 +4,16 @@
 //!
 //! You may change anything in this file (and add files under `crates/train/src`): the model, the
 //! optimizer, the hyperparameters, the training loop. The contract you must keep:
-//! - The score is val_bpb from `prepare`'s fixed evaluation (`evaluate` below only feeds it losses
-//!   of the model; the rows, byte counts and the formula are not yours to change).
+//! - The score is val_bpb of the model you export (`export` below), computed by the protected
+//!   evaluator through `prepare`'s fixed evaluation; the trainer never sees the validation or
+//!   test text, and prints no val_bpb of its own.
 //! - The model is causal: position t never sees tokens after t.
 //! - Training stops when the counted training time reaches the budget; the first
 //!   `contract.uncounted_steps()` steps are not counted (they absorb start-up). The orchestrator
 //!   kills overruns from outside.
 //! - stdout carries exactly one line, the JSON result; everything else goes to stderr.
-//! - When `AUTORESEARCH_EXPORT` names a file, the trained forward pass is saved there (`export`
-//!   below): the orchestrator's protected evaluator scores that file, and its score is the one
-//!   recorded. The val_bpb printed here is only logged beside it.
+//! - When `AUTORESEARCH_EXPORT` names a file, the trained forward pass is saved there: that file
+//!   is what gets scored (`cargo run --release -p train --bin evaluate -- FILE val` by hand).
 //! - No new dependencies, no edits outside `crates/train/src`.
 //!
 //! Environment: `AUTORESEARCH_DATA` (prepared data dir), `AUTORESEARCH_TIME_BUDGET` (seconds,
@@ -27,7 +27,7 @@
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use prepare::{BpbAccumulator, Dataset, Split};
+use prepare::Dataset;
 use runtime::{autocast, causal_attention};
 use tch::nn;
 use tch::{Device, Kind, Reduction, Tensor};
@@ -39,7 +39,6 @@ use tch::{Device, Kind, Reduction, Tensor};
 const GPU_DEPTH: i64 = 8; // transformer blocks; model width = depth * ASPECT_RATIO
 const GPU_DEVICE_BATCH: i64 = 128; // rows per forward/backward pass
 const GPU_TOTAL_BATCH: i64 = 1 << 19; // tokens per optimizer step, by gradient accumulation
-const GPU_EVAL_ROWS: usize = 32; // evaluation rows per forward pass (does not change the score)
 
 // Model size and batch on a CPU: ~3.5M parameters (most of them the vocab-sized embeddings and
 // unembedding), which takes about two seconds a step on 2 cores, so ~160 steps in 5 minutes.
@@ -47,7 +46,6 @@ const CPU_DEPTH: i64 = 2; // transformer blocks
 const CPU_DEVICE_BATCH: i64 = 16; // rows per forward/backward pass
 const CPU_TOTAL_BATCH: i64 = 16 * 512; // tokens per optimizer step
 const CPU_LR_SCALE: f64 = 0.25; // all learning rates on CPU, where batches are 64x smaller
-const CPU_EVAL_ROWS: usize = 1; // one row's logits stay small enough for the allocator to reuse
 
 const ASPECT_RATIO: i64 = 64; // model width per block of depth
 const HEAD_DIM: i64 = 128; // width of one attention head
@@ -702,16 +700,16 @@ fn main() -> Result<()> {
         }
     }
 
-    let t_eval = Instant::now();
-    let val_bpb = if status == "ok" {
-        evaluate(&model, &data, device)?
-    } else {
-        f64::NAN
-    };
-    if let Some(path) = std::env::var_os(prepare::EXPORT_ENV).filter(|_| status == "ok") {
-        export(&model, &mut vs, std::path::Path::new(&path))?;
+    let t_export = Instant::now();
+    match std::env::var_os(prepare::EXPORT_ENV) {
+        Some(path) if status == "ok" => export(&model, &mut vs, std::path::Path::new(&path))?,
+        Some(_) => {}
+        None => eprintln!(
+            "not exported: set {} to score this model",
+            prepare::EXPORT_ENV
+        ),
     }
-    let eval_seconds = t_eval.elapsed().as_secs_f64();
+    let export_seconds = t_export.elapsed().as_secs_f64();
     let train_tokens = step as i64 * tokens_per_step;
     let counted_tokens = step.saturating_sub(uncounted_steps) as i64 * tokens_per_step;
     let tokens_per_second = counted_tokens as f64 / training_seconds.max(1e-9);
@@ -719,11 +717,10 @@ fn main() -> Result<()> {
     let result = serde_json::json!({
         "schema": 1,
         "status": status,
-        "val_bpb": if val_bpb.is_finite() { serde_json::json!(val_bpb) } else { serde_json::Value::Null },
         "training_seconds": training_seconds,
         "total_seconds": total_seconds,
         "startup_seconds": t_setup,
-        "eval_seconds": eval_seconds,
+        "export_seconds": export_seconds,
         "peak_memory_mb": runtime::peak_memory_mb(device),
         "num_steps": step,
         "num_params": num_params,
@@ -741,45 +738,6 @@ fn main() -> Result<()> {
         std::process::exit(1);
     }
     Ok(())
-}
-
-/// val_bpb through prepare's fixed evaluation: this function only supplies per-token losses.
-fn evaluate(model: &Gpt, data: &Dataset, device: Device) -> Result<f64> {
-    let eval_rows = if device.is_cuda() {
-        GPU_EVAL_ROWS
-    } else {
-        CPU_EVAL_ROWS
-    };
-    let eval = data.eval_set(Split::Val)?;
-    eprintln!(
-        "evaluating {} validation bytes ({} rows of {})",
-        eval.scored_bytes(),
-        eval.rows(),
-        eval.seq_len()
-    );
-    let mut acc = BpbAccumulator::default();
-    let t = eval.seq_len() as i64;
-    tch::no_grad(|| -> Result<()> {
-        for start in (0..eval.rows()).step_by(eval_rows) {
-            let batch = eval.batch(start..(start + eval_rows).min(eval.rows()));
-            let x = Tensor::from_slice(&batch.inputs).view([-1, t]).to(device);
-            let y = Tensor::from_slice(&batch.targets).to(device);
-            let logits = autocast(device, || model.forward(&x));
-            let losses = logits.view([-1, model.cfg.vocab_size]).cross_entropy_loss(
-                &y,
-                None::<Tensor>,
-                Reduction::None,
-                -100,
-                0.0,
-            );
-            acc.add(
-                &Vec::<f32>::try_from(losses.to_kind(Kind::Float).to(Device::Cpu))?,
-                &batch.target_bytes,
-            );
-        }
-        Ok(())
-    })?;
-    Ok(acc.bpb())
 }
 
 /// Saves the trained forward pass as TorchScript traced on one row of `seq_len` tokens, for the
