@@ -15,7 +15,7 @@ import torch.nn.functional as F
 GPU = "--gpu" in sys.argv
 HEAD_DIM, VOCAB = 128, 8192
 if GPU:
-    DEPTH, WIDTH, T, DEVICE_BATCH, TOTAL_BATCH, LR_SCALE = 8, 512, 2048, 128, 1 << 19, 1.0
+    DEPTH, WIDTH, T, DEVICE_BATCH, TOTAL_BATCH, LR_SCALE = 8, 512, 2048, 64, 1 << 19, 1.0
 else:
     DEPTH, WIDTH, T, DEVICE_BATCH, TOTAL_BATCH, LR_SCALE = 2, 128, 512, 16, 16 * 512, 0.25
 DEVICE = "cuda" if GPU else "cpu"

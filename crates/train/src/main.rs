@@ -37,7 +37,7 @@ use tch::{Device, Kind, Reduction, Tensor};
 
 // Model size and batch on a CUDA GPU: the reference H100 configuration (~50M parameters).
 const GPU_DEPTH: i64 = 8; // transformer blocks; model width = depth * ASPECT_RATIO
-const GPU_DEVICE_BATCH: i64 = 128; // rows per forward/backward pass
+const GPU_DEVICE_BATCH: i64 = 64; // rows per pass; 128 took 107-116 GB in eager mode, over an H100
 const GPU_TOTAL_BATCH: i64 = 1 << 19; // tokens per optimizer step, by gradient accumulation
 
 // Model size and batch on a CPU: ~3.5M parameters (most of them the vocab-sized embeddings and
