@@ -64,7 +64,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub seed: Option<u64>,
     /// Seeds the baseline is trained with to measure the noise floor (1 turns the noise-aware
-    /// decisions off; default 3).
+    /// decisions off; default 3; at most 100).
     #[arg(long)]
     pub noise_seeds: Option<usize>,
 }
@@ -149,17 +149,53 @@ impl Config {
             })?,
             None => Profile::detect(),
         };
-        let time_budget = args.time_budget.or(file.time_budget);
-        if let Some(b) = time_budget
-            && (b.is_nan() || b <= 0.0)
-        {
-            bail!("the time budget must be a positive number of seconds, not {b}");
-        }
+        let path = repo.join("autoresearch.toml");
+        let from = Origins { file: &path };
+        let time_budget = from.either("time_budget", args.time_budget, file.time_budget);
+        let max_experiments = from.either(
+            "max_experiments",
+            args.max_experiments,
+            file.max_experiments,
+        );
+        let noise_seeds = from.either("noise_seeds", args.noise_seeds, file.noise_seeds);
+        let max_repairs = from.file("max_repairs", file.max_repairs);
+        let grace = from.file("grace", file.grace);
+        let noise_sigma = from.file("noise_sigma", file.noise_sigma);
+        let rerun_share = from.file("rerun_share", file.rerun_share);
+        // Checked here, at start: a value out of range would otherwise pass until it panics or
+        // misleads hours into the run (an infinite budget, a negative grace, a NaN sigma).
+        check(
+            &time_budget,
+            |b| b.is_finite() && *b > 0.0 && *b <= DAY,
+            "a number of seconds > 0 and <= 86400",
+        )?;
+        check(&max_experiments, |n| *n >= 1, "at least 1 (the baseline)")?;
+        check(
+            &noise_seeds,
+            |n| (1..=100).contains(n),
+            "from 1 (noise not measured) to 100",
+        )?;
+        check(&max_repairs, |n| *n <= 100, "from 0 to 100 rounds")?;
+        check(
+            &grace,
+            |g| g.is_finite() && *g >= 0.0 && *g <= DAY,
+            "a number of seconds >= 0 and <= 86400",
+        )?;
+        check(
+            &noise_sigma,
+            |s| s.is_finite() && *s > 0.0,
+            "a finite standard deviation > 0",
+        )?;
+        check(
+            &rerun_share,
+            |r| r.is_finite() && (0.0..=1.0).contains(r),
+            "a share of the training time from 0 to 1",
+        )?;
         Ok(Config {
             repo: repo.to_path_buf(),
             tag: args.tag.or(file.tag).unwrap_or_else(default_tag),
-            time_budget,
-            max_experiments: args.max_experiments.or(file.max_experiments),
+            time_budget: value(time_budget),
+            max_experiments: value(max_experiments),
             agent,
             model: args
                 .model
@@ -170,11 +206,11 @@ impl Config {
             api_key,
             resume: args.resume,
             seed: args.seed.or(file.seed).unwrap_or(0),
-            max_repairs: file.max_repairs.unwrap_or(3),
-            grace: file.grace.unwrap_or(120.0),
-            noise_seeds: args.noise_seeds.or(file.noise_seeds).unwrap_or(3).max(1),
-            noise_sigma: file.noise_sigma,
-            rerun_share: file.rerun_share.unwrap_or(0.25),
+            max_repairs: value(max_repairs).unwrap_or(3),
+            grace: value(grace).unwrap_or(120.0),
+            noise_seeds: value(noise_seeds).unwrap_or(3),
+            noise_sigma: value(noise_sigma),
+            rerun_share: value(rerun_share).unwrap_or(0.25),
             data_dir: env(prepare::DATA_ENV)
                 .map_or_else(|| repo.join("data").join("enwik8"), PathBuf::from),
             target_dir: env("CARGO_TARGET_DIR").map_or_else(|| repo.join("target"), PathBuf::from),
@@ -199,6 +235,72 @@ impl Config {
             train: Duration::from_secs_f64(train),
             eval: Duration::from_secs_f64(train - budget),
         }
+    }
+}
+
+/// A day in seconds: the most a budget or a grace may be (a larger one is a typo, and past
+/// `Duration`'s range it would panic).
+const DAY: f64 = 86_400.0;
+
+/// A numeric setting as given, and where: `--time-budget` or `time_budget in <file>`.
+struct Setting<T> {
+    value: T,
+    from: String,
+    name: &'static str,
+}
+
+/// The value of a setting, once checked.
+fn value<T>(setting: Option<Setting<T>>) -> Option<T> {
+    setting.map(|s| s.value)
+}
+
+/// Where settings come from, for the messages that name them.
+struct Origins<'a> {
+    file: &'a Path,
+}
+
+impl Origins<'_> {
+    /// A setting that has a flag and a file key of the same name; the flag wins.
+    fn either<T>(
+        &self,
+        name: &'static str,
+        flag: Option<T>,
+        file: Option<T>,
+    ) -> Option<Setting<T>> {
+        match flag {
+            Some(value) => Some(Setting {
+                value,
+                from: format!("--{}", name.replace('_', "-")),
+                name,
+            }),
+            None => self.file(name, file),
+        }
+    }
+
+    /// A setting of the file only.
+    fn file<T>(&self, name: &'static str, value: Option<T>) -> Option<Setting<T>> {
+        value.map(|value| Setting {
+            value,
+            from: format!("{name} in {}", self.file.display()),
+            name,
+        })
+    }
+}
+
+/// Refuses `setting` unless `valid`, naming it, where it came from and what it must be.
+fn check<T: std::fmt::Display>(
+    setting: &Option<Setting<T>>,
+    valid: impl Fn(&T) -> bool,
+    expected: &str,
+) -> Result<()> {
+    match setting {
+        Some(s) if !valid(&s.value) => bail!(
+            "{} is {} ({}): it must be {expected}",
+            s.name,
+            s.value,
+            s.from
+        ),
+        _ => Ok(()),
     }
 }
 
@@ -275,5 +377,59 @@ mod tests {
             !err.contains("sk-secret"),
             "the key must not be echoed: {err}"
         );
+    }
+
+    fn error(flags: RunArgs, file: &str) -> String {
+        let repo = tempfile::tempdir().unwrap();
+        std::fs::write(repo.path().join("autoresearch.toml"), file).unwrap();
+        format!("{:#}", Config::resolve(flags, repo.path()).unwrap_err())
+    }
+
+    #[test]
+    fn every_numeric_setting_is_checked_at_start_and_named_with_its_origin() {
+        for (file, expected) in [
+            ("grace = -5", "grace is -5 (grace in "),
+            ("grace = nan", "grace is NaN (grace in "),
+            ("time_budget = inf", "time_budget is inf (time_budget in "),
+            ("time_budget = 0", "time_budget is 0 ("),
+            ("noise_sigma = 0.0", "noise_sigma is 0 ("),
+            ("noise_sigma = -inf", "noise_sigma is -inf ("),
+            ("rerun_share = 1.5", "rerun_share is 1.5 ("),
+            ("rerun_share = nan", "rerun_share is NaN ("),
+            ("noise_seeds = 0", "noise_seeds is 0 ("),
+            ("max_repairs = 1000", "max_repairs is 1000 ("),
+            ("max_experiments = 0", "max_experiments is 0 ("),
+        ] {
+            let err = error(RunArgs::default(), file);
+            assert!(
+                err.contains(expected) && err.contains("autoresearch.toml): it must be"),
+                "{file}: {err}"
+            );
+        }
+        // A flag is named as the flag, and wins over a valid file value.
+        let flags = RunArgs {
+            time_budget: Some(f64::INFINITY),
+            noise_seeds: Some(0),
+            ..Default::default()
+        };
+        let err = error(flags, "time_budget = 60");
+        assert!(
+            err.contains("time_budget is inf (--time-budget): it must be a number of seconds > 0"),
+            "{err}"
+        );
+        let flags = RunArgs {
+            noise_seeds: Some(0),
+            ..Default::default()
+        };
+        assert!(error(flags, "").contains("noise_seeds is 0 (--noise-seeds)"));
+        // The edges are valid.
+        let repo = tempfile::tempdir().unwrap();
+        std::fs::write(
+            repo.path().join("autoresearch.toml"),
+            "grace = 0\nrerun_share = 0\nnoise_seeds = 1\nmax_repairs = 0\ntime_budget = 86400\n",
+        )
+        .unwrap();
+        let cfg = Config::resolve(RunArgs::default(), repo.path()).unwrap();
+        assert_eq!((cfg.grace, cfg.rerun_share, cfg.noise_seeds), (0.0, 0.0, 1));
     }
 }

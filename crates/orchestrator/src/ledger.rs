@@ -7,7 +7,7 @@ use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::decide::{self, Noise};
@@ -51,17 +51,22 @@ pub struct Record {
     /// program.md changed since the previous experiment.
     pub program_changed: bool,
     pub finished_at: String,
-    /// Every training run of this commit: the first, and re-runs with other seeds when the first
-    /// result was within the noise (the baseline's runs measure the noise). `val_bpb` is their mean.
+    /// Every training run of this commit: the first, and more when the first was within the
+    /// noise (the baseline's runs measure the noise). `val_bpb` is their mean.
     #[serde(default)]
     pub trials: Vec<Trial>,
+    /// Re-runs of the best kept commit beside this one, for a comparison side by side:
+    /// `best_trials[i]` ran next to `trials[i]`, with the same seed.
+    #[serde(default)]
+    pub best_trials: Vec<Trial>,
     /// The noise floor (standard deviation of val_bpb between runs) the decision used, or the
     /// one measured from this experiment's runs when `sigma_measured`.
     #[serde(default)]
     pub sigma: Option<f64>,
     #[serde(default)]
     pub sigma_measured: bool,
-    /// val_bpb minus the best kept val_bpb before this experiment (negative is better).
+    /// The gain as judged (negative is better): the mean of the paired differences when the
+    /// change ran side by side with the best, else val_bpb minus the best's.
     #[serde(default)]
     pub delta: Option<f64>,
     /// The decision rule that applied, in words.
@@ -90,10 +95,14 @@ pub struct Trial {
     pub trainer_val_bpb: Option<f64>,
     /// The trainer's counted training time.
     pub training_seconds: f64,
-    /// The trainer's wall time, start-up and its own evaluation included.
+    /// The trainer's wall time, start-up included.
     pub run_seconds: f64,
     /// The protected evaluation's wall time (causality probe included).
     pub eval_seconds: f64,
+    /// Optimizer steps that fitted in the budget (the trainer's result line): on a wall-clock
+    /// budget they move the score as much as a change can, so every comparison shows them.
+    #[serde(default)]
+    pub num_steps: Option<u64>,
 }
 
 impl Record {
@@ -117,6 +126,7 @@ impl Record {
             program_changed: false,
             finished_at: String::new(),
             trials: Vec::new(),
+            best_trials: Vec::new(),
             sigma: None,
             sigma_measured: false,
             delta: None,
@@ -144,6 +154,33 @@ impl Record {
     }
 }
 
+impl Record {
+    /// Each run's protected score and steps in the order of pairs, the best's re-runs beside
+    /// the change's, e.g. `runs: 2.544400 (64 steps) | best 2.553600 (54 steps)`; None without
+    /// a run.
+    pub fn runs(&self) -> Option<String> {
+        let run = |t: &Trial| {
+            let bpb = t.val_bpb.map_or("-".into(), |v| format!("{v:.6}"));
+            match t.num_steps {
+                Some(steps) => format!("{bpb} ({steps} steps)"),
+                None => bpb,
+            }
+        };
+        let runs: Vec<String> = (0..self.trials.len().max(self.best_trials.len()))
+            .map(|i| {
+                let change = self.trials.get(i).map(run);
+                let best = self.best_trials.get(i).map(|t| format!("best {}", run(t)));
+                [change, best]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>()
+                    .join(" | ")
+            })
+            .collect();
+        (!runs.is_empty()).then(|| format!("runs: {}", runs.join("; ")))
+    }
+}
+
 /// An experiment that was committed but not yet recorded; re-run on `--resume`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Pending {
@@ -161,7 +198,9 @@ pub struct Ledger {
 }
 
 impl Ledger {
-    /// Opens (or starts) the ledger in `dir`. A line torn by a kill mid-write is dropped.
+    /// Opens (or starts) the ledger in `dir`. A last line without its newline, torn by a kill
+    /// mid-write, is dropped: its experiment is still in `pending.json` and runs again. Any other
+    /// line that does not parse stops the run, see [`parse`].
     pub fn open(dir: &Path) -> Result<Ledger> {
         fs::create_dir_all(dir.join("logs"))
             .with_context(|| format!("creating {}", dir.display()))?;
@@ -171,26 +210,16 @@ impl Ledger {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
             Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
         };
-        let mut records = Vec::new();
-        let mut valid_len = 0;
-        for line in text.split_inclusive('\n') {
-            match serde_json::from_str::<Record>(line.trim_end()) {
-                Ok(r) if line.ends_with('\n') => {
-                    records.push(r);
-                    valid_len += line.len();
-                }
-                _ => break,
-            }
-        }
-        if valid_len < text.len() {
+        let (records, whole) = parse(&path, &text)?;
+        if whole < text.len() {
             eprintln!(
-                "note: dropping an incomplete last line of {}",
+                "note: dropping an incomplete last line of {} (a kill mid-write)",
                 path.display()
             );
             OpenOptions::new()
                 .write(true)
                 .open(&path)?
-                .set_len(valid_len as u64)?;
+                .set_len(whole as u64)?;
         }
         Ok(Ledger {
             dir: dir.to_path_buf(),
@@ -206,6 +235,27 @@ impl Ledger {
         best(&self.records)
     }
 
+    /// Where the trainer of kept commit `commit` is kept, to run the best beside later changes.
+    pub fn best_binary_path(&self, commit: &str) -> PathBuf {
+        self.dir.join("bin").join(format!("best-{commit}"))
+    }
+
+    /// Removes the kept trainers of every commit but the best's.
+    pub fn prune_best_binaries(&self) -> Result<()> {
+        let keep = self.best().map(|b| self.best_binary_path(&b.commit));
+        let Ok(entries) = fs::read_dir(self.dir.join("bin")) else {
+            return Ok(());
+        };
+        for entry in entries {
+            let path = entry?.path();
+            let name = path.file_name().unwrap_or_default().to_string_lossy();
+            if name.starts_with("best-") && Some(&path) != keep.as_ref() {
+                fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+            }
+        }
+        Ok(())
+    }
+
     pub fn append(&mut self, record: Record) -> Result<()> {
         let path = self.dir.join("experiments.jsonl");
         let mut file = OpenOptions::new()
@@ -213,7 +263,11 @@ impl Ledger {
             .append(true)
             .open(&path)
             .with_context(|| format!("opening {}", path.display()))?;
-        writeln!(file, "{}", serde_json::to_string(&record)?)?;
+        // One write of the whole line: a kill leaves it whole or without its newline, never a
+        // whole-looking line cut short.
+        let mut line = serde_json::to_string(&record)?;
+        line.push('\n');
+        file.write_all(line.as_bytes())?;
         file.sync_data()?;
         self.records.push(record);
         self.write_tsv()
@@ -242,8 +296,9 @@ impl Ledger {
         self.trial_log_path(seq, 0)
     }
 
-    /// The log of run `trial` of experiment `seq`: `<seq>.log` for the first, `<seq>.<trial>.log`
-    /// for re-runs with other seeds.
+    /// The log of run `trial` of experiment `seq`, numbered in the order they ran: `<seq>.log` for
+    /// the first, `<seq>.<trial>.log` for the rest (a comparison side by side alternates the
+    /// change and the best, see the record's `trials` and `best_trials`).
     pub fn trial_log_path(&self, seq: u64, trial: usize) -> PathBuf {
         let name = match trial {
             0 => format!("{seq}.log"),
@@ -268,29 +323,34 @@ impl Ledger {
             .and_then(|r| r.val_bpb)
     }
 
-    /// Seconds of training runs spent re-running changes (every run but the first of each
-    /// experiment after the baseline), and of all runs.
+    /// Seconds of training runs spent re-running (every run but the first of each experiment
+    /// after the baseline, the best's re-runs included), and of all runs.
     pub fn rerun_seconds(&self) -> (f64, f64) {
-        let runs = |r: &Record| r.trials.iter().map(|t| t.run_seconds).collect::<Vec<_>>();
-        let reruns: f64 = self
-            .records
-            .iter()
-            .filter(|r| r.seq > 0)
-            .map(|r| runs(r).iter().skip(1).sum::<f64>())
-            .sum();
-        let all: f64 = self
-            .records
-            .iter()
-            .map(|r| runs(r).iter().sum::<f64>())
-            .sum();
+        let seconds = |trials: &[Trial]| trials.iter().map(|t| t.run_seconds).sum::<f64>();
+        let (mut reruns, mut all) = (0.0, 0.0);
+        for r in &self.records {
+            let runs = seconds(&r.trials) + seconds(&r.best_trials);
+            all += runs;
+            if r.seq > 0 {
+                reruns += runs - r.trials.first().map_or(0.0, |t| t.run_seconds);
+            }
+        }
         (reruns, all)
     }
 
+    /// The experiment under way when the run stopped. It is written atomically, so one that
+    /// does not parse was changed by hand: the run stops rather than forget the experiment.
     pub fn pending(&self) -> Result<Option<Pending>> {
-        match fs::read(self.dir.join("pending.json")) {
-            Ok(bytes) => Ok(serde_json::from_slice(&bytes).ok()),
+        let path = self.dir.join("pending.json");
+        match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+                anyhow::anyhow!(
+                    "{}: {e}; fix it, or remove it to drop the interrupted experiment, then --resume",
+                    path.display()
+                )
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e.into()),
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
         }
     }
 
@@ -315,27 +375,39 @@ pub fn read_records(dir: &Path) -> Result<Vec<Record>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };
-    // Only whole lines count; a last line without its newline is still being written.
-    let whole = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
-    whole
-        .lines()
-        .enumerate()
-        .map(|(i, line)| {
-            serde_json::from_str(line).with_context(|| format!("{} line {}", path.display(), i + 1))
-        })
-        .collect()
+    Ok(parse(&path, &text)?.0)
 }
 
-/// The best kept record: lowest val_bpb.
+/// The records of ledger text read from `path`, and the length of its whole lines. Only a last
+/// line without its newline may be left out (it is being written, or was torn by a kill); any
+/// whole line that is not a record is an error naming its line: skipping it would lose a record
+/// silently, and stopping there would drop every record after it.
+fn parse(path: &Path, text: &str) -> Result<(Vec<Record>, usize)> {
+    let whole = text.rfind('\n').map_or(0, |i| i + 1);
+    let mut records = Vec::new();
+    for (i, line) in text[..whole].lines().enumerate() {
+        match serde_json::from_str::<Record>(line) {
+            Ok(record) => records.push(record),
+            Err(e) => bail!(
+                "{} line {}: {}; fix or remove that line, then --resume",
+                path.display(),
+                i + 1,
+                if line.trim().is_empty() {
+                    "an empty line".to_string()
+                } else {
+                    e.to_string()
+                }
+            ),
+        }
+    }
+    Ok((records, whole))
+}
+
+/// The best kept record: the last keep. Every keep beat the best before it, and the branch
+/// builds on it; its val_bpb need not be the lowest, as a change kept side by side may have run
+/// while the machine was slower than when an earlier keep did.
 pub fn best(records: &[Record]) -> Option<&Record> {
-    records
-        .iter()
-        .filter(|r| r.status == Status::Keep)
-        .min_by(|a, b| {
-            a.val_bpb
-                .unwrap_or(f64::MAX)
-                .total_cmp(&b.val_bpb.unwrap_or(f64::MAX))
-        })
+    records.iter().rev().find(|r| r.status == Status::Keep)
 }
 
 /// The protected scores of `trials`, the runs that were scored.
@@ -374,13 +446,22 @@ pub fn noise_in_force(records: &[Record], configured: Option<f64>) -> Option<Noi
 }
 
 /// The noise floor measured by `records`: the standard deviation pooled over every program run
-/// more than once since the noise was last measured (the measurement's seeds and every re-run
-/// change), so that it grows more precise through the night, as three seeds alone can be far
-/// off; the latest recorded one where no program ran twice.
+/// more than once since the noise was last measured (the measurement's seeds, the changes' own
+/// runs, and each best's re-runs beside later changes, which see the machine hours later and so
+/// bring its drift into the pool); the latest recorded one where no program ran twice.
 pub fn noise_floor(records: &[Record]) -> Option<Noise> {
     let since = records.iter().rposition(|r| r.sigma_measured).unwrap_or(0);
-    let groups: Vec<Vec<f64>> = records[since..].iter().map(|r| scores(&r.trials)).collect();
-    decide::pooled_std_dev(&groups).or_else(|| {
+    let mut groups: Vec<Vec<f64>> = records.iter().map(|r| scores(&r.trials)).collect();
+    let mut best: Option<usize> = None;
+    for (i, r) in records.iter().enumerate() {
+        if let Some(b) = best {
+            groups[b].extend(scores(&r.best_trials));
+        }
+        if r.status == Status::Keep {
+            best = Some(i);
+        }
+    }
+    decide::pooled_std_dev(&groups[since..]).or_else(|| {
         let sigma = records.iter().rev().find_map(|r| r.sigma)?;
         Some(Noise { sigma, dof: None })
     })
@@ -423,22 +504,97 @@ mod tests {
         assert_eq!(reopened.records.len(), 3);
         assert_eq!(reopened.next_seq(), 3);
         assert_eq!(reopened.best().unwrap().seq, 2);
+        let text = fs::read_to_string(dir.path().join("experiments.jsonl")).unwrap();
+        assert!(text.ends_with("}\n"), "the torn line is cut off");
+    }
+
+    #[test]
+    fn a_corrupt_middle_line_stops_the_run_and_truncates_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ledger = Ledger::open(dir.path()).unwrap();
+        for seq in 0..4 {
+            ledger.append(record(seq, Status::Keep, Some(1.5))).unwrap();
+        }
+        let path = dir.path().join("experiments.jsonl");
+        let text = fs::read_to_string(&path).unwrap();
+        let mut lines: Vec<&str> = text.lines().collect();
+        lines[1] = "{\"seq\": 1, \"commit\": ";
+        let corrupt = lines.join("\n") + "\n";
+        fs::write(&path, &corrupt).unwrap();
+        for err in [
+            Ledger::open(dir.path()).err().unwrap(),
+            read_records(dir.path()).unwrap_err(),
+        ] {
+            let err = format!("{err:#}");
+            assert!(
+                err.contains("experiments.jsonl line 2: ")
+                    && err.contains("fix or remove that line, then --resume"),
+                "{err}"
+            );
+        }
+        assert_eq!(fs::read_to_string(&path).unwrap(), corrupt, "nothing cut");
+        // An empty line is named as such; a torn last line alone is no error.
+        lines[1] = "";
+        fs::write(&path, lines.join("\n") + "\n").unwrap();
+        let err = format!("{:#}", Ledger::open(dir.path()).err().unwrap());
+        assert!(err.contains("line 2: an empty line"), "{err}");
+        fs::write(&path, text.clone() + "{\"seq\": 4").unwrap();
+        assert_eq!(read_records(dir.path()).unwrap().len(), 4);
+        assert_eq!(Ledger::open(dir.path()).unwrap().records.len(), 4);
+        assert_eq!(fs::read_to_string(&path).unwrap(), text);
+        // A pending experiment that does not parse is not forgotten either.
+        fs::write(dir.path().join("pending.json"), "{").unwrap();
+        let err = format!("{:#}", ledger.pending().unwrap_err());
+        assert!(
+            err.contains("pending.json") && err.contains("--resume"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_best_is_the_last_keep_and_only_its_trainer_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ledger = Ledger::open(dir.path()).unwrap();
+        ledger.append(record(0, Status::Keep, Some(1.5))).unwrap();
+        // Kept side by side on a slower machine: higher than the baseline's, yet the best.
+        ledger.append(record(1, Status::Keep, Some(1.52))).unwrap();
+        ledger
+            .append(record(2, Status::Discard, Some(1.4)))
+            .unwrap();
+        assert_eq!(ledger.best().unwrap().seq, 1);
+        fs::create_dir_all(dir.path().join("bin")).unwrap();
+        for r in &ledger.records {
+            fs::write(ledger.best_binary_path(&r.commit), "trainer").unwrap();
+        }
+        fs::write(dir.path().join("bin/evaluate"), "evaluator").unwrap();
+        ledger.prune_best_binaries().unwrap();
+        let mut left: Vec<String> = fs::read_dir(dir.path().join("bin"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["best-0000001abcdef", "evaluate"]);
+    }
+
+    fn trials(scores: &[f64]) -> Vec<Trial> {
+        scores
+            .iter()
+            .map(|&v| Trial {
+                seed: 42,
+                val_bpb: Some(v),
+                trainer_val_bpb: None,
+                training_seconds: 1.0,
+                run_seconds: 1.0,
+                eval_seconds: 0.0,
+                num_steps: Some(60),
+            })
+            .collect()
     }
 
     #[test]
     fn the_noise_floor_pools_runs_since_it_was_measured() {
         let runs = |seq, scores: &[f64], measured| Record {
-            trials: scores
-                .iter()
-                .map(|&v| Trial {
-                    seed: 42,
-                    val_bpb: Some(v),
-                    trainer_val_bpb: None,
-                    training_seconds: 1.0,
-                    run_seconds: 1.0,
-                    eval_seconds: 0.0,
-                })
-                .collect(),
+            trials: trials(scores),
             sigma: Some(0.5),
             sigma_measured: measured,
             ..record(seq, Status::Discard, None)
@@ -456,5 +612,35 @@ mod tests {
             "{floor:?}"
         );
         assert_eq!(floor.dof, Some(3));
+    }
+
+    #[test]
+    fn the_best_re_run_beside_a_change_joins_the_best_and_counts_as_a_re_run() {
+        let keep = |seq, scores: &[f64]| Record {
+            trials: trials(scores),
+            sigma_measured: seq == 0,
+            ..record(seq, Status::Keep, Some(decide::mean(scores)))
+        };
+        let baseline = keep(0, &[1.0, 1.002, 1.004]);
+        // Beside change 1 the baseline ran again, 1.010 and 1.012: its group is five runs.
+        let paired = Record {
+            trials: trials(&[1.0, 1.003]),
+            best_trials: trials(&[1.010, 1.012]),
+            ..record(1, Status::Discard, Some(1.0015))
+        };
+        let floor = noise_floor(&[baseline.clone(), paired.clone()]).unwrap();
+        let group = [1.0, 1.002, 1.004, 1.010, 1.012];
+        let expected = (decide::pooled_std_dev(&[group.to_vec(), vec![1.0, 1.003]]))
+            .unwrap()
+            .sigma;
+        assert!((floor.sigma - expected).abs() < 1e-12, "{floor:?}");
+        assert_eq!(floor.dof, Some(5));
+        let dir = tempfile::tempdir().unwrap();
+        let mut ledger = Ledger::open(dir.path()).unwrap();
+        ledger.append(baseline).unwrap();
+        ledger.append(paired).unwrap();
+        // The baseline's three seeds are no re-runs; change 1's second run and the two of the
+        // best are.
+        assert_eq!(ledger.rerun_seconds(), (3.0, 7.0));
     }
 }

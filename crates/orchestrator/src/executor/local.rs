@@ -125,6 +125,7 @@ impl Local {
                 training_seconds: result["training_seconds"].as_f64().unwrap_or(0.0),
                 run_seconds,
                 eval_seconds: score.seconds,
+                num_steps: result["num_steps"].as_u64(),
             },
             result,
             model,

@@ -33,7 +33,7 @@ pub async fn run(cfg: Config) -> Result<()> {
             None => match build::with_repairs(&mut session, &mut experiment).await? {
                 Built::Failed(failure) => Trials::not_run(Decision::Crash(failure)),
                 Built::Binary(binary) => {
-                    match trials::run(&session, seq, &binary, &mut stop).await? {
+                    match trials::run(&session, &experiment.pending, &binary, &mut stop).await? {
                         Some(trials) => trials,
                         None => break, // Ctrl-C: the pending experiment is re-run on --resume
                     }

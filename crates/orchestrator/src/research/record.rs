@@ -33,14 +33,18 @@ pub(super) fn append(
     let best_bpb = best.and_then(|b| b.val_bpb);
     let best_commit = best.map_or(pending.parent.clone(), |b| b.commit.clone());
     let val_bpb = trials.val_bpb();
+    // The gain as judged: side by side, the difference of two programs on one machine state.
+    let delta = val_bpb.and(trials.delta.or(val_bpb.zip(best_bpb).map(|(v, b)| v - b)));
     let sigma = trials.measured.or(s.noise().map(|n| n.sigma));
     let Trials {
         decision,
         runs,
+        best_runs,
         result,
         mut flags,
         measured,
         seconds,
+        ..
     } = trials;
     let (status, reason, rule) = decision.into_parts();
     if status != Status::Keep {
@@ -64,7 +68,7 @@ pub(super) fn append(
         agent_tokens: pending.agent_tokens,
         program_changed,
         finished_at: chrono::Local::now().to_rfc3339(),
-        delta: val_bpb.zip(best_bpb).map(|(v, b)| v - b),
+        delta,
         sigma,
         sigma_measured: measured.is_some(),
         rule,
@@ -72,15 +76,19 @@ pub(super) fn append(
         flags,
         eval_seconds: trials.iter().map(|t| t.eval_seconds).sum::<f64>() + holdout.eval_seconds,
         trials,
+        best_trials: best_runs,
     };
     s.ledger.append(record)?;
     s.ledger.set_pending(None)?;
+    s.ledger.prune_best_binaries()?;
     if seq > 0 {
-        s.agent
-            .observe(val_bpb.map_or(-0.1, |v| best_bpb.unwrap_or(f64::MAX) - v))?;
+        s.agent.observe(delta.map_or(-0.1, |d| -d))?;
     }
     let record = s.ledger.records.last().expect("just appended");
     s.progress.println(&record.summary());
+    if let Some(runs) = record.runs() {
+        s.progress.println(&format!("  {runs}"));
+    }
     for flag in &record.flags {
         s.progress.println(&format!("  warning: {flag}"));
     }

@@ -1,34 +1,37 @@
-//! Trials and the decision: the built trainer runs through the executor, once or with more seeds
-//! where the noise calls for them (the baseline's runs measure the noise), and `decide` judges
-//! the mean of the protected scores against the best.
+//! Trials and the decision: the built trainer runs through the executor, once or more where the
+//! noise calls for it (the baseline's runs measure the noise), and `decide` judges the protected
+//! scores. A first run within the noise is settled side by side: the best's kept trainer and the
+//! change run alternately, pair by pair with the same seed, so that both see the machine in the
+//! same state.
 
+use std::ops::ControlFlow;
 use std::path::Path;
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use serde_json::Value;
 
 use super::Decision;
 use super::session::Session;
 use crate::Stop;
-use crate::decide::{self, Verdict};
+use crate::decide::{self, Evidence, Verdict};
 use crate::executor::{Job, Outcome, Scored, TrialFailure};
-use crate::ledger::{self, Trial};
+use crate::ledger::{self, Pending, Record, Trial};
 
-/// Seed of every experiment's first run; re-runs and the baseline's noise runs count up from it.
+/// Seed of every experiment's first run; later runs count up from it, and the best's re-run in
+/// a pair takes the seed of the change's run beside it.
 const SEED: u64 = 42;
 /// How far (relative) the best may move from where the noise was measured before it is
 /// measured again.
 const REMEASURE_SHIFT: f64 = 0.05;
-/// Largest difference between the trainer's own val_bpb and the protected score that is still
-/// numerics (batching, kernels), not a different number.
-const MISMATCH_TOLERANCE: f64 = 1e-3;
 
 /// The runs of one experiment and what they decided.
 pub(super) struct Trials {
     pub decision: Decision,
-    /// The scored runs, in order.
+    /// The change's scored runs, in order.
     pub runs: Vec<Scored>,
+    /// The best's re-runs beside them, `best_runs[i]` paired with `runs[i]`.
+    pub best_runs: Vec<Trial>,
     /// The first run's result line, also when that run then failed.
     pub result: Option<Value>,
     /// Warnings for people.
@@ -36,6 +39,8 @@ pub(super) struct Trials {
     /// The noise floor these runs measured: the baseline's, or a new best's far from where the
     /// noise was last measured.
     pub measured: Option<f64>,
+    /// The gain as judged (negative is better), see [`Evidence::delta`].
+    pub delta: Option<f64>,
     /// Wall time of the runs, scoring included.
     pub seconds: f64,
 }
@@ -46,9 +51,11 @@ impl Trials {
         Trials {
             decision,
             runs: Vec::new(),
+            best_runs: Vec::new(),
             result: None,
             flags: Vec::new(),
             measured: None,
+            delta: None,
             seconds: 0.0,
         }
     }
@@ -65,28 +72,61 @@ impl Trials {
 #[derive(Default)]
 struct Runs {
     scored: Vec<Scored>,
+    best: Vec<Trial>,
     result: Option<Value>,
     flags: Vec<String>,
+    delta: Option<f64>,
+    /// The best and the change are being compared side by side.
+    paired: bool,
 }
 
-/// Runs experiment `seq`'s `binary` until its runs decide it; None on Ctrl-C.
+impl Runs {
+    /// Runs of this experiment so far, in the order they ran: the next one's number.
+    fn count(&self) -> usize {
+        self.scored.len() + self.best.len()
+    }
+
+    /// Training seconds of this experiment's re-runs (all but its first run), and of all.
+    fn rerun_seconds(&self) -> (f64, f64) {
+        let mine = self.scored.iter().map(|r| r.trial.run_seconds);
+        let all: f64 =
+            mine.clone().sum::<f64>() + self.best.iter().map(|t| t.run_seconds).sum::<f64>();
+        (all - mine.take(1).sum::<f64>(), all)
+    }
+}
+
+/// Which program runs next in a comparison side by side.
+enum Next {
+    Change,
+    Best,
+}
+
+/// Runs `pending`'s `binary` until its runs decide it; None on Ctrl-C.
 pub(super) async fn run(
     s: &Session,
-    seq: u64,
+    pending: &Pending,
     binary: &Path,
     stop: &mut Stop,
 ) -> Result<Option<Trials>> {
     let started = Instant::now();
+    let seq = pending.seq;
     let mut runs = Runs::default();
     let Some(decision) = until_decided(s, seq, binary, stop, &mut runs).await? else {
         return Ok(None);
     };
     let mut measured_here = seq == 0;
-    if matches!(decision, Decision::Keep(_)) && remeasure_due(s, &runs.scored) {
-        measured_here = remeasure(s, seq, binary, stop, &mut runs).await?;
-        if stop.requested() {
-            return Ok(None);
+    if matches!(decision, Decision::Keep(_)) {
+        if remeasure_due(s, &runs.scored) {
+            measured_here = remeasure(s, seq, binary, stop, &mut runs).await?;
+            if stop.requested() {
+                return Ok(None);
+            }
         }
+        // Kept under the commit's name until the record is written, so that a kill in between
+        // leaves the previous best's trainer in place for the ledger's previous best.
+        let kept = s.ledger.best_binary_path(&pending.commit);
+        prepare::atomic::copy(binary, &kept)
+            .with_context(|| format!("keeping the best's trainer at {}", kept.display()))?;
     }
     let measured = measured_here
         .then(|| decide::pooled_std_dev(&[scores(&runs.scored)]))
@@ -101,9 +141,11 @@ pub(super) async fn run(
     Ok(Some(Trials {
         decision,
         runs: runs.scored,
+        best_runs: runs.best,
         result: runs.result,
         flags: runs.flags,
         measured,
+        delta: runs.delta,
         seconds: started.elapsed().as_secs_f64(),
     }))
 }
@@ -116,62 +158,159 @@ async fn until_decided(
     stop: &mut Stop,
     runs: &mut Runs,
 ) -> Result<Option<Decision>> {
-    loop {
-        let index = runs.scored.len();
-        s.progress
-            .phase(if index == 0 { "starting" } else { "re-running" });
-        match execute(s, seq, index, binary, stop).await? {
-            Outcome::Interrupted => return Ok(None),
-            Outcome::Failed { failure, result } => {
-                runs.result = runs.result.take().or(result);
-                if let TrialFailure::NonCausal(diff) = failure {
-                    runs.flags.push(format!(
-                        "causality probe: logits at or before a position changed by {diff:.3e} when only later tokens changed"
-                    ));
-                }
-                return Ok(Some(Decision::Crash(failure.into())));
-            }
-            Outcome::Scored(scored) => {
-                runs.flags.extend(mismatch(&scored.trial));
-                runs.result.get_or_insert_with(|| scored.result.clone());
-                runs.scored.push(scored);
+    let Some(best) = s.ledger.best().filter(|b| b.val_bpb.is_some()) else {
+        // The baseline: as many seeds as measure the noise.
+        while runs.scored.len() < s.cfg.noise_seeds {
+            s.progress.phase(if runs.scored.is_empty() {
+                "starting"
+            } else {
+                "noise"
+            });
+            if let ControlFlow::Break(end) = run_change(s, seq, binary, stop, runs).await? {
+                return Ok(end);
             }
         }
-        if let Some(decision) = judge(s, seq, &runs.scored) {
-            return Ok(Some(decision));
+        return Ok(Some(Decision::Keep("baseline".into())));
+    };
+    let best_binary = s.ledger.best_binary_path(&best.commit);
+    loop {
+        let step = match (runs.scored.len(), runs.best.len()) {
+            (0, _) => Next::Change,
+            (c, b) if c > b && runs.paired => Next::Best,
+            (c, b) if b > c => Next::Change,
+            _ => {
+                if let Some(decision) = judge(s, seq, best, runs) {
+                    return Ok(Some(decision));
+                }
+                if !runs.paired && !best_binary.exists() {
+                    return Ok(Some(Decision::Discard(format!(
+                        "within the noise, and the best's trainer is not at {} to run beside it",
+                        best_binary.display()
+                    ))));
+                }
+                runs.paired = true;
+                // Pairs alternate which program runs first (change-best, best-change, ...),
+                // so that a steady drift favours neither.
+                match (runs.scored.len() > runs.best.len(), runs.best.len() % 2) {
+                    (true, _) => Next::Best,
+                    (false, 0) => Next::Change,
+                    (false, _) => Next::Best,
+                }
+            }
+        };
+        let flow = match step {
+            Next::Change => {
+                s.progress.phase(if runs.scored.is_empty() {
+                    "starting"
+                } else {
+                    "re-running"
+                });
+                run_change(s, seq, binary, stop, runs).await?
+            }
+            Next::Best => {
+                s.progress.phase("running the best beside it");
+                run_best(s, seq, &best_binary, stop, runs).await?
+            }
+        };
+        if let ControlFlow::Break(end) = flow {
+            return Ok(end);
         }
     }
 }
 
-/// A warning when the trainer's own val_bpb is not the protected score.
-fn mismatch(trial: &Trial) -> Option<String> {
-    let bpb = trial.val_bpb?;
-    match trial.trainer_val_bpb {
-        Some(own) if (own - bpb).abs() <= MISMATCH_TOLERANCE => None,
-        own => Some(format!(
-            "the trainer printed val_bpb {} but the protected score is {bpb:.6}",
-            own.map_or("none".into(), |v| format!("{v:.6}"))
-        )),
+/// Runs the change once more. Breaks with the crash that ends the experiment, or with None on
+/// Ctrl-C.
+async fn run_change(
+    s: &Session,
+    seq: u64,
+    binary: &Path,
+    stop: &mut Stop,
+    runs: &mut Runs,
+) -> Result<ControlFlow<Option<Decision>>> {
+    let seed = SEED + runs.scored.len() as u64;
+    match execute(s, seq, runs.count(), seed, binary, stop).await? {
+        Outcome::Interrupted => Ok(ControlFlow::Break(None)),
+        Outcome::Failed { failure, result } => {
+            runs.result = runs.result.take().or(result);
+            if let TrialFailure::NonCausal(diff) = failure {
+                runs.flags.push(format!(
+                    "causality probe: logits at or before a position changed by {diff:.3e} when only later tokens changed"
+                ));
+            }
+            Ok(ControlFlow::Break(Some(Decision::Crash(failure.into()))))
+        }
+        Outcome::Scored(scored) => {
+            runs.flags.extend(printed_score(&scored.trial));
+            runs.result.get_or_insert_with(|| scored.result.clone());
+            runs.scored.push(scored);
+            Ok(ControlFlow::Continue(()))
+        }
     }
+}
+
+/// Runs the best's kept trainer beside the change, with the seed of the change's run in the
+/// same pair. Breaks with a discard when it fails (there is then nothing to compare with), or
+/// with None on Ctrl-C.
+async fn run_best(
+    s: &Session,
+    seq: u64,
+    best_binary: &Path,
+    stop: &mut Stop,
+    runs: &mut Runs,
+) -> Result<ControlFlow<Option<Decision>>> {
+    let seed = SEED + runs.best.len() as u64;
+    match execute(s, seq, runs.count(), seed, best_binary, stop).await? {
+        Outcome::Interrupted => Ok(ControlFlow::Break(None)),
+        Outcome::Failed { failure, .. } => {
+            let why = format!("the best's re-run beside it failed ({failure})");
+            runs.flags.push(why.clone());
+            Ok(ControlFlow::Break(Some(Decision::Discard(format!(
+                "within the noise, and {why}: no comparison side by side"
+            )))))
+        }
+        Outcome::Scored(scored) => {
+            // Only the change's models are scored on the test split.
+            std::fs::remove_file(&scored.model).ok();
+            runs.best.push(scored.trial);
+            Ok(ControlFlow::Continue(()))
+        }
+    }
+}
+
+/// A warning when the trainer printed a val_bpb of its own: it cannot read the validation text,
+/// so its number is no score, and one that claims to be is worth a look.
+fn printed_score(trial: &Trial) -> Option<String> {
+    let own = trial.trainer_val_bpb?;
+    Some(format!(
+        "the trainer printed val_bpb {own:.6} of its own; the protected score is {}",
+        trial.val_bpb.map_or("none".into(), |v| format!("{v:.6}"))
+    ))
 }
 
 fn scores(runs: &[Scored]) -> Vec<f64> {
     runs.iter().filter_map(|r| r.trial.val_bpb).collect()
 }
 
-/// The decision the scores so far support, or None for one more run with the next seed.
-fn judge(s: &Session, seq: u64, runs: &[Scored]) -> Option<Decision> {
-    let best = s.ledger.best();
-    let Some(best_bpb) = best.and_then(|b| b.val_bpb) else {
-        // The baseline: as many seeds as measure the noise.
-        let enough = runs.len() >= s.cfg.noise_seeds;
-        return enough.then(|| Decision::Keep("baseline".into()));
+/// The decision the runs so far support against `best`, or None for more runs side by side.
+fn judge(s: &Session, seq: u64, best: &Record, runs: &mut Runs) -> Option<Decision> {
+    let (ledger_reruns, ledger_all) = s.ledger.rerun_seconds();
+    let (my_reruns, my_all) = runs.rerun_seconds();
+    let may_rerun = ledger_reruns + my_reruns <= s.cfg.rerun_share * (ledger_all + my_all);
+    let (best_scores, change, reruns) = (
+        ledger::scores(&best.trials),
+        scores(&runs.scored),
+        ledger::scores(&runs.best),
+    );
+    let evidence = Evidence {
+        best: &best_scores,
+        noise: s.noise(),
+        change: &change,
+        reruns: &reruns,
+        may_rerun,
     };
-    let best_runs = best.map_or(1, |b| ledger::scores(&b.trials).len());
-    let (reruns, all) = s.ledger.rerun_seconds();
-    let may_rerun = reruns <= s.cfg.rerun_share * all;
-    match decide::judge(best_bpb, best_runs, s.noise(), &scores(runs), may_rerun) {
-        Verdict::Rerun(why) => {
+    runs.delta = Some(evidence.delta());
+    match decide::judge(&evidence) {
+        Verdict::Pair(why) => {
             s.progress.println(&format!("#{seq} {why}"));
             None
         }
@@ -200,7 +339,8 @@ async fn remeasure(
 ) -> Result<bool> {
     while runs.scored.len() < s.cfg.noise_seeds {
         s.progress.phase("noise");
-        match execute(s, seq, runs.scored.len(), binary, stop).await? {
+        let seed = SEED + runs.scored.len() as u64;
+        match execute(s, seq, runs.count(), seed, binary, stop).await? {
             Outcome::Interrupted => return Ok(false),
             Outcome::Failed { failure, .. } => {
                 runs.flags
@@ -213,11 +353,13 @@ async fn remeasure(
     Ok(true)
 }
 
-/// Run `index` of experiment `seq`, with seed `SEED + index`, through the session's executor.
+/// Run `index` of experiment `seq` (counted in the order they ran), with `seed`, through the
+/// session's executor.
 async fn execute(
     s: &Session,
     seq: u64,
     index: usize,
+    seed: u64,
     binary: &Path,
     stop: &mut Stop,
 ) -> Result<Outcome> {
@@ -225,7 +367,7 @@ async fn execute(
         binary: binary.to_path_buf(),
         seq,
         index,
-        seed: SEED + index as u64,
+        seed,
         budget: s.budget,
         limits: s.limits,
         log: s.ledger.trial_log_path(seq, index),
