@@ -22,7 +22,9 @@ const EVAL: f64 = 5.0;
 /// A crash's training, from its result line (it has no scored trials).
 const CRASH_TRAIN: f64 = 30.0;
 
-/// One experiments.jsonl line. `trials` runs of TRAIN seconds each; a crash has none.
+/// One experiments.jsonl line. `trials` runs of TRAIN seconds each, 100 steps; a crash has
+/// none. #7 was kept side by side: the best (#5) ran once beside it, 90 steps, 0.002 * sqrt(2)
+/// above its own run, so that its two runs also spread by a sample sigma of 0.002.
 fn record(
     seq: u64,
     status: &str,
@@ -40,9 +42,17 @@ fn record(
     let spread = if seq == 0 { 0.002 / 2f64.sqrt() } else { 0.0 };
     let trial = |seed: u64| {
         let val_bpb = val_bpb.map(|v| v + spread * (2.0 * seed as f64 - 1.0));
-        json!({"seed": seed, "val_bpb": val_bpb, "trainer_val_bpb": val_bpb,
+        json!({"seed": seed, "val_bpb": val_bpb, "trainer_val_bpb": null, "num_steps": 100,
                "training_seconds": TRAIN, "run_seconds": RUN, "eval_seconds": EVAL})
     };
+    let best_trials = match seq {
+        7 => vec![
+            json!({"seed": 0, "val_bpb": 1.47 + 0.002 * 2f64.sqrt(), "num_steps": 90,
+                         "training_seconds": TRAIN, "run_seconds": RUN, "eval_seconds": EVAL}),
+        ],
+        _ => vec![],
+    };
+    let runs = trials + best_trials.len() as u64;
     let training = if trials == 0 { CRASH_TRAIN } else { TRAIN };
     json!({
         "seq": seq,
@@ -56,18 +66,19 @@ fn record(
         "result": {"val_bpb": val_bpb, "training_seconds": training},
         "think_seconds": THINK,
         "build_seconds": BUILD,
-        "run_seconds": RUN * trials.max(1) as f64,
+        "run_seconds": RUN * runs.max(1) as f64,
         "agent_tokens": if seq == 0 { 0 } else { 1000 },
         "program_changed": false,
         "finished_at": "2026-11-23T03:00:00+00:00",
         "trials": (0..trials).map(trial).collect::<Vec<_>>(),
+        "best_trials": best_trials,
         "sigma": 0.002,
         "sigma_measured": seq == 0,
         "delta": delta,
         "rule": null,
         "test_bpb": test_bpb,
         "flags": if seq == 5 { vec!["test split got worse: 1.495000 > 1.490000 of the previous best"] } else { vec![] },
-        "eval_seconds": EVAL * trials as f64,
+        "eval_seconds": EVAL * runs as f64,
     })
 }
 
@@ -154,6 +165,7 @@ fn report_prints_the_summary_and_draws_the_plot() {
         "val_bpb 1.500000 (baseline) -> 1.440000 (#7): -0.060000 (-4.00%)",
         "noise floor: sigma 0.002000",
         "WORSE ON TEST than the keep before; wider MLP",
+        "runs: 1.440000 (100 steps) | best 1.472828 (90 steps)",
     ] {
         assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
     }
@@ -207,13 +219,18 @@ fn json_summary_matches_the_records() {
     assert!((kept[0]["gain"].as_f64().unwrap() - 0.03).abs() < 1e-9);
     assert_eq!(kept[2]["description"], "wider MLP");
     assert_eq!(kept[2]["test_bpb"], 1.495);
+    assert_eq!(
+        kept[0]["runs"],
+        "runs: 1.440000 (100 steps) | best 1.472828 (90 steps)"
+    );
 
-    // Training: 2 baseline trials, 7 single-trial changes, and the crash's result line.
-    let training = 9.0 * TRAIN + CRASH_TRAIN;
+    // Training: 2 baseline trials, 7 single-trial changes, the best's re-run beside #7, and
+    // the crash's result line.
+    let training = 10.0 * TRAIN + CRASH_TRAIN;
     close("training_seconds", training);
-    let spent = 9.0 * BUILD + 10.0 * RUN;
+    let spent = 9.0 * BUILD + 11.0 * RUN;
     close("overhead_seconds", spent - training);
-    close("eval_seconds", 9.0 * EVAL);
+    close("eval_seconds", 10.0 * EVAL);
     close("think_seconds", 9.0 * THINK);
     assert_eq!(s["agent_tokens"], 8000);
 

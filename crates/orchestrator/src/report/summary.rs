@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::ledger::{Record, Status, noise_floor, tally};
+use crate::ledger::{Record, Status, best, noise_floor, tally};
 
 #[derive(Debug, Serialize)]
 pub struct Summary {
@@ -48,8 +48,11 @@ pub struct KeptChange {
     pub description: String,
     pub val_bpb: Option<f64>,
     pub test_bpb: Option<f64>,
-    /// How much val_bpb fell against the best before it: -delta.
+    /// The gain as judged: -delta (side by side when it was run beside the best).
     pub gain: f64,
+    /// Each run's score and steps, the best's re-runs beside them (see [`Record::runs`]): on a
+    /// wall-clock budget, how many steps fit moves the score as much as a change can.
+    pub runs: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -63,16 +66,14 @@ pub struct HoldoutRow {
     pub test_worse: bool,
 }
 
-/// The best kept val_bpb after each record (None until the first scored keep).
+/// The best's val_bpb after each record, the latest keep's (None until the first scored keep).
 pub(super) fn running_best(records: &[Record]) -> Vec<Option<f64>> {
     let mut best: Option<f64> = None;
     records
         .iter()
         .map(|r| {
-            if r.status == Status::Keep
-                && let Some(v) = r.val_bpb
-            {
-                best = Some(best.map_or(v, |b| b.min(v)));
+            if r.status == Status::Keep && r.val_bpb.is_some() {
+                best = r.val_bpb;
             }
             best
         })
@@ -83,10 +84,9 @@ pub fn summarize(tag: &str, records: &[Record]) -> Summary {
     let tally = tally(records);
     let changes = records.iter().filter(|r| r.seq > 0).count();
     let baseline_bpb = records.iter().find(|r| r.seq == 0).and_then(|r| r.val_bpb);
-    let best = records
-        .iter()
-        .filter(|r| r.status == Status::Keep && r.val_bpb.is_some())
-        .min_by(|a, b| a.val_bpb.unwrap().total_cmp(&b.val_bpb.unwrap()));
+    // The latest keep, which the branch ends at: a change kept side by side on a slower machine
+    // may score above an earlier keep and still be better.
+    let best = best(records).filter(|r| r.val_bpb.is_some());
     let best_bpb = best.and_then(|r| r.val_bpb);
     let improvement = baseline_bpb.zip(best_bpb).map(|(base, best)| base - best);
 
@@ -94,7 +94,8 @@ pub fn summarize(tag: &str, records: &[Record]) -> Summary {
     let holdout = holdout_rows(records);
 
     // A record's run_seconds spans its whole run phase: every trial's start-up, training and
-    // evaluation, and the holdout; its training share is what the trainer counted.
+    // evaluation (the best's re-runs beside it included), and the holdout; its training share
+    // is what the trainer counted.
     let training = |r: &Record| {
         if r.trials.is_empty() {
             r.result
@@ -102,7 +103,11 @@ pub fn summarize(tag: &str, records: &[Record]) -> Summary {
                 .and_then(|res| res["training_seconds"].as_f64())
                 .unwrap_or(0.0)
         } else {
-            r.trials.iter().map(|t| t.training_seconds).sum()
+            r.trials
+                .iter()
+                .chain(&r.best_trials)
+                .map(|t| t.training_seconds)
+                .sum()
         }
     };
     let training_seconds: f64 = records.iter().map(training).sum();
@@ -194,6 +199,9 @@ impl Summary {
                     bpb(k.val_bpb),
                     k.description
                 );
+                if let Some(runs) = &k.runs {
+                    out += &format!("         {runs}\n");
+                }
             }
         }
 
@@ -250,6 +258,7 @@ fn kept_changes(records: &[Record]) -> Vec<KeptChange> {
                 val_bpb: r.val_bpb,
                 test_bpb: r.test_bpb,
                 gain: delta.map_or(0.0, |d| -d),
+                runs: r.runs(),
             }
         })
         .collect();
