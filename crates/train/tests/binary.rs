@@ -9,8 +9,12 @@
 //!   is built under another package name (sharing this target dir, so only the two local crates
 //!   compile) and must stop with status `diverged` and a non-zero exit.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+
+use common::{json_line, output_ok};
 
 const REQUIRED: [&str; 12] = [
     "schema",
@@ -41,20 +45,13 @@ fn run(binary: &Path, data: &Path) -> Output {
         .unwrap()
 }
 
-fn result_line(out: &Output) -> serde_json::Value {
-    let stdout = String::from_utf8(out.stdout.clone()).unwrap();
-    let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(lines.len(), 1, "exactly one stdout line, got {stdout:?}");
-    serde_json::from_str(lines[0]).unwrap()
-}
-
 #[test]
 fn prints_one_result_line_with_every_field() {
     let (_dir, data) = tiny_data();
     let out = run(Path::new(env!("CARGO_BIN_EXE_train")), &data);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    let result = result_line(&out);
+    let result = json_line(&out);
     for field in REQUIRED {
         assert!(result.get(field).is_some(), "missing {field} in {result}");
     }
@@ -77,31 +74,20 @@ fn prints_one_result_line_with_every_field() {
 fn the_exported_model_is_scored_by_the_protected_evaluator() {
     let (dir, data) = tiny_data();
     let model = dir.path().join("model.pt");
-    let out = Command::new(env!("CARGO_BIN_EXE_train"))
-        .env(prepare::DATA_ENV, &data)
-        .env(prepare::TIME_BUDGET_ENV, "2")
-        .env(prepare::EXPORT_ENV, &model)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(result_line(&out)["status"], "ok");
-    let evaluate = |split: &str| {
-        let out = Command::new(env!("CARGO_BIN_EXE_evaluate"))
-            .arg(&model)
-            .arg(split)
+    let out = output_ok(
+        Command::new(env!("CARGO_BIN_EXE_train"))
             .env(prepare::DATA_ENV, &data)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        result_line(&out)
+            .env(prepare::TIME_BUDGET_ENV, "2")
+            .env(prepare::EXPORT_ENV, &model),
+    );
+    assert_eq!(json_line(&out)["status"], "ok");
+    let evaluate = |split: &str| {
+        json_line(&output_ok(
+            Command::new(env!("CARGO_BIN_EXE_evaluate"))
+                .arg(&model)
+                .arg(split)
+                .env(prepare::DATA_ENV, &data),
+        ))
     };
     let val = evaluate("val");
     assert_eq!(val["causal"], true, "{val}");
@@ -148,27 +134,22 @@ fn a_diverging_setting_exits_non_zero() {
         .nth(3)
         .unwrap()
         .to_path_buf();
-    let build = Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "--release",
-            "-p",
-            "diverging-train",
-            "--bin",
-            "diverging-train",
-            "--manifest-path",
-        ])
-        .arg(workspace.path().join("Cargo.toml"))
-        .env("CARGO_TARGET_DIR", &target)
-        .env("LIBTORCH", root.join(".libtorch"))
-        .output()
-        .unwrap();
-    assert!(
-        build.status.success(),
-        "{}",
-        String::from_utf8_lossy(&build.stderr)
+    output_ok(
+        Command::new(env!("CARGO"))
+            .args([
+                "build",
+                "--release",
+                "-p",
+                "diverging-train",
+                "--bin",
+                "diverging-train",
+                "--manifest-path",
+            ])
+            .arg(workspace.path().join("Cargo.toml"))
+            .env("CARGO_TARGET_DIR", &target)
+            .env("LIBTORCH", root.join(".libtorch")),
     );
     let out = run(&target.join("release/diverging-train"), &data);
     assert!(!out.status.success(), "a diverging run must fail");
-    assert_eq!(result_line(&out)["status"], "diverged");
+    assert_eq!(json_line(&out)["status"], "diverged");
 }

@@ -12,12 +12,15 @@
 //!
 //! The scripted models come from the Python whose torch the build links (`.libtorch`).
 
+mod common;
+
 use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::{json_line, output_ok};
 use tch::{CModule, Device, Kind, Tensor, nn};
 
 struct Fixture {
@@ -41,18 +44,12 @@ fn fixture() -> Fixture {
 
 /// The evaluator's JSON verdict on `model`, read from its stdout.
 fn evaluate(f: &Fixture, model: &Path) -> serde_json::Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_evaluate"))
-        .arg(model)
-        .arg("val")
-        .env(prepare::DATA_ENV, &f.data)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(out.stdout.trim_ascii()).unwrap()
+    json_line(&output_ok(
+        Command::new(env!("CARGO_BIN_EXE_evaluate"))
+            .arg(model)
+            .arg("val")
+            .env(prepare::DATA_ENV, &f.data),
+    ))
 }
 
 fn assert_refused(verdict: &serde_json::Value) {
@@ -143,73 +140,52 @@ fn python() -> PathBuf {
         .expect("a Python with torch (scripts/setup-libtorch.sh)")
 }
 
-/// Saves a TorchScript module scripted from `body`, a Python class `M(torch.nn.Module)` that may
-/// use `V`, the vocabulary size.
-fn export_scripted(f: &Fixture, name: &str, body: &str) -> PathBuf {
+/// Saves a TorchScript model scripted in Python: a running mean of token embeddings that also
+/// adds the next token's embedding where `peeks_when` holds, and runs `first` on every call.
+fn export_scripted(f: &Fixture, name: &str, first: &str, peeks_when: &str) -> PathBuf {
     let path = f.dir.path().join(format!("{name}.pt"));
     let program = format!(
-        "import torch\nV = {}\n{body}\ntorch.jit.script(M()).save({:?})\n",
-        f.vocab,
-        path.to_str().unwrap()
-    );
-    // From a file: TorchScript reads the class's source back.
-    let script = f.dir.path().join(format!("{name}.py"));
-    std::fs::write(&script, program).unwrap();
-    let out = Command::new(python()).arg(&script).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    path
-}
-
-/// A running mean of embeddings, peeking at the next token once it has been called `calls` times.
-const COUNTING: &str = r#"
+        r#"import torch
 class M(torch.nn.Module):
     def __init__(self):
         super().__init__()
         torch.manual_seed(0)
-        self.wte = torch.nn.Embedding(V, 16)
-        self.head = torch.nn.Linear(16, V)
+        self.wte = torch.nn.Embedding({vocab}, 16)
+        self.head = torch.nn.Linear(16, {vocab})
         self.calls = 0
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         self.calls += 1
+        {first}
         e = self.wte(idx)
         h = e.cumsum(1) / torch.arange(1, idx.size(1) + 1).view(1, -1, 1)
-        if self.calls > 6:
+        if {peeks_when}:
             h = h + e.roll(-1, 1)
         return self.head(h)
-"#;
+torch.jit.script(M()).save({path:?})
+"#,
+        vocab = f.vocab,
+        path = path.to_str().unwrap()
+    );
+    // From a file: TorchScript reads the class's source back.
+    let script = f.dir.path().join(format!("{name}.py"));
+    std::fs::write(&script, program).unwrap();
+    output_ok(Command::new(python()).arg(&script));
+    path
+}
 
 #[test]
 fn a_model_that_counts_its_calls_is_caught() {
     let f = fixture();
-    assert_refused(&evaluate(&f, &export_scripted(&f, "counting", COUNTING)));
+    // Causal for its first calls, when a probe on the same instance used to run; peeking after.
+    let model = export_scripted(&f, "counting", "pass", "self.calls > 6");
+    assert_refused(&evaluate(&f, &model));
 }
 
 #[test]
 fn a_score_printed_by_the_model_is_not_the_result() {
     let f = fixture();
     let fake = r#"{"split": "val", "bpb": 0.001, "causal": true, "probe_max_diff": 0.0}"#;
-    let model = export_scripted(
-        &f,
-        "printing",
-        &format!(
-            r#"
-class M(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.wte = torch.nn.Embedding(V, 16)
-        self.head = torch.nn.Linear(16, V)
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        print('{fake}')
-        e = self.wte(idx)
-        return self.head(e.cumsum(1) / torch.arange(1, idx.size(1) + 1).view(1, -1, 1))
-"#
-        ),
-    );
+    let model = export_scripted(&f, "printing", &format!("print('{fake}')"), "False");
     // The result travels through a pipe on descriptor 3, as the orchestrator passes it.
     let (reader, writer) = pipe();
     let writer_fd = writer.as_raw_fd();
@@ -227,13 +203,8 @@ class M(torch.nn.Module):
             Ok(())
         });
     }
-    let out = command.output().unwrap();
+    let out = output_ok(&mut command);
     drop(writer);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     assert!(String::from_utf8_lossy(&out.stdout).contains(fake));
     let mut result = String::new();
     std::fs::File::from(reader)
