@@ -1,6 +1,6 @@
-//! Builds the trainer and the evaluator: `cargo build --release -p train --bin <name>
-//! --message-format=json`, read with `cargo_metadata` for the binary's path and the compiler's
-//! rendered errors.
+//! Builds the trainer and the evaluator in the sandbox: `cargo build --release --offline -p train
+//! --bin <name> --message-format=json`, read with `cargo_metadata` for the binary's path and the
+//! compiler's rendered errors.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 use cargo_metadata::Message;
 use cargo_metadata::diagnostic::DiagnosticLevel;
 
+use crate::sandbox::{Sandbox, env};
 use crate::text::tail;
 
 pub enum Build {
@@ -21,50 +22,130 @@ pub enum Build {
     },
 }
 
-/// Builds the agent's trainer, the `train` binary.
-pub async fn build_trainer(repo: &Path, target_dir: &Path) -> Result<Build> {
-    build(repo, target_dir, "train").await
+/// Builds in a sandbox: the worktree and the toolchain readable, the target directory writable,
+/// no network (the dependencies are fetched once at start, see [`fetch`]), the environment from
+/// the allow-list. The agent's code runs no build script of its own, but rustc reads what
+/// `include_bytes!` and `env!` name: the jail holds neither the data nor a key.
+#[derive(Clone)]
+pub struct Builder {
+    pub sandbox: Sandbox,
+    /// The libtorch the builds link, passed as `LIBTORCH` as the person's builds see it (a link,
+    /// usually `.libtorch`, recreated in the jail).
+    pub libtorch: PathBuf,
 }
 
-/// Builds the protected evaluator, the `evaluate` binary of the same package.
-pub async fn build_evaluator(repo: &Path, target_dir: &Path) -> Result<Build> {
-    build(repo, target_dir, "evaluate").await
-}
+impl Builder {
+    /// Builds the agent's trainer, the `train` binary of `worktree`.
+    pub async fn trainer(&self, worktree: &Path, target_dir: &Path) -> Result<Build> {
+        self.build(worktree, target_dir, "train").await
+    }
 
-async fn build(repo: &Path, target_dir: &Path, bin: &str) -> Result<Build> {
-    let out =
-        tokio::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args(["build", "--release", "-p", "train", "--bin", bin])
-            .arg("--message-format=json")
-            .current_dir(repo)
-            .env("CARGO_TARGET_DIR", target_dir)
+    /// Builds the protected evaluator, the `evaluate` binary of the same package.
+    pub async fn evaluator(&self, worktree: &Path, target_dir: &Path) -> Result<Build> {
+        self.build(worktree, target_dir, "evaluate").await
+    }
+
+    async fn build(&self, worktree: &Path, target_dir: &Path, bin: &str) -> Result<Build> {
+        std::fs::create_dir_all(target_dir)
+            .with_context(|| format!("creating {}", target_dir.display()))?;
+        let (cargo_home, rustup_home) = env::toolchain_homes();
+        let mut jail = self.sandbox.jail();
+        jail.read(&rustup_home);
+        for part in ["bin", "registry", "git"] {
+            let dir = cargo_home.join(part);
+            if dir.is_dir() {
+                jail.read(&dir);
+            }
+        }
+        jail.read(worktree);
+        jail.write(target_dir);
+        jail.link(&self.libtorch);
+        jail.chdir(worktree);
+        jail.env("HOME", "/tmp");
+        jail.env("CARGO_HOME", cargo_home.display().to_string());
+        jail.env("RUSTUP_HOME", rustup_home.display().to_string());
+        jail.env("CARGO_TARGET_DIR", target_dir.display().to_string());
+        jail.env("LIBTORCH", self.libtorch.display().to_string());
+        jail.env("LIBTORCH_CXX11_ABI", "1");
+        let args: Vec<std::ffi::OsString> = [
+            "build",
+            "--release",
+            "--offline",
+            "-p",
+            "train",
+            "--bin",
+            bin,
+            "--message-format=json",
+        ]
+        .map(Into::into)
+        .to_vec();
+        let out = jail
+            .command(&cargo(), &args)
             .stdin(Stdio::null())
             .kill_on_drop(true)
             .output()
             .await
             .context("running cargo build")?;
-    let mut binary = None;
-    let mut errors = Vec::new();
-    for message in Message::parse_stream(&out.stdout[..]) {
-        match message.context("reading cargo's messages")? {
-            Message::CompilerArtifact(artifact) if artifact.target.name == bin => {
-                binary = artifact.executable.map(PathBuf::from).or(binary);
+        let mut binary = None;
+        let mut errors = Vec::new();
+        for message in Message::parse_stream(&out.stdout[..]) {
+            match message.context("reading cargo's messages")? {
+                Message::CompilerArtifact(artifact) if artifact.target.name == bin => {
+                    binary = artifact.executable.map(PathBuf::from).or(binary);
+                }
+                Message::CompilerMessage(msg) if msg.message.level == DiagnosticLevel::Error => {
+                    errors.push(msg.message.rendered.unwrap_or(msg.message.message));
+                }
+                _ => {}
             }
-            Message::CompilerMessage(msg) if msg.message.level == DiagnosticLevel::Error => {
-                errors.push(msg.message.rendered.unwrap_or(msg.message.message));
+        }
+        match binary {
+            Some(binary) if out.status.success() => Ok(Build::Built { binary }),
+            _ => {
+                if errors.is_empty() {
+                    errors.push(tail(&String::from_utf8_lossy(&out.stderr), 30));
+                }
+                Ok(Build::Failed {
+                    diagnostics: errors.join("\n"),
+                })
             }
-            _ => {}
         }
     }
-    match binary {
-        Some(binary) if out.status.success() => Ok(Build::Built { binary }),
-        _ => {
-            if errors.is_empty() {
-                errors.push(tail(&String::from_utf8_lossy(&out.stderr), 30));
-            }
-            Ok(Build::Failed {
-                diagnostics: errors.join("\n"),
-            })
+}
+
+/// The cargo that built the orchestrator (`CARGO`, set by `cargo run`), else the one on `PATH`.
+fn cargo() -> PathBuf {
+    std::env::var_os("CARGO").map_or_else(|| "cargo".into(), PathBuf::from)
+}
+
+/// Downloads what `Cargo.lock` names and is not yet on this machine, so that the sandboxed builds
+/// can run offline. It runs no build script and none of the agent's code (the manifests and the
+/// lock file are the base commit's), so it runs outside the sandbox, with the network and proxy
+/// settings but no key.
+pub async fn fetch(worktree: &Path) -> Result<()> {
+    let (cargo_home, rustup_home) = env::toolchain_homes();
+    let mut command = tokio::process::Command::new(cargo());
+    command
+        .args(["fetch", "--quiet"])
+        .current_dir(worktree)
+        .env_clear()
+        .envs(env::allowed())
+        .env("CARGO_HOME", cargo_home)
+        .env("RUSTUP_HOME", rustup_home)
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    for (name, value) in std::env::vars() {
+        if name.to_ascii_lowercase().ends_with("_proxy") || name == "HOME" {
+            command.env(name, value);
         }
     }
+    let out = command.output().await.context("running cargo fetch")?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "cargo fetch failed; the sandboxed builds are offline and need every dependency \
+             downloaded: {}",
+            tail(&String::from_utf8_lossy(&out.stderr), 10)
+        );
+    }
+    Ok(())
 }

@@ -96,6 +96,8 @@ struct FileConfig {
     noise_sigma: Option<f64>,
     /// Most of the training time that re-runs of ambiguous results may take.
     rerun_share: Option<f64>,
+    /// `off` runs the agent's code unconfined where the machine has no sandbox.
+    sandbox: Option<crate::sandbox::Mode>,
 }
 
 /// Everything the loop needs, resolved.
@@ -124,6 +126,8 @@ pub struct Config {
     /// What the trainer and the evaluator run on, and so which of the trainer's configurations
     /// the agent tunes: $AUTORESEARCH_DEVICE (`cpu` or `cuda`), else what this machine has.
     pub device: Profile,
+    /// Whether the agent's code must run in the sandbox (autoresearch.toml's `sandbox`).
+    pub sandbox: crate::sandbox::Mode,
 }
 
 impl Config {
@@ -215,6 +219,7 @@ impl Config {
                 .map_or_else(|| repo.join("data").join("enwik8"), PathBuf::from),
             target_dir: env("CARGO_TARGET_DIR").map_or_else(|| repo.join("target"), PathBuf::from),
             device,
+            sandbox: file.sandbox.unwrap_or_default(),
         })
     }
 
@@ -310,7 +315,7 @@ fn read_file_config(path: &Path) -> Result<FileConfig> {
         Ok(text) => toml::from_str(&text).map_err(|e| {
             anyhow::anyhow!(
                 "{} is not valid ({}): it takes tag, time_budget, max_experiments, agent, model, \
-                 base_url, seed, max_repairs, grace, noise_seeds, noise_sigma and rerun_share \
+                 base_url, seed, max_repairs, grace, noise_seeds, noise_sigma, rerun_share and sandbox \
                  (API keys belong in OPENAI_API_KEY)",
                 path.display(),
                 e.message().trim()

@@ -44,7 +44,12 @@ impl Git {
 
     pub fn run(&self, args: &[&str]) -> Result<String> {
         let mut command = Command::new("git");
-        command.arg("-C").arg(&self.repo).args(args);
+        // No hooks: the loop's commits and resets run nothing a file in the repository names.
+        command
+            .arg("-C")
+            .arg(&self.repo)
+            .args(["-c", "core.hooksPath=/dev/null"])
+            .args(args);
         if self.fallback_identity {
             for (var, value) in [
                 ("GIT_AUTHOR_NAME", "autoresearch"),

@@ -83,6 +83,21 @@ pub struct Record {
     /// Seconds of protected evaluation, every run's and the holdout's.
     #[serde(default)]
     pub eval_seconds: f64,
+    /// On the first record only: what every score of the run rests on, checked on `--resume`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pins: Option<Pins>,
+}
+
+/// The run's fixed ground, pinned in its first record: a `--resume` with another evaluator or
+/// other scored data refuses to continue, as its scores would not compare.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pins {
+    /// sha256 of the protected evaluator built from the base commit.
+    pub evaluator_sha256: String,
+    /// sha256 of the scored data files (contract, token byte lengths, val and test splits).
+    pub data_sha256: String,
+    /// What the sandbox for the agent's code does on this machine, in words.
+    pub sandbox: String,
 }
 
 /// One training run of an experiment's commit, scored by the protected evaluator.
@@ -134,6 +149,7 @@ impl Record {
             test_bpb: None,
             flags: Vec::new(),
             eval_seconds: 0.0,
+            pins: None,
         }
     }
 

@@ -24,7 +24,13 @@ pub mod tools;
 /// The run's branch and its commits; discarded ones stay reachable.
 pub mod git;
 
-/// `cargo build` of the trainer and the evaluator, with the compiler's errors.
+/// The experiments' own git worktree, apart from the person's checkout.
+pub mod worktree;
+
+/// The sandbox for everything that runs the agent's code, and its allow-listed environment.
+pub mod sandbox;
+
+/// `cargo build` of the trainer and the evaluator in the sandbox, with the compiler's errors.
 pub mod cargo_build;
 
 /// Where a trial runs: the seam between the loop and the machines.

@@ -1,15 +1,23 @@
 //! Child processes of libtorch programs (the trainer, the evaluator) on this machine: started in
-//! their own process group under a hard wall-clock limit, their output logged, and never left
-//! running when the orchestrator dies.
+//! their own process group under a hard wall-clock limit, their output logged within a bound, and
+//! never left running when the orchestrator dies.
 
-use std::path::Path;
+use std::collections::VecDeque;
+use std::pin::Pin;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use crate::Stop;
+
+/// Longest line kept from a child's output; the rest of a longer line is cut (a program printing
+/// gigabytes without a newline must not fill the orchestrator's memory).
+pub const MAX_LINE: usize = 64 * 1024;
+/// Bytes of a run's output kept in its log from the start, and again from the end.
+const LOG_HEAD: usize = 512 * 1024;
+const LOG_TAIL: usize = 512 * 1024;
 
 /// How a process run under a limit ended.
 pub enum Exit {
@@ -24,33 +32,26 @@ pub enum Exit {
     Interrupted,
 }
 
-/// Runs `binary` with `env` in its own process group (so that anything it spawns dies with it),
-/// writing stdout and stderr to `log`; `on_stderr` sees each stderr line (progress).
+/// Runs `command` (a libtorch program, see [`libtorch`], usually in a sandbox) in its own process
+/// group, writing stdout and stderr to `log`; `on_stderr` sees each stderr line (progress).
 pub async fn run_under_limit(
-    binary: &Path,
-    env: &[(&str, String)],
-    log: &Path,
+    mut command: tokio::process::Command,
+    log: &std::path::Path,
     limit: Duration,
     stop: &mut Stop,
     mut on_stderr: impl FnMut(&str),
 ) -> Result<Exit> {
-    let mut command = libtorch_command(binary);
     command
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
-    let mut child = command
-        .spawn()
-        .with_context(|| format!("starting {}", binary.display()))?;
+    let mut child = command.spawn().context("starting the trainer")?;
     let pgid = child.id().context("the child has no pid")? as i32;
-    let mut log = tokio::fs::File::create(log)
-        .await
-        .with_context(|| format!("creating {}", log.display()))?;
-    let mut stdout = BufReader::new(child.stdout.take().expect("piped")).lines();
-    let mut stderr = BufReader::new(child.stderr.take().expect("piped")).lines();
-    let mut stdout_lines = Vec::new();
+    let mut log = BoundedLog::create(log).await?;
+    let mut stdout = Lines::new(child.stdout.take().expect("piped"));
+    let mut stderr = Lines::new(child.stderr.take().expect("piped"));
+    let mut last_stdout = None;
     let deadline = tokio::time::sleep(limit);
     tokio::pin!(deadline);
     let (mut out_open, mut err_open) = (true, true);
@@ -58,14 +59,16 @@ pub async fn run_under_limit(
         tokio::select! {
             line = stdout.next_line(), if out_open => match line? {
                 Some(line) => {
-                    log.write_all(format!("{line}\n").as_bytes()).await?;
-                    stdout_lines.push(line);
+                    log.line(&line).await?;
+                    if !line.trim().is_empty() {
+                        last_stdout = Some(line);
+                    }
                 }
                 None => out_open = false,
             },
             line = stderr.next_line(), if err_open => match line? {
                 Some(line) => {
-                    log.write_all(format!("{line}\n").as_bytes()).await?;
+                    log.line(&line).await?;
                     on_stderr(&line);
                 }
                 None => err_open = false,
@@ -75,29 +78,146 @@ pub async fn run_under_limit(
                 kill_group(pgid);
                 child.wait().await.ok();
                 let reason = format!("timed out after {:.0} s and was killed", limit.as_secs_f64());
-                log.write_all(format!("orchestrator: {reason}\n").as_bytes()).await?;
+                log.finish().await?;
+                log.note(&format!("orchestrator: {reason}")).await?;
                 return Ok(Exit::TimedOut(reason));
             }
             _ = stop.wait() => {
                 kill_group(pgid);
                 child.wait().await.ok();
+                log.finish().await?;
                 return Ok(Exit::Interrupted);
             }
         }
     };
     // Whatever it left running in its group goes too.
     kill_group(pgid);
-    log.flush().await?;
-    let result = stdout_lines
-        .iter()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+    log.finish().await?;
+    let result = last_stdout
+        .and_then(|l| serde_json::from_str::<serde_json::Value>(&l).ok())
         .filter(serde_json::Value::is_object);
     Ok(Exit::Exited { status, result })
 }
 
-/// A command for a libtorch program (the trainer or the evaluator).
+/// Lines of a child's output, each at most [`MAX_LINE`] bytes. Cancel-safe (a `select!` may drop
+/// a call half-way): the partial line lives here, not in the future.
+pub struct Lines<R> {
+    reader: BufReader<R>,
+    line: Vec<u8>,
+    cut: bool,
+}
+
+impl<R: tokio::io::AsyncRead + Unpin> Lines<R> {
+    pub fn new(reader: R) -> Lines<R> {
+        Lines {
+            reader: BufReader::new(reader),
+            line: Vec::new(),
+            cut: false,
+        }
+    }
+
+    pub async fn next_line(&mut self) -> std::io::Result<Option<String>> {
+        loop {
+            let available = self.reader.fill_buf().await?;
+            if available.is_empty() {
+                return Ok((!self.line.is_empty() || self.cut).then(|| self.take()));
+            }
+            let (taken, ended) = match available.iter().position(|&b| b == b'\n') {
+                Some(i) => (i + 1, true),
+                None => (available.len(), false),
+            };
+            let keep = taken - usize::from(ended);
+            let room = MAX_LINE.saturating_sub(self.line.len());
+            self.line.extend_from_slice(&available[..keep.min(room)]);
+            self.cut |= keep > room;
+            Pin::new(&mut self.reader).consume(taken);
+            if ended {
+                return Ok(Some(self.take()));
+            }
+        }
+    }
+
+    fn take(&mut self) -> String {
+        let mut line = String::from_utf8_lossy(&self.line).into_owned();
+        if std::mem::take(&mut self.cut) {
+            line.push_str(" [line cut]");
+        }
+        self.line.clear();
+        line
+    }
+}
+
+/// A run's log: the first [`LOG_HEAD`] bytes as they come (so that a kill leaves them), then
+/// only the last [`LOG_TAIL`] bytes, written at the end after a note of what was cut.
+struct BoundedLog {
+    file: tokio::fs::File,
+    written: usize,
+    tail: VecDeque<String>,
+    tail_bytes: usize,
+    cut_lines: u64,
+    cut_bytes: u64,
+}
+
+impl BoundedLog {
+    async fn create(path: &std::path::Path) -> Result<BoundedLog> {
+        Ok(BoundedLog {
+            file: tokio::fs::File::create(path)
+                .await
+                .with_context(|| format!("creating {}", path.display()))?,
+            written: 0,
+            tail: VecDeque::new(),
+            tail_bytes: 0,
+            cut_lines: 0,
+            cut_bytes: 0,
+        })
+    }
+
+    async fn line(&mut self, line: &str) -> Result<()> {
+        let len = line.len() + 1;
+        if self.tail.is_empty() && self.written + len <= LOG_HEAD {
+            self.written += len;
+            return self.note(line).await;
+        }
+        self.tail.push_back(line.to_string());
+        self.tail_bytes += len;
+        while self.tail_bytes > LOG_TAIL {
+            let dropped = self.tail.pop_front().expect("over the bound, so not empty");
+            self.tail_bytes -= dropped.len() + 1;
+            self.cut_lines += 1;
+            self.cut_bytes += dropped.len() as u64 + 1;
+        }
+        Ok(())
+    }
+
+    async fn note(&mut self, line: &str) -> Result<()> {
+        self.file.write_all(format!("{line}\n").as_bytes()).await?;
+        Ok(())
+    }
+
+    /// Writes the kept tail, after a note of what was cut before it.
+    async fn finish(&mut self) -> Result<()> {
+        if self.cut_lines > 0 {
+            let note = format!(
+                "[orchestrator: {} lines ({} bytes) of output cut here; the log keeps the first \
+                 {} KiB and the last {} KiB]",
+                self.cut_lines,
+                self.cut_bytes,
+                LOG_HEAD / 1024,
+                LOG_TAIL / 1024
+            );
+            self.note(&note).await?;
+        }
+        while let Some(line) = self.tail.pop_front() {
+            self.note(&line).await?;
+        }
+        self.tail_bytes = 0;
+        self.file.flush().await?;
+        Ok(())
+    }
+}
+
+/// Makes `command` one for a libtorch program (the trainer or the evaluator, or the sandbox that
+/// runs it).
 ///
 /// glibc hands every allocation over 32 MB (activations, gradients, logits) back to the kernel
 /// when it is freed, so each training step faults in and zero-fills the same memory again: on
@@ -106,9 +226,9 @@ pub async fn run_under_limit(
 ///
 /// `kill_on_drop` cannot act when the orchestrator itself is killed (`kill -9`), and a trainer
 /// (or evaluator) would run on unseen, holding the CPU or GPU that the resumed run needs; on
-/// Linux the kernel kills it when its parent dies.
-pub fn libtorch_command(binary: &Path) -> tokio::process::Command {
-    let mut command = tokio::process::Command::new(binary);
+/// Linux the kernel kills it when its parent dies (bubblewrap, `--die-with-parent`, passes
+/// that on to what it runs).
+pub fn libtorch(command: &mut tokio::process::Command) {
     command
         .env("MALLOC_MMAP_THRESHOLD_", "1000000000000")
         .env("MALLOC_TRIM_THRESHOLD_", "1000000000000")
@@ -123,7 +243,6 @@ pub fn libtorch_command(binary: &Path) -> tokio::process::Command {
             Ok(())
         });
     }
-    command
 }
 
 fn kill_group(pgid: i32) {

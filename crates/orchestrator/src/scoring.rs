@@ -1,7 +1,9 @@
-//! Protected scoring: the score that is recorded comes from the `evaluate` binary, built once
-//! from the run's base commit (outside the agent's directory), kept aside under the run's
-//! directory, and checked against its hash before every use, together with the data it scores.
-//! The trainer only exports its model; nothing the agent edits decides the number.
+//! Protected scoring: the score that is recorded comes from the `evaluate` binary, built from the
+//! run's base commit (outside the agent's directory) into a target directory of its own, which no
+//! build of the agent's code writes, kept aside under the run's directory, and checked against its
+//! hash before every use, together with the data it scores. Both hashes are pinned in the run's
+//! first record and checked again on every `--resume`. The evaluator runs in the sandbox: the
+//! model it loads is the trainer's work.
 
 use std::io::Read;
 use std::os::fd::AsRawFd;
@@ -13,10 +15,11 @@ use anyhow::{Context, Result, bail};
 use prepare::{Profile, Split};
 use sha2::{Digest, Sha256};
 
-use crate::cargo_build::{Build, build_evaluator};
+use crate::cargo_build::{Build, Builder};
 use crate::config::Config;
-use crate::process::libtorch_command;
-use crate::text::tail;
+use crate::ledger::Pins;
+use crate::process::{Lines, libtorch};
+use crate::sandbox::Sandbox;
 
 /// What the evaluator says of one exported model on one split.
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -35,7 +38,11 @@ pub struct Evaluator {
     data_sha256: String,
     /// The device it scores on, the trainer's.
     device: Profile,
+    sandbox: Sandbox,
 }
+
+/// Lines of the evaluator's stderr quoted when it fails.
+const STDERR_LINES: usize = 5;
 
 /// The prepared files that decide a score; the training tokens do not.
 const SCORED_FILES: [&str; 6] = [
@@ -47,29 +54,78 @@ const SCORED_FILES: [&str; 6] = [
     "test.docs",
 ];
 
+/// Where the evaluator and the model are seen inside its jail.
+const JAIL_EVALUATOR: &str = "/autoresearch/evaluate";
+const JAIL_MODEL: &str = "/autoresearch/model.pt";
+const JAIL_DATA: &str = "/autoresearch/data";
+
 impl Evaluator {
-    /// Builds the evaluator from the working tree, which must be at the run's base commit, and
-    /// copies it to `runs/<tag>/bin/evaluate`.
-    pub async fn build(cfg: &Config) -> Result<Evaluator> {
-        let built = match build_evaluator(&cfg.repo, &cfg.target_dir).await? {
-            Build::Built { binary } => binary,
-            Build::Failed { diagnostics } => {
-                bail!(
-                    "the protected evaluator (crates/train/evaluate) does not build:\n{diagnostics}"
-                )
-            }
-        };
+    /// The evaluator of this run, `runs/<tag>/bin/evaluate`. Pinned (a `--resume` after the first
+    /// record): the copy there must still have the pinned hash, or be rebuilt to it, and the data
+    /// must hash as pinned; a mismatch refuses to continue. Not pinned: built from `worktree`,
+    /// which must be at the run's base commit outside the trainer's directory.
+    pub async fn open(
+        cfg: &Config,
+        builder: &Builder,
+        worktree: &Path,
+        pinned: Option<&Pins>,
+    ) -> Result<Evaluator> {
         let bin_dir = cfg.run_dir().join("bin");
         std::fs::create_dir_all(&bin_dir)?;
         let binary = bin_dir.join("evaluate");
-        prepare::atomic::copy(&built, &binary)?;
+        let data_sha256 = sha256_of(&SCORED_FILES.map(|f| cfg.data_dir.join(f)))?;
+        if let Some(pins) = pinned
+            && data_sha256 != pins.data_sha256
+        {
+            bail!(
+                "the scored data in {} is not the data this run started with (sha256 {} now, \
+                 {} pinned in its first record): later scores would not compare with earlier \
+                 ones. Restore the data, or start a new run",
+                cfg.data_dir.display(),
+                &data_sha256[..12],
+                &pins.data_sha256[..pins.data_sha256.len().min(12)]
+            );
+        }
+        let kept = sha256_of(std::slice::from_ref(&binary)).ok();
+        let binary_sha256 = match (pinned, kept) {
+            (Some(pins), Some(kept)) if kept == pins.evaluator_sha256 => kept,
+            _ => {
+                let built = build(cfg, builder, worktree).await?;
+                prepare::atomic::copy(&built, &binary)?;
+                let sha = sha256_of(std::slice::from_ref(&binary))?;
+                if let Some(pins) = pinned
+                    && sha != pins.evaluator_sha256
+                {
+                    bail!(
+                        "the protected evaluator built now (sha256 {}) is not the one this run \
+                         started with ({} pinned in its first record): crates/train/evaluate, its \
+                         runtime, prepare or the toolchain changed, or its copy {} was altered. \
+                         Scores would not compare; start a new run",
+                        &sha[..12],
+                        &pins.evaluator_sha256[..pins.evaluator_sha256.len().min(12)],
+                        binary.display()
+                    );
+                }
+                sha
+            }
+        };
         Ok(Evaluator {
-            binary_sha256: sha256_of(std::slice::from_ref(&binary))?,
             binary,
+            binary_sha256,
             data_dir: cfg.data_dir.clone(),
-            data_sha256: sha256_of(&SCORED_FILES.map(|f| cfg.data_dir.join(f)))?,
+            data_sha256,
             device: cfg.device,
+            sandbox: builder.sandbox.clone(),
         })
+    }
+
+    /// What the run's first record pins.
+    pub fn pins(&self) -> Pins {
+        Pins {
+            evaluator_sha256: self.binary_sha256.clone(),
+            data_sha256: self.data_sha256.clone(),
+            sandbox: self.sandbox.support().to_string(),
+        }
     }
 
     /// Scores `model` on `split` under a hard time limit.
@@ -111,13 +167,29 @@ impl Evaluator {
         let failed = |e: std::io::Error| ScoreError::Failed(format!("the evaluator: {e}"));
         let (mut reader, writer) = std::io::pipe().map_err(failed)?;
         let fd = writer.as_raw_fd();
-        let mut command = libtorch_command(&self.binary);
+        if !std::fs::symlink_metadata(model).is_ok_and(|m| m.is_file()) {
+            return Err(ScoreError::Failed(format!(
+                "the trainer exported no model file at {}",
+                model.display()
+            )));
+        }
+        let mut jail = self.sandbox.jail();
+        let evaluator = jail.read_as(&self.binary, Path::new(JAIL_EVALUATOR));
+        let model = jail.read_as(model, Path::new(JAIL_MODEL));
+        let data = jail.read_as(&self.data_dir, Path::new(JAIL_DATA));
+        jail.chdir(Path::new("/tmp"));
+        jail.env("HOME", "/tmp");
+        jail.env(prepare::DATA_ENV, data.display().to_string());
+        jail.env(prepare::DEVICE_ENV, self.device.device());
+        let args = [
+            model.into_os_string(),
+            split.name().into(),
+            "--result-fd".into(),
+            fd.to_string().into(),
+        ];
+        let mut command = jail.command(&evaluator, &args);
+        libtorch(&mut command);
         command
-            .arg(model)
-            .arg(split.name())
-            .args(["--result-fd", &fd.to_string()])
-            .env(prepare::DATA_ENV, &self.data_dir)
-            .env(prepare::DEVICE_ENV, self.device.device())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -131,22 +203,41 @@ impl Evaluator {
                 Ok(())
             });
         }
-        let child = command.spawn().map_err(failed)?;
+        let mut child = command.spawn().map_err(failed)?;
         // Only the child holds the write end now, so the read ends when it exits (or is killed
-        // on a timeout, when the futures below are dropped).
+        // on a timeout, when the futures below are dropped). Bounded: the model runs inside the
+        // evaluator and could write to the descriptor too.
         drop(writer);
         let verdict = tokio::task::spawn_blocking(move || {
             let mut text = String::new();
-            reader.read_to_string(&mut text).map(|_| text)
+            (&mut reader)
+                .take(1 << 20)
+                .read_to_string(&mut text)
+                .map(|_| text)
         });
-        let (out, verdict) = match tokio::time::timeout(limit, async {
-            (child.wait_with_output().await, verdict.await)
+        // Only the last lines of stderr are kept: the model may print without end.
+        let stderr = Lines::new(child.stderr.take().expect("piped"));
+        let stderr_tail = async move {
+            let mut stderr = stderr;
+            let mut tail = std::collections::VecDeque::new();
+            while let Ok(Some(line)) = stderr.next_line().await {
+                tail.push_back(line);
+                if tail.len() > STDERR_LINES {
+                    tail.pop_front();
+                }
+            }
+            Vec::from(tail).join(" | ")
+        };
+        let (status, verdict, stderr) = match tokio::time::timeout(limit, async move {
+            let (stderr, status) = tokio::join!(stderr_tail, child.wait());
+            (status, verdict.await, stderr)
         })
         .await
         {
-            Ok((out, verdict)) => (
-                out.map_err(failed)?,
+            Ok((status, verdict, stderr)) => (
+                status.map_err(failed)?,
                 verdict.map_err(|e| ScoreError::Failed(format!("the evaluator: {e}")))?,
+                stderr,
             ),
             Err(_) => {
                 return Err(ScoreError::Failed(format!(
@@ -157,15 +248,10 @@ impl Evaluator {
         };
         let verdict = verdict.map_err(failed)?;
         match verdict.lines().last().map(serde_json::from_str::<Score>) {
-            Some(Ok(score)) if out.status.success() => Ok(score),
-            _ => {
-                let stderr = String::from_utf8_lossy(&out.stderr);
-                Err(ScoreError::Failed(format!(
-                    "the protected evaluation failed ({}): {}",
-                    out.status,
-                    tail(&stderr, 5).replace('\n', " | ")
-                )))
-            }
+            Some(Ok(score)) if status.success() => Ok(score),
+            _ => Err(ScoreError::Failed(format!(
+                "the protected evaluation failed ({status}): {stderr}"
+            ))),
         }
     }
 }
@@ -189,4 +275,22 @@ fn sha256_of(files: &[PathBuf]) -> Result<String> {
         hasher.update(&bytes);
     }
     Ok(hex::encode(hasher.finalize()))
+}
+
+/// Builds the evaluator from `worktree` into its own target directory, beside the trainers'
+/// (`<target>-evaluator`, e.g. `target-evaluator/`): no build of the agent's code writes there.
+async fn build(cfg: &Config, builder: &Builder, worktree: &Path) -> Result<PathBuf> {
+    let mut name = cfg
+        .target_dir
+        .file_name()
+        .unwrap_or_default()
+        .to_os_string();
+    name.push("-evaluator");
+    let target = cfg.target_dir.with_file_name(name);
+    match builder.evaluator(worktree, &target).await? {
+        Build::Built { binary } => Ok(binary),
+        Build::Failed { diagnostics } => {
+            bail!("the protected evaluator (crates/train/evaluate) does not build:\n{diagnostics}")
+        }
+    }
 }

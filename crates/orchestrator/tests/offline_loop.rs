@@ -5,7 +5,8 @@
 //!   and recorded; discarded commits stay reachable; the branch ends at the best.
 //! - `kill_dash_nine_then_resume_loses_and_duplicates_nothing`: the orchestrator is killed
 //!   mid-experiment and resumed; every experiment is recorded exactly once.
-//! - `a_dirty_tree_or_an_existing_branch_is_refused`: start-up checks.
+//! - `a_dirty_tree_or_an_existing_branch_is_refused`: start-up checks (program.md, the person's
+//!   file, may be edited at any time).
 
 mod common;
 
@@ -75,13 +76,24 @@ fn offline_agent_runs_three_experiments() {
             assert!(r["description"].as_str().unwrap().contains("->"));
         }
     }
+    // The experiments ran in the run's worktree, which ends at the best on the run's branch; the
+    // person's checkout stayed on its own branch, untouched.
+    let worktree = sandbox.worktree("t");
     assert_eq!(
-        sandbox.git(&["rev-parse", "HEAD"]),
+        common::git(&worktree, &["rev-parse", "HEAD"]),
         best["commit"].as_str().unwrap()
     );
     assert_eq!(
-        sandbox.git(&["rev-parse", "--abbrev-ref", "HEAD"]),
+        common::git(&worktree, &["rev-parse", "--abbrev-ref", "HEAD"]),
         "autoresearch/t"
+    );
+    assert_eq!(sandbox.git(&["rev-parse", "--abbrev-ref", "HEAD"]), "main");
+    assert_eq!(
+        common::git(
+            &worktree,
+            &["status", "--porcelain", "--untracked-files=no"]
+        ),
+        ""
     );
     assert_eq!(
         sandbox.git(&["status", "--porcelain", "--untracked-files=no"]),
@@ -137,12 +149,19 @@ fn kill_dash_nine_then_resume_loses_and_duplicates_nothing() {
 fn a_dirty_tree_or_an_existing_branch_is_refused() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let sandbox = Sandbox::new();
+    // program.md is the person's and read as it is; another uncommitted change would not be in
+    // the run, which starts from HEAD.
     std::fs::write(sandbox.repo.join("program.md"), "edited but not committed").unwrap();
+    let trainer = sandbox.repo.join("crates/train/src/main.rs");
+    let source = std::fs::read_to_string(&trainer).unwrap();
+    std::fs::write(&trainer, format!("{source}\n// not committed\n")).unwrap();
     let out = sandbox.run(&ARGS);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("uncommitted changes"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("uncommitted changes"), "{stderr}");
+    assert!(!stderr.contains("program.md"), "{stderr}");
 
-    sandbox.git(&["checkout", "--quiet", "program.md"]);
+    sandbox.git(&["checkout", "--quiet", "crates/train/src/main.rs"]);
     sandbox.git(&["branch", "autoresearch/t"]);
     let out = sandbox.run(&ARGS);
     assert!(!out.status.success());

@@ -40,7 +40,8 @@ fn scores_are_protected_and_decisions_account_for_noise() {
     )
     .unwrap();
     sandbox.git(&["commit", "--quiet", "-am", "crippled baseline"]);
-    let prepare_lib = sandbox.repo.join("crates/prepare/src/lib.rs");
+    // The experiments run in the run's worktree: the change behind the loop's back lands there.
+    let prepare_lib = sandbox.worktree("trust").join("crates/prepare/src/lib.rs");
 
     let server = Server::start(Script {
         replies: VecDeque::from([

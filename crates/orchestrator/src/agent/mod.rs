@@ -12,6 +12,7 @@ pub use openai::OpenAiAgent;
 use anyhow::Result;
 use prepare::Profile;
 
+use crate::cargo_build::Builder;
 use crate::config::{AgentKind, Config};
 use crate::tools::Workspace;
 
@@ -29,15 +30,15 @@ pub enum Agent {
 }
 
 impl Agent {
-    /// The agent `cfg` asks for.
-    pub fn new(cfg: &Config) -> Result<Agent> {
+    /// The agent `cfg` asks for; an LLM's `check` tool builds with `builder`.
+    pub fn new(cfg: &Config, builder: &Builder) -> Result<Agent> {
         Ok(match cfg.agent {
             AgentKind::Offline => Agent::Offline(OfflineAgent::new(
                 cfg.run_dir().join("offline_agent.json"),
                 cfg.seed,
                 cfg.device,
             )?),
-            AgentKind::Openai => Agent::OpenAi(OpenAiAgent::new(cfg)),
+            AgentKind::Openai => Agent::OpenAi(OpenAiAgent::new(cfg, builder.clone())),
         })
     }
 

@@ -12,7 +12,7 @@ use async_openai::config::OpenAIConfig;
 use serde_json::{Value, json};
 
 use super::{Proposal, history};
-use crate::cargo_build::{Build, build_trainer};
+use crate::cargo_build::{Build, Builder};
 use crate::config::Config;
 use crate::ledger;
 use crate::tools::Workspace;
@@ -25,6 +25,8 @@ const ATTEMPTS: u32 = 5;
 pub struct OpenAiAgent {
     client: Client<OpenAIConfig>,
     model: String,
+    /// The `check` tool's build, in the sandbox, into `target_dir`.
+    builder: Box<Builder>,
     target_dir: PathBuf,
     /// The run's directory, whose ledger the `history` tool reads.
     run_dir: PathBuf,
@@ -42,7 +44,7 @@ enum Turn {
 }
 
 impl OpenAiAgent {
-    pub fn new(cfg: &Config) -> OpenAiAgent {
+    pub fn new(cfg: &Config, builder: Builder) -> OpenAiAgent {
         let mut config = OpenAIConfig::new().with_api_key(cfg.api_key.as_deref().unwrap_or("none"));
         if let Some(url) = &cfg.base_url {
             config = config.with_api_base(url.trim_end_matches('/'));
@@ -50,6 +52,7 @@ impl OpenAiAgent {
         OpenAiAgent {
             client: Client::with_config(config),
             model: cfg.model.clone(),
+            builder: Box::new(builder),
             target_dir: cfg.target_dir.clone(),
             run_dir: cfg.run_dir(),
             noise_sigma: cfg.noise_sigma,
@@ -183,11 +186,13 @@ impl OpenAiAgent {
                 arg("path").and_then(|p| ws.edit_file(p, arg("old_string")?, arg("new_string")?))
             }
             "write_file" => arg("path").and_then(|p| ws.write_file(p, arg("content")?)),
-            "check" => Ok(match build_trainer(ws.repo(), &self.target_dir).await {
-                Ok(Build::Built { .. }) => "ok".into(),
-                Ok(Build::Failed { diagnostics }) => truncate(&diagnostics, 8000),
-                Err(e) => format!("error: {e:#}"),
-            }),
+            "check" => Ok(
+                match self.builder.trainer(ws.repo(), &self.target_dir).await {
+                    Ok(Build::Built { .. }) => "ok".into(),
+                    Ok(Build::Failed { diagnostics }) => truncate(&diagnostics, 8000),
+                    Err(e) => format!("error: {e:#}"),
+                },
+            ),
             "history" => ledger::read_records(&self.run_dir)
                 .map(|records| {
                     history(&records, ledger::noise_in_force(&records, self.noise_sigma))

@@ -1,5 +1,10 @@
-//! The executor for this machine: the trainer runs as a child process under the hard limit, and
-//! the protected evaluator, kept aside under `runs/<tag>/bin`, scores what it exported.
+//! The executor for this machine: the trainer runs in the sandbox under the hard limit, and the
+//! protected evaluator, kept aside under `runs/<tag>/bin`, scores what it exported.
+//!
+//! The trainer's jail: its binary, of the data only the training split, the tokenizer and the
+//! contract (the scored splits are not there to read), a private `/tmp` that vanishes with it
+//! (nothing carries over to the next run), and one writable directory for its export, emptied
+//! after the run; no network; its processes die with it.
 
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
@@ -12,8 +17,9 @@ use super::{Executor, Job, Outcome, Running, Scored, TrialFailure};
 use crate::Stop;
 use crate::config::Config;
 use crate::ledger::Trial;
-use crate::process::{Exit, run_under_limit};
+use crate::process::{Exit, libtorch, run_under_limit};
 use crate::progress::Progress;
+use crate::sandbox::Sandbox;
 use crate::scoring::{Evaluator, Score, ScoreError};
 
 pub struct Local {
@@ -23,11 +29,29 @@ pub struct Local {
     bin_dir: PathBuf,
     /// The device this machine trains on, which the trainer is told.
     device: Profile,
+    sandbox: Sandbox,
 }
+
+/// The data files a trainer may read: what `prepare::Dataset::open` and the training loader use.
+const TRAINING_FILES: [&str; 6] = [
+    "contract.json",
+    "source.json",
+    "tokenizer.json",
+    "token_bytes.bin",
+    "train.tokens",
+    "train.docs",
+];
+
+/// Where the trainer sees its binary, its data and its export directory.
+const JAIL_TRAINER: &str = "/autoresearch/train";
+const JAIL_DATA: &str = "/autoresearch/data";
+const JAIL_EXPORT: &str = "/autoresearch/export";
+/// The exported model's name in the export directory.
+const MODEL_FILE: &str = "model.pt";
 
 impl Local {
     /// Runs under `runs/<tag>/bin`, beside the evaluator.
-    pub fn new(evaluator: Evaluator, cfg: &Config) -> Result<Local> {
+    pub fn new(evaluator: Evaluator, cfg: &Config, sandbox: Sandbox) -> Result<Local> {
         let bin_dir = cfg.run_dir().join("bin");
         std::fs::create_dir_all(&bin_dir)?;
         Ok(Local {
@@ -35,6 +59,7 @@ impl Local {
             data_dir: cfg.data_dir.clone(),
             bin_dir,
             device: cfg.device,
+            sandbox,
         })
     }
 
@@ -60,7 +85,7 @@ impl Local {
         }
     }
 
-    /// Runs a copy of the job's trainer, exporting its model to `model`.
+    /// Runs a copy of the job's trainer in its jail; its exported model is moved to `model`.
     async fn train(
         &self,
         job: &Job,
@@ -72,18 +97,37 @@ impl Local {
         // a trainer that outlived a killed orchestrator may still be executing the last copy.
         let copy = self.bin_dir.join(format!("train-{}", job.seq));
         prepare::atomic::copy(&job.binary, &copy)?;
-        let env = [
-            (prepare::DATA_ENV, self.data_dir.display().to_string()),
-            (prepare::SEED_ENV, job.seed.to_string()),
-            (prepare::TIME_BUDGET_ENV, job.budget.to_string()),
-            (prepare::DEVICE_ENV, self.device.device().to_string()),
-            (prepare::EXPORT_ENV, model.display().to_string()),
-        ];
-        let exit = run_under_limit(&copy, &env, &job.log, job.limits.train, stop, |line| {
+        let export = self
+            .bin_dir
+            .join(format!("export-{}.{}", job.seq, job.index));
+        std::fs::remove_dir_all(&export).ok();
+        std::fs::create_dir_all(&export)?;
+        let mut jail = self.sandbox.jail();
+        let trainer = jail.read_as(&copy, Path::new(JAIL_TRAINER));
+        let data = jail.read_files_as(&self.data_dir, &TRAINING_FILES, Path::new(JAIL_DATA));
+        let export_seen = jail.write_as(&export, Path::new(JAIL_EXPORT));
+        jail.chdir(Path::new("/tmp"));
+        jail.env("HOME", "/tmp");
+        jail.env(prepare::DATA_ENV, data.display().to_string());
+        jail.env(prepare::SEED_ENV, job.seed.to_string());
+        jail.env(prepare::TIME_BUDGET_ENV, job.budget.to_string());
+        jail.env(prepare::DEVICE_ENV, self.device.device());
+        let model_seen = export_seen.join(MODEL_FILE);
+        jail.env(prepare::EXPORT_ENV, model_seen.display().to_string());
+        let mut command = jail.command(&trainer, &[]);
+        libtorch(&mut command);
+        let exit = run_under_limit(command, &job.log, job.limits.train, stop, |line| {
             progress.trainer_line(line)
         })
         .await;
         std::fs::remove_file(&copy).ok();
+        // Only a plain file is taken (not a link the trainer planted); whatever else it left
+        // there goes.
+        let exported = export.join(MODEL_FILE);
+        if std::fs::symlink_metadata(&exported).is_ok_and(|m| m.is_file()) {
+            std::fs::rename(&exported, model)?;
+        }
+        std::fs::remove_dir_all(&export).ok();
         exit
     }
 

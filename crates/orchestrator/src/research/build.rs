@@ -9,7 +9,7 @@ use anyhow::{Result, bail};
 
 use super::session::Session;
 use super::{Experiment, Failure};
-use crate::cargo_build::{Build, build_trainer};
+use crate::cargo_build::Build;
 use crate::text::tail;
 
 /// Lines of compiler errors shown on the console per failed build.
@@ -25,7 +25,7 @@ pub(super) async fn with_repairs(s: &mut Session, experiment: &mut Experiment) -
     let started = Instant::now();
     let pending = &mut experiment.pending;
     s.progress.phase("building");
-    let mut build = build_trainer(&s.cfg.repo, &s.cfg.target_dir).await?;
+    let mut build = s.builder.trainer(&s.worktree, &s.cfg.target_dir).await?;
     let mut repairs = 0;
     while let Build::Failed { diagnostics } = &build {
         if pending.seq == 0 {
@@ -49,7 +49,7 @@ pub(super) async fn with_repairs(s: &mut Session, experiment: &mut Experiment) -
             s.ledger.set_pending(Some(pending))?;
         }
         s.progress.phase("building");
-        build = build_trainer(&s.cfg.repo, &s.cfg.target_dir).await?;
+        build = s.builder.trainer(&s.worktree, &s.cfg.target_dir).await?;
     }
     experiment.build_seconds = started.elapsed().as_secs_f64();
     Ok(match build {

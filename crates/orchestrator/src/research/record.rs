@@ -77,6 +77,7 @@ pub(super) fn append(
         eval_seconds: trials.iter().map(|t| t.eval_seconds).sum::<f64>() + holdout.eval_seconds,
         trials,
         best_trials: best_runs,
+        pins: s.ledger.records.is_empty().then(|| s.pins.clone()),
     };
     s.ledger.append(record)?;
     s.ledger.set_pending(None)?;

@@ -1,24 +1,31 @@
-//! Start or resume: the run's branch, the base commit that everything outside the trainer must
-//! stay at, the protected evaluator built from it, the agent and the executor, and the facts
-//! every phase shares: the budget, resolved here once, and the hard limits.
+//! Start or resume: the sandbox this machine offers, the run's worktree and branch, the base
+//! commit that everything outside the trainer must stay at, the protected evaluator built from
+//! it (or checked against the pins of the run's first record), the agent and the executor, and
+//! the facts every phase shares: the budget, resolved here once, and the hard limits.
+
+use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 
 use crate::Stop;
 use crate::agent::Agent;
+use crate::cargo_build::{self, Builder};
 use crate::config::{AgentKind, Config};
 use crate::decide::Noise;
 use crate::executor::{Executor, Limits, Local};
 use crate::git::{EDITABLE, Git};
-use crate::ledger::{self, Ledger};
+use crate::ledger::{self, Ledger, Pins};
 use crate::program::Program;
 use crate::progress::Progress;
+use crate::sandbox::Sandbox;
 use crate::scoring::Evaluator;
-use crate::setup;
 use crate::tools::Workspace;
+use crate::{setup, worktree};
 
 pub(super) struct Session {
     pub cfg: Config,
+    /// The experiments' checkout, `runs/<tag>/worktree`; `git` works there.
+    pub worktree: PathBuf,
     pub git: Git,
     pub ledger: Ledger,
     /// The run's first commit: files outside the trainer must stay as they are there.
@@ -26,6 +33,10 @@ pub(super) struct Session {
     /// Training seconds per run: `--time-budget`, else the contract's.
     pub budget: f64,
     pub limits: Limits,
+    /// Builds the trainer in the sandbox.
+    pub builder: Builder,
+    /// What the run's first record pins.
+    pub pins: Pins,
     pub agent: Agent,
     pub ws: Workspace,
     pub executor: Box<dyn Executor>,
@@ -37,30 +48,55 @@ pub(super) struct Session {
 
 impl Session {
     pub async fn start(cfg: Config) -> Result<Session> {
-        let git = Git::new(&cfg.repo);
         let data = setup::ensure_ready(&cfg)?;
         let budget = cfg.time_budget.unwrap_or(data.contract().time_budget_s);
         let ledger = Ledger::open(&cfg.run_dir())?;
-        checkout(&cfg, &git, &ledger)?;
+        let libtorch = libtorch(&cfg);
+        let sandbox = Sandbox::detect(cfg.sandbox, &libtorch)?;
+        let worktree = worktree::open(&cfg, &ledger)?;
+        let git = Git::new(&worktree);
         let base = base_commit(&git, &ledger)?;
+        cargo_build::fetch(&worktree).await?;
+        let builder = Builder {
+            sandbox: sandbox.clone(),
+            libtorch,
+        };
+        let first = ledger.records.first();
+        if first.is_some_and(|r| r.pins.is_none()) {
+            eprintln!(
+                "note: this run's first record pins no evaluator or data hashes (it predates \
+                 them); they are not checked on this resume"
+            );
+        }
         // Built before the agent changes anything, from files checked to be the base commit's.
-        let evaluator = Evaluator::build(&cfg).await?;
-        let executor = Local::new(evaluator, &cfg)?;
+        let evaluator = Evaluator::open(
+            &cfg,
+            &builder,
+            &worktree,
+            first.and_then(|r| r.pins.as_ref()),
+        )
+        .await?;
+        let pins = evaluator.pins();
+        let executor = Local::new(evaluator, &cfg, sandbox.clone())?;
         let limits = cfg.limits(budget);
-        announce(&cfg, budget, limits, data.contract_hash());
+        announce(&cfg, budget, limits, data.contract_hash(), &sandbox);
         let progress = Progress::new();
         Ok(Session {
-            agent: Agent::new(&cfg)?,
-            ws: Workspace::new(&cfg.repo),
+            agent: Agent::new(&cfg, &builder)?,
+            ws: Workspace::new(&worktree),
+            // The person's file, in the person's checkout.
             program: Program::watch(&cfg.repo.join("program.md"), &progress),
             executor: Box::new(executor),
             progress,
             empty_proposals: 0,
+            worktree,
             git,
             ledger,
             base,
             budget,
             limits,
+            builder,
+            pins,
             cfg,
         })
     }
@@ -112,32 +148,12 @@ impl Session {
     }
 }
 
-/// Puts the working tree on the run's branch: a new one from a clean tree, or the existing one
-/// at its best commit on `--resume`.
-fn checkout(cfg: &Config, git: &Git, ledger: &Ledger) -> Result<()> {
-    let branch = cfg.branch();
-    if cfg.resume {
-        if !git.branch_exists(&branch) {
-            bail!("there is no branch {branch} to resume; start it without --resume");
-        }
-        git.run(&["checkout", "--quiet", "--force", &branch])?;
-        if let Some(best) = ledger.best() {
-            git.reset_to(&best.commit)?;
-        }
-        return Ok(());
-    }
-    let dirty = git.dirty_tracked()?;
-    if !dirty.is_empty() {
-        bail!(
-            "the working tree has uncommitted changes to tracked files; commit or stash them first:\n{}",
-            dirty.join("\n")
-        );
-    }
-    if git.branch_exists(&branch) || !ledger.records.is_empty() {
-        bail!("{branch} already exists; continue it with --resume, or choose another --tag");
-    }
-    git.run(&["checkout", "--quiet", "-b", &branch])?;
-    Ok(())
+/// The libtorch the builds link: `LIBTORCH`, else the checkout's `.libtorch` (a link, kept as one:
+/// the path is part of cargo's fingerprint of libtorch's bindings).
+fn libtorch(cfg: &Config) -> PathBuf {
+    let path =
+        std::env::var_os("LIBTORCH").map_or_else(|| cfg.repo.join(".libtorch"), PathBuf::from);
+    std::path::absolute(&path).unwrap_or(path)
 }
 
 /// The baseline's commit (or the commit the first, interrupted experiment started from), after
@@ -161,7 +177,7 @@ fn base_commit(git: &Git, ledger: &Ledger) -> Result<String> {
 }
 
 /// The start-up block: what runs, where, and under which limits.
-fn announce(cfg: &Config, budget: f64, limits: Limits, contract: &str) {
+fn announce(cfg: &Config, budget: f64, limits: Limits, contract: &str, sandbox: &Sandbox) {
     let model = match cfg.agent {
         AgentKind::Openai => {
             let endpoint = cfg
@@ -185,6 +201,16 @@ fn announce(cfg: &Config, budget: f64, limits: Limits, contract: &str) {
         cfg.device.device(),
         cfg.run_dir().display()
     );
+    if sandbox.confined() {
+        eprintln!("sandbox | {}", sandbox.support());
+    } else {
+        eprintln!(
+            "WARNING: NO SANDBOX. The agent's code (its build, the trainer, the models the \
+             evaluator loads) runs with your permissions, your files and the network; only its \
+             environment is filtered. {}",
+            sandbox.support()
+        );
+    }
     if cfg.agent == AgentKind::Offline {
         eprintln!(
             "offline agent: tuning the trainer's constants. For real research ideas connect an LLM: \

@@ -87,6 +87,11 @@ impl Sandbox {
     pub fn git(&self, args: &[&str]) -> String {
         git(&self.repo, args)
     }
+
+    /// The run's own checkout, where its experiments are made.
+    pub fn worktree(&self, tag: &str) -> PathBuf {
+        self.repo.join("runs").join(tag).join("worktree")
+    }
 }
 
 pub fn git(repo: &Path, args: &[&str]) -> String {

@@ -1,0 +1,169 @@
+//! The sandbox for everything that runs the agent's code: the build of the trainer (cargo, and
+//! through it rustc on the agent's source), the trainer, and the protected evaluator (which runs
+//! the trainer's TorchScript file). Each runs in a [`Jail`]: through bubblewrap, its own mount,
+//! PID, network, IPC and UTS namespaces, no capabilities, a filesystem that holds only what that
+//! process needs (system and toolchain paths read-only, its inputs, and its few writable paths),
+//! and every process it starts killed with it. Without bubblewrap nothing is confined but the
+//! environment; that is allowed only when `sandbox = "off"` is set, and said at start and in the
+//! run's first record.
+//!
+//! The environment of every such process is built from an allow-list ([`env`]), sandbox or not:
+//! no API key, token or proxy credential reaches the agent's code.
+
+pub mod env;
+mod jail;
+
+pub use jail::Jail;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{Result, bail};
+use serde::Deserialize;
+
+/// `sandbox` in autoresearch.toml.
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// A run starts only where the sandbox works (the default).
+    #[default]
+    Required,
+    /// The agent's code runs unconfined (only its environment is filtered), knowingly.
+    Off,
+}
+
+/// What this machine offers, found once at start.
+#[derive(Debug, Clone)]
+pub struct Sandbox {
+    /// bubblewrap, when it works here; None when the sandbox is off.
+    bwrap: Option<PathBuf>,
+    /// The directory holding libtorch (site-packages for a PyPI torch, whose CUDA libraries are
+    /// its siblings), readable by every jail.
+    libtorch_root: PathBuf,
+    /// `/dev/nvidia*`, passed to the trainer and the evaluator so that the GPU stays usable.
+    gpu_devices: Vec<PathBuf>,
+    /// In words, for the start-up block and the run's first record.
+    support: String,
+}
+
+impl Sandbox {
+    /// Finds bubblewrap and checks that it can set up a jail here; `libtorch` is the libtorch
+    /// the builds link (the binaries load it at run time through their rpath).
+    pub fn detect(mode: Mode, libtorch: &Path) -> Result<Sandbox> {
+        let libtorch = libtorch.canonicalize().unwrap_or(libtorch.to_path_buf());
+        let libtorch_root = match libtorch.parent() {
+            Some(parent)
+                if parent
+                    .file_name()
+                    .is_some_and(|n| n == "site-packages" || n == "dist-packages") =>
+            {
+                parent.to_path_buf()
+            }
+            _ => libtorch.clone(),
+        };
+        let gpu_devices = std::fs::read_dir("/dev")
+            .map(|dir| {
+                dir.filter_map(|e| e.ok())
+                    .filter(|e| e.file_name().to_string_lossy().starts_with("nvidia"))
+                    .map(|e| e.path())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let landlock = match landlock_abi() {
+            Some(abi) => format!("Landlock ABI {abi} present but not used"),
+            None => "no Landlock".into(),
+        };
+        let mut sandbox = Sandbox {
+            bwrap: None,
+            libtorch_root,
+            gpu_devices,
+            support: String::new(),
+        };
+        if mode == Mode::Off {
+            sandbox.support = format!(
+                "off (sandbox = \"off\" in autoresearch.toml): the build, the trainer and the \
+                 evaluator run unconfined, with an allow-listed environment only; {landlock}"
+            );
+            return Ok(sandbox);
+        }
+        let bwrap = match probe(&sandbox) {
+            Ok(bwrap) => bwrap,
+            Err(why) => bail!(
+                "no sandbox for the agent's code on this machine: {why}. Install bubblewrap \
+                 (scripts/setup.sh does, as root: apt-get install bubblewrap; elsewhere ask your \
+                 administrator, or allow unprivileged user namespaces), or set sandbox = \"off\" \
+                 in autoresearch.toml to run the agent's code unconfined ({landlock})"
+            ),
+        };
+        let version = Command::new(&bwrap)
+            .arg("--version")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default();
+        sandbox.support = format!(
+            "{version} at {}: own mount, pid, network (trainer, evaluator), ipc and uts \
+             namespaces, no capabilities, killed with the orchestrator; files: system and \
+             toolchain read-only, only each process's inputs and outputs; {} GPU device(s) \
+             passed; no cgroup limits (the pid namespace ends every process); {landlock}",
+            bwrap.display(),
+            sandbox.gpu_devices.len()
+        );
+        sandbox.bwrap = Some(bwrap);
+        Ok(sandbox)
+    }
+
+    /// What the sandbox does here, in words.
+    pub fn support(&self) -> &str {
+        &self.support
+    }
+
+    pub fn confined(&self) -> bool {
+        self.bwrap.is_some()
+    }
+
+    /// A new jail: system and toolchain paths and libtorch readable, a private `/tmp`, no
+    /// network unless [`Jail::network`] is called.
+    pub fn jail(&self) -> Jail {
+        Jail::new(self)
+    }
+}
+
+/// bubblewrap's path when a minimal jail runs `true`, else why not.
+fn probe(sandbox: &Sandbox) -> Result<PathBuf, String> {
+    let bwrap = ["/usr/bin/bwrap", "/bin/bwrap", "/usr/local/bin/bwrap"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+        .ok_or("bubblewrap (bwrap) is not installed")?;
+    let jail = Jail::with_bwrap(sandbox, &bwrap);
+    let out = jail
+        .std_command(Path::new("/usr/bin/true"), &[])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("{} does not start: {e}", bwrap.display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{} cannot set up a jail here ({})",
+            bwrap.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(bwrap)
+}
+
+/// The Landlock ABI version the kernel offers, reported (not used: the mount namespace already
+/// decides what each process sees).
+fn landlock_abi() -> Option<i64> {
+    const LANDLOCK_CREATE_RULESET_VERSION: libc::c_uint = 1;
+    // SAFETY: with a null attribute and size 0 and the VERSION flag, the call only returns a
+    // number; it creates nothing.
+    let abi = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<libc::c_void>(),
+            0usize,
+            LANDLOCK_CREATE_RULESET_VERSION,
+        )
+    };
+    (abi > 0).then_some(abi)
+}
