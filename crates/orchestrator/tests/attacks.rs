@@ -33,9 +33,16 @@ use common::llm::{Script, Server, edit, finish};
 use common::{SERIAL, Sandbox};
 use sha2::Digest;
 
-const KEY: &str = "sk-attack-Zq9x7Wv";
 const MAIN: &str = "fn main() -> Result<()> {";
 const RESULT_STATUS: &str = "\"status\": status,";
+/// The key, made at run time: this file is copied into the sandbox's checkout, where a literal
+/// would be found by the search for leaks.
+fn key() -> String {
+    format!(
+        "sk-attack-{}",
+        u64::from(std::process::id()) * 7919 + 104729
+    )
+}
 const PROGRAM: &str = "Edited by the person at night: try a wider model.\n";
 
 /// Experiment #1's trainer: every run-time attack, then its ordinary training.
@@ -155,7 +162,8 @@ fn the_agents_code_cannot_leave_its_directory_read_the_scores_or_the_key() {
         writes: vec![(3, program.clone(), PROGRAM.into())],
         ..Default::default()
     });
-    let out = sandbox.run_with_llm(&server, "attacks", 5, KEY);
+    let key = key();
+    let out = sandbox.run_with_llm(&server, "attacks", 5, &key);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("sandbox | bubblewrap"), "{stderr}");
@@ -252,15 +260,15 @@ fn the_agents_code_cannot_leave_its_directory_read_the_scores_or_the_key() {
 
     // A4, B2: the key appears nowhere: not in the output, the requests to the LLM, the results,
     // the logs or any other file the run wrote.
-    assert!(!stderr.contains(KEY) && !String::from_utf8_lossy(&out.stdout).contains(KEY));
+    assert!(!stderr.contains(&key) && !String::from_utf8_lossy(&out.stdout).contains(&key));
     let requests = serde_json::to_string(&server.script.lock().unwrap().requests).unwrap();
-    assert!(!requests.contains(KEY), "the key reached the agent");
+    assert!(!requests.contains(&key), "the key reached the agent");
     assert!(
         records[1]["result"]["key"] == "" || records[1]["result"].is_null(),
         "{:#}",
         records[1]
     );
-    let leaks = files_containing(&sandbox.repo, KEY.as_bytes());
+    let leaks = files_containing(&sandbox.repo, key.as_bytes());
     assert!(leaks.is_empty(), "the key is in {leaks:?}");
     // The person's edit reached the agent's brief.
     assert!(requests.contains("try a wider model"));
