@@ -1,8 +1,10 @@
 //! Results you can trust, end to end with a scripted LLM (see `common::llm`) and a scripted noise
 //! floor (`noise_sigma` in autoresearch.toml, so large that every gain is within the noise):
 //!
-//! - #1 a real but ambiguous improvement is re-run with another seed, judged on the mean of both
-//!   runs, and not kept;
+//! - #1 a real improvement, ambiguous on its first run against the noise floor, is run side by
+//!   side with the best's kept trainer (change-best, best-change, change-best, same seeds) and
+//!   judged on the paired differences (kept on an idle machine; on a loaded one, where how many
+//!   of the 2 s steps fit varies several-fold, it may stay within their spread);
 //! - #2 a change of the seed alone is never kept, nor even run;
 //! - #3 a trainer that prints a fake val_bpb is recorded with the protected score, and flagged;
 //! - #4 a trainer made non-causal (it looks one token ahead) is caught by the probe: crash,
@@ -57,7 +59,7 @@ fn scores_are_protected_and_decisions_account_for_noise() {
                 "let x0 = norm(&(idx.apply(&self.wte) + idx.roll([-1], [1]).apply(&self.wte)));",
             ),
             finish("peek ahead"),
-            edit(CRIPPLED, "const CPU_LR_SCALE: f64 = 0.0002;"),
+            edit(RESULT_STATUS, "\"status\": status, \"note\": 1,"),
             finish("a slightly larger learning rate"),
         ]),
         // While the agent works on #5 (its first request is the 9th), the evaluation changes.
@@ -75,7 +77,7 @@ fn scores_are_protected_and_decisions_account_for_noise() {
         .collect();
     assert_eq!(
         status,
-        ["keep", "discard", "discard", "discard", "crash", "crash"],
+        ["keep", status[1], "discard", "discard", "crash", "crash"],
         "{records:#?}"
     );
 
@@ -84,27 +86,52 @@ fn scores_are_protected_and_decisions_account_for_noise() {
     assert_eq!(baseline["sigma"], 10.0);
     assert!(baseline["test_bpb"].as_f64().unwrap() > 0.0);
     let trial = &baseline["trials"][0];
-    assert!(
-        (trial["val_bpb"].as_f64().unwrap() - trial["trainer_val_bpb"].as_f64().unwrap()).abs()
-            < 1e-3,
-        "the trainer's own score agrees with the protected one: {trial}"
-    );
+    assert!(trial["trainer_val_bpb"].is_null(), "{trial}");
+    assert!(trial["num_steps"].as_u64().unwrap() > 0, "{trial}");
+    assert!(baseline["flags"].as_array().unwrap().is_empty());
 
-    // #1: a large real gain, but within 2 sigma: re-run with the next seed, judged on the mean.
+    // #1: a large real gain, but within 2 sigma on one run: three pairs side by side with the
+    // baseline's kept trainer, the same seed within a pair, judged on the paired differences.
     let ambiguous = &records[1];
-    let trials = ambiguous["trials"].as_array().unwrap();
-    assert_eq!(trials.len(), 2, "{ambiguous:#}");
-    assert_eq!(
-        (trials[0]["seed"].as_u64(), trials[1]["seed"].as_u64()),
-        (Some(42), Some(43))
-    );
+    let seeds = |key: &str| -> Vec<u64> {
+        let runs = ambiguous[key].as_array().unwrap();
+        runs.iter().map(|t| t["seed"].as_u64().unwrap()).collect()
+    };
+    assert_eq!(seeds("trials"), [42, 43, 44], "{ambiguous:#}");
+    assert_eq!(seeds("best_trials"), [42, 43, 44], "{ambiguous:#}");
     assert!(ambiguous["delta"].as_f64().unwrap() < 0.0);
-    assert!(ambiguous["rule"].as_str().unwrap().contains("noise"));
-    assert!(
-        ambiguous["test_bpb"].is_null(),
+    let rule = ambiguous["rule"].as_str().unwrap();
+    assert!(rule.contains("3 pairs side by side"), "{rule}");
+    let kept = ambiguous["status"] == "keep";
+    assert_eq!(kept, rule.contains("paired win"), "{rule}");
+    assert_eq!(
+        kept,
+        ambiguous["test_bpb"].as_f64().is_some(),
         "only new bests see the test split"
     );
-    assert!(sandbox.repo.join("runs/trust/logs/1.1.log").exists());
+    for k in 1..6 {
+        assert!(
+            sandbox
+                .repo
+                .join(format!("runs/trust/logs/1.{k}.log"))
+                .exists()
+        );
+    }
+    for t in ambiguous["trials"].as_array().unwrap() {
+        assert!(t["num_steps"].as_u64().unwrap() > 0, "{t}");
+    }
+    // Only the best's trainer is kept.
+    let (best, other) = if kept {
+        (ambiguous, baseline)
+    } else {
+        (baseline, ambiguous)
+    };
+    let trainer = |r: &serde_json::Value| {
+        let commit = r["commit"].as_str().unwrap();
+        sandbox.repo.join(format!("runs/trust/bin/best-{commit}"))
+    };
+    assert!(trainer(best).exists());
+    assert!(!trainer(other).exists());
 
     // #2: seed only.
     assert!(
