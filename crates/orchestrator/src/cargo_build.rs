@@ -1,6 +1,6 @@
 //! Builds the trainer and the evaluator in the sandbox: `cargo build --release --offline -p train
 //! --bin <name> --message-format=json`, read with `cargo_metadata` for the binary's path and the
-//! compiler's rendered errors.
+//! compiler's rendered errors; and runs the trainer's rule tests there (`src/tests.rs`).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -20,6 +20,13 @@ pub enum Build {
     Failed {
         diagnostics: String,
     },
+}
+
+/// What the trainer's rule tests (causality, shapes, every parameter trained, the loss falls) say.
+pub enum Rules {
+    Hold,
+    /// The failing tests and their messages, for the agent and the log.
+    Broken(String),
 }
 
 /// Builds in a sandbox: the worktree and the toolchain readable, the target directory writable,
@@ -45,29 +52,32 @@ impl Builder {
         self.build(worktree, target_dir, "evaluate").await
     }
 
-    async fn build(&self, worktree: &Path, target_dir: &Path, bin: &str) -> Result<Build> {
-        std::fs::create_dir_all(target_dir)
-            .with_context(|| format!("creating {}", target_dir.display()))?;
-        let (cargo_home, rustup_home) = env::toolchain_homes();
-        let mut jail = self.sandbox.jail();
-        jail.read(&rustup_home);
-        for part in ["bin", "registry", "git"] {
-            let dir = cargo_home.join(part);
-            if dir.is_dir() {
-                jail.read(&dir);
-            }
+    /// Runs the rule tests of the trainer in `worktree` (`cargo test -p train --bin train`): a
+    /// change may tune anything, but not break these.
+    pub async fn rule_tests(&self, worktree: &Path, target_dir: &Path) -> Result<Rules> {
+        let args = [
+            "test",
+            "--release",
+            "--offline",
+            "-p",
+            "train",
+            "--bin",
+            "train",
+        ];
+        let out = self.cargo(worktree, target_dir, &args).await?;
+        if out.status.success() {
+            return Ok(Rules::Hold);
         }
-        jail.read(worktree);
-        jail.write(target_dir);
-        jail.link(&self.libtorch);
-        jail.chdir(worktree);
-        jail.env("HOME", "/tmp");
-        jail.env("CARGO_HOME", cargo_home.display().to_string());
-        jail.env("RUSTUP_HOME", rustup_home.display().to_string());
-        jail.env("CARGO_TARGET_DIR", target_dir.display().to_string());
-        jail.env("LIBTORCH", self.libtorch.display().to_string());
-        jail.env("LIBTORCH_CXX11_ABI", "1");
-        let args: Vec<std::ffi::OsString> = [
+        let report = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(Rules::Broken(tail(&report, 40)))
+    }
+
+    async fn build(&self, worktree: &Path, target_dir: &Path, bin: &str) -> Result<Build> {
+        let args = [
             "build",
             "--release",
             "--offline",
@@ -76,16 +86,8 @@ impl Builder {
             "--bin",
             bin,
             "--message-format=json",
-        ]
-        .map(Into::into)
-        .to_vec();
-        let out = jail
-            .command(&cargo(), &args)
-            .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .output()
-            .await
-            .context("running cargo build")?;
+        ];
+        let out = self.cargo(worktree, target_dir, &args).await?;
         let mut binary = None;
         let mut errors = Vec::new();
         for message in Message::parse_stream(&out.stdout[..]) {
@@ -110,6 +112,44 @@ impl Builder {
                 })
             }
         }
+    }
+
+    /// Runs `cargo ARGS` in `worktree` in the jail: the toolchain and the worktree readable, the
+    /// target directory writable, libtorch linked in.
+    async fn cargo(
+        &self,
+        worktree: &Path,
+        target_dir: &Path,
+        args: &[&str],
+    ) -> Result<std::process::Output> {
+        std::fs::create_dir_all(target_dir)
+            .with_context(|| format!("creating {}", target_dir.display()))?;
+        let (cargo_home, rustup_home) = env::toolchain_homes();
+        let mut jail = self.sandbox.jail();
+        jail.read(&rustup_home);
+        for part in ["bin", "registry", "git"] {
+            let dir = cargo_home.join(part);
+            if dir.is_dir() {
+                jail.read(&dir);
+            }
+        }
+        jail.read(worktree);
+        jail.write(target_dir);
+        jail.link(&self.libtorch);
+        jail.chdir(worktree);
+        jail.env("HOME", "/tmp");
+        jail.env("CARGO_HOME", cargo_home.display().to_string());
+        jail.env("RUSTUP_HOME", rustup_home.display().to_string());
+        jail.env("CARGO_TARGET_DIR", target_dir.display().to_string());
+        jail.env("LIBTORCH", self.libtorch.display().to_string());
+        jail.env("LIBTORCH_CXX11_ABI", "1");
+        let args: Vec<std::ffi::OsString> = args.iter().map(Into::into).collect();
+        jail.command(&cargo(), &args)
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output()
+            .await
+            .with_context(|| format!("running cargo {}", args[0].to_string_lossy()))
     }
 }
 

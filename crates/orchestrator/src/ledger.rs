@@ -330,6 +330,18 @@ impl Ledger {
         fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
     }
 
+    /// Adds `text` to the end of experiment `seq`'s log, after what its run wrote there.
+    pub fn append_log(&self, seq: u64, text: &str) -> Result<()> {
+        use std::io::Write;
+        let path = self.log_path(seq);
+        fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(text.as_bytes()))
+            .with_context(|| format!("appending to {}", path.display()))
+    }
+
     /// The best kept val_bpb when the noise floor was last measured.
     pub fn sigma_measured_at(&self) -> Option<f64> {
         self.records

@@ -3,7 +3,7 @@
 //! experiment, bounded in rounds; every bad call gets an error message back instead of ending
 //! the experiment.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Result, bail};
@@ -12,7 +12,7 @@ use async_openai::config::OpenAIConfig;
 use serde_json::{Value, json};
 
 use super::{Proposal, history};
-use crate::cargo_build::{Build, Builder};
+use crate::cargo_build::{Build, Builder, Rules};
 use crate::config::Config;
 use crate::ledger;
 use crate::tools::Workspace;
@@ -159,6 +159,24 @@ impl OpenAiAgent {
         unreachable!("the last attempt returns")
     }
 
+    /// The `check` tool: the build's errors, else the rule tests' failures, else "ok".
+    async fn check(&self, repo: &Path) -> String {
+        let checked = match self.builder.trainer(repo, &self.target_dir).await {
+            Ok(Build::Built { .. }) => self.builder.rule_tests(repo, &self.target_dir).await,
+            Ok(Build::Failed { diagnostics }) => return truncate(&diagnostics, 8000),
+            Err(e) => Err(e),
+        };
+        match checked {
+            Ok(Rules::Hold) => "ok".into(),
+            Ok(Rules::Broken(report)) => format!(
+                "it builds, but breaks the trainer's rule tests (a change that breaks them is \
+                 never kept):\n{}",
+                truncate(&report, 8000)
+            ),
+            Err(e) => format!("error: {e:#}"),
+        }
+    }
+
     /// Runs one tool call; the reply for the model, and the description if it was `finish`.
     async fn call_tool(&self, call: &Value, ws: &Workspace) -> (String, Option<String>) {
         let name = call["function"]["name"].as_str().unwrap_or("");
@@ -186,13 +204,7 @@ impl OpenAiAgent {
                 arg("path").and_then(|p| ws.edit_file(p, arg("old_string")?, arg("new_string")?))
             }
             "write_file" => arg("path").and_then(|p| ws.write_file(p, arg("content")?)),
-            "check" => Ok(
-                match self.builder.trainer(ws.repo(), &self.target_dir).await {
-                    Ok(Build::Built { .. }) => "ok".into(),
-                    Ok(Build::Failed { diagnostics }) => truncate(&diagnostics, 8000),
-                    Err(e) => format!("error: {e:#}"),
-                },
-            ),
+            "check" => Ok(self.check(ws.repo()).await),
             "history" => ledger::read_records(&self.run_dir)
                 .map(|records| {
                     history(&records, ledger::noise_in_force(&records, self.noise_sigma))
@@ -288,7 +300,7 @@ fn tool_specs() -> Value {
         ),
         tool(
             "check",
-            "Build the trainer; returns the compiler's errors, or ok.",
+            "Build the trainer and run its rule tests (src/tests.rs: causality, shapes, every parameter trained, the loss falls); returns the compiler's errors, the failing tests, or ok.",
             &[]
         ),
         tool(

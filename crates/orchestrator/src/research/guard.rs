@@ -1,12 +1,15 @@
-//! Guard: nothing outside the trainer may change. What must not run, or could never be kept, is
-//! stopped before the build; a trainer that wrote outside its directory while it ran is blamed
-//! after its run, not the next experiment, whose build would be refused.
+//! Guard: nothing outside the trainer may change, and nothing that breaks the trainer's rules is
+//! kept. What must not run, or could never be kept, is stopped before the build; a trainer that
+//! wrote outside its directory while it ran is blamed after its run, not the next experiment,
+//! whose build would be refused; a change about to be kept must pass the rule tests, so that the
+//! branch never collects a trainer that fails them.
 
 use anyhow::Result;
 
 use super::session::Session;
 use super::trials::Trials;
 use super::{Decision, Experiment, Failure};
+use crate::cargo_build::Rules;
 use crate::decide;
 
 /// The end of an experiment that must not be built: a crash when it changed files outside the
@@ -34,11 +37,20 @@ pub(super) fn before_build(s: &Session, experiment: &Experiment) -> Result<Optio
     Ok(decision)
 }
 
-/// `trials`, or a crash when files outside the trainer changed while it ran.
-pub(super) fn after_run(s: &Session, mut trials: Trials) -> Result<Trials> {
+/// `trials`, or a crash when files outside the trainer changed while it ran, or when a change that
+/// would be kept breaks the rule tests (their report goes to the experiment's log).
+pub(super) async fn after_run(s: &Session, seq: u64, mut trials: Trials) -> Result<Trials> {
     let outside = s.changed_outside()?;
     if !outside.is_empty() {
         trials.decision = Decision::Crash(Failure::Refused(outside.join(", ")));
+    } else if matches!(trials.decision, Decision::Keep(_))
+        && let Rules::Broken(report) = s.builder.rule_tests(&s.worktree, &s.cfg.target_dir).await?
+    {
+        s.ledger.append_log(
+            seq,
+            &format!("orchestrator: rule tests failed:\n{report}\n"),
+        )?;
+        trials.decision = Decision::Crash(Failure::Rules);
     }
     Ok(trials)
 }

@@ -40,7 +40,7 @@ pub async fn run(cfg: Config) -> Result<()> {
                 }
             },
         };
-        let trials = guard::after_run(&session, trials)?;
+        let trials = guard::after_run(&session, seq, trials).await?;
         if stop.requested() {
             break;
         }
@@ -85,6 +85,8 @@ enum Failure {
     Build(u32),
     #[error("refused: changed outside {EDITABLE}: {0}")]
     Refused(String),
+    #[error("breaks the trainer's rule tests (crates/train/src/tests.rs); see its log")]
+    Rules,
     #[error(transparent)]
     Trial(#[from] TrialFailure),
 }

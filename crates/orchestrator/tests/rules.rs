@@ -1,0 +1,73 @@
+//! The trainer's rule tests guard the branch (see `research::guard`):
+//!
+//! - #1 restores the learning rate (a clear gain, kept on its score) but also breaks a rule test
+//!   of `crates/train/src/tests.rs`: it is a crash, its log names the failing test, and the
+//!   branch stays at the baseline.
+//!
+//! The baseline, a keep, passes the same rule tests.
+
+mod common;
+
+use std::collections::VecDeque;
+
+use common::llm::{Script, Server, call, edit, finish};
+use common::{SERIAL, Sandbox};
+use serde_json::json;
+
+const CRIPPLED: &str = "const CPU_LR_SCALE: f64 = 0.0001;";
+const GOOD: &str = "const CPU_LR_SCALE: f64 = 0.25;";
+const RULE: &str = r#"assert!(w >= 1 && w <= cfg.seq_len, "layer {layer}: window {w}");"#;
+
+#[test]
+fn a_keep_that_breaks_a_rule_test_is_a_crash() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let sandbox = Sandbox::new();
+    let main_rs = sandbox.repo.join("crates/train/src/main.rs");
+    let tests_rs = sandbox.repo.join("crates/train/src/tests.rs");
+    let source = std::fs::read_to_string(&main_rs).unwrap();
+    assert!(source.contains(GOOD), "the script edits {GOOD:?}");
+    assert!(std::fs::read_to_string(&tests_rs).unwrap().contains(RULE));
+    std::fs::write(&main_rs, source.replace(GOOD, CRIPPLED)).unwrap();
+    // One seed: no noise floor, so the gain alone would be kept.
+    std::fs::write(
+        sandbox.repo.join("autoresearch.toml"),
+        "grace = 20\nnoise_seeds = 1\n",
+    )
+    .unwrap();
+    sandbox.git(&["commit", "--quiet", "-am", "crippled baseline"]);
+
+    let server = Server::start(Script {
+        replies: VecDeque::from([
+            edit(CRIPPLED, GOOD),
+            call(
+                "edit_file",
+                json!({
+                    "path": "crates/train/src/tests.rs",
+                    "old_string": RULE,
+                    "new_string": r#"assert!(w > cfg.seq_len, "layer {layer}: window {w}");"#,
+                }),
+            ),
+            finish("restore the learning rate, and a wrong rule"),
+        ]),
+        ..Default::default()
+    });
+    let out = sandbox.run_with_llm(&server, "rules", 2, "sk-test");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+
+    let records = sandbox.records("rules");
+    assert_eq!(records.len(), 2, "{records:#?}");
+    assert_eq!(records[0]["status"], "keep", "{:#?}", records[0]);
+    assert_eq!(records[1]["status"], "crash", "{:#?}", records[1]);
+    let reason = records[1]["reason"].as_str().unwrap();
+    assert!(reason.contains("rule tests"), "{reason}");
+    let log = std::fs::read_to_string(sandbox.repo.join("runs/rules/logs/1.log")).unwrap();
+    assert!(
+        log.contains("rule tests failed") && log.contains("every_window_lies_within_the_context"),
+        "{log}"
+    );
+    // The branch stays at the baseline.
+    let head = sandbox.git(&["rev-parse", "autoresearch/rules"]);
+    let baseline = records[0]["commit"].as_str().unwrap();
+    assert!(head.starts_with(baseline), "{head} vs {baseline}");
+}
