@@ -14,7 +14,8 @@
 //!   allow-list, the parent is outside the PID namespace;
 //! - A5 write a git hook, `.git/info/exclude`, `crates/prepare` (checkout and worktree),
 //!   `program.md`, the ledger (`results.tsv`, `experiments.jsonl`) and the evaluator: none of
-//!   them is in the jail.
+//!   them is in the jail; nor can it plant a file beside its mounts (the jail's root is
+//!   read-only).
 //!
 //! Build time:
 //! - B1 (#3) `include_bytes!` of the test split: the build's jail holds the worktree, not the data;
@@ -88,7 +89,8 @@ fn runtime_attacks(data: &Path, repo: &Path, run: &Path, worktree: &Path) -> Str
     for path in ["{repo}/.git/hooks/post-commit", "{repo}/.git/hooks/pre-commit",
                  "{repo}/.git/info/exclude", "{repo}/crates/prepare/src/lib.rs",
                  "{worktree}/crates/prepare/src/lib.rs", "{worktree}/.git", "{repo}/program.md",
-                 "{run}/results.tsv", "{run}/experiments.jsonl", "{run}/bin/evaluate"] {{
+                 "{run}/results.tsv", "{run}/experiments.jsonl", "{run}/bin/evaluate",
+                 "/autoresearch/planted"] {{
         report("write", std::fs::write(path, "#!/bin/sh\necho pwned\n").is_ok(), path);
     }}
 }}
@@ -190,7 +192,7 @@ fn the_agents_code_cannot_leave_its_directory_read_the_scores_or_the_key() {
     assert!(attacks.contains("attack eval_set: blocked"), "{attacks}");
     assert_eq!(
         attacks.matches("attack write: blocked").count(),
-        10,
+        11,
         "{attacks}"
     );
     assert!(attacks.contains("attack daemon: started true"), "{attacks}");

@@ -180,6 +180,9 @@ impl Jail {
                 if let Some(dir) = &self.chdir {
                     command.arg("--chdir").arg(dir);
                 }
+                // The jail's root is a tmpfs holding the mount points: read-only once they are
+                // made, so that only `/tmp` and the binds asked for are writable.
+                command.args(["--remount-ro", "/"]);
                 command.arg("--").arg(program);
                 command
             }
