@@ -22,6 +22,9 @@ pub enum Build {
     },
 }
 
+/// Longer than the rule tests take on 2 cores (about 10 s), short enough not to buy training.
+const RULE_TESTS_LIMIT: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// What the trainer's rule tests (causality, shapes, every parameter trained, the loss falls) say.
 pub enum Rules {
     Hold,
@@ -52,8 +55,11 @@ impl Builder {
         self.build(worktree, target_dir, "evaluate").await
     }
 
-    /// Runs the rule tests of the trainer in `worktree` (`cargo test -p train --bin train`): a
-    /// change may tune anything, but not break these.
+    /// Runs the rule tests of the trainer in `worktree` (`src/tests.rs`): a change may tune
+    /// anything, but not break these. They are the agent's code, so they are compiled in the
+    /// build's jail but run in one like the trainer's (the binary read-only, a private `/tmp`, no
+    /// target directory, a time limit): a test cannot train past the budget and leave weights
+    /// where a later build could `include_bytes!` them.
     pub async fn rule_tests(&self, worktree: &Path, target_dir: &Path) -> Result<Rules> {
         let args = [
             "test",
@@ -63,8 +69,28 @@ impl Builder {
             "train",
             "--bin",
             "train",
+            "--no-run",
+            "--message-format=json",
         ];
-        let out = self.cargo(worktree, target_dir, &args).await?;
+        let tests = match compiled(&self.cargo(worktree, target_dir, &args).await?, "train")? {
+            Build::Built { binary } => binary,
+            Build::Failed { diagnostics } => return Ok(Rules::Broken(diagnostics)),
+        };
+        let mut jail = self.sandbox.jail();
+        let binary = jail.read_as(&tests, Path::new("/rules/train-tests"));
+        jail.chdir(Path::new("/tmp"));
+        jail.env("HOME", "/tmp");
+        let mut command = jail.command(&binary, &[]);
+        command.stdin(Stdio::null()).kill_on_drop(true);
+        let out = match tokio::time::timeout(RULE_TESTS_LIMIT, command.output()).await {
+            Ok(out) => out.context("running the rule tests")?,
+            Err(_) => {
+                return Ok(Rules::Broken(format!(
+                    "the rule tests ran over {} s and were stopped",
+                    RULE_TESTS_LIMIT.as_secs()
+                )));
+            }
+        };
         if out.status.success() {
             return Ok(Rules::Hold);
         }
@@ -87,31 +113,7 @@ impl Builder {
             bin,
             "--message-format=json",
         ];
-        let out = self.cargo(worktree, target_dir, &args).await?;
-        let mut binary = None;
-        let mut errors = Vec::new();
-        for message in Message::parse_stream(&out.stdout[..]) {
-            match message.context("reading cargo's messages")? {
-                Message::CompilerArtifact(artifact) if artifact.target.name == bin => {
-                    binary = artifact.executable.map(PathBuf::from).or(binary);
-                }
-                Message::CompilerMessage(msg) if msg.message.level == DiagnosticLevel::Error => {
-                    errors.push(msg.message.rendered.unwrap_or(msg.message.message));
-                }
-                _ => {}
-            }
-        }
-        match binary {
-            Some(binary) if out.status.success() => Ok(Build::Built { binary }),
-            _ => {
-                if errors.is_empty() {
-                    errors.push(tail(&String::from_utf8_lossy(&out.stderr), 30));
-                }
-                Ok(Build::Failed {
-                    diagnostics: errors.join("\n"),
-                })
-            }
-        }
+        compiled(&self.cargo(worktree, target_dir, &args).await?, bin)
     }
 
     /// Runs `cargo ARGS` in `worktree` in the jail: the toolchain and the worktree readable, the
@@ -150,6 +152,35 @@ impl Builder {
             .output()
             .await
             .with_context(|| format!("running cargo {}", args[0].to_string_lossy()))
+    }
+}
+
+/// The executable cargo built for target `bin` (with `--message-format=json`), or the compiler's
+/// errors.
+fn compiled(out: &std::process::Output, bin: &str) -> Result<Build> {
+    let mut binary = None;
+    let mut errors = Vec::new();
+    for message in Message::parse_stream(&out.stdout[..]) {
+        match message.context("reading cargo's messages")? {
+            Message::CompilerArtifact(artifact) if artifact.target.name == bin => {
+                binary = artifact.executable.map(PathBuf::from).or(binary);
+            }
+            Message::CompilerMessage(msg) if msg.message.level == DiagnosticLevel::Error => {
+                errors.push(msg.message.rendered.unwrap_or(msg.message.message));
+            }
+            _ => {}
+        }
+    }
+    match binary {
+        Some(binary) if out.status.success() => Ok(Build::Built { binary }),
+        _ => {
+            if errors.is_empty() {
+                errors.push(tail(&String::from_utf8_lossy(&out.stderr), 30));
+            }
+            Ok(Build::Failed {
+                diagnostics: errors.join("\n"),
+            })
+        }
     }
 }
 
