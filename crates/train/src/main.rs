@@ -188,11 +188,14 @@ impl CausalSelfAttention {
         let q = x.apply(&self.c_q).view(shape); // (B, T, nh, hs)
         let dtype = q.kind(); // bf16 under CUDA autocast: the flash kernel takes q, k, v in it
         let k = x.apply(&self.c_k).view(shape);
-        let mut v = x.apply(&self.c_v).view(shape);
-        if let (Some(ve), Some(gate)) = (ve, &self.ve_gate) {
-            let g = x.narrow(2, 0, VE_GATE_CHANNELS).apply(gate).sigmoid() * 2.0; // (B, T, nh)
-            v = v + g.unsqueeze(-1) * ve.view(shape);
-        }
+        let v = x.apply(&self.c_v).view(shape);
+        let v = match (ve, &self.ve_gate) {
+            (Some(ve), Some(gate)) => {
+                let g = x.narrow(2, 0, VE_GATE_CHANNELS).apply(gate).sigmoid() * 2.0; // (B, T, nh)
+                v + g.unsqueeze(-1) * ve.view(shape)
+            }
+            _ => v,
+        };
         let q = norm(&rotary.apply(&q)).to_kind(dtype);
         let k = norm(&rotary.apply(&k)).to_kind(dtype);
         let y = causal_attention(&q, &k, &v.to_kind(dtype), self.window); // (B, T, nh, hs)
@@ -567,7 +570,7 @@ impl Optimizer {
 
 /// Learning-rate multiplier: constant, then linear warm-down to 0 over the last WARMDOWN_RATIO.
 fn lr_multiplier(progress: f64) -> f64 {
-    ((1.0 - progress) / WARMDOWN_RATIO).min(1.0).max(0.0)
+    ((1.0 - progress) / WARMDOWN_RATIO).clamp(0.0, 1.0)
 }
 
 /// Muon momentum, warmed from 0.85 to 0.95 over the first 300 steps.

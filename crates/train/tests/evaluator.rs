@@ -74,10 +74,11 @@ fn export_traced(f: &Fixture, name: &str, kind: Kind, peek_at: Option<&Tensor>) 
     let example = Tensor::zeros([1, f.seq_len], (Kind::Int64, Device::Cpu));
     let module = CModule::create_by_tracing("Tiny", "forward", &[example], &mut |x| {
         let e = x[0].apply(&wte); // (1, T, 16)
-        let mut h = e.cumsum(1, kind) / &positions;
-        if let Some(mask) = peek_at {
-            h = h + e.roll([-1], [1]) * mask.to_kind(kind).view([1, -1, 1]);
-        }
+        let h = e.cumsum(1, kind) / &positions;
+        let h = match peek_at {
+            Some(mask) => h + e.roll([-1], [1]) * mask.to_kind(kind).view([1, -1, 1]),
+            None => h,
+        };
         vec![h.apply(&head).to_kind(Kind::Float)]
     })
     .unwrap();
