@@ -8,9 +8,9 @@
 //! `{"split": "val", "bpb": 1.23, "scored_bytes": 1000002, "causal": true, "probe_max_diff": 0.0,
 //! "probes": 8, "seconds": 11.8}`; `bpb` is null when the model is not causal.
 //!
-//! The causality probe: after a row is scored, a freshly loaded instance of the model sees the
-//! same row with every token after a cut replaced, and its logits at and before the cut must equal
-//! the scoring instance's. Rows, cuts and replacements come from a secret drawn anew for every
+//! The causality probe: after a row is scored, a second instance of the model, loaded apart from
+//! the scoring one and used only for probes, sees the same row with every token after a cut
+//! replaced, and its logits at and before the cut must equal the scoring instance's. Rows, cuts and replacements come from a secret drawn anew for every
 //! call, so no position is safe to peek at; the scoring instance's own outputs are compared, so a
 //! model that counts its calls, remembers rows or behaves differently when probed is caught too.
 //!
@@ -160,6 +160,8 @@ impl Scorer<'_> {
             .collect();
         probes.sort_unstable();
         let model = self.load()?;
+        // Loaded once: it never sees the scored rows, so nothing it remembers can mimic them.
+        let prober = self.load()?;
         let mut acc = BpbAccumulator::default();
         let mut probe_max_diff = 0f64;
         for row in 0..rows {
@@ -178,7 +180,7 @@ impl Scorer<'_> {
                 &batch.target_bytes,
             );
             for &(_, cut) in probes.iter().filter(|(r, _)| *r == row) {
-                let diff = self.probe(&batch.inputs, &logits, cut, rng)?;
+                let diff = self.probe(&prober, &batch.inputs, &logits, cut, rng)?;
                 probe_max_diff = probe_max_diff.max(diff);
             }
             if probe_max_diff > PROBE_TOLERANCE {
@@ -196,10 +198,17 @@ impl Scorer<'_> {
         })
     }
 
-    /// The largest change of a logit at or before `cut` when a fresh instance of the model sees
-    /// `row` with every later token replaced (by the tokens of another row, the next one always
-    /// different), against the scoring instance's `logits` of the row itself.
-    fn probe(&self, row: &[i64], logits: &Tensor, cut: usize, rng: &mut SplitMix64) -> Result<f64> {
+    /// The largest change of a logit at or before `cut` when the `prober` instance sees `row` with
+    /// every later token replaced (by the tokens of another row, the next one always different),
+    /// against the scoring instance's `logits` of the row itself.
+    fn probe(
+        &self,
+        prober: &CModule,
+        row: &[i64],
+        logits: &Tensor,
+        cut: usize,
+        rng: &mut SplitMix64,
+    ) -> Result<f64> {
         let other_row = rng.below(self.eval.rows());
         let other = self.eval.batch(other_row..other_row + 1).inputs;
         let shift = rng.below(row.len());
@@ -211,9 +220,8 @@ impl Scorer<'_> {
             changed[cut + 1] =
                 (row[cut + 1] + 1 + rng.below(self.vocab as usize - 1) as i64) % self.vocab;
         }
-        let fresh = self.load()?;
         let seen = cut as i64 + 1;
-        let diff = (self.forward(&fresh, &changed)?.narrow(1, 0, seen) - logits.narrow(1, 0, seen))
+        let diff = (self.forward(prober, &changed)?.narrow(1, 0, seen) - logits.narrow(1, 0, seen))
             .abs()
             .max()
             .double_value(&[]);
