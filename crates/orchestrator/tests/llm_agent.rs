@@ -14,11 +14,9 @@ mod common;
 use std::collections::VecDeque;
 
 use common::llm::{Script, Server, call, call_raw, edit, finish};
-use common::{SERIAL, Sandbox};
+use common::{CRIPPLED, GOOD, SERIAL, Sandbox};
 use serde_json::json;
 
-const CRIPPLED: &str = "const CPU_LR_SCALE: f64 = 0.0001;";
-const GOOD: &str = "const CPU_LR_SCALE: f64 = 0.25;";
 const MAIN: &str = "fn main() -> Result<()> {";
 
 #[test]
@@ -31,14 +29,8 @@ fn the_llm_agent_through_keep_discard_repair_refusal_and_crashes() {
         source.contains(GOOD) && source.contains(MAIN),
         "the script edits these lines"
     );
-    std::fs::write(&main_rs, source.replace(GOOD, CRIPPLED)).unwrap();
     // One seed: no noise floor, so any gain is kept (the noise rules are tested in trust.rs).
-    std::fs::write(
-        sandbox.repo.join("autoresearch.toml"),
-        "grace = 20\nnoise_seeds = 1\n",
-    )
-    .unwrap();
-    sandbox.git(&["commit", "--quiet", "-am", "crippled baseline, short grace"]);
+    sandbox.crippled_baseline("grace = 20\nnoise_seeds = 1\n");
 
     let server = Server::start(Script {
         replies: VecDeque::from([

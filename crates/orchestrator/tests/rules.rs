@@ -11,30 +11,19 @@ mod common;
 use std::collections::VecDeque;
 
 use common::llm::{Script, Server, call, edit, finish};
-use common::{SERIAL, Sandbox};
+use common::{CRIPPLED, GOOD, SERIAL, Sandbox};
 use serde_json::json;
 
-const CRIPPLED: &str = "const CPU_LR_SCALE: f64 = 0.0001;";
-const GOOD: &str = "const CPU_LR_SCALE: f64 = 0.25;";
 const RULE: &str = r#"assert!(w >= 1 && w <= cfg.seq_len, "layer {layer}: window {w}");"#;
 
 #[test]
 fn a_keep_that_breaks_a_rule_test_is_a_crash() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let sandbox = Sandbox::new();
-    let main_rs = sandbox.repo.join("crates/train/src/main.rs");
     let tests_rs = sandbox.repo.join("crates/train/src/tests.rs");
-    let source = std::fs::read_to_string(&main_rs).unwrap();
-    assert!(source.contains(GOOD), "the script edits {GOOD:?}");
     assert!(std::fs::read_to_string(&tests_rs).unwrap().contains(RULE));
-    std::fs::write(&main_rs, source.replace(GOOD, CRIPPLED)).unwrap();
     // One seed: no noise floor, so the gain alone would be kept.
-    std::fs::write(
-        sandbox.repo.join("autoresearch.toml"),
-        "grace = 20\nnoise_seeds = 1\n",
-    )
-    .unwrap();
-    sandbox.git(&["commit", "--quiet", "-am", "crippled baseline"]);
+    sandbox.crippled_baseline("grace = 20\nnoise_seeds = 1\n");
 
     let server = Server::start(Script {
         replies: VecDeque::from([

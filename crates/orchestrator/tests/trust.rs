@@ -18,10 +18,8 @@ mod common;
 use std::collections::VecDeque;
 
 use common::llm::{Script, Server, edit, finish};
-use common::{SERIAL, Sandbox};
+use common::{CRIPPLED, GOOD, SERIAL, Sandbox};
 
-const CRIPPLED: &str = "const CPU_LR_SCALE: f64 = 0.0001;";
-const GOOD: &str = "const CPU_LR_SCALE: f64 = 0.25;";
 const SEED: &str = "env_or(prepare::SEED_ENV, 42)";
 const RESULT_STATUS: &str = "\"status\": status,";
 const EMBED: &str = "let x0 = norm(&idx.apply(&self.wte));";
@@ -35,13 +33,7 @@ fn scores_are_protected_and_decisions_account_for_noise() {
     for line in [GOOD, SEED, RESULT_STATUS, EMBED] {
         assert!(source.contains(line), "the script edits {line:?}");
     }
-    std::fs::write(&main_rs, source.replace(GOOD, CRIPPLED)).unwrap();
-    std::fs::write(
-        sandbox.repo.join("autoresearch.toml"),
-        "grace = 30\nnoise_seeds = 1\nnoise_sigma = 10.0\n",
-    )
-    .unwrap();
-    sandbox.git(&["commit", "--quiet", "-am", "crippled baseline"]);
+    sandbox.crippled_baseline("grace = 30\nnoise_seeds = 1\nnoise_sigma = 10.0\n");
     // The experiments run in the run's worktree: the change behind the loop's back lands there.
     let prepare_lib = sandbox.worktree("trust").join("crates/prepare/src/lib.rs");
 

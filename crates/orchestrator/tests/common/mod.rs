@@ -15,6 +15,11 @@ pub struct Sandbox {
     pub data: PathBuf,
 }
 
+/// The trainer's CPU learning-rate line as shipped, and crippled: a baseline with the crippled one
+/// leaves restoring it as a clear gain for a scripted agent to make.
+pub const GOOD: &str = "const CPU_LR_SCALE: f64 = 0.25;";
+pub const CRIPPLED: &str = "const CPU_LR_SCALE: f64 = 0.0001;";
+
 /// The runs share one target directory and so must not overlap.
 pub static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -42,6 +47,17 @@ impl Sandbox {
             repo,
             data,
         }
+    }
+
+    /// Commits a baseline whose trainer has the [`CRIPPLED`] learning rate, with `settings` as
+    /// its autoresearch.toml.
+    pub fn crippled_baseline(&self, settings: &str) {
+        let main_rs = self.repo.join("crates/train/src/main.rs");
+        let source = std::fs::read_to_string(&main_rs).unwrap();
+        assert!(source.contains(GOOD), "the tests edit {GOOD:?}");
+        std::fs::write(&main_rs, source.replace(GOOD, CRIPPLED)).unwrap();
+        std::fs::write(self.repo.join("autoresearch.toml"), settings).unwrap();
+        self.git(&["commit", "--quiet", "-am", "crippled baseline"]);
     }
 
     pub fn command(&self, args: &[&str]) -> Command {
