@@ -67,6 +67,38 @@ pub struct RunArgs {
     /// decisions off; default 3; at most 100).
     #[arg(long)]
     pub noise_seeds: Option<usize>,
+    /// Experiments in flight at once, each with its own worktree, build and GPU (default 1).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// The GPUs the local workers use, one each, e.g. `0,1,2,3` (default: every visible GPU).
+    #[arg(long)]
+    pub gpus: Option<String>,
+    /// Where trials run: `local` (this machine) or `slurm` (a job each, see docs/slurm.md).
+    #[arg(long, value_enum)]
+    pub executor: Option<ExecutorKind>,
+}
+
+#[derive(ValueEnum, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecutorKind {
+    #[default]
+    Local,
+    Slurm,
+}
+
+/// autoresearch.toml's `[slurm]` table: how each trial's job is submitted.
+#[derive(Deserialize, Debug, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct SlurmSettings {
+    /// `--partition`; the cluster's default partition when unset.
+    pub partition: Option<String>,
+    /// `--account`.
+    pub account: Option<String>,
+    /// `--gres` of each job; default `gpu:1` when training on CUDA, none on CPU.
+    pub gres: Option<String>,
+    /// Further `sbatch` options, one per item, e.g. `["--qos=high", "--mem=64G"]`.
+    #[serde(default)]
+    pub extra: Vec<String>,
 }
 
 #[derive(ValueEnum, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,6 +130,10 @@ struct FileConfig {
     rerun_share: Option<f64>,
     /// `off` runs the agent's code unconfined where the machine has no sandbox.
     sandbox: Option<crate::sandbox::Mode>,
+    workers: Option<usize>,
+    gpus: Option<String>,
+    executor: Option<ExecutorKind>,
+    slurm: Option<SlurmSettings>,
 }
 
 /// Everything the loop needs, resolved.
@@ -128,6 +164,12 @@ pub struct Config {
     pub device: Profile,
     /// Whether the agent's code must run in the sandbox (autoresearch.toml's `sandbox`).
     pub sandbox: crate::sandbox::Mode,
+    /// Experiments in flight at once.
+    pub workers: usize,
+    /// The GPUs local workers train on, one each (`CUDA_VISIBLE_DEVICES` values); empty on CPU.
+    pub gpus: Vec<String>,
+    pub executor: ExecutorKind,
+    pub slurm: SlurmSettings,
 }
 
 impl Config {
@@ -166,6 +208,20 @@ impl Config {
         let grace = from.file("grace", file.grace);
         let noise_sigma = from.file("noise_sigma", file.noise_sigma);
         let rerun_share = from.file("rerun_share", file.rerun_share);
+        let workers_env = env(WORKERS_ENV)
+            .map(|w| {
+                w.parse::<usize>()
+                    .with_context(|| format!("{WORKERS_ENV}={w:?} is not a number of workers"))
+            })
+            .transpose()?;
+        let workers = match (args.workers, workers_env) {
+            (None, Some(value)) => Some(Setting {
+                value,
+                from: WORKERS_ENV.into(),
+                name: "workers",
+            }),
+            (flag, _) => from.either("workers", flag, file.workers),
+        };
         // Checked here, at start: a value out of range would otherwise pass until it panics or
         // misleads hours into the run (an infinite budget, a negative grace, a NaN sigma).
         check(
@@ -195,6 +251,26 @@ impl Config {
             |r| r.is_finite() && (0.0..=1.0).contains(r),
             "a share of the training time from 0 to 1",
         )?;
+        check(&workers, |w| (1..=256).contains(w), "from 1 to 256")?;
+        let workers = value(workers).unwrap_or(1);
+        let executor = args.executor.or(file.executor).unwrap_or_default();
+        let gpus = match args.gpus.or(file.gpus) {
+            Some(list) => list
+                .split(',')
+                .map(|g| g.trim().to_string())
+                .filter(|g| !g.is_empty())
+                .collect(),
+            None if device == Profile::Gpu => visible_gpus(),
+            None => Vec::new(),
+        };
+        if executor == ExecutorKind::Local && device == Profile::Gpu && workers > gpus.len() {
+            bail!(
+                "{workers} workers need {workers} GPUs, one each, and {} are to be used ({}); \
+                 pass fewer --workers, or list more with --gpus",
+                gpus.len(),
+                gpus.join(",")
+            );
+        }
         Ok(Config {
             repo: repo.to_path_buf(),
             tag: args.tag.or(file.tag).unwrap_or_else(default_tag),
@@ -220,6 +296,10 @@ impl Config {
             target_dir: env("CARGO_TARGET_DIR").map_or_else(|| repo.join("target"), PathBuf::from),
             device,
             sandbox: file.sandbox.unwrap_or_default(),
+            workers,
+            gpus,
+            executor,
+            slurm: file.slurm.unwrap_or_default(),
         })
     }
 
@@ -241,6 +321,24 @@ impl Config {
             eval: Duration::from_secs_f64(train - budget),
         }
     }
+}
+
+/// The workers when neither `--workers` nor autoresearch.toml sets them.
+pub const WORKERS_ENV: &str = "AUTORESEARCH_WORKERS";
+
+/// The GPUs this process may use: `CUDA_VISIBLE_DEVICES` when set, else every `/dev/nvidiaN`.
+fn visible_gpus() -> Vec<String> {
+    if let Ok(list) = std::env::var("CUDA_VISIBLE_DEVICES") {
+        return list.split(',').map(|g| g.trim().to_string()).filter(|g| !g.is_empty()).collect();
+    }
+    let mut gpus: Vec<u32> = std::fs::read_dir("/dev")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.strip_prefix("nvidia")?.parse().ok())
+        .collect();
+    gpus.sort();
+    gpus.iter().map(u32::to_string).collect()
 }
 
 /// A day in seconds: the most a budget or a grace may be (a larger one is a typo, and past
@@ -315,7 +413,7 @@ fn read_file_config(path: &Path) -> Result<FileConfig> {
         Ok(text) => toml::from_str(&text).map_err(|e| {
             anyhow::anyhow!(
                 "{} is not valid ({}): it takes tag, time_budget, max_experiments, agent, model, \
-                 base_url, seed, max_repairs, grace, noise_seeds, noise_sigma, rerun_share and sandbox \
+                 base_url, seed, max_repairs, grace, noise_seeds, noise_sigma, rerun_share, sandbox, workers, gpus, executor and [slurm] \
                  (API keys belong in OPENAI_API_KEY)",
                 path.display(),
                 e.message().trim()

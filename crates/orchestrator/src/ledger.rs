@@ -323,6 +323,12 @@ impl Ledger {
         self.dir.join("logs").join(name)
     }
 
+    /// Where an executor keeps what finds run `index` of experiment `seq` again after a restart
+    /// (see `executor::Job::handle`), beside the experiment's pending record.
+    pub fn handle_path(&self, seq: u64, index: usize) -> PathBuf {
+        self.dir.join("pending").join(format!("{seq}.{index}.job"))
+    }
+
     /// Writes why experiment `seq` ran no trainer (its compiler errors, ...) where its run's log
     /// would have been.
     pub fn write_log(&self, seq: u64, text: &str) -> Result<()> {

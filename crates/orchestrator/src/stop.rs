@@ -3,7 +3,8 @@
 
 use tokio::sync::watch;
 
-/// Set once Ctrl-C was pressed.
+/// Set once Ctrl-C was pressed. Each worker holds a clone.
+#[derive(Clone)]
 pub struct Stop(watch::Receiver<bool>);
 
 impl Stop {

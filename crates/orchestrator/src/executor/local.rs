@@ -112,6 +112,9 @@ impl Local {
         jail.env(prepare::SEED_ENV, job.seed.to_string());
         jail.env(prepare::TIME_BUDGET_ENV, job.budget.to_string());
         jail.env(prepare::DEVICE_ENV, self.device.device());
+        if let Some(gpu) = &job.gpu {
+            jail.env("CUDA_VISIBLE_DEVICES", gpu);
+        }
         let model_seen = export_seen.join(MODEL_FILE);
         jail.env(prepare::EXPORT_ENV, model_seen.display().to_string());
         let mut command = jail.command(&trainer, &[]);
@@ -221,6 +224,16 @@ impl Executor for Local {
         progress: &'a Progress,
     ) -> Running<'a, Result<Outcome>> {
         Box::pin(self.train_and_score(job, stop, progress))
+    }
+
+    /// Its trainers die with the orchestrator, so a handle names nothing that still runs.
+    fn abandon<'a>(&'a self, handle: &'a Path) -> Running<'a, Result<()>> {
+        Box::pin(async move {
+            match std::fs::remove_file(handle) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+                _ => Ok(()),
+            }
+        })
     }
 
     fn holdout<'a>(

@@ -35,6 +35,10 @@ pub trait Executor: Send + Sync {
         progress: &'a Progress,
     ) -> Running<'a, Result<Outcome>>;
 
+    /// Lets go of a run that will not be asked for again (its experiment was decided without
+    /// it): whatever still runs for `handle` is stopped and the file removed.
+    fn abandon<'a>(&'a self, handle: &'a Path) -> Running<'a, Result<()>>;
+
     /// Scores a model of an earlier [`Scored`] run on the test split, the holdout.
     fn holdout<'a>(
         &'a self,
@@ -56,6 +60,11 @@ pub struct Job {
     pub limits: Limits,
     /// Where the trainer's stdout and stderr go.
     pub log: PathBuf,
+    /// The worker's GPU (a `CUDA_VISIBLE_DEVICES` value) where the executor does not assign one.
+    pub gpu: Option<String>,
+    /// A file the executor may keep for this run, beside the experiment's pending record, to find
+    /// the run again after a restart (a Slurm job id); removed with the pending record.
+    pub handle: PathBuf,
 }
 
 /// Hard wall-clock limits, enforced from outside the process.

@@ -371,6 +371,8 @@ async fn execute(
         budget: s.budget,
         limits: s.limits,
         log: s.ledger.trial_log_path(seq, index),
+        gpu: None,
+        handle: s.ledger.handle_path(seq, index),
     };
     s.executor.run(&job, stop, &s.progress).await
 }
