@@ -4,11 +4,16 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
+use std::time::SystemTime;
 
 use anyhow::{Context, Result};
 use cargo_metadata::Message;
 use cargo_metadata::diagnostic::DiagnosticLevel;
 
+use tokio::sync::Mutex;
+
+use crate::git::EDITABLE;
 use crate::sandbox::{Sandbox, env};
 use crate::text::tail;
 
@@ -36,18 +41,39 @@ pub enum Rules {
 /// no network (the dependencies are fetched once at start, see [`fetch`]), the environment from
 /// the allow-list. The agent's code runs no build script of its own, but rustc reads what
 /// `include_bytes!` and `env!` name: the jail holds neither the data nor a key.
+///
+/// The workers' worktrees share one target directory: a fresh one per worker would compile tch
+/// and every other dependency again, minutes each. Cargo tells a changed source by its mtime
+/// alone, so a file edited in one worktree before another worktree's build looks older than that
+/// build's output, and cargo would hand back the other worktree's trainer. Hence one build at a
+/// time (every clone shares the lock), the trainer's sources touched first (the `train` crate
+/// always rebuilds, in seconds; what is outside it is the same in every worktree and is reused),
+/// and what was built copied beside the worktree before the next build can replace it.
 #[derive(Clone)]
 pub struct Builder {
     pub sandbox: Sandbox,
     /// The libtorch the builds link, passed as `LIBTORCH` as the person's builds see it (a link,
     /// usually `.libtorch`, recreated in the jail).
     pub libtorch: PathBuf,
+    one_at_a_time: Arc<Mutex<()>>,
 }
 
 impl Builder {
-    /// Builds the agent's trainer, the `train` binary of `worktree`.
+    pub fn new(sandbox: Sandbox, libtorch: PathBuf) -> Builder {
+        Builder {
+            sandbox,
+            libtorch,
+            one_at_a_time: Arc::default(),
+        }
+    }
+
+    /// Builds the agent's trainer, the `train` binary of `worktree`, and returns a copy of it
+    /// of this worktree's own (`<worktree>.train`).
     pub async fn trainer(&self, worktree: &Path, target_dir: &Path) -> Result<Build> {
-        self.build(worktree, target_dir, "train").await
+        let _building = self.one_at_a_time.lock().await;
+        touch_sources(worktree)?;
+        let build = self.build(worktree, target_dir, "train").await?;
+        own_copy(build, &worktree.with_extension("train"))
     }
 
     /// Builds the protected evaluator, the `evaluate` binary of the same package.
@@ -72,7 +98,13 @@ impl Builder {
             "--no-run",
             "--message-format=json",
         ];
-        let tests = match compiled(&self.cargo(worktree, target_dir, &args).await?, "train")? {
+        let compiled = {
+            let _building = self.one_at_a_time.lock().await;
+            touch_sources(worktree)?;
+            let out = self.cargo(worktree, target_dir, &args).await?;
+            own_copy(compiled(&out, "train")?, &worktree.with_extension("rules"))?
+        };
+        let tests = match compiled {
             Build::Built { binary } => binary,
             Build::Failed { diagnostics } => return Ok(Rules::Broken(diagnostics)),
         };
@@ -153,6 +185,41 @@ impl Builder {
             .await
             .with_context(|| format!("running cargo {}", args[0].to_string_lossy()))
     }
+}
+
+/// Sets the mtime of every file under the trainer's directory to now, see [`Builder`].
+fn touch_sources(worktree: &Path) -> Result<()> {
+    fn touch(dir: &Path, now: SystemTime) -> std::io::Result<()> {
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
+                touch(&entry.path(), now)?;
+            } else if kind.is_file() {
+                std::fs::File::options()
+                    .append(true)
+                    .open(entry.path())?
+                    .set_modified(now)?;
+            }
+        }
+        Ok(())
+    }
+    let dir = worktree.join(EDITABLE);
+    touch(&dir, SystemTime::now()).with_context(|| format!("touching {}", dir.display()))
+}
+
+/// `build` with its binary copied to `to`, where the next build does not replace it.
+fn own_copy(build: Build, to: &Path) -> Result<Build> {
+    Ok(match build {
+        Build::Built { binary } => {
+            prepare::atomic::copy(&binary, to)
+                .with_context(|| format!("copying {} to {}", binary.display(), to.display()))?;
+            Build::Built {
+                binary: to.to_path_buf(),
+            }
+        }
+        failed => failed,
+    })
 }
 
 /// The executable cargo built for target `bin` (with `--message-format=json`), or the compiler's

@@ -1,5 +1,6 @@
 //! The git side of the loop, through the `git` command line: one branch per tag, one commit per
 //! experiment, discarded commits kept reachable under `refs/autoresearch/<tag>/discarded/<n>`.
+//! The run's worktrees are detached: the branch marks the best and moves only with a keep.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -43,6 +44,12 @@ impl Git {
     }
 
     pub fn run(&self, args: &[&str]) -> Result<String> {
+        let out = self.run_raw(args)?;
+        Ok(String::from_utf8_lossy(&out).trim().to_string())
+    }
+
+    /// `git ARGS`'s stdout as it is, bytes and trailing newline included (a patch).
+    fn run_raw(&self, args: &[&str]) -> Result<Vec<u8>> {
         let mut command = Command::new("git");
         // No hooks: the loop's commits and resets run nothing a file in the repository names.
         command
@@ -70,7 +77,7 @@ impl Git {
                 String::from_utf8_lossy(&out.stderr).trim()
             );
         }
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        Ok(out.stdout)
     }
 
     pub fn head(&self) -> Result<String> {
@@ -144,7 +151,27 @@ impl Git {
         self.head().map(Some)
     }
 
-    /// Keeps `commit` reachable, then puts the branch and the working tree back at `best`.
+    /// Moves `branch` to `commit`, a new best. Every worktree of the run works detached, so the
+    /// branch is only ever moved here. A best that `commit` does not descend from (a change that
+    /// beat it from an older parent) stays reachable under `refs/autoresearch/<tag>/superseded/<n>`.
+    pub fn keep(&self, branch: &str, tag: &str, n: u64, commit: &str) -> Result<()> {
+        let branch = format!("refs/heads/{branch}");
+        let previous = self.run(&["rev-parse", &branch])?;
+        if self
+            .run(&["merge-base", "--is-ancestor", &previous, commit])
+            .is_err()
+        {
+            self.run(&[
+                "update-ref",
+                &format!("refs/autoresearch/{tag}/superseded/{n}"),
+                &previous,
+            ])?;
+        }
+        self.run(&["update-ref", &branch, commit])?;
+        Ok(())
+    }
+
+    /// Keeps `commit` reachable, then puts the working tree back at `best`.
     pub fn discard(&self, tag: &str, n: u64, commit: &str, best: &str) -> Result<()> {
         self.run(&[
             "update-ref",
@@ -152,6 +179,29 @@ impl Git {
             commit,
         ])?;
         self.reset_to(best)
+    }
+
+    /// The change from `parent` to `commit` (the trainer's directory only) applied onto `onto`
+    /// and committed with `message`, with a three-way merge where the lines moved; None, and the
+    /// working tree back at `onto`, when it conflicts.
+    pub fn reapply(
+        &self,
+        parent: &str,
+        commit: &str,
+        onto: &str,
+        message: &str,
+    ) -> Result<Option<String>> {
+        self.reset_to(onto)?;
+        let patch = self.repo.with_extension("patch");
+        let diff = self.run_raw(&["diff", "--binary", parent, commit, "--", EDITABLE])?;
+        std::fs::write(&patch, diff).with_context(|| format!("writing {}", patch.display()))?;
+        let applied = self.run(&["apply", "--3way", "--index", &patch.display().to_string()]);
+        std::fs::remove_file(&patch).ok();
+        if applied.is_err() {
+            self.reset_to(onto)?;
+            return Ok(None);
+        }
+        self.commit_editable(message)
     }
 
     /// Hard reset to `commit`, also removing untracked files the agent left in its directory.

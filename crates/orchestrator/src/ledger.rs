@@ -1,6 +1,6 @@
 //! The run's records under `runs/<tag>/`: `experiments.jsonl` (one JSON object per experiment,
 //! append-only, the source of truth for `--resume`), `results.tsv` (the original's format,
-//! rewritten from the records after every experiment), `pending.json` (the experiment under way)
+//! rewritten from the records after every experiment), `pending/` (the experiments under way)
 //! and `logs/` (one log per training run, or why none ran).
 
 use std::fs::{self, OpenOptions};
@@ -17,6 +17,9 @@ use crate::decide::{self, Noise};
 pub enum Status {
     Keep,
     Discard,
+    /// It beat the best it started from, but a newer best came first and its change no longer
+    /// applies there.
+    Stale,
     Crash,
 }
 
@@ -25,6 +28,7 @@ impl Status {
         match self {
             Status::Keep => "keep",
             Status::Discard => "discard",
+            Status::Stale => "stale",
             Status::Crash => "crash",
         }
     }
@@ -215,7 +219,7 @@ pub struct Ledger {
 
 impl Ledger {
     /// Opens (or starts) the ledger in `dir`. A last line without its newline, torn by a kill
-    /// mid-write, is dropped: its experiment is still in `pending.json` and runs again. Any other
+    /// mid-write, is dropped: its experiment is still pending (`pending/`) and runs again. Any other
     /// line that does not parse stops the run, see [`parse`].
     pub fn open(dir: &Path) -> Result<Ledger> {
         fs::create_dir_all(dir.join("logs"))
@@ -243,8 +247,9 @@ impl Ledger {
         })
     }
 
+    /// The number after every recorded experiment's (with workers they finish out of order).
     pub fn next_seq(&self) -> u64 {
-        self.records.last().map_or(0, |r| r.seq + 1)
+        self.records.iter().map(|r| r.seq + 1).max().unwrap_or(0)
     }
 
     pub fn best(&self) -> Option<&Record> {
@@ -326,7 +331,7 @@ impl Ledger {
     /// Where an executor keeps what finds run `index` of experiment `seq` again after a restart
     /// (see `executor::Job::handle`), beside the experiment's pending record.
     pub fn handle_path(&self, seq: u64, index: usize) -> PathBuf {
-        self.dir.join("pending").join(format!("{seq}.{index}.job"))
+        self.pending_dir().join(format!("{seq}.{index}.job"))
     }
 
     /// Writes why experiment `seq` ran no trainer (its compiler errors, ...) where its run's log
@@ -372,31 +377,95 @@ impl Ledger {
         (reruns, all)
     }
 
-    /// The experiment under way when the run stopped. It is written atomically, so one that
-    /// does not parse was changed by hand: the run stops rather than forget the experiment.
-    pub fn pending(&self) -> Result<Option<Pending>> {
-        let path = self.dir.join("pending.json");
-        match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-                anyhow::anyhow!(
-                    "{}: {e}; fix it, or remove it to drop the interrupted experiment, then --resume",
-                    path.display()
-                )
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    /// The experiments under way when the run stopped, by number: `pending/<seq>.json`, one per
+    /// experiment in flight (and `pending.json`, where runs before workers kept their one). Each is
+    /// written atomically, so one that does not parse was changed by hand: the run stops rather
+    /// than forget the experiment.
+    pub fn pendings(&self) -> Result<Vec<Pending>> {
+        let mut paths = vec![self.dir.join("pending.json")];
+        match fs::read_dir(self.pending_dir()) {
+            Ok(entries) => {
+                for entry in entries {
+                    let path = entry?.path();
+                    if path.extension().is_some_and(|e| e == "json") {
+                        paths.push(path);
+                    }
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).context("reading the pending experiments"),
         }
+        let mut pendings = Vec::new();
+        for path in paths {
+            match fs::read(&path) {
+                Ok(bytes) => pendings.push(serde_json::from_slice::<Pending>(&bytes).map_err(
+                    |e| {
+                        anyhow::anyhow!(
+                            "{}: {e}; fix it, or remove it to drop the interrupted experiment, \
+                             then --resume",
+                            path.display()
+                        )
+                    },
+                )?),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+            }
+        }
+        pendings.sort_by_key(|p| p.seq);
+        pendings.dedup_by_key(|p| p.seq);
+        Ok(pendings)
     }
 
-    pub fn set_pending(&self, pending: Option<&Pending>) -> Result<()> {
-        let path = self.dir.join("pending.json");
-        match pending {
-            Some(p) => prepare::atomic::write(&path, &serde_json::to_vec(p)?),
-            None => match fs::remove_file(&path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
-                _ => Ok(()),
-            },
+    /// Records `pending` as under way, until [`Ledger::clear_pending`].
+    pub fn write_pending(&self, pending: &Pending) -> Result<()> {
+        let path = self.pending_dir().join(format!("{}.json", pending.seq));
+        fs::create_dir_all(self.pending_dir())?;
+        prepare::atomic::write(&path, &serde_json::to_vec(pending)?)
+    }
+
+    /// Experiment `seq` is recorded: its pending record goes, with its executors' handles (which
+    /// the caller has let go of, see [`Ledger::handles`]).
+    pub fn clear_pending(&self, seq: u64) -> Result<()> {
+        let mut paths = self.handles(seq)?;
+        paths.push(self.pending_dir().join(format!("{seq}.json")));
+        let legacy = self.dir.join("pending.json");
+        if fs::read(&legacy)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Pending>(&b).ok())
+            .is_some_and(|p| p.seq == seq)
+        {
+            paths.push(legacy);
         }
+        for path in paths {
+            match fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(e).with_context(|| format!("removing {}", path.display()));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The executors' handles of experiment `seq`'s runs, see [`Ledger::handle_path`].
+    pub fn handles(&self, seq: u64) -> Result<Vec<PathBuf>> {
+        let prefix = format!("{seq}.");
+        let Ok(entries) = fs::read_dir(self.pending_dir()) else {
+            return Ok(Vec::new());
+        };
+        let mut handles = Vec::new();
+        for entry in entries {
+            let path = entry?.path();
+            let name = path.file_name().unwrap_or_default().to_string_lossy();
+            if name.starts_with(&prefix) && name.ends_with(".job") {
+                handles.push(path);
+            }
+        }
+        Ok(handles)
+    }
+
+    fn pending_dir(&self) -> PathBuf {
+        self.dir.join("pending")
     }
 }
 
@@ -466,7 +535,8 @@ pub fn tally(records: &[Record]) -> Tally {
     };
     Tally {
         keeps: count(Status::Keep),
-        discards: count(Status::Discard),
+        // A stale change is a discard that says why.
+        discards: count(Status::Discard) + count(Status::Stale),
         crashes: count(Status::Crash),
     }
 }
@@ -578,7 +648,7 @@ mod tests {
         assert_eq!(fs::read_to_string(&path).unwrap(), text);
         // A pending experiment that does not parse is not forgotten either.
         fs::write(dir.path().join("pending.json"), "{").unwrap();
-        let err = format!("{:#}", ledger.pending().unwrap_err());
+        let err = format!("{:#}", ledger.pendings().unwrap_err());
         assert!(
             err.contains("pending.json") && err.contains("--resume"),
             "{err}"

@@ -1,8 +1,10 @@
-//! The experiments' own checkout: a git worktree of the run's branch at `runs/<tag>/worktree`.
-//! The agent edits there, the guard checks there, discards and resumes reset there; the person's
-//! checkout keeps its branch, its `program.md` edits and any other work through the night. No
-//! jail binds the checkout's `.git` (the worktree's `.git` is a file naming it), so no build or
-//! trainer can reach its hooks or its config.
+//! The experiments' own checkouts: git worktrees of the run, one per worker, at
+//! `runs/<tag>/worktree` (the first) and `runs/<tag>/workers/<k>` (the others), each detached at
+//! the commit its worker is on; the branch marks the best. The agents edit there, the guard checks
+//! there, discards and resumes reset there; the person's checkout keeps its branch, its
+//! `program.md` edits and any other work through the night. No jail binds the checkout's `.git`
+//! (a worktree's `.git` is a file naming it), so no build or trainer can reach its hooks or its
+//! config.
 
 use std::path::{Path, PathBuf};
 
@@ -12,26 +14,28 @@ use crate::config::Config;
 use crate::git::Git;
 use crate::ledger::Ledger;
 
-/// The run's worktree, ready: a new one on a new branch from the checkout's HEAD, or on
-/// `--resume` the existing one (added again if it was removed) at the best commit.
-pub fn open(cfg: &Config, ledger: &Ledger) -> Result<PathBuf> {
+/// The run's `workers` worktrees, ready at the best commit: new ones on a new branch from the
+/// checkout's HEAD, or on `--resume` the existing ones (added where missing).
+pub fn open(cfg: &Config, ledger: &Ledger, workers: usize) -> Result<Vec<PathBuf>> {
     let checkout = Git::new(&cfg.repo);
     let branch = cfg.branch();
-    let dir = cfg.run_dir().join("worktree");
+    let dirs: Vec<PathBuf> = (0..workers).map(|k| dir(cfg, k)).collect();
     if cfg.resume {
         if !checkout.branch_exists(&branch) {
             bail!("there is no branch {branch} to resume; start it without --resume");
         }
         checkout.run(&["worktree", "prune"])?;
-        if !dir.join(".git").exists() {
-            add(&checkout, &dir, &branch)?;
+        let best = ledger.best().map_or(branch.clone(), |b| b.commit.clone());
+        for dir in &dirs {
+            if !dir.join(".git").exists() {
+                add(&checkout, dir, &branch)?;
+            }
+            // A run from before workers has its branch checked out here: detached from now on.
+            let git = Git::new(dir);
+            git.run(&["checkout", "--quiet", "--force", "--detach", &branch])?;
+            git.reset_to(&best)?;
         }
-        let git = Git::new(&dir);
-        git.run(&["checkout", "--quiet", "--force", &branch])?;
-        if let Some(best) = ledger.best() {
-            git.reset_to(&best.commit)?;
-        }
-        return Ok(dir);
+        return Ok(dirs);
     }
     // program.md is read from the checkout itself, as it is; any other uncommitted change would
     // silently not be part of the run, which starts from HEAD.
@@ -50,7 +54,7 @@ pub fn open(cfg: &Config, ledger: &Ledger) -> Result<PathBuf> {
     if checkout.branch_exists(&branch) || !ledger.records.is_empty() {
         bail!("{branch} already exists; continue it with --resume, or choose another --tag");
     }
-    if dir.exists() {
+    if let Some(dir) = dirs.iter().find(|d| d.exists()) {
         bail!(
             "{} is left from an earlier start; remove it (git worktree remove --force {0}) or \
              choose another --tag",
@@ -58,8 +62,18 @@ pub fn open(cfg: &Config, ledger: &Ledger) -> Result<PathBuf> {
         );
     }
     checkout.run(&["branch", &branch, "HEAD"])?;
-    add(&checkout, &dir, &branch)?;
-    Ok(dir)
+    for dir in &dirs {
+        add(&checkout, dir, &branch)?;
+    }
+    Ok(dirs)
+}
+
+/// Worker `k`'s worktree.
+fn dir(cfg: &Config, k: usize) -> PathBuf {
+    match k {
+        0 => cfg.run_dir().join("worktree"),
+        k => cfg.run_dir().join("workers").join(k.to_string()),
+    }
 }
 
 fn add(checkout: &Git, dir: &Path, branch: &str) -> Result<()> {
@@ -67,6 +81,7 @@ fn add(checkout: &Git, dir: &Path, branch: &str) -> Result<()> {
         "worktree",
         "add",
         "--quiet",
+        "--detach",
         &dir.display().to_string(),
         branch,
     ])?;

@@ -28,6 +28,8 @@ pub struct Rules {
     pub noise: Option<Noise>,
     /// What this machine trains on, and so which of the trainer's configurations runs.
     pub device: Profile,
+    /// The other experiments in flight now, `#seq description` each.
+    pub running: Vec<String>,
 }
 
 /// The LLM's view of the run: the human's program, the rules, the history, the latest failures'
@@ -53,7 +55,8 @@ pub fn brief(program: &str, rules: &Rules, ledger: &Ledger, ws: &Workspace) -> S
          here. Metric: val_bpb from the protected evaluation of the model your trainer exports, \
          lower is better. Changing only the seed or comments is never kept. Edit only \
          crates/train/src/.\n\n# History\n\n{history}\n\n# Recent failures (log tails)\n\n\
-         {failures}\n\n# The current best trainer: {SOURCE}\n\n```rust\n{source}\n```\n",
+         {failures}\n\n# Running now on other workers (do not propose these again)\n\n{running}\n\n\
+         # The current best trainer: {SOURCE}\n\n```rust\n{source}\n```\n",
         budget = rules.budget,
         device = rules.device.device(),
         config = rules.device.name().to_uppercase(),
@@ -62,6 +65,11 @@ pub fn brief(program: &str, rules: &Rules, ledger: &Ledger, ws: &Workspace) -> S
             "none".into()
         } else {
             failures.join("\n\n")
+        },
+        running = if rules.running.is_empty() {
+            "none".into()
+        } else {
+            rules.running.join("\n")
         },
     )
 }
@@ -200,8 +208,13 @@ mod tests {
             budget: 300.0,
             noise: noise(),
             device: Profile::Cpu,
+            running: vec!["#7 CPU_LR 0.25 -> 0.5".into()],
         };
         let text = brief("be bold", &rules, &ledger, &ws);
+        assert!(
+            text.contains("Running now on other workers (do not propose these again)\n\n#7 CPU_LR 0.25 -> 0.5\n"),
+            "{text}"
+        );
         assert!(
             text.contains("the `CPU_*` constants apply and the `GPU_*` ones change nothing"),
             "{text}"

@@ -9,6 +9,8 @@ pub use brief::{Rules, brief, history};
 pub use offline::OfflineAgent;
 pub use openai::OpenAiAgent;
 
+use std::sync::{Arc, Mutex};
+
 use anyhow::Result;
 use prepare::Profile;
 
@@ -25,31 +27,43 @@ pub struct Proposal {
 }
 
 pub enum Agent {
-    OpenAi(OpenAiAgent),
-    Offline(OfflineAgent),
+    /// A conversation of its own per worker.
+    OpenAi(Box<OpenAiAgent>),
+    /// One memory for every worker: no setting is proposed twice, nor while it runs.
+    Offline(Arc<Mutex<OfflineAgent>>),
 }
 
 impl Agent {
     /// The agent `cfg` asks for; an LLM's `check` tool builds with `builder`.
     pub fn new(cfg: &Config, builder: &Builder) -> Result<Agent> {
         Ok(match cfg.agent {
-            AgentKind::Offline => Agent::Offline(OfflineAgent::new(
+            AgentKind::Offline => Agent::Offline(Arc::new(Mutex::new(OfflineAgent::new(
                 cfg.run_dir().join("offline_agent.json"),
                 cfg.seed,
                 cfg.device,
-            )?),
-            AgentKind::Openai => Agent::OpenAi(OpenAiAgent::new(cfg, builder.clone())),
+            )?))),
+            AgentKind::Openai => Agent::OpenAi(Box::new(OpenAiAgent::new(cfg, builder.clone()))),
         })
     }
 
+    /// The agent of one more worker.
+    pub fn for_another_worker(&self) -> Agent {
+        match self {
+            Agent::OpenAi(agent) => Agent::OpenAi(agent.clone()),
+            Agent::Offline(agent) => Agent::Offline(agent.clone()),
+        }
+    }
+
+    /// A change for experiment `seq`, made in `ws`.
     pub async fn propose(
         &mut self,
+        seq: u64,
         brief: impl FnOnce() -> String,
         ws: &Workspace,
     ) -> Result<Proposal> {
         match self {
             Agent::OpenAi(agent) => agent.propose(brief(), ws).await,
-            Agent::Offline(agent) => agent.propose(ws),
+            Agent::Offline(agent) => offline(agent).propose(seq, ws),
         }
     }
 
@@ -61,13 +75,28 @@ impl Agent {
         }
     }
 
-    /// The last proposal's outcome: bpb gained over the best before it (negative if worse).
-    pub fn observe(&mut self, gain: f64) -> Result<()> {
+    /// Experiment `seq`'s outcome: bpb gained over the best it was compared with (negative if
+    /// worse).
+    pub fn observe(&mut self, seq: u64, gain: f64) -> Result<()> {
         match self {
             Agent::OpenAi(_) => Ok(()),
-            Agent::Offline(agent) => agent.observe(gain),
+            Agent::Offline(agent) => offline(agent).observe(seq, gain),
         }
     }
+
+    /// A trainer it did not propose is about to run (a change re-applied onto a newer best):
+    /// the offline search will not propose its setting. An LLM sees it in its brief.
+    pub fn note(&mut self, source: &str) -> Result<()> {
+        match self {
+            Agent::OpenAi(_) => Ok(()),
+            Agent::Offline(agent) => offline(agent).note(source),
+        }
+    }
+}
+
+/// The offline search, whose calls are brief and never await.
+fn offline(agent: &Mutex<OfflineAgent>) -> std::sync::MutexGuard<'_, OfflineAgent> {
+    agent.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The prefixes of the trainer's per-device constants (`GPU_DEPTH`, `CPU_DEPTH`, ...): those the

@@ -58,7 +58,9 @@ struct Memory {
     tried: HashSet<String>,
     /// Summed improvement (bpb, positive = better) of each knob and direction.
     credit: HashMap<String, f64>,
-    last: Vec<Change>,
+    /// What each experiment in flight changed, by number, to credit when it is decided.
+    #[serde(default)]
+    in_flight: BTreeMap<u64, Vec<Change>>,
 }
 
 pub struct OfflineAgent {
@@ -78,7 +80,7 @@ impl OfflineAgent {
                 rng: SplitMix64(seed ^ 0x5DEE_CE66_D1CE_4E5B),
                 tried: HashSet::new(),
                 credit: HashMap::new(),
-                last: Vec::new(),
+                in_flight: BTreeMap::new(),
             },
         };
         Ok(OfflineAgent {
@@ -88,12 +90,11 @@ impl OfflineAgent {
         })
     }
 
-    pub fn propose(&mut self, ws: &Workspace) -> Result<Proposal> {
+    /// A change for experiment `seq`, made in `ws`. Every setting proposed is remembered, so no
+    /// setting runs twice, nor while it is in flight on another worker.
+    pub fn propose(&mut self, seq: u64, ws: &Workspace) -> Result<Proposal> {
         let source = ws.read_file(SOURCE).map_err(anyhow::Error::msg)?;
-        let knobs: Vec<Knob> = parse_knobs(&source)
-            .into_iter()
-            .filter(|k| !FIXED.contains(&k.name.as_str()) && !k.name.starts_with(self.other_device))
-            .collect();
+        let knobs = self.knobs(&source);
         if knobs.is_empty() {
             bail!("no numeric `const` in {SOURCE} to tune");
         }
@@ -117,12 +118,7 @@ impl OfflineAgent {
                 setting.insert(knob.name.clone(), value);
                 changes.push((knob.clone(), value, up));
             }
-            let key = setting
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join(",");
-            if changes.is_empty() || !self.memory.tried.insert(key) {
+            if changes.is_empty() || !self.memory.tried.insert(setting_key(&setting)) {
                 continue;
             }
             let mut description = Vec::new();
@@ -136,10 +132,11 @@ impl OfflineAgent {
                     literal(knob, *value)
                 ));
             }
-            self.memory.last = changes
+            let changes = changes
                 .into_iter()
                 .map(|(k, _, up)| Change { name: k.name, up })
                 .collect();
+            self.memory.in_flight.insert(seq, changes);
             self.save()?;
             return Ok(Proposal {
                 description: description.join(", "),
@@ -149,9 +146,21 @@ impl OfflineAgent {
         bail!("the offline search has tried every nearby setting; connect an LLM for new ideas")
     }
 
-    /// Credits the last proposal with `gain` (bpb below the best before it; negative if worse).
-    pub fn observe(&mut self, gain: f64) -> Result<()> {
-        for change in std::mem::take(&mut self.memory.last) {
+    /// Remembers the setting of a trainer it did not propose (a change re-applied onto a newer
+    /// best), so that it is not proposed while it runs, or after.
+    pub fn note(&mut self, source: &str) -> Result<()> {
+        let setting = self.knobs(source).into_iter().map(|k| (k.name, k.value)).collect();
+        self.memory.tried.insert(setting_key(&setting));
+        self.save()
+    }
+
+    /// Credits experiment `seq`'s proposal with `gain` (bpb below the best it was compared
+    /// with; negative if worse).
+    pub fn observe(&mut self, seq: u64, gain: f64) -> Result<()> {
+        let Some(changes) = self.memory.in_flight.remove(&seq) else {
+            return Ok(()); // not its proposal
+        };
+        for change in changes {
             *self
                 .memory
                 .credit
@@ -159,6 +168,14 @@ impl OfflineAgent {
                 .or_default() += gain;
         }
         self.save()
+    }
+
+    /// The tunable constants of `source` that do something on this machine.
+    fn knobs(&self, source: &str) -> Vec<Knob> {
+        parse_knobs(source)
+            .into_iter()
+            .filter(|k| !FIXED.contains(&k.name.as_str()) && !k.name.starts_with(self.other_device))
+            .collect()
     }
 
     /// Up or down, leaning to the direction with more credit.
@@ -179,6 +196,15 @@ impl OfflineAgent {
         prepare::atomic::write(&self.path, &serde_json::to_vec(&self.memory)?)
             .context("saving the offline agent's memory")
     }
+}
+
+/// A whole setting as remembered: `NAME=value` pairs in name order.
+fn setting_key(setting: &BTreeMap<String, f64>) -> String {
+    setting
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn key(name: &str, up: bool) -> String {
@@ -306,9 +332,9 @@ mod tests {
         let ws = Workspace::new(dir.path());
         let mut agent = OfflineAgent::new(dir.path().join("memory.json"), 1, Profile::Cpu).unwrap();
         let mut seen = HashSet::new();
-        for _ in 0..12 {
+        for seq in 0..12 {
             std::fs::write(dir.path().join(SOURCE), SOURCE_TEXT).unwrap();
-            let proposal = agent.propose(&ws).unwrap();
+            let proposal = agent.propose(seq, &ws).unwrap();
             let edited = std::fs::read_to_string(dir.path().join(SOURCE)).unwrap();
             assert_ne!(edited, SOURCE_TEXT);
             assert!(
@@ -320,10 +346,33 @@ mod tests {
                 "repeated a setting: {}",
                 proposal.description
             );
-            agent.observe(-0.01).unwrap();
+            if seq % 2 == 0 {
+                agent.observe(seq, -0.01).unwrap(); // the others are still in flight
+            }
         }
         // The memory is kept: a new agent on the same file does not repeat them either.
         let again = OfflineAgent::new(dir.path().join("memory.json"), 1, Profile::Cpu).unwrap();
         assert_eq!(again.memory.tried.len(), 12);
+        assert_eq!(again.memory.in_flight.len(), 6);
+    }
+
+    #[test]
+    fn a_noted_setting_is_never_proposed() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("crates/train/src")).unwrap();
+        let ws = Workspace::new(dir.path());
+        let source = "const CPU_LR: f64 = 1.0;\n";
+        let mut agent = OfflineAgent::new(dir.path().join("memory.json"), 7, Profile::Cpu).unwrap();
+        // Every setting one step away from 1.0, as if other workers ran them.
+        for value in ["1.5", "2.0"] {
+            agent.note(&format!("const CPU_LR: f64 = {value};\n")).unwrap();
+        }
+        std::fs::write(dir.path().join(SOURCE), source).unwrap();
+        let proposal = agent.propose(1, &ws).unwrap();
+        assert!(
+            proposal.description.ends_with("0.5") || proposal.description.ends_with("0.666667"),
+            "{}",
+            proposal.description
+        );
     }
 }

@@ -22,6 +22,7 @@ const MAX_ROUNDS: usize = 40;
 /// Attempts per request on transport errors, 429 and 5xx, with doubling waits from 1 s.
 const ATTEMPTS: u32 = 5;
 
+#[derive(Clone)]
 pub struct OpenAiAgent {
     client: Client<OpenAIConfig>,
     model: String,

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::{Result, bail};
 
-use super::session::Session;
+use super::session::{Session, Worker};
 use super::{Experiment, Failure};
 use crate::cargo_build::Build;
 use crate::text::tail;
@@ -21,41 +21,47 @@ pub(super) enum Built {
     Failed(Failure),
 }
 
-pub(super) async fn with_repairs(s: &mut Session, experiment: &mut Experiment) -> Result<Built> {
+pub(super) async fn with_repairs(
+    s: &Session,
+    w: &mut Worker,
+    experiment: &mut Experiment,
+) -> Result<Built> {
     let started = Instant::now();
     let pending = &mut experiment.pending;
-    s.progress.phase("building");
-    let mut build = s.builder.trainer(&s.worktree, &s.cfg.target_dir).await?;
+    w.progress.phase("building");
+    let mut build = s.builder.trainer(&w.worktree, &s.cfg.target_dir).await?;
     let mut repairs = 0;
     while let Build::Failed { diagnostics } = &build {
         if pending.seq == 0 {
             bail!("the unmodified trainer does not build; fix it before a run:\n{diagnostics}");
         }
-        s.progress.println(&format!(
-            "build failed:\n{}",
+        w.progress.println(&format!(
+            "{}#{} build failed:\n{}",
+            w.name,
+            pending.seq,
             tail(diagnostics, CONSOLE_LINES)
         ));
         if repairs == s.cfg.max_repairs {
             break;
         }
-        let Some(repaired) = s.agent.repair(diagnostics, &s.ws).await else {
+        let Some(repaired) = w.agent.repair(diagnostics, &w.ws).await else {
             break;
         };
         pending.agent_tokens += repaired?.tokens;
         repairs += 1;
         let message = format!("{} (repair {repairs})", pending.description);
-        if let Some(commit) = s.git.commit_editable(&message)? {
+        if let Some(commit) = w.git.commit_editable(&message)? {
             pending.commit = commit;
-            s.ledger.set_pending(Some(pending))?;
+            s.ledger().write_pending(pending)?;
         }
-        s.progress.phase("building");
-        build = s.builder.trainer(&s.worktree, &s.cfg.target_dir).await?;
+        w.progress.phase("building");
+        build = s.builder.trainer(&w.worktree, &s.cfg.target_dir).await?;
     }
     experiment.build_seconds = started.elapsed().as_secs_f64();
     Ok(match build {
         Build::Built { binary } => Built::Binary(binary),
         Build::Failed { diagnostics } => {
-            s.ledger.write_log(
+            s.ledger().write_log(
                 experiment.pending.seq,
                 &format!("build failed after {repairs} repair rounds:\n\n{diagnostics}\n"),
             )?;

@@ -6,7 +6,7 @@
 
 use anyhow::Result;
 
-use super::session::Session;
+use super::session::{Session, Worker};
 use super::trials::Trials;
 use super::{Decision, Experiment, Failure};
 use crate::cargo_build::Rules;
@@ -15,13 +15,17 @@ use crate::decide;
 /// The end of an experiment that must not be built: a crash when it changed files outside the
 /// trainer, a discard when it changed nothing that could be kept. None lets it build. Why it did
 /// not run goes to its log.
-pub(super) fn before_build(s: &Session, experiment: &Experiment) -> Result<Option<Decision>> {
+pub(super) fn before_build(
+    s: &Session,
+    w: &Worker,
+    experiment: &Experiment,
+) -> Result<Option<Decision>> {
     let pending = &experiment.pending;
-    let outside = s.changed_outside()?;
+    let outside = w.changed_outside(&s.base)?;
     let decision = if !outside.is_empty() {
         Some(Decision::Crash(Failure::Refused(outside.join(", "))))
     } else if pending.seq > 0 {
-        decide::cosmetic(&s.git.editable_changes(&pending.parent, &pending.commit)?)
+        decide::cosmetic(&w.git.editable_changes(&pending.parent, &pending.commit)?)
             .map(|why| Decision::Discard(format!("{why}: never kept, not run")))
     } else {
         None
@@ -29,9 +33,9 @@ pub(super) fn before_build(s: &Session, experiment: &Experiment) -> Result<Optio
     if let Some(decision) = &decision {
         let why = match decision {
             Decision::Crash(failure) => failure.to_string(),
-            Decision::Keep(rule) | Decision::Discard(rule) => rule.clone(),
+            Decision::Keep(rule) | Decision::Discard(rule) | Decision::Stale(rule) => rule.clone(),
         };
-        s.ledger
+        s.ledger()
             .write_log(pending.seq, &format!("not run: {why}\n"))?;
     }
     Ok(decision)
@@ -39,14 +43,19 @@ pub(super) fn before_build(s: &Session, experiment: &Experiment) -> Result<Optio
 
 /// `trials`, or a crash when files outside the trainer changed while it ran, or when a change that
 /// would be kept breaks the rule tests (their report goes to the experiment's log).
-pub(super) async fn after_run(s: &Session, seq: u64, mut trials: Trials) -> Result<Trials> {
-    let outside = s.changed_outside()?;
+pub(super) async fn after_run(
+    s: &Session,
+    w: &Worker,
+    seq: u64,
+    mut trials: Trials,
+) -> Result<Trials> {
+    let outside = w.changed_outside(&s.base)?;
     if !outside.is_empty() {
         trials.decision = Decision::Crash(Failure::Refused(outside.join(", ")));
     } else if matches!(trials.decision, Decision::Keep(_))
-        && let Rules::Broken(report) = s.builder.rule_tests(&s.worktree, &s.cfg.target_dir).await?
+        && let Rules::Broken(report) = s.builder.rule_tests(&w.worktree, &s.cfg.target_dir).await?
     {
-        s.ledger.append_log(
+        s.ledger().append_log(
             seq,
             &format!("orchestrator: rule tests failed:\n{report}\n"),
         )?;

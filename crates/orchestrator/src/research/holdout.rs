@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::{Result, bail};
 
 use super::Decision;
-use super::session::Session;
+use super::session::{Session, Worker};
 use super::trials::Trials;
 use crate::scoring::ScoreError;
 
@@ -22,7 +22,7 @@ pub(super) struct Holdout {
     pub flags: Vec<String>,
 }
 
-pub(super) async fn score(s: &Session, trials: &Trials) -> Result<Holdout> {
+pub(super) async fn score(s: &Session, w: &Worker, trials: &Trials) -> Result<Holdout> {
     let started = Instant::now();
     let mut holdout = Holdout {
         test_bpb: None,
@@ -30,8 +30,13 @@ pub(super) async fn score(s: &Session, trials: &Trials) -> Result<Holdout> {
         seconds: 0.0,
         flags: Vec::new(),
     };
-    if let (Decision::Keep(_), Some(first)) = (&trials.decision, trials.runs.first()) {
-        s.progress.phase("holdout");
+    // A keep whose best has moved on meanwhile is re-applied rather than kept (see `record`).
+    let best_now = s.ledger().best().map(|b| b.commit.clone());
+    let still_best = trials.against.is_none() || trials.against == best_now;
+    if let (Decision::Keep(_), Some(first), true) =
+        (&trials.decision, trials.runs.first(), still_best)
+    {
+        w.progress.phase("holdout");
         match s.executor.holdout(&first.model, s.limits.eval).await {
             Ok(score) => {
                 holdout.eval_seconds = score.seconds;
@@ -43,7 +48,7 @@ pub(super) async fn score(s: &Session, trials: &Trials) -> Result<Holdout> {
             }
         }
     }
-    let previous = s.ledger.best().and_then(|b| b.test_bpb);
+    let previous = s.ledger().best().and_then(|b| b.test_bpb);
     if let (Some(test), Some(previous)) = (holdout.test_bpb, previous)
         && test > previous
     {

@@ -1,6 +1,8 @@
-//! The loop: one experiment after another through the same phases, each in its own module and
-//! each handing the next a named result. Every step is ordered so that a kill at any moment loses
-//! nothing and `--resume` records nothing twice.
+//! The loop: each worker runs one experiment after another through the same phases, each in its
+//! own module and each handing the next a named result. The workers are futures of one task that
+//! share the session; only the trainers' runs, the agents' thinking and the builds (one at a time)
+//! overlap. Every step is ordered so that a kill at any moment loses nothing and `--resume`
+//! records nothing twice.
 
 mod build;
 mod guard;
@@ -12,42 +14,56 @@ mod trials;
 
 use anyhow::Result;
 
-use crate::Stop;
 use crate::config::Config;
 use crate::executor::TrialFailure;
 use crate::git::EDITABLE;
 use crate::ledger::{Pending, Status};
 use build::Built;
-use session::Session;
+use session::{Session, Worker};
 use trials::Trials;
 
 pub async fn run(cfg: Config) -> Result<()> {
-    let mut session = Session::start(cfg).await?;
-    let mut stop = Stop::on_ctrl_c();
-    while let Some(seq) = session.next_seq(&stop) {
-        let Some(mut experiment) = propose::next(&mut session, seq).await? else {
-            continue; // the proposal changed nothing
+    let (session, workers) = Session::start(cfg).await?;
+    // The first error ends the run: the other workers' experiments stay pending for --resume.
+    futures::future::try_join_all(workers.into_iter().map(|w| work(&session, w))).await?;
+    session.stopped();
+    Ok(())
+}
+
+/// One worker's experiments, until the run stops.
+async fn work(s: &Session, mut w: Worker) -> Result<()> {
+    let mut again = None;
+    while !w.stop.requested() {
+        let next = match again.take() {
+            Some(next) => next,
+            None => match s.next(&w).await {
+                Some(next) => next,
+                None => return Ok(()),
+            },
         };
-        let trials = match guard::before_build(&session, &experiment)? {
+        let Some(mut experiment) = propose::next(s, &mut w, &next).await? else {
+            again = Some(next); // the proposal changed nothing: the same number, another try
+            continue;
+        };
+        let trials = match guard::before_build(s, &w, &experiment)? {
             Some(decision) => Trials::not_run(decision),
-            None => match build::with_repairs(&mut session, &mut experiment).await? {
+            None => match build::with_repairs(s, &mut w, &mut experiment).await? {
                 Built::Failed(failure) => Trials::not_run(Decision::Crash(failure)),
                 Built::Binary(binary) => {
-                    match trials::run(&session, &experiment.pending, &binary, &mut stop).await? {
+                    match trials::run(s, &mut w, &experiment.pending, &binary).await? {
                         Some(trials) => trials,
-                        None => break, // Ctrl-C: the pending experiment is re-run on --resume
+                        None => return Ok(()), // Ctrl-C: the pending experiment is re-run on --resume
                     }
                 }
             },
         };
-        let trials = guard::after_run(&session, seq, trials).await?;
-        if stop.requested() {
-            break;
+        let trials = guard::after_run(s, &w, experiment.pending.seq, trials).await?;
+        if w.stop.requested() {
+            return Ok(());
         }
-        let holdout = holdout::score(&session, &trials).await?;
-        record::append(&mut session, experiment, trials, holdout)?;
+        let holdout = holdout::score(s, &w, &trials).await?;
+        record::append(s, &mut w, experiment, trials, holdout).await?;
     }
-    session.stopped();
     Ok(())
 }
 
@@ -64,6 +80,9 @@ struct Experiment {
 enum Decision {
     Keep(String),
     Discard(String),
+    /// It beat the best it started from, but the best moved on meanwhile and its change no
+    /// longer applies there.
+    Stale(String),
     Crash(Failure),
 }
 
@@ -73,6 +92,7 @@ impl Decision {
         match self {
             Decision::Keep(rule) => (Status::Keep, None, Some(rule)),
             Decision::Discard(rule) => (Status::Discard, None, Some(rule)),
+            Decision::Stale(rule) => (Status::Stale, None, Some(rule)),
             Decision::Crash(failure) => (Status::Crash, Some(failure.to_string()), None),
         }
     }

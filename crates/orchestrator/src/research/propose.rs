@@ -1,38 +1,38 @@
-//! Propose: the experiment to run next, committed on the run's branch. An interrupted one is
-//! picked up again; the first is the unmodified baseline; every other is the agent's change.
+//! Propose: the experiment to run next, committed in the worker's worktree. An interrupted or a
+//! re-applied one runs as committed; the first is the unmodified baseline; every other is the
+//! agent's change on top of the best as it is when the agent starts.
 
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 
 use super::Experiment;
-use super::session::Session;
+use super::session::{Next, Session, Worker};
 use crate::agent::{self, Proposal, Rules};
 use crate::ledger::Pending;
 
 /// Proposals in a row that changed nothing before the run stops: the agent is stuck.
 const MAX_EMPTY_PROPOSALS: u32 = 5;
 
-/// Experiment `seq`, recorded as pending; None when the agent's proposal changed nothing.
-pub(super) async fn next(s: &mut Session, seq: u64) -> Result<Option<Experiment>> {
-    let (program, program_changed) = s.program.read();
+/// The experiment `next` names, committed and recorded as pending; None when the agent's
+/// proposal changed nothing.
+pub(super) async fn next(s: &Session, w: &mut Worker, next: &Next) -> Result<Option<Experiment>> {
+    let (program, program_changed) = s.state().program.read();
     if program_changed {
-        s.progress
+        w.progress
             .println("program.md changed; this experiment uses the new text");
     }
-    let pending = match s.ledger.pending()? {
-        Some(p) if p.seq == seq => {
-            s.progress.println(&format!(
-                "re-running interrupted experiment {seq}: {}",
-                p.description
-            ));
-            s.git.reset_to(&p.commit)?;
-            p
+    let pending = match next {
+        Next::Run(p) => {
+            w.progress
+                .println(&format!("{}running #{}: {}", w.name, p.seq, p.description));
+            w.git.reset_to(&p.commit)?;
+            p.clone()
         }
-        _ if seq == 0 => {
-            let head = s.git.head()?;
+        Next::Baseline => {
+            let head = w.git.head()?;
             Pending {
-                seq,
+                seq: 0,
                 commit: head.clone(),
                 parent: head,
                 description: "baseline".into(),
@@ -40,12 +40,18 @@ pub(super) async fn next(s: &mut Session, seq: u64) -> Result<Option<Experiment>
                 agent_tokens: 0,
             }
         }
-        _ => match ask_agent(s, seq, &program).await? {
+        Next::Propose(seq) => match ask_agent(s, w, *seq, &program).await? {
             Some(pending) => pending,
             None => return Ok(None),
         },
     };
-    s.ledger.set_pending(Some(&pending))?;
+    s.ledger().write_pending(&pending)?;
+    let mut state = s.state();
+    state
+        .running
+        .insert(pending.seq, pending.description.clone());
+    w.progress
+        .set_context(s.context(&state, pending.seq, w));
     Ok(Some(Experiment {
         pending,
         program_changed,
@@ -53,38 +59,47 @@ pub(super) async fn next(s: &mut Session, seq: u64) -> Result<Option<Experiment>
     }))
 }
 
-/// The agent's change on top of the best commit, committed; None when it changed nothing.
-async fn ask_agent(s: &mut Session, seq: u64, program: &str) -> Result<Option<Pending>> {
-    s.progress.phase("thinking");
+/// The agent's change on top of the best commit as it is now, committed; None when it changed
+/// nothing.
+async fn ask_agent(s: &Session, w: &mut Worker, seq: u64, program: &str) -> Result<Option<Pending>> {
+    w.progress.phase("thinking");
     let started = Instant::now();
     let parent = s
-        .ledger
+        .ledger()
         .best()
         .map(|b| b.commit.clone())
         .context("no kept baseline")?;
+    w.git.reset_to(&parent)?;
     let rules = Rules {
         budget: s.budget,
         noise: s.noise(),
         device: s.cfg.device,
+        running: s
+            .state()
+            .running
+            .iter()
+            .map(|(seq, description)| format!("#{seq} {description}"))
+            .collect(),
     };
     let Proposal {
         description,
         tokens,
-    } = s
+    } = w
         .agent
-        .propose(|| agent::brief(program, &rules, &s.ledger, &s.ws), &s.ws)
+        .propose(seq, || agent::brief(program, &rules, &s.ledger(), &w.ws), &w.ws)
         .await?;
-    let Some(commit) = s.git.commit_editable(&description)? else {
-        s.empty_proposals += 1;
-        if s.empty_proposals == MAX_EMPTY_PROPOSALS {
+    let Some(commit) = w.git.commit_editable(&description)? else {
+        let mut state = s.state();
+        state.empty_proposals += 1;
+        if state.empty_proposals == MAX_EMPTY_PROPOSALS {
             bail!(
                 "the agent proposed no change {MAX_EMPTY_PROPOSALS} times in a row; see program.md and the agent's settings"
             );
         }
-        s.progress.println("the proposal changed nothing; not run");
+        w.progress.println("the proposal changed nothing; not run");
         return Ok(None);
     };
-    s.empty_proposals = 0;
+    s.state().empty_proposals = 0;
     Ok(Some(Pending {
         seq,
         commit,

@@ -1,37 +1,48 @@
-//! Record: the branch keeps a kept change and goes back to the best for any other (the change
-//! kept aside under `refs/autoresearch/<tag>/discarded/<n>`), the ledger gets the record, and the
-//! agent learns the outcome.
+//! Record: the branch moves to a kept change and the worktree goes back to the best for any other
+//! (the change kept aside under `refs/autoresearch/<tag>/discarded/<n>`), a change that lost the
+//! race to a newer best is re-applied onto it, the ledger gets the record, and the agent learns
+//! the outcome.
 
 use anyhow::{Result, bail};
 
 use super::holdout::Holdout;
-use super::session::Session;
+use super::session::{Session, State, Worker};
 use super::trials::Trials;
 use super::{Decision, Experiment};
 use crate::git::EDITABLE;
-use crate::ledger::{Record, Status};
+use crate::ledger::{Pending, Record, Status};
 
-pub(super) fn append(
-    s: &mut Session,
+pub(super) async fn append(
+    s: &Session,
+    w: &mut Worker,
     experiment: Experiment,
     trials: Trials,
     holdout: Holdout,
 ) -> Result<()> {
+    let seq = experiment.pending.seq;
+    // Runs the executor started for this experiment that its decision did not need (a comparison
+    // decided differently after a resume) are let go of first.
+    let handles = s.ledger().handles(seq)?;
+    for handle in handles {
+        s.executor.abandon(&handle).await?;
+    }
+    // From here on nothing awaits: the decision, the branch and the ledger change together,
+    // against the best as it is now.
+    let mut state = s.state();
     let Experiment {
         pending,
         program_changed,
         build_seconds,
     } = experiment;
-    let seq = pending.seq;
     if let (Decision::Crash(failure), 0) = (&trials.decision, seq) {
         bail!(
             "the unmodified baseline failed ({failure}); see {}. Fix it, then continue with --resume",
-            s.ledger.log_path(0).display()
+            state.ledger.log_path(0).display()
         );
     }
-    let best = s.ledger.best();
-    let best_bpb = best.and_then(|b| b.val_bpb);
-    let best_commit = best.map_or(pending.parent.clone(), |b| b.commit.clone());
+    let best = state.ledger.best().cloned();
+    let best_bpb = best.as_ref().and_then(|b| b.val_bpb);
+    let best_commit = best.as_ref().map_or(pending.parent.clone(), |b| b.commit.clone());
     let val_bpb = trials.val_bpb();
     // The gain as judged: side by side, the difference of two programs on one machine state.
     let delta = val_bpb.and(trials.delta.or(val_bpb.zip(best_bpb).map(|(v, b)| v - b)));
@@ -44,11 +55,20 @@ pub(super) fn append(
         mut flags,
         measured,
         seconds,
+        against,
+        beat_parent,
         ..
     } = trials;
+    let late = Late {
+        against,
+        beat_parent,
+    };
+    let decision = settle(s, w, &mut state, &pending, decision, late, best.as_ref())?;
     let (status, reason, rule) = decision.into_parts();
-    if status != Status::Keep {
-        reset(s, seq, &pending.commit, &best_commit)?;
+    if status == Status::Keep {
+        w.git.keep(&s.cfg.branch(), &s.cfg.tag, seq, &pending.commit)?;
+    } else {
+        reset(s, w, seq, &pending.commit, &best_commit)?;
     }
     flags.extend(holdout.flags);
     let trials: Vec<_> = runs.into_iter().map(|r| r.trial).collect();
@@ -72,35 +92,102 @@ pub(super) fn append(
         sigma,
         sigma_measured: measured.is_some(),
         rule,
-        test_bpb: holdout.test_bpb,
+        test_bpb: holdout.test_bpb.filter(|_| status == Status::Keep),
         flags,
         eval_seconds: trials.iter().map(|t| t.eval_seconds).sum::<f64>() + holdout.eval_seconds,
         trials,
         best_trials: best_runs,
-        pins: s.ledger.records.is_empty().then(|| s.pins.clone()),
+        pins: state.ledger.records.is_empty().then(|| s.pins.clone()),
     };
-    s.ledger.append(record)?;
-    s.ledger.set_pending(None)?;
-    s.ledger.prune_best_binaries()?;
+    state.ledger.append(record)?;
+    state.ledger.clear_pending(seq)?;
+    state.ledger.prune_best_binaries()?;
+    state.running.remove(&seq);
     if seq > 0 {
-        s.agent.observe(delta.map_or(-0.1, |d| -d))?;
+        w.agent.observe(seq, delta.map_or(-0.1, |d| -d))?;
     }
-    let record = s.ledger.records.last().expect("just appended");
-    s.progress.println(&record.summary());
+    let record = state.ledger.records.last().expect("just appended");
+    w.progress.println(&format!("{}{}", w.name, record.summary()));
     if let Some(runs) = record.runs() {
-        s.progress.println(&format!("  {runs}"));
+        w.progress.println(&format!("  {runs}"));
     }
     for flag in &record.flags {
-        s.progress.println(&format!("  warning: {flag}"));
+        w.progress.println(&format!("  warning: {flag}"));
     }
+    drop(state);
+    s.recorded();
     Ok(())
 }
 
-/// Keeps `commit` aside and puts the branch and the working tree back at `best`, where nothing
-/// outside the trainer may differ from the base commit.
-fn reset(s: &Session, seq: u64, commit: &str, best: &str) -> Result<()> {
-    s.git.discard(&s.cfg.tag, seq, commit, best)?;
-    let left = s.changed_outside()?;
+/// The decision as it stands against the best now. A keep judged against a best that has since
+/// moved on, or a change that beat its own parent but not the best that came after it, is
+/// re-applied onto the best now as a new experiment, so that gains found by different workers
+/// add up; where its change no longer applies it is stale.
+fn settle(
+    s: &Session,
+    w: &mut Worker,
+    state: &mut State,
+    pending: &Pending,
+    decision: Decision,
+    late: Late,
+    best: Option<&Record>,
+) -> Result<Decision> {
+    let (Some(best), Some(against)) = (best, late.against) else {
+        return Ok(decision);
+    };
+    let beat = match (&decision, late.beat_parent) {
+        (Decision::Keep(rule), _) if against != best.commit => {
+            format!("{rule}, but #{} became the best meanwhile", best.seq)
+        }
+        (Decision::Discard(rule), Some(beat)) => {
+            format!("{rule}; it {beat}, and #{} became the best meanwhile", best.seq)
+        }
+        _ => return Ok(decision),
+    };
+    let Some(seq) = state.allocate(s.cfg.max_experiments) else {
+        return Ok(Decision::Discard(format!(
+            "{beat}; not re-applied onto it: the run's last experiment number is given out"
+        )));
+    };
+    let description = format!("{} (re-applied onto #{})", pending.description, best.seq);
+    let Some(commit) = w
+        .git
+        .reapply(&pending.parent, &pending.commit, &best.commit, &description)?
+    else {
+        state.release(seq);
+        return Ok(Decision::Stale(format!(
+            "{beat}; its change does not apply onto #{}",
+            best.seq
+        )));
+    };
+    let source = std::fs::read_to_string(w.worktree.join(EDITABLE).join("main.rs"))
+        .unwrap_or_default();
+    w.agent.note(&source)?;
+    let reapplied = Pending {
+        seq,
+        commit,
+        parent: best.commit.clone(),
+        description,
+        think_seconds: 0.0,
+        agent_tokens: 0,
+    };
+    // Pending before this experiment is recorded: a kill in between loses neither.
+    state.ledger.write_pending(&reapplied)?;
+    state.running.insert(seq, reapplied.description.clone());
+    state.enqueue(reapplied);
+    Ok(Decision::Discard(format!("{beat}; re-applied onto it as #{seq}")))
+}
+/// What the trials knew of a best that moved on, see [`Trials::against`].
+struct Late {
+    against: Option<String>,
+    beat_parent: Option<String>,
+}
+
+/// Keeps `commit` aside and puts the worker's worktree back at `best`, where nothing outside the
+/// trainer may differ from the base commit.
+fn reset(s: &Session, w: &Worker, seq: u64, commit: &str, best: &str) -> Result<()> {
+    w.git.discard(&s.cfg.tag, seq, commit, best)?;
+    let left = w.changed_outside(&s.base)?;
     if !left.is_empty() {
         bail!(
             "files outside {EDITABLE} are not the run's base commit's even after a reset: {}. \

@@ -3,18 +3,22 @@
 //! it (or checked against the pins of the run's first record), the agent and the executor, and
 //! the facts every phase shares: the budget, resolved here once, and the hard limits.
 
+use std::cell::{Ref, RefCell, RefMut};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::PathBuf;
 
 use anyhow::{Result, bail};
+use prepare::Profile;
+use tokio::sync::Notify;
 
 use crate::Stop;
 use crate::agent::Agent;
 use crate::cargo_build::{self, Builder};
-use crate::config::{AgentKind, Config};
+use crate::config::{AgentKind, Config, ExecutorKind};
 use crate::decide::Noise;
 use crate::executor::{Executor, Limits, Local};
 use crate::git::{EDITABLE, Git};
-use crate::ledger::{self, Ledger, Pins};
+use crate::ledger::{self, Ledger, Pending, Pins};
 use crate::program::Program;
 use crate::progress::Progress;
 use crate::sandbox::Sandbox;
@@ -24,43 +28,77 @@ use crate::{setup, worktree};
 
 pub(super) struct Session {
     pub cfg: Config,
-    /// The experiments' checkout, `runs/<tag>/worktree`; `git` works there.
-    pub worktree: PathBuf,
-    pub git: Git,
-    pub ledger: Ledger,
     /// The run's first commit: files outside the trainer must stay as they are there.
     pub base: String,
     /// Training seconds per run: `--time-budget`, else the contract's.
     pub budget: f64,
     pub limits: Limits,
-    /// Builds the trainer in the sandbox.
+    /// Builds the trainer in the sandbox, one build at a time.
     pub builder: Builder,
     /// What the run's first record pins.
     pub pins: Pins,
-    pub agent: Agent,
-    pub ws: Workspace,
     pub executor: Box<dyn Executor>,
     pub progress: Progress,
+    /// What the workers share and change. Never borrowed across an `.await`: the workers are
+    /// futures of one task, and another one runs at every await.
+    state: RefCell<State>,
+    /// Told of every record, for the workers waiting for the baseline's.
+    recorded: Notify,
+}
+
+pub(super) struct State {
+    pub ledger: Ledger,
     pub program: Program,
     /// Proposals in a row that changed nothing.
     pub empty_proposals: u32,
+    /// Experiments committed and waiting for a worker: the interrupted ones on `--resume`, and
+    /// changes re-applied onto a newer best.
+    queue: VecDeque<Pending>,
+    /// The experiments in flight, by number: what each changes, for the agents' briefs.
+    pub running: BTreeMap<u64, String>,
+    /// Numbers never used below the highest one given out (a proposal interrupted before it
+    /// was committed), given out first so that the records stay numbered without a gap.
+    free: BTreeSet<u64>,
+    next_seq: u64,
+}
+
+/// One worker: its worktree, its agent (an LLM conversation of its own), its status line, its
+/// GPU.
+pub(super) struct Worker {
+    pub worktree: PathBuf,
+    pub git: Git,
+    pub ws: Workspace,
+    pub agent: Agent,
+    pub progress: Progress,
+    pub gpu: Option<String>,
+    pub stop: Stop,
+    /// `[w3] ` with several workers, else nothing.
+    pub name: String,
+}
+
+/// What a worker does next.
+pub(super) enum Next {
+    /// The unmodified baseline, experiment 0.
+    Baseline,
+    /// A new change from the agent, as experiment `seq`.
+    Propose(u64),
+    /// An experiment already committed: interrupted by a stop, or re-applied onto a newer best.
+    Run(Pending),
 }
 
 impl Session {
-    pub async fn start(cfg: Config) -> Result<Session> {
+    pub async fn start(cfg: Config) -> Result<(Session, Vec<Worker>)> {
         let data = setup::ensure_ready(&cfg)?;
         let budget = cfg.time_budget.unwrap_or(data.contract().time_budget_s);
         let ledger = Ledger::open(&cfg.run_dir())?;
         let libtorch = libtorch(&cfg);
         let sandbox = Sandbox::detect(cfg.sandbox, &libtorch)?;
-        let worktree = worktree::open(&cfg, &ledger)?;
-        let git = Git::new(&worktree);
-        let base = base_commit(&git, &ledger)?;
-        cargo_build::fetch(&worktree).await?;
-        let builder = Builder {
-            sandbox: sandbox.clone(),
-            libtorch,
-        };
+        let worktrees = worktree::open(&cfg, &ledger, cfg.workers)?;
+        let git = Git::new(&worktrees[0]);
+        let pendings = ledger.pendings()?;
+        let base = base_commit(&git, &ledger, &pendings)?;
+        cargo_build::fetch(&worktrees[0]).await?;
+        let builder = Builder::new(sandbox.clone(), libtorch);
         let first = ledger.records.first();
         if first.is_some_and(|r| r.pins.is_none()) {
             eprintln!(
@@ -72,7 +110,7 @@ impl Session {
         let evaluator = Evaluator::open(
             &cfg,
             &builder,
-            &worktree,
+            &worktrees[0],
             first.and_then(|r| r.pins.as_ref()),
         )
         .await?;
@@ -81,49 +119,104 @@ impl Session {
         let limits = cfg.limits(budget);
         announce(&cfg, budget, limits, data.contract_hash(), &sandbox);
         let progress = Progress::new();
-        Ok(Session {
-            agent: Agent::new(&cfg, &builder)?,
-            ws: Workspace::new(&worktree),
+        let stop = Stop::on_ctrl_c();
+        let agent = Agent::new(&cfg, &builder)?;
+        let several = worktrees.len() > 1;
+        let workers = worktrees
+            .into_iter()
+            .enumerate()
+            .map(|(k, worktree)| Worker {
+                git: Git::new(&worktree),
+                ws: Workspace::new(&worktree),
+                agent: agent.for_another_worker(),
+                progress: if several { progress.another() } else { progress.clone() },
+                gpu: cfg.gpus.get(k).cloned(),
+                stop: stop.clone(),
+                name: if several { format!("[w{k}] ") } else { String::new() },
+                worktree,
+            })
+            .collect();
+        let highest = pendings.iter().map(|p| p.seq + 1).max().unwrap_or(0);
+        let next_seq = ledger.next_seq().max(highest);
+        let used: BTreeSet<u64> = ledger
+            .records
+            .iter()
+            .map(|r| r.seq)
+            .chain(pendings.iter().map(|p| p.seq))
+            .collect();
+        let state = State {
             // The person's file, in the person's checkout.
             program: Program::watch(&cfg.repo.join("program.md"), &progress),
-            executor: Box::new(executor),
-            progress,
             empty_proposals: 0,
-            worktree,
-            git,
+            queue: pendings.into(),
+            running: BTreeMap::new(),
+            free: (0..next_seq).filter(|n| !used.contains(n)).collect(),
+            next_seq,
             ledger,
+        };
+        let session = Session {
+            progress,
             base,
             budget,
             limits,
             builder,
             pins,
+            executor: Box::new(executor),
+            state: RefCell::new(state),
+            recorded: Notify::new(),
             cfg,
-        })
+        };
+        Ok((session, workers))
     }
 
-    /// The next experiment's number, or None once the run is to stop.
-    pub fn next_seq(&mut self, stop: &Stop) -> Option<u64> {
-        let seq = self.ledger.next_seq();
-        if self.cfg.max_experiments.is_some_and(|max| seq >= max) || stop.requested() {
-            return None;
+    pub fn state(&self) -> RefMut<'_, State> {
+        self.state.borrow_mut()
+    }
+
+    pub fn ledger(&self) -> Ref<'_, Ledger> {
+        Ref::map(self.state.borrow(), |s| &s.ledger)
+    }
+
+    /// What `worker` does next; None once the run is to stop. Until the baseline is recorded
+    /// the other workers wait: every decision compares with it, and its runs measure the noise.
+    pub async fn next(&self, worker: &Worker) -> Option<Next> {
+        loop {
+            if worker.stop.requested() {
+                return None;
+            }
+            {
+                let mut state = self.state();
+                if let Some(pending) = state.queue.pop_front() {
+                    return Some(Next::Run(pending));
+                }
+                let baseline_running = state.ledger.best().is_none() && state.next_seq > 0;
+                if !baseline_running {
+                    let seq = state.allocate(self.cfg.max_experiments)?;
+                    let next = if seq == 0 { Next::Baseline } else { Next::Propose(seq) };
+                    worker.progress.set_context(self.context(&state, seq, worker));
+                    return Some(next);
+                }
+            }
+            let recorded = self.recorded.notified();
+            let mut stop = worker.stop.clone();
+            tokio::select! {
+                _ = recorded => {}
+                _ = stop.wait() => return None,
+            }
         }
-        self.progress.set_context(self.context(seq));
-        Some(seq)
+    }
+
+    /// Wakes the workers waiting for a record.
+    pub fn recorded(&self) {
+        self.recorded.notify_waiters();
     }
 
     /// The noise floor the decisions use now.
     pub fn noise(&self) -> Option<Noise> {
-        ledger::noise_in_force(&self.ledger.records, self.cfg.noise_sigma)
+        ledger::noise_in_force(&self.ledger().records, self.cfg.noise_sigma)
     }
 
-    /// Files outside the trainer that differ from the base commit.
-    pub fn changed_outside(&self) -> Result<Vec<String>> {
-        self.git.changed_outside_editable(&self.base)
-    }
-
-    pub fn stopped(&mut self) {
-        self.progress
-            .set_context(self.context(self.ledger.next_seq()));
+    pub fn stopped(&self) {
         self.progress.println(&format!(
             "stopped; results in {}",
             self.cfg.run_dir().join("results.tsv").display()
@@ -131,20 +224,49 @@ impl Session {
     }
 
     /// Experiment number, best, noise and tallies, shown with every phase.
-    fn context(&self, seq: u64) -> String {
-        let tally = ledger::tally(&self.ledger.records);
-        let best = self
-            .ledger
-            .best()
+    pub fn context(&self, state: &State, seq: u64, worker: &Worker) -> String {
+        let records = &state.ledger.records;
+        let tally = ledger::tally(records);
+        let best = ledger::best(records)
             .and_then(|b| b.val_bpb)
             .map_or("-".into(), |b| format!("{b:.6}"));
-        let sigma = self
-            .noise()
+        let sigma = ledger::noise_in_force(records, self.cfg.noise_sigma)
             .map_or(String::new(), |n| format!(" (sigma {:.6})", n.sigma));
         format!(
-            "#{seq} best {best}{sigma} | {} keep {} discard {} crash",
-            tally.keeps, tally.discards, tally.crashes
+            "{}#{seq} best {best}{sigma} | {} keep {} discard {} crash",
+            worker.name, tally.keeps, tally.discards, tally.crashes
         )
+    }
+}
+
+impl State {
+    /// A number for a new experiment, or None when `max` experiments have had theirs.
+    pub fn allocate(&mut self, max: Option<u64>) -> Option<u64> {
+        if let Some(seq) = self.free.pop_first() {
+            return Some(seq);
+        }
+        if max.is_some_and(|max| self.next_seq >= max) {
+            return None;
+        }
+        self.next_seq += 1;
+        Some(self.next_seq - 1)
+    }
+
+    /// Gives back a number that will not be used after all.
+    pub fn release(&mut self, seq: u64) {
+        self.free.insert(seq);
+    }
+
+    /// `pending` waits for the next free worker.
+    pub fn enqueue(&mut self, pending: Pending) {
+        self.queue.push_back(pending);
+    }
+}
+
+impl Worker {
+    /// Files outside the trainer that differ from the base commit in this worker's worktree.
+    pub fn changed_outside(&self, base: &str) -> Result<Vec<String>> {
+        self.git.changed_outside_editable(base)
     }
 }
 
@@ -158,10 +280,10 @@ fn libtorch(cfg: &Config) -> PathBuf {
 
 /// The baseline's commit (or the commit the first, interrupted experiment started from), after
 /// checking that nothing outside the trainer differs from it.
-fn base_commit(git: &Git, ledger: &Ledger) -> Result<String> {
-    let base = match (ledger.records.first(), ledger.pending()?) {
+fn base_commit(git: &Git, ledger: &Ledger, pendings: &[Pending]) -> Result<String> {
+    let base = match (ledger.records.iter().find(|r| r.seq == 0), pendings.first()) {
         (Some(baseline), _) => baseline.commit.clone(),
-        (None, Some(pending)) => pending.parent,
+        (None, Some(pending)) => pending.parent.clone(),
         (None, None) => git.head()?,
     };
     let outside = git.changed_outside_editable(&base)?;
@@ -201,6 +323,19 @@ fn announce(cfg: &Config, budget: f64, limits: Limits, contract: &str, sandbox: 
         cfg.device.device(),
         cfg.run_dir().display()
     );
+    if cfg.workers > 1 {
+        let placement = match (cfg.executor, cfg.device) {
+            (ExecutorKind::Slurm, _) => "each trial a Slurm job".to_string(),
+            (ExecutorKind::Local, Profile::Gpu) => format!("GPUs {}", cfg.gpus.join(",")),
+            (ExecutorKind::Local, Profile::Cpu) => format!(
+                "all sharing this machine's {} CPU cores: each trainer gets a share of them, so \
+                 fewer steps fit in its budget, and the others' load moves its speed, which adds \
+                 to the noise between runs (decisions measure and account for it)",
+                std::thread::available_parallelism().map_or(1, |n| n.get())
+            ),
+        };
+        eprintln!("workers | {} experiments at once, {placement}", cfg.workers);
+    }
     if sandbox.confined() {
         eprintln!("sandbox | {}", sandbox.support());
     } else {

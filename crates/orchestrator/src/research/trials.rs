@@ -12,11 +12,10 @@ use anyhow::{Context, Result};
 use serde_json::Value;
 
 use super::Decision;
-use super::session::Session;
-use crate::Stop;
+use super::session::{Session, Worker};
 use crate::decide::{self, Evidence, Verdict};
 use crate::executor::{Job, Outcome, Scored, TrialFailure};
-use crate::ledger::{self, Pending, Record, Trial};
+use crate::ledger::{self, Pending, Record, Status, Trial};
 
 /// Seed of every experiment's first run; later runs count up from it, and the best's re-run in
 /// a pair takes the seed of the change's run beside it.
@@ -43,6 +42,12 @@ pub(super) struct Trials {
     pub delta: Option<f64>,
     /// Wall time of the runs, scoring included.
     pub seconds: f64,
+    /// The best's commit when the first run's score came back, which the runs were judged
+    /// against; None for the baseline and changes that never ran.
+    pub against: Option<String>,
+    /// The rule by which the change beat its own parent, when the best had already moved on from
+    /// that parent by the time its score came back and the change did not beat the new best.
+    pub beat_parent: Option<String>,
 }
 
 impl Trials {
@@ -57,6 +62,8 @@ impl Trials {
             measured: None,
             delta: None,
             seconds: 0.0,
+            against: None,
+            beat_parent: None,
         }
     }
 
@@ -78,6 +85,8 @@ struct Runs {
     delta: Option<f64>,
     /// The best and the change are being compared side by side.
     paired: bool,
+    /// The best they are judged against, see [`Trials::against`].
+    against: Option<Record>,
 }
 
 impl Runs {
@@ -101,30 +110,36 @@ enum Next {
     Best,
 }
 
-/// Runs `pending`'s `binary` until its runs decide it; None on Ctrl-C.
+/// Runs `pending`'s `binary` on worker `w` until its runs decide it; None on Ctrl-C.
 pub(super) async fn run(
     s: &Session,
+    w: &mut Worker,
     pending: &Pending,
     binary: &Path,
-    stop: &mut Stop,
 ) -> Result<Option<Trials>> {
     let started = Instant::now();
     let seq = pending.seq;
     let mut runs = Runs::default();
-    let Some(decision) = until_decided(s, seq, binary, stop, &mut runs).await? else {
+    let Some(decision) = until_decided(s, w, seq, binary, &mut runs).await? else {
         return Ok(None);
+    };
+    let beat_parent = match (&decision, &runs.against) {
+        (Decision::Discard(_), Some(best)) if best.commit != pending.parent => {
+            beat_parent(s, pending, &runs)
+        }
+        _ => None,
     };
     let mut measured_here = seq == 0;
     if matches!(decision, Decision::Keep(_)) {
         if remeasure_due(s, &runs.scored) {
-            measured_here = remeasure(s, seq, binary, stop, &mut runs).await?;
-            if stop.requested() {
+            measured_here = remeasure(s, w, seq, binary, &mut runs).await?;
+            if w.stop.requested() {
                 return Ok(None);
             }
         }
         // Kept under the commit's name until the record is written, so that a kill in between
         // leaves the previous best's trainer in place for the ledger's previous best.
-        let kept = s.ledger.best_binary_path(&pending.commit);
+        let kept = s.ledger().best_binary_path(&pending.commit);
         prepare::atomic::copy(binary, &kept)
             .with_context(|| format!("keeping the best's trainer at {}", kept.display()))?;
     }
@@ -147,39 +162,63 @@ pub(super) async fn run(
         measured,
         delta: runs.delta,
         seconds: started.elapsed().as_secs_f64(),
+        against: runs.against.map(|best| best.commit),
+        beat_parent,
     }))
 }
 
-/// Runs until a failure, or until the scores decide; None on Ctrl-C.
+/// The rule by which the change beat its own parent, judged on its runs so far against the
+/// parent's recorded ones (no runs side by side: the parent's trainer is no longer kept).
+fn beat_parent(s: &Session, pending: &Pending, runs: &Runs) -> Option<String> {
+    let ledger = s.ledger();
+    let parent = ledger
+        .records
+        .iter()
+        .find(|r| r.commit == pending.parent && r.status == Status::Keep)?;
+    let evidence = Evidence {
+        best: &ledger::scores(&parent.trials),
+        noise: s.noise(),
+        change: &scores(&runs.scored),
+        reruns: &[],
+        may_rerun: false,
+    };
+    match decide::judge(&evidence) {
+        Verdict::Keep(rule) => Some(format!("beat its parent #{}: {rule}", parent.seq)),
+        Verdict::Discard(_) | Verdict::Pair(_) => None,
+    }
+}
+
+/// Runs until a failure, or until the scores decide; None on Ctrl-C. The change runs first; the
+/// best it is then judged against is the best as it is when that run's score comes back.
 async fn until_decided(
     s: &Session,
+    w: &mut Worker,
     seq: u64,
     binary: &Path,
-    stop: &mut Stop,
     runs: &mut Runs,
 ) -> Result<Option<Decision>> {
-    let Some(best) = s.ledger.best().filter(|b| b.val_bpb.is_some()) else {
+    w.progress.phase("starting");
+    if let ControlFlow::Break(end) = run_change(s, w, seq, binary, runs).await? {
+        return Ok(end);
+    }
+    let Some(best) = s.ledger().best().filter(|b| b.val_bpb.is_some()).cloned() else {
         // The baseline: as many seeds as measure the noise.
         while runs.scored.len() < s.cfg.noise_seeds {
-            s.progress.phase(if runs.scored.is_empty() {
-                "starting"
-            } else {
-                "noise"
-            });
-            if let ControlFlow::Break(end) = run_change(s, seq, binary, stop, runs).await? {
+            w.progress.phase("noise");
+            if let ControlFlow::Break(end) = run_change(s, w, seq, binary, runs).await? {
                 return Ok(end);
             }
         }
         return Ok(Some(Decision::Keep("baseline".into())));
     };
-    let best_binary = s.ledger.best_binary_path(&best.commit);
+    let best_binary = s.ledger().best_binary_path(&best.commit);
+    let best = runs.against.insert(best).clone();
     loop {
         let step = match (runs.scored.len(), runs.best.len()) {
-            (0, _) => Next::Change,
             (c, b) if c > b && runs.paired => Next::Best,
             (c, b) if b > c => Next::Change,
             _ => {
-                if let Some(decision) = judge(s, seq, best, runs) {
+                if let Some(decision) = judge(s, w, seq, &best, runs) {
                     return Ok(Some(decision));
                 }
                 if !runs.paired && !best_binary.exists() {
@@ -200,16 +239,12 @@ async fn until_decided(
         };
         let flow = match step {
             Next::Change => {
-                s.progress.phase(if runs.scored.is_empty() {
-                    "starting"
-                } else {
-                    "re-running"
-                });
-                run_change(s, seq, binary, stop, runs).await?
+                w.progress.phase("re-running");
+                run_change(s, w, seq, binary, runs).await?
             }
             Next::Best => {
-                s.progress.phase("running the best beside it");
-                run_best(s, seq, &best_binary, stop, runs).await?
+                w.progress.phase("running the best beside it");
+                run_best(s, w, seq, &best_binary, runs).await?
             }
         };
         if let ControlFlow::Break(end) = flow {
@@ -222,13 +257,13 @@ async fn until_decided(
 /// Ctrl-C.
 async fn run_change(
     s: &Session,
+    w: &mut Worker,
     seq: u64,
     binary: &Path,
-    stop: &mut Stop,
     runs: &mut Runs,
 ) -> Result<ControlFlow<Option<Decision>>> {
     let seed = SEED + runs.scored.len() as u64;
-    match execute(s, seq, runs.count(), seed, binary, stop).await? {
+    match execute(s, w, seq, runs.count(), seed, binary).await? {
         Outcome::Interrupted => Ok(ControlFlow::Break(None)),
         Outcome::Failed { failure, result } => {
             runs.result = runs.result.take().or(result);
@@ -253,13 +288,13 @@ async fn run_change(
 /// with None on Ctrl-C.
 async fn run_best(
     s: &Session,
+    w: &mut Worker,
     seq: u64,
     best_binary: &Path,
-    stop: &mut Stop,
     runs: &mut Runs,
 ) -> Result<ControlFlow<Option<Decision>>> {
     let seed = SEED + runs.best.len() as u64;
-    match execute(s, seq, runs.count(), seed, best_binary, stop).await? {
+    match execute(s, w, seq, runs.count(), seed, best_binary).await? {
         Outcome::Interrupted => Ok(ControlFlow::Break(None)),
         Outcome::Failed { failure, .. } => {
             let why = format!("the best's re-run beside it failed ({failure})");
@@ -292,8 +327,8 @@ fn scores(runs: &[Scored]) -> Vec<f64> {
 }
 
 /// The decision the runs so far support against `best`, or None for more runs side by side.
-fn judge(s: &Session, seq: u64, best: &Record, runs: &mut Runs) -> Option<Decision> {
-    let (ledger_reruns, ledger_all) = s.ledger.rerun_seconds();
+fn judge(s: &Session, w: &Worker, seq: u64, best: &Record, runs: &mut Runs) -> Option<Decision> {
+    let (ledger_reruns, ledger_all) = s.ledger().rerun_seconds();
     let (my_reruns, my_all) = runs.rerun_seconds();
     let may_rerun = ledger_reruns + my_reruns <= s.cfg.rerun_share * (ledger_all + my_all);
     let (best_scores, change, reruns) = (
@@ -311,7 +346,7 @@ fn judge(s: &Session, seq: u64, best: &Record, runs: &mut Runs) -> Option<Decisi
     runs.delta = Some(evidence.delta());
     match decide::judge(&evidence) {
         Verdict::Pair(why) => {
-            s.progress.println(&format!("#{seq} {why}"));
+            w.progress.println(&format!("{}#{seq} {why}", w.name));
             None
         }
         Verdict::Keep(rule) => Some(Decision::Keep(rule)),
@@ -324,7 +359,7 @@ fn judge(s: &Session, seq: u64, best: &Record, runs: &mut Runs) -> Option<Decisi
 fn remeasure_due(s: &Session, runs: &[Scored]) -> bool {
     let mean = decide::mean(&scores(runs));
     s.cfg.noise_sigma.is_none()
-        && s.ledger
+        && s.ledger()
             .sigma_measured_at()
             .is_some_and(|at| (at - mean).abs() > REMEASURE_SHIFT * at)
 }
@@ -332,15 +367,15 @@ fn remeasure_due(s: &Session, runs: &[Scored]) -> bool {
 /// Runs the kept change up to `noise_seeds` times in all; whether every run scored.
 async fn remeasure(
     s: &Session,
+    w: &mut Worker,
     seq: u64,
     binary: &Path,
-    stop: &mut Stop,
     runs: &mut Runs,
 ) -> Result<bool> {
     while runs.scored.len() < s.cfg.noise_seeds {
-        s.progress.phase("noise");
+        w.progress.phase("noise");
         let seed = SEED + runs.scored.len() as u64;
-        match execute(s, seq, runs.count(), seed, binary, stop).await? {
+        match execute(s, w, seq, runs.count(), seed, binary).await? {
             Outcome::Interrupted => return Ok(false),
             Outcome::Failed { failure, .. } => {
                 runs.flags
@@ -354,25 +389,28 @@ async fn remeasure(
 }
 
 /// Run `index` of experiment `seq` (counted in the order they ran), with `seed`, through the
-/// session's executor.
+/// session's executor, on worker `w`'s GPU.
 async fn execute(
     s: &Session,
+    w: &mut Worker,
     seq: u64,
     index: usize,
     seed: u64,
     binary: &Path,
-    stop: &mut Stop,
 ) -> Result<Outcome> {
-    let job = Job {
-        binary: binary.to_path_buf(),
-        seq,
-        index,
-        seed,
-        budget: s.budget,
-        limits: s.limits,
-        log: s.ledger.trial_log_path(seq, index),
-        gpu: None,
-        handle: s.ledger.handle_path(seq, index),
+    let job = {
+        let ledger = s.ledger();
+        Job {
+            binary: binary.to_path_buf(),
+            seq,
+            index,
+            seed,
+            budget: s.budget,
+            limits: s.limits,
+            log: ledger.trial_log_path(seq, index),
+            gpu: w.gpu.clone(),
+            handle: ledger.handle_path(seq, index),
+        }
     };
-    s.executor.run(&job, stop, &s.progress).await
+    s.executor.run(&job, &mut w.stop, &w.progress).await
 }
