@@ -1,0 +1,238 @@
+//! The loop's throughput with 1, 2 and 16 workers, on the stand-in trainer of
+//! `tests/common/standin.rs` (a build of about a second, a trainer that sleeps its budget): the
+//! real loop, git, sandboxed builds, executor, evaluator and decisions, with the offline agent.
+//! Figures, not pass/fail:
+//!
+//! ```sh
+//! cargo bench -p orchestrator --bench workers                      # 1, 2, 16 workers, 5 s budget
+//! cargo bench -p orchestrator --bench workers -- --budget 10 --workers 1,16 --rounds 3
+//! ```
+//!
+//! Each run: the baseline (2 noise seeds), then `rounds` x workers experiments (at least 6). The
+//! figures are taken after the baseline is recorded (the start-up, the evaluator's build and
+//! the baseline's runs are shown apart), up to the last record:
+//!
+//! - experiments per hour;
+//! - the training share: the trials' training seconds (the best's re-runs beside them
+//!   included) / (wall time x workers), what a GPU per worker would spend training;
+//! - the loop's own time per experiment: wall x workers / experiments, minus its training;
+//! - at a 300 s budget, with the same runs per experiment and the same own time per experiment:
+//!   experiments per hour on that many GPUs, and the training share. The own time measured at a
+//!   short budget includes waiting for whatever the workers share (builds one at a time), which
+//!   a longer budget spreads out: the projection is conservative.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+#[path = "../tests/common/standin.rs"]
+mod standin;
+
+use std::time::Instant;
+
+use serde_json::Value;
+use standin::Standin;
+
+const TAG: &str = "bench";
+/// The contract's budget, which the figures are projected to.
+const REAL_BUDGET: f64 = 300.0;
+/// The goal: GPU (training) time at 16 workers at least this share of wall time.
+const GOAL_SHARE: f64 = 0.9;
+
+struct Options {
+    budget: f64,
+    workers: Vec<usize>,
+    rounds: u64,
+}
+
+fn options() -> Options {
+    let mut options = Options {
+        budget: 5.0,
+        workers: vec![1, 2, 16],
+        rounds: 2,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = || args.next().unwrap_or_else(|| panic!("{arg} needs a value"));
+        match arg.as_str() {
+            "--budget" => options.budget = value().parse().expect("--budget SECONDS"),
+            "--workers" => {
+                options.workers = value()
+                    .split(',')
+                    .map(|w| w.trim().parse().expect("--workers 1,2,16"))
+                    .collect()
+            }
+            "--rounds" => options.rounds = value().parse().expect("--rounds N"),
+            _ => {} // cargo bench passes --bench
+        }
+    }
+    options
+}
+
+/// What one run measured.
+struct Run {
+    workers: usize,
+    experiments: usize,
+    wall: f64,
+    /// From the start to the baseline's record.
+    startup: f64,
+    /// From the baseline's record to the last record.
+    steady: f64,
+    training: f64,
+    trials: usize,
+    build: f64,
+    failed: Option<String>,
+}
+
+fn seconds_since(start: chrono::DateTime<chrono::Local>, record: &Value) -> f64 {
+    let at = chrono::DateTime::parse_from_rfc3339(record["finished_at"].as_str().unwrap()).unwrap();
+    (at.with_timezone(&chrono::Local) - start).as_seconds_f64()
+}
+
+fn run(workers: usize, budget: f64, rounds: u64) -> Run {
+    let standin = Standin::new();
+    let experiments = 1 + (rounds * workers as u64).max(6);
+    let flags = [
+        "--agent".to_string(),
+        "offline".into(),
+        "--tag".into(),
+        TAG.into(),
+        "--time-budget".into(),
+        budget.to_string(),
+        "--max-experiments".into(),
+        experiments.to_string(),
+        "--workers".into(),
+        workers.to_string(),
+        "--noise-seeds".into(),
+        "2".into(),
+    ];
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    eprintln!("{workers} workers: {experiments} experiments at {budget} s...");
+    let start = chrono::Local::now();
+    let started = Instant::now();
+    let out = standin.run(&flags);
+    let wall = started.elapsed().as_secs_f64();
+    let records = standin.records(TAG);
+    let failed = (!out.status.success()).then(|| {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let tail: Vec<&str> = stderr.lines().rev().take(5).collect();
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    });
+    let after: Vec<&Value> = records.iter().filter(|r| r["seq"] != 0).collect();
+    let startup = records
+        .iter()
+        .find(|r| r["seq"] == 0)
+        .map_or(wall, |r| seconds_since(start, r));
+    let last = records
+        .iter()
+        .map(|r| seconds_since(start, r))
+        .fold(startup, f64::max);
+    let trials = |r: &Value| {
+        ["trials", "best_trials"]
+            .into_iter()
+            .flat_map(|k| r[k].as_array().cloned().unwrap_or_default())
+            .collect::<Vec<_>>()
+    };
+    Run {
+        workers,
+        experiments: after.len(),
+        wall,
+        startup,
+        steady: last - startup,
+        training: after
+            .iter()
+            .flat_map(|r| trials(r))
+            .map(|t| t["training_seconds"].as_f64().unwrap_or(0.0))
+            .sum(),
+        trials: after.iter().map(|r| trials(r).len()).sum(),
+        build: after
+            .iter()
+            .map(|r| r["build_seconds"].as_f64().unwrap_or(0.0))
+            .sum(),
+        failed,
+    }
+}
+
+fn main() {
+    let options = options();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    eprintln!(
+        "the loop on the stand-in trainer: budget {} s, workers {:?}, {cores} cores",
+        options.budget, options.workers
+    );
+    let runs: Vec<Run> = options
+        .workers
+        .iter()
+        .map(|&w| run(w, options.budget, options.rounds))
+        .collect();
+
+    println!(
+        "\nthe loop on the stand-in trainer, {} s budget, {cores} cores (after the baseline; \
+         start-up = the evaluator's build and the baseline's 2 runs)\n",
+        options.budget
+    );
+    println!(
+        "{:>7} {:>5} {:>7} {:>8} {:>7} {:>7} {:>8} {:>9} {:>9} {:>7} | {:>13} {:>8}",
+        "workers",
+        "exps",
+        "wall s",
+        "start s",
+        "after s",
+        "exp/h",
+        "training",
+        "own s/exp",
+        "runs/exp",
+        "build s",
+        format!("exp/h @{REAL_BUDGET:.0}s"),
+        "training"
+    );
+    for r in &runs {
+        if r.experiments == 0 || r.steady <= 0.0 {
+            println!("{:>7} no experiment after the baseline", r.workers);
+            continue;
+        }
+        let n = r.experiments as f64;
+        let workers = r.workers as f64;
+        let share = r.training / (r.steady * workers);
+        let own = (r.steady * workers - r.training) / n;
+        let runs_per_exp = r.trials as f64 / n;
+        let training_at_real = runs_per_exp * REAL_BUDGET;
+        let per_hour_real = 3600.0 * workers / (training_at_real + own.max(0.0));
+        let share_real = training_at_real / (training_at_real + own.max(0.0));
+        println!(
+            "{:>7} {:>5} {:>7.1} {:>8.1} {:>7.1} {:>7.0} {:>7.1}% {:>9.2} {:>9.2} {:>7.2} | {:>13.1} {:>7.1}%",
+            r.workers,
+            r.experiments,
+            r.wall,
+            r.startup,
+            r.steady,
+            3600.0 * n / r.steady,
+            100.0 * share,
+            own,
+            runs_per_exp,
+            r.build / n,
+            per_hour_real,
+            100.0 * share_real
+        );
+    }
+    for r in &runs {
+        if let Some(why) = &r.failed {
+            println!("\n{} workers: the run failed:\n{why}", r.workers);
+        }
+    }
+    println!(
+        "\nexps: experiments after the baseline; start s: start to the baseline's record; after s: \
+         from there to the last record; training: the runs' training seconds / (after s x \
+         workers); own s/exp: after s x workers / exps - training per experiment; runs/exp: \
+         training runs per experiment (re-runs, the best beside it); build s: the build phase \
+         per experiment. @{REAL_BUDGET:.0}s: the same runs per experiment and own time, at the \
+         contract's budget, on one GPU per worker."
+    );
+    if let Some(r) = runs.iter().find(|r| r.workers == 16 && r.steady > 0.0) {
+        let share = r.training / (r.steady * 16.0);
+        println!(
+            "goal: training >= {:.0}% of wall time at 16 workers: {:.1}% here ({})",
+            100.0 * GOAL_SHARE,
+            100.0 * share,
+            if share >= GOAL_SHARE { "met" } else { "not met at this budget" }
+        );
+    }
+}
