@@ -381,6 +381,10 @@ fn kill_then_resume(workers: usize, in_flight: usize, experiments: u64, budget: 
         std::thread::sleep(Duration::from_millis(100));
     }
 
+    eprintln!(
+        "killed with {in_flight}+ trainers in flight: {} recorded, {interrupted:?} interrupted",
+        recorded.len()
+    );
     let mut resume = strs(&flags);
     resume.push("--resume");
     let out = standin.run(&resume);
