@@ -10,7 +10,7 @@ use super::session::{Session, State, Worker};
 use super::trials::Trials;
 use super::{Decision, Experiment};
 use crate::git::EDITABLE;
-use crate::ledger::{Pending, Record, Status};
+use crate::ledger::{self, Pending, Record, Status};
 
 pub(super) async fn append(
     s: &Session,
@@ -46,7 +46,8 @@ pub(super) async fn append(
     let val_bpb = trials.val_bpb();
     // The gain as judged: side by side, the difference of two programs on one machine state.
     let delta = val_bpb.and(trials.delta.or(val_bpb.zip(best_bpb).map(|(v, b)| v - b)));
-    let sigma = trials.measured.or(s.noise().map(|n| n.sigma));
+    let noise = ledger::noise_in_force(&state.ledger.records, s.cfg.noise_sigma);
+    let sigma = trials.measured.or(noise.map(|n| n.sigma));
     let Trials {
         decision,
         runs,
