@@ -154,7 +154,10 @@ fn run(workers: usize, budget: f64, rounds: u64) -> Run {
     }
     let mut last_of = vec![startup; workers];
     for r in &after {
-        let worker = worker_of.get(&r["seq"].as_u64().unwrap()).copied().unwrap_or(0);
+        let worker = worker_of
+            .get(&r["seq"].as_u64().unwrap())
+            .copied()
+            .unwrap_or(0);
         if let Some(at) = last_of.get_mut(worker) {
             *at = at.max(seconds_since(start, r));
         }
@@ -285,7 +288,8 @@ fn main() {
         let n = r.experiments as f64;
         let share = r.training / (r.steady * 16.0);
         let training_at_real = r.trials as f64 / n * REAL_BUDGET;
-        let share_real = training_at_real / (training_at_real + ((r.busy - r.training) / n).max(0.0));
+        let share_real =
+            training_at_real / (training_at_real + ((r.busy - r.training) / n).max(0.0));
         let verdict = |s: f64| if s >= GOAL_SHARE { "met" } else { "not met" };
         println!(
             "goal, training >= {:.0}% of wall time at 16 workers: {:.1}% at {} s ({}), {:.1}% \

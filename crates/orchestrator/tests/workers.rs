@@ -84,7 +84,11 @@ fn check_finished_run(standin: &Standin, budget: f64, experiments: u64) -> Vec<V
         (0..experiments).collect::<Vec<_>>(),
         "every experiment recorded exactly once"
     );
-    assert_eq!(standin.pending(TAG), BTreeSet::new(), "nothing left pending");
+    assert_eq!(
+        standin.pending(TAG),
+        BTreeSet::new(),
+        "nothing left pending"
+    );
     let tsv = std::fs::read_to_string(standin.run_dir(TAG).join("results.tsv")).unwrap();
     assert_eq!(tsv.lines().count() as u64, experiments + 1);
 
@@ -110,7 +114,10 @@ fn check_finished_run(standin: &Standin, budget: f64, experiments: u64) -> Vec<V
         }
         let parent = r["parent"].as_str().unwrap();
         let parent_seq = kept.get(parent).unwrap_or_else(|| {
-            panic!("#{}'s parent {parent} is not a commit the ledger kept", seq(r))
+            panic!(
+                "#{}'s parent {parent} is not a commit the ledger kept",
+                seq(r)
+            )
         });
         assert!(*parent_seq < seq(r), "#{} built on a later keep", seq(r));
         assert_eq!(
@@ -147,7 +154,11 @@ fn check_finished_run(standin: &Standin, budget: f64, experiments: u64) -> Vec<V
     }
 
     // The best is the last keep; the run's branch ends there.
-    let best = records.iter().rev().find(|r| r["status"] == "keep").unwrap();
+    let best = records
+        .iter()
+        .rev()
+        .find(|r| r["status"] == "keep")
+        .unwrap();
     assert_eq!(
         standin.git(&["rev-parse", &format!("autoresearch/{TAG}")]),
         commit(best),
@@ -173,8 +184,14 @@ fn check_finished_run(standin: &Standin, budget: f64, experiments: u64) -> Vec<V
             "keep" => {
                 // The holdout: the stand-in's test split scores 0.01 above its validation split.
                 let first = r["trials"][0]["val_bpb"].as_f64().unwrap();
-                let test = r["test_bpb"].as_f64().expect("a new best is scored on the test split");
-                assert!((test - first - 0.01).abs() < 1e-6, "#{}: test {test}", seq(r));
+                let test = r["test_bpb"]
+                    .as_f64()
+                    .expect("a new best is scored on the test split");
+                assert!(
+                    (test - first - 0.01).abs() < 1e-6,
+                    "#{}: test {test}",
+                    seq(r)
+                );
             }
             // A stale one beat the best it started from, but a newer best came first and its
             // change no longer applies there.
@@ -225,7 +242,11 @@ fn one_worker_drives_the_standin_through_the_loop() {
     assert_eq!(seeds, [42, 43], "the noise is measured with two seeds");
     assert!(records[0]["sigma"].as_f64().is_some_and(|s| s > 0.0));
     // One worker: the experiments' checkout is the run's worktree, at the best.
-    let best = records.iter().rev().find(|r| r["status"] == "keep").unwrap();
+    let best = records
+        .iter()
+        .rev()
+        .find(|r| r["status"] == "keep")
+        .unwrap();
     assert_eq!(
         common::git(&standin.worktree(TAG), &["rev-parse", "HEAD"]),
         commit(best)
@@ -289,7 +310,10 @@ fn sixteen_workers_lose_and_double_nothing() {
         (wall * workers as f64 - training) / experiments as f64,
         worktrees.len()
     );
-    assert!(peak >= 4, "at most {peak} trainers ran at once with {workers} workers");
+    assert!(
+        peak >= 4,
+        "at most {peak} trainers ran at once with {workers} workers"
+    );
     assert!(
         training > 3.0 * wall,
         "{training:.1} s of training in {wall:.1} s of wall time with {workers} workers"
@@ -392,7 +416,10 @@ fn kill_then_resume(workers: usize, in_flight: usize, experiments: u64, budget: 
     assert!(out.status.success(), "{stderr}");
     let records = check_finished_run(&standin, budget as f64, experiments);
     let after = std::fs::read_to_string(&ledger).unwrap();
-    assert!(after.starts_with(whole), "the records before the kill are kept as they were");
+    assert!(
+        after.starts_with(whole),
+        "the records before the kill are kept as they were"
+    );
     for s in &interrupted {
         let commit = &pending_commits[s];
         let record = records.iter().find(|r| seq(r) == *s).unwrap();
