@@ -22,6 +22,8 @@ const SOURCE: &str = "crates/train/src/main.rs";
 
 /// The facts of the run the brief states besides its records.
 pub struct Rules {
+    /// The number of the experiment being proposed.
+    pub experiment: u64,
     /// Training seconds per experiment.
     pub budget: f64,
     /// The noise floor the decisions use.
@@ -49,7 +51,7 @@ pub fn brief(program: &str, rules: &Rules, ledger: &Ledger, ws: &Workspace) -> S
         .collect();
     let source = ws.read_file(SOURCE).unwrap_or_default();
     format!(
-        "# Research program\n\n{program}\n\n# Rules\n\nTraining budget: {budget} s of wall-clock \
+        "# Experiment #{experiment}\n\n# Research program\n\n{program}\n\n# Rules\n\nTraining budget: {budget} s of wall-clock \
          training per experiment. This machine trains on {device}: the trainer runs its {config} \
          configuration, so the `{runs}*` constants apply and the `{idle}*` ones change nothing \
          here. Metric: val_bpb from the protected evaluation of the model your trainer exports, \
@@ -57,6 +59,7 @@ pub fn brief(program: &str, rules: &Rules, ledger: &Ledger, ws: &Workspace) -> S
          crates/train/src/.\n\n# History\n\n{history}\n\n# Recent failures (log tails)\n\n\
          {failures}\n\n# Running now on other workers (do not propose these again)\n\n{running}\n\n\
          # The current best trainer: {SOURCE}\n\n```rust\n{source}\n```\n",
+        experiment = rules.experiment,
         budget = rules.budget,
         device = rules.device.device(),
         config = rules.device.name().to_uppercase(),
@@ -205,12 +208,14 @@ mod tests {
         }
         let ws = Workspace::new(dir.path());
         let rules = Rules {
+            experiment: 8,
             budget: 300.0,
             noise: noise(),
             device: Profile::Cpu,
             running: vec!["#7 CPU_LR 0.25 -> 0.5".into()],
         };
         let text = brief("be bold", &rules, &ledger, &ws);
+        assert!(text.starts_with("# Experiment #8\n"), "{text}");
         assert!(
             text.contains("Running now on other workers (do not propose these again)\n\n#7 CPU_LR 0.25 -> 0.5\n"),
             "{text}"

@@ -71,6 +71,7 @@ async fn ask_agent(s: &Session, w: &mut Worker, seq: u64, program: &str) -> Resu
         .context("no kept baseline")?;
     w.git.reset_to(&parent)?;
     let rules = Rules {
+        experiment: seq,
         budget: s.budget,
         noise: s.noise(),
         device: s.cfg.device,
