@@ -329,7 +329,11 @@ pub const WORKERS_ENV: &str = "AUTORESEARCH_WORKERS";
 /// The GPUs this process may use: `CUDA_VISIBLE_DEVICES` when set, else every `/dev/nvidiaN`.
 fn visible_gpus() -> Vec<String> {
     if let Ok(list) = std::env::var("CUDA_VISIBLE_DEVICES") {
-        return list.split(',').map(|g| g.trim().to_string()).filter(|g| !g.is_empty()).collect();
+        return list
+            .split(',')
+            .map(|g| g.trim().to_string())
+            .filter(|g| !g.is_empty())
+            .collect();
     }
     let mut gpus: Vec<u32> = std::fs::read_dir("/dev")
         .into_iter()

@@ -182,8 +182,10 @@ impl Git {
     }
 
     /// The change from `parent` to `commit` (the trainer's directory only) applied onto `onto`
-    /// and committed with `message`, with a three-way merge where the lines moved; None, and the
-    /// working tree back at `onto`, when it conflicts.
+    /// and committed with `message`; None, and the working tree back at `onto`, when it does not
+    /// apply. First as a three-way merge (lines that moved); then hunk by hunk without context
+    /// lines, as a change to a line next to one the new best changed (two constants on
+    /// neighbouring lines) conflicts in a merge, yet each line it replaces is still there as it was.
     pub fn reapply(
         &self,
         parent: &str,
@@ -191,17 +193,22 @@ impl Git {
         onto: &str,
         message: &str,
     ) -> Result<Option<String>> {
-        self.reset_to(onto)?;
         let patch = self.repo.with_extension("patch");
-        let diff = self.run_raw(&["diff", "--binary", parent, commit, "--", EDITABLE])?;
-        std::fs::write(&patch, diff).with_context(|| format!("writing {}", patch.display()))?;
-        let applied = self.run(&["apply", "--3way", "--index", &patch.display().to_string()]);
-        std::fs::remove_file(&patch).ok();
-        if applied.is_err() {
+        let attempts: [(&str, &[&str]); 2] = [("-U3", &["--3way"]), ("-U0", &["--unidiff-zero"])];
+        for (context, how) in attempts {
             self.reset_to(onto)?;
-            return Ok(None);
+            let diff =
+                self.run_raw(&["diff", "--binary", context, parent, commit, "--", EDITABLE])?;
+            std::fs::write(&patch, diff).with_context(|| format!("writing {}", patch.display()))?;
+            let path = patch.display().to_string();
+            let applied = self.run(&[&["apply", "--index"], how, &[path.as_str()]].concat());
+            std::fs::remove_file(&patch).ok();
+            if applied.is_ok() {
+                return self.commit_editable(message);
+            }
         }
-        self.commit_editable(message)
+        self.reset_to(onto)?;
+        Ok(None)
     }
 
     /// Hard reset to `commit`, also removing untracked files the agent left in its directory.
@@ -209,5 +216,65 @@ impl Git {
         self.run(&["reset", "--quiet", "--hard", commit])?;
         self.run(&["clean", "--quiet", "-fd", "--", EDITABLE])?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A repository whose trainer has three constants on neighbouring lines.
+    fn repo() -> (tempfile::TempDir, Git) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join(EDITABLE)).unwrap();
+        let git = Git::new(dir.path());
+        git.run(&["init", "--quiet"]).unwrap();
+        (dir, git)
+    }
+
+    fn commit(git: &Git, dir: &Path, text: &str) -> String {
+        std::fs::write(dir.join(EDITABLE).join("main.rs"), text).unwrap();
+        git.commit_editable(text).unwrap().unwrap()
+    }
+
+    #[test]
+    fn a_change_to_a_neighbouring_line_is_reapplied_and_a_conflict_is_not() {
+        let (dir, git) = repo();
+        let parent = commit(
+            &git,
+            dir.path(),
+            "const A: i64 = 1;\nconst B: i64 = 2;\nconst C: i64 = 3;\n",
+        );
+        let best = commit(
+            &git,
+            dir.path(),
+            "const A: i64 = 10;\nconst B: i64 = 2;\nconst C: i64 = 3;\n",
+        );
+        git.reset_to(&parent).unwrap();
+        let change = commit(
+            &git,
+            dir.path(),
+            "const A: i64 = 1;\nconst B: i64 = 20;\nconst C: i64 = 3;\n",
+        );
+        let both = git
+            .reapply(&parent, &change, &best, "B up")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            git.run(&["show", &format!("{both}:{EDITABLE}/main.rs")])
+                .unwrap(),
+            "const A: i64 = 10;\nconst B: i64 = 20;\nconst C: i64 = 3;"
+        );
+        assert_eq!(git.run(&["rev-parse", &format!("{both}^")]).unwrap(), best);
+
+        git.reset_to(&parent).unwrap();
+        let rival = commit(
+            &git,
+            dir.path(),
+            "const A: i64 = 5;\nconst B: i64 = 2;\nconst C: i64 = 3;\n",
+        );
+        assert_eq!(git.reapply(&parent, &rival, &best, "A to 5").unwrap(), None);
+        assert_eq!(git.head().unwrap(), best, "left at the best");
+        assert!(git.dirty_tracked().unwrap().is_empty());
     }
 }

@@ -261,6 +261,12 @@ impl Ledger {
         self.dir.join("bin").join(format!("best-{commit}"))
     }
 
+    /// Where experiment `seq` keeps the trainer of the best it is compared with, see
+    /// `research::trials`.
+    pub fn beside_path(&self, seq: u64) -> PathBuf {
+        self.dir.join("bin").join(format!("beside-{seq}"))
+    }
+
     /// Removes the kept trainers of every commit but the best's.
     pub fn prune_best_binaries(&self) -> Result<()> {
         let keep = self.best().map(|b| self.best_binary_path(&b.commit));
@@ -398,15 +404,15 @@ impl Ledger {
         let mut pendings = Vec::new();
         for path in paths {
             match fs::read(&path) {
-                Ok(bytes) => pendings.push(serde_json::from_slice::<Pending>(&bytes).map_err(
-                    |e| {
+                Ok(bytes) => {
+                    pendings.push(serde_json::from_slice::<Pending>(&bytes).map_err(|e| {
                         anyhow::anyhow!(
                             "{}: {e}; fix it, or remove it to drop the interrupted experiment, \
                              then --resume",
                             path.display()
                         )
-                    },
-                )?),
+                    })?)
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
             }

@@ -149,7 +149,11 @@ impl OfflineAgent {
     /// Remembers the setting of a trainer it did not propose (a change re-applied onto a newer
     /// best), so that it is not proposed while it runs, or after.
     pub fn note(&mut self, source: &str) -> Result<()> {
-        let setting = self.knobs(source).into_iter().map(|k| (k.name, k.value)).collect();
+        let setting = self
+            .knobs(source)
+            .into_iter()
+            .map(|k| (k.name, k.value))
+            .collect();
         self.memory.tried.insert(setting_key(&setting));
         self.save()
     }
@@ -365,7 +369,9 @@ mod tests {
         let mut agent = OfflineAgent::new(dir.path().join("memory.json"), 7, Profile::Cpu).unwrap();
         // Every setting one step away from 1.0, as if other workers ran them.
         for value in ["1.5", "2.0"] {
-            agent.note(&format!("const CPU_LR: f64 = {value};\n")).unwrap();
+            agent
+                .note(&format!("const CPU_LR: f64 = {value};\n"))
+                .unwrap();
         }
         std::fs::write(dir.path().join(SOURCE), source).unwrap();
         let proposal = agent.propose(1, &ws).unwrap();

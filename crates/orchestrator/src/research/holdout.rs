@@ -22,7 +22,7 @@ pub(super) struct Holdout {
     pub flags: Vec<String>,
 }
 
-pub(super) async fn score(s: &Session, w: &Worker, trials: &Trials) -> Result<Holdout> {
+pub(super) async fn score(s: &Session, w: &Worker, seq: u64, trials: &Trials) -> Result<Holdout> {
     let started = Instant::now();
     let mut holdout = Holdout {
         test_bpb: None,
@@ -59,6 +59,7 @@ pub(super) async fn score(s: &Session, w: &Worker, trials: &Trials) -> Result<Ho
     for run in &trials.runs {
         std::fs::remove_file(&run.model).ok();
     }
+    std::fs::remove_file(s.ledger().beside_path(seq)).ok();
     holdout.seconds = started.elapsed().as_secs_f64();
     Ok(holdout)
 }

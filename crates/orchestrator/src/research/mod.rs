@@ -61,7 +61,7 @@ async fn work(s: &Session, mut w: Worker) -> Result<()> {
         if w.stop.requested() {
             return Ok(());
         }
-        let holdout = holdout::score(s, &w, &trials).await?;
+        let holdout = holdout::score(s, &w, experiment.pending.seq, &trials).await?;
         record::append(s, &mut w, experiment, trials, holdout).await?;
     }
     Ok(())

@@ -23,9 +23,13 @@ pub(super) async fn next(s: &Session, w: &mut Worker, next: &Next) -> Result<Opt
             .println("program.md changed; this experiment uses the new text");
     }
     let pending = match next {
-        Next::Run(p) => {
+        Next::Resume(p) | Next::Reapplied(p) => {
+            let what = match next {
+                Next::Resume(_) => "re-running interrupted experiment",
+                _ => "running re-applied experiment",
+            };
             w.progress
-                .println(&format!("{}running #{}: {}", w.name, p.seq, p.description));
+                .println(&format!("{}{what} {}: {}", w.name, p.seq, p.description));
             w.git.reset_to(&p.commit)?;
             p.clone()
         }
@@ -50,8 +54,7 @@ pub(super) async fn next(s: &Session, w: &mut Worker, next: &Next) -> Result<Opt
     state
         .running
         .insert(pending.seq, pending.description.clone());
-    w.progress
-        .set_context(s.context(&state, pending.seq, w));
+    w.progress.set_context(s.context(&state, pending.seq, w));
     Ok(Some(Experiment {
         pending,
         program_changed,
@@ -61,7 +64,12 @@ pub(super) async fn next(s: &Session, w: &mut Worker, next: &Next) -> Result<Opt
 
 /// The agent's change on top of the best commit as it is now, committed; None when it changed
 /// nothing.
-async fn ask_agent(s: &Session, w: &mut Worker, seq: u64, program: &str) -> Result<Option<Pending>> {
+async fn ask_agent(
+    s: &Session,
+    w: &mut Worker,
+    seq: u64,
+    program: &str,
+) -> Result<Option<Pending>> {
     w.progress.phase("thinking");
     let started = Instant::now();
     let parent = s
@@ -87,7 +95,11 @@ async fn ask_agent(s: &Session, w: &mut Worker, seq: u64, program: &str) -> Resu
         tokens,
     } = w
         .agent
-        .propose(seq, || agent::brief(program, &rules, &s.ledger(), &w.ws), &w.ws)
+        .propose(
+            seq,
+            || agent::brief(program, &rules, &s.ledger(), &w.ws),
+            &w.ws,
+        )
         .await?;
     let Some(commit) = w.git.commit_editable(&description)? else {
         let mut state = s.state();

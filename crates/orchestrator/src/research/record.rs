@@ -42,7 +42,9 @@ pub(super) async fn append(
     }
     let best = state.ledger.best().cloned();
     let best_bpb = best.as_ref().and_then(|b| b.val_bpb);
-    let best_commit = best.as_ref().map_or(pending.parent.clone(), |b| b.commit.clone());
+    let best_commit = best
+        .as_ref()
+        .map_or(pending.parent.clone(), |b| b.commit.clone());
     let val_bpb = trials.val_bpb();
     // The gain as judged: side by side, the difference of two programs on one machine state.
     let delta = val_bpb.and(trials.delta.or(val_bpb.zip(best_bpb).map(|(v, b)| v - b)));
@@ -67,7 +69,8 @@ pub(super) async fn append(
     let decision = settle(s, w, &mut state, &pending, decision, late, best.as_ref())?;
     let (status, reason, rule) = decision.into_parts();
     if status == Status::Keep {
-        w.git.keep(&s.cfg.branch(), &s.cfg.tag, seq, &pending.commit)?;
+        w.git
+            .keep(&s.cfg.branch(), &s.cfg.tag, seq, &pending.commit)?;
     } else {
         reset(s, w, seq, &pending.commit, &best_commit)?;
     }
@@ -108,7 +111,8 @@ pub(super) async fn append(
         w.agent.observe(seq, delta.map_or(-0.1, |d| -d))?;
     }
     let record = state.ledger.records.last().expect("just appended");
-    w.progress.println(&format!("{}{}", w.name, record.summary()));
+    w.progress
+        .println(&format!("{}{}", w.name, record.summary()));
     if let Some(runs) = record.runs() {
         w.progress.println(&format!("  {runs}"));
     }
@@ -141,7 +145,10 @@ fn settle(
             format!("{rule}, but #{} became the best meanwhile", best.seq)
         }
         (Decision::Discard(rule), Some(beat)) => {
-            format!("{rule}; it {beat}, and #{} became the best meanwhile", best.seq)
+            format!(
+                "{rule}; it {beat}, and #{} became the best meanwhile",
+                best.seq
+            )
         }
         _ => return Ok(decision),
     };
@@ -151,9 +158,9 @@ fn settle(
         )));
     };
     let description = format!("{} (re-applied onto #{})", pending.description, best.seq);
-    let Some(commit) = w
-        .git
-        .reapply(&pending.parent, &pending.commit, &best.commit, &description)?
+    let Some(commit) =
+        w.git
+            .reapply(&pending.parent, &pending.commit, &best.commit, &description)?
     else {
         state.release(seq);
         return Ok(Decision::Stale(format!(
@@ -161,8 +168,8 @@ fn settle(
             best.seq
         )));
     };
-    let source = std::fs::read_to_string(w.worktree.join(EDITABLE).join("main.rs"))
-        .unwrap_or_default();
+    let source =
+        std::fs::read_to_string(w.worktree.join(EDITABLE).join("main.rs")).unwrap_or_default();
     w.agent.note(&source)?;
     let reapplied = Pending {
         seq,
@@ -176,7 +183,9 @@ fn settle(
     state.ledger.write_pending(&reapplied)?;
     state.running.insert(seq, reapplied.description.clone());
     state.enqueue(reapplied);
-    Ok(Decision::Discard(format!("{beat}; re-applied onto it as #{seq}")))
+    Ok(Decision::Discard(format!(
+        "{beat}; re-applied onto it as #{seq}"
+    )))
 }
 /// What the trials knew of a best that moved on, see [`Trials::against`].
 struct Late {

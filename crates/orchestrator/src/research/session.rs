@@ -53,7 +53,7 @@ pub(super) struct State {
     pub empty_proposals: u32,
     /// Experiments committed and waiting for a worker: the interrupted ones on `--resume`, and
     /// changes re-applied onto a newer best.
-    queue: VecDeque<Pending>,
+    queue: VecDeque<Next>,
     /// The experiments in flight, by number: what each changes, for the agents' briefs.
     pub running: BTreeMap<u64, String>,
     /// Numbers never used below the highest one given out (a proposal interrupted before it
@@ -82,8 +82,10 @@ pub(super) enum Next {
     Baseline,
     /// A new change from the agent, as experiment `seq`.
     Propose(u64),
-    /// An experiment already committed: interrupted by a stop, or re-applied onto a newer best.
-    Run(Pending),
+    /// An experiment interrupted by a stop or a kill, as committed.
+    Resume(Pending),
+    /// A change that beat its own parent, re-applied onto a newer best.
+    Reapplied(Pending),
 }
 
 impl Session {
@@ -129,10 +131,18 @@ impl Session {
                 git: Git::new(&worktree),
                 ws: Workspace::new(&worktree),
                 agent: agent.for_another_worker(),
-                progress: if several { progress.another() } else { progress.clone() },
+                progress: if several {
+                    progress.another()
+                } else {
+                    progress.clone()
+                },
                 gpu: cfg.gpus.get(k).cloned(),
                 stop: stop.clone(),
-                name: if several { format!("[w{k}] ") } else { String::new() },
+                name: if several {
+                    format!("[w{k}] ")
+                } else {
+                    String::new()
+                },
                 worktree,
             })
             .collect();
@@ -148,7 +158,7 @@ impl Session {
             // The person's file, in the person's checkout.
             program: Program::watch(&cfg.repo.join("program.md"), &progress),
             empty_proposals: 0,
-            queue: pendings.into(),
+            queue: pendings.into_iter().map(Next::Resume).collect(),
             running: BTreeMap::new(),
             free: (0..next_seq).filter(|n| !used.contains(n)).collect(),
             next_seq,
@@ -186,14 +196,20 @@ impl Session {
             }
             {
                 let mut state = self.state();
-                if let Some(pending) = state.queue.pop_front() {
-                    return Some(Next::Run(pending));
+                if let Some(next) = state.queue.pop_front() {
+                    return Some(next);
                 }
                 let baseline_running = state.ledger.best().is_none() && state.next_seq > 0;
                 if !baseline_running {
                     let seq = state.allocate(self.cfg.max_experiments)?;
-                    let next = if seq == 0 { Next::Baseline } else { Next::Propose(seq) };
-                    worker.progress.set_context(self.context(&state, seq, worker));
+                    let next = if seq == 0 {
+                        Next::Baseline
+                    } else {
+                        Next::Propose(seq)
+                    };
+                    worker
+                        .progress
+                        .set_context(self.context(&state, seq, worker));
                     return Some(next);
                 }
             }
@@ -257,9 +273,9 @@ impl State {
         self.free.insert(seq);
     }
 
-    /// `pending` waits for the next free worker.
-    pub fn enqueue(&mut self, pending: Pending) {
-        self.queue.push_back(pending);
+    /// A re-applied change waits for the next free worker.
+    pub fn enqueue(&mut self, reapplied: Pending) {
+        self.queue.push_back(Next::Reapplied(reapplied));
     }
 }
 

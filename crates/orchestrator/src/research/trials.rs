@@ -5,7 +5,7 @@
 //! same state.
 
 use std::ops::ControlFlow;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -211,7 +211,7 @@ async fn until_decided(
         }
         return Ok(Some(Decision::Keep("baseline".into())));
     };
-    let best_binary = s.ledger().best_binary_path(&best.commit);
+    let best_binary = beside(s, seq, &best)?;
     let best = runs.against.insert(best).clone();
     loop {
         let step = match (runs.scored.len(), runs.best.len()) {
@@ -251,6 +251,25 @@ async fn until_decided(
             return Ok(end);
         }
     }
+}
+
+/// The trainer of `best` linked under experiment `seq`'s name, so that it outlives the best: a
+/// new best from another worker prunes the old best's trainer while this comparison may still
+/// need it. Removed with the experiment's models (see `holdout`). Where the best's trainer was
+/// never kept, nothing is linked, and the comparison says so.
+fn beside(s: &Session, seq: u64, best: &Record) -> Result<PathBuf> {
+    let ledger = s.ledger();
+    let (kept, link) = (
+        ledger.best_binary_path(&best.commit),
+        ledger.beside_path(seq),
+    );
+    std::fs::remove_file(&link).ok();
+    if kept.exists() {
+        std::fs::hard_link(&kept, &link)
+            .or_else(|_| std::fs::copy(&kept, &link).map(drop))
+            .with_context(|| format!("linking {} to {}", kept.display(), link.display()))?;
+    }
+    Ok(link)
 }
 
 /// Runs the change once more. Breaks with the crash that ends the experiment, or with None on
