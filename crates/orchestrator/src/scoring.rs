@@ -42,7 +42,7 @@ pub struct Evaluator {
 }
 
 /// Lines of the evaluator's stderr quoted when it fails.
-const STDERR_LINES: usize = 5;
+pub const STDERR_LINES: usize = 5;
 
 /// The prepared files that decide a score; the training tokens do not.
 const SCORED_FILES: [&str; 6] = [
@@ -135,6 +135,14 @@ impl Evaluator {
         split: Split,
         limit: Duration,
     ) -> Result<Score, ScoreError> {
+        self.check()?;
+        self.run(model, split, limit).await
+    }
+
+    /// Whether the evaluator and the scored data still hash as they did at start: checked
+    /// before every use, and again before a verdict that came from elsewhere (a Slurm job) is
+    /// believed.
+    pub fn check(&self) -> Result<(), ScoreError> {
         let unchanged = |files: &[PathBuf], sha256: &str| {
             sha256_of(files)
                 .map(|s| s == sha256)
@@ -157,22 +165,13 @@ impl Evaluator {
                 self.data_dir.display()
             )));
         }
-        self.run(model, split, limit).await
+        Ok(())
     }
 
-    /// Runs the evaluator on `model`. Its verdict comes back through a pipe of its own, passed as
-    /// `--result-fd`: the scored model runs inside the evaluator and may print to stdout, so a
-    /// line there could be the model's forgery.
-    async fn run(&self, model: &Path, split: Split, limit: Duration) -> Result<Score, ScoreError> {
-        let failed = |e: std::io::Error| ScoreError::Failed(format!("the evaluator: {e}"));
-        let (mut reader, writer) = std::io::pipe().map_err(failed)?;
-        let fd = writer.as_raw_fd();
-        if !std::fs::symlink_metadata(model).is_ok_and(|m| m.is_file()) {
-            return Err(ScoreError::Failed(format!(
-                "the trainer exported no model file at {}",
-                model.display()
-            )));
-        }
+    /// The evaluator in its jail, scoring `model` on `split` and writing its verdict to
+    /// descriptor `fd`: run here by [`Evaluator::score`], or written into a job's script by
+    /// the Slurm executor, which runs it on a node.
+    pub fn command(&self, model: &Path, split: Split, fd: i32) -> tokio::process::Command {
         let mut jail = self.sandbox.jail();
         let evaluator = jail.read_as(&self.binary, Path::new(JAIL_EVALUATOR));
         let model = jail.read_as(model, Path::new(JAIL_MODEL));
@@ -189,6 +188,30 @@ impl Evaluator {
         ];
         let mut command = jail.command(&evaluator, &args);
         libtorch(&mut command);
+        command
+    }
+
+    /// This evaluator with its jails made for the nodes of a cluster rather than this machine
+    /// (see [`Sandbox::for_nodes`]).
+    pub fn for_nodes(mut self) -> Evaluator {
+        self.sandbox = self.sandbox.for_nodes();
+        self
+    }
+
+    /// The binary and the data, which a job on another machine must find at the same paths.
+    pub fn paths(&self) -> [&Path; 2] {
+        [&self.binary, &self.data_dir]
+    }
+
+    /// Runs the evaluator on `model`. Its verdict comes back through a pipe of its own, passed as
+    /// `--result-fd`: the scored model runs inside the evaluator and may print to stdout, so a
+    /// line there could be the model's forgery.
+    async fn run(&self, model: &Path, split: Split, limit: Duration) -> Result<Score, ScoreError> {
+        let failed = |e: std::io::Error| ScoreError::Failed(format!("the evaluator: {e}"));
+        let (mut reader, writer) = std::io::pipe().map_err(failed)?;
+        let fd = writer.as_raw_fd();
+        exported(model)?;
+        let mut command = self.command(model, split, fd);
         command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -211,7 +234,7 @@ impl Evaluator {
         let verdict = tokio::task::spawn_blocking(move || {
             let mut text = String::new();
             (&mut reader)
-                .take(1 << 20)
+                .take(MAX_VERDICT)
                 .read_to_string(&mut text)
                 .map(|_| text)
         });
@@ -239,21 +262,48 @@ impl Evaluator {
                 verdict.map_err(|e| ScoreError::Failed(format!("the evaluator: {e}")))?,
                 stderr,
             ),
-            Err(_) => {
-                return Err(ScoreError::Failed(format!(
-                    "the protected evaluation took over {:.0} s and was stopped",
-                    limit.as_secs_f64()
-                )));
-            }
+            Err(_) => return Err(timed_out(limit)),
         };
-        let verdict = verdict.map_err(failed)?;
-        match verdict.lines().last().map(serde_json::from_str::<Score>) {
-            Some(Ok(score)) if status.success() => Ok(score),
-            _ => Err(ScoreError::Failed(format!(
-                "the protected evaluation failed ({status}): {stderr}"
-            ))),
-        }
+        verdict_of(&verdict.map_err(failed)?, status, &stderr)
     }
+}
+
+/// Bytes of the verdict read: the model runs inside the evaluator and could write there too.
+pub const MAX_VERDICT: u64 = 1 << 20;
+
+/// Refuses a model that is not a plain file (none exported, or a link the trainer planted).
+pub fn exported(model: &Path) -> Result<(), ScoreError> {
+    if std::fs::symlink_metadata(model).is_ok_and(|m| m.is_file()) {
+        Ok(())
+    } else {
+        Err(ScoreError::Failed(format!(
+            "the trainer exported no model file at {}",
+            model.display()
+        )))
+    }
+}
+
+/// The score in the evaluator's verdict (its last line), believed only when it exited well;
+/// `stderr` is the tail of what it printed, quoted when it failed.
+pub fn verdict_of(
+    verdict: &str,
+    status: std::process::ExitStatus,
+    stderr: &str,
+) -> Result<Score, ScoreError> {
+    match verdict.lines().last().map(serde_json::from_str::<Score>) {
+        Some(Ok(score)) if status.success() => Ok(score),
+        _ => Err(ScoreError::Failed(format!(
+            "the protected evaluation failed ({status}): {stderr}"
+        ))),
+    }
+}
+
+/// An evaluation stopped at its limit.
+pub fn timed_out(limit: Duration) -> ScoreError {
+    ScoreError::Failed(format!(
+        "the protected evaluation took over {:.0} s and was stopped",
+        limit.as_secs_f64()
+    ))
 }
 
 #[derive(Debug, thiserror::Error)]

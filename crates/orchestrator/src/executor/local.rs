@@ -24,12 +24,19 @@ use crate::scoring::{Evaluator, Score, ScoreError};
 
 pub struct Local {
     evaluator: Evaluator,
-    data_dir: PathBuf,
+    trainers: Trainers,
     /// The trainers' copies and the exported models.
     bin_dir: PathBuf,
-    /// The device this machine trains on, which the trainer is told.
-    device: Profile,
-    sandbox: Sandbox,
+}
+
+/// What a trainer's jail is made of, wherever it runs: here ([`Local`]), or on a cluster's node
+/// from a job's script (the Slurm executor writes the same command line there).
+#[derive(Clone)]
+pub(super) struct Trainers {
+    pub data_dir: PathBuf,
+    /// The device the trainer is told to train on.
+    pub device: Profile,
+    pub sandbox: Sandbox,
 }
 
 /// The data files a trainer may read: what `prepare::Dataset::open` and the training loader use.
@@ -47,7 +54,7 @@ const JAIL_TRAINER: &str = "/autoresearch/train";
 const JAIL_DATA: &str = "/autoresearch/data";
 const JAIL_EXPORT: &str = "/autoresearch/export";
 /// The exported model's name in the export directory.
-const MODEL_FILE: &str = "model.pt";
+pub(super) const MODEL_FILE: &str = "model.pt";
 
 impl Local {
     /// Runs under `runs/<tag>/bin`, beside the evaluator.
@@ -56,10 +63,8 @@ impl Local {
         std::fs::create_dir_all(&bin_dir)?;
         Ok(Local {
             evaluator,
-            data_dir: cfg.data_dir.clone(),
+            trainers: Trainers::new(cfg, sandbox),
             bin_dir,
-            device: cfg.device,
-            sandbox,
         })
     }
 
@@ -102,23 +107,7 @@ impl Local {
             .join(format!("export-{}.{}", job.seq, job.index));
         std::fs::remove_dir_all(&export).ok();
         std::fs::create_dir_all(&export)?;
-        let mut jail = self.sandbox.jail();
-        let trainer = jail.read_as(&copy, Path::new(JAIL_TRAINER));
-        let data = jail.read_files_as(&self.data_dir, &TRAINING_FILES, Path::new(JAIL_DATA));
-        let export_seen = jail.write_as(&export, Path::new(JAIL_EXPORT));
-        jail.chdir(Path::new("/tmp"));
-        jail.env("HOME", "/tmp");
-        jail.env(prepare::DATA_ENV, data.display().to_string());
-        jail.env(prepare::SEED_ENV, job.seed.to_string());
-        jail.env(prepare::TIME_BUDGET_ENV, job.budget.to_string());
-        jail.env(prepare::DEVICE_ENV, self.device.device());
-        if let Some(gpu) = &job.gpu {
-            jail.env("CUDA_VISIBLE_DEVICES", gpu);
-        }
-        let model_seen = export_seen.join(MODEL_FILE);
-        jail.env(prepare::EXPORT_ENV, model_seen.display().to_string());
-        let mut command = jail.command(&trainer, &[]);
-        libtorch(&mut command);
+        let command = self.trainers.command(job, &copy, &export);
         let exit = run_under_limit(command, &job.log, job.limits.train, stop, |line| {
             progress.trainer_line(line)
         })
@@ -142,47 +131,92 @@ impl Local {
         model: PathBuf,
         run_seconds: f64,
     ) -> Result<Outcome> {
-        let unscored = |failure, result| {
-            Ok(Outcome::Failed {
-                failure,
-                result: Some(result),
-            })
-        };
-        let score = match self
+        let score = self
             .evaluator
             .score(&model, Split::Val, job.limits.eval)
-            .await
-        {
-            Ok(score) => score,
-            Err(ScoreError::Tampered(why)) => bail!(why),
-            Err(ScoreError::Failed(why)) => return unscored(TrialFailure::Unscored(why), result),
-        };
-        if !score.causal {
-            return unscored(TrialFailure::NonCausal(score.probe_max_diff), result);
-        }
-        let Some(bpb) = score.bpb else {
-            let why = "the model's losses are not finite".to_string();
-            return unscored(TrialFailure::Unscored(why), result);
-        };
-        Ok(Outcome::Scored(Scored {
-            trial: Trial {
-                seed: job.seed,
-                val_bpb: Some(bpb),
-                trainer_val_bpb: result["val_bpb"].as_f64(),
-                training_seconds: result["training_seconds"].as_f64().unwrap_or(0.0),
-                run_seconds,
-                eval_seconds: score.seconds,
-                num_steps: result["num_steps"].as_u64(),
-            },
-            result,
-            model,
-        }))
+            .await;
+        scored(job, result, model, run_seconds, score)
     }
+}
+
+impl Trainers {
+    pub fn new(cfg: &Config, sandbox: Sandbox) -> Trainers {
+        Trainers {
+            data_dir: cfg.data_dir.clone(),
+            device: cfg.device,
+            sandbox,
+        }
+    }
+
+    /// `binary` (the job's trainer, copied) in its jail, exporting its model into `export`.
+    pub fn command(&self, job: &Job, binary: &Path, export: &Path) -> tokio::process::Command {
+        let mut jail = self.sandbox.jail();
+        let trainer = jail.read_as(binary, Path::new(JAIL_TRAINER));
+        let data = jail.read_files_as(&self.data_dir, &TRAINING_FILES, Path::new(JAIL_DATA));
+        let export_seen = jail.write_as(export, Path::new(JAIL_EXPORT));
+        jail.chdir(Path::new("/tmp"));
+        jail.env("HOME", "/tmp");
+        jail.env(prepare::DATA_ENV, data.display().to_string());
+        jail.env(prepare::SEED_ENV, job.seed.to_string());
+        jail.env(prepare::TIME_BUDGET_ENV, job.budget.to_string());
+        jail.env(prepare::DEVICE_ENV, self.device.device());
+        if let Some(gpu) = &job.gpu {
+            jail.env("CUDA_VISIBLE_DEVICES", gpu);
+        }
+        let model_seen = export_seen.join(MODEL_FILE);
+        jail.env(prepare::EXPORT_ENV, model_seen.display().to_string());
+        let mut command = jail.command(&trainer, &[]);
+        libtorch(&mut command);
+        command
+    }
+}
+
+/// The outcome of a run that finished with `result` and whose model the protected evaluator
+/// judged (`score`): a tampered evaluator or data stops the run; otherwise it is scored, or why
+/// not.
+pub(super) fn scored(
+    job: &Job,
+    result: serde_json::Value,
+    model: PathBuf,
+    run_seconds: f64,
+    score: Result<Score, ScoreError>,
+) -> Result<Outcome> {
+    let unscored = |failure, result| {
+        Ok(Outcome::Failed {
+            failure,
+            result: Some(result),
+        })
+    };
+    let score = match score {
+        Ok(score) => score,
+        Err(ScoreError::Tampered(why)) => bail!(why),
+        Err(ScoreError::Failed(why)) => return unscored(TrialFailure::Unscored(why), result),
+    };
+    if !score.causal {
+        return unscored(TrialFailure::NonCausal(score.probe_max_diff), result);
+    }
+    let Some(bpb) = score.bpb else {
+        let why = "the model's losses are not finite".to_string();
+        return unscored(TrialFailure::Unscored(why), result);
+    };
+    Ok(Outcome::Scored(Scored {
+        trial: Trial {
+            seed: job.seed,
+            val_bpb: Some(bpb),
+            trainer_val_bpb: result["val_bpb"].as_f64(),
+            training_seconds: result["training_seconds"].as_f64().unwrap_or(0.0),
+            run_seconds,
+            eval_seconds: score.seconds,
+            num_steps: result["num_steps"].as_u64(),
+        },
+        result,
+        model,
+    }))
 }
 
 /// The result line of a trainer that finished well (exit 0, status `ok`), to be scored; else
 /// the outcome that ends the job. The trainer prints no val_bpb: only the evaluator scores.
-fn finished(exit: Exit) -> ControlFlow<Outcome, serde_json::Value> {
+pub(super) fn finished(exit: Exit) -> ControlFlow<Outcome, serde_json::Value> {
     let crashed = |reason: String, result| {
         ControlFlow::Break(Outcome::Failed {
             failure: TrialFailure::Crashed(reason),

@@ -66,8 +66,9 @@ impl Jail {
         // The GPU: its device nodes, and what its driver tells through /sys (/proc/driver/nvidia
         // is in the jail's own /proc).
         push(&[&"--ro-bind-try", &"/sys", &"/sys"]);
+        // `-try`: the list may name devices of other machines (`Sandbox::for_nodes`).
         for device in &sandbox.gpu_devices {
-            push(&[&"--dev-bind", device, device]);
+            push(&[&"--dev-bind-try", device, device]);
         }
         push(&[&"--ro-bind", &sandbox.libtorch_root, &sandbox.libtorch_root]);
         push(&[

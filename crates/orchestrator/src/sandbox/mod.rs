@@ -121,6 +121,31 @@ impl Sandbox {
         self.bwrap.is_some()
     }
 
+    /// This sandbox for jails that run on a cluster's nodes rather than here (the Slurm
+    /// executor builds their command lines here and writes them into a job's script). The GPU
+    /// device nodes are the node's business: a login node may have none, a node several, so
+    /// every usual name is passed where the node has it (bubblewrap's `--dev-bind-try`).
+    pub fn for_nodes(&self) -> Sandbox {
+        let mut devices: Vec<PathBuf> = [
+            "nvidiactl",
+            "nvidia-uvm",
+            "nvidia-uvm-tools",
+            "nvidia-modeset",
+            "nvidia-caps",
+        ]
+        .iter()
+        .map(|d| Path::new("/dev").join(d))
+        .chain((0..16).map(|n| PathBuf::from(format!("/dev/nvidia{n}"))))
+        .collect();
+        devices.extend(self.gpu_devices.iter().cloned());
+        devices.sort();
+        devices.dedup();
+        Sandbox {
+            gpu_devices: devices,
+            ..self.clone()
+        }
+    }
+
     /// A new jail: system and toolchain paths and libtorch readable, a private `/tmp`, no
     /// network unless [`Jail::network`] is called.
     pub fn jail(&self) -> Jail {
