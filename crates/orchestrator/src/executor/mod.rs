@@ -1,14 +1,16 @@
 //! Where a trial runs: the seam between the loop and the machines. The loop hands an executor a
 //! [`Job`] (a built trainer, its seed, budget and limits) and gets back an [`Outcome`]: a
 //! [`Scored`] run with the protected score, or why there is none. How and where the process is
-//! started is the executor's business alone: [`Local`] runs it on this machine; a sandboxed
-//! process or a job on a cluster scheduler would be other implementations of [`Executor`], chosen
-//! at start-up without touching the loop. Executors are `Send + Sync` and their futures `Send`,
-//! so that several jobs can later run at once on tasks of their own (workers).
+//! started is the executor's business alone, chosen at start-up without touching the loop:
+//! [`Local`] runs it on this machine, [`Slurm`] as a job on a cluster (`--executor slurm`). Both
+//! run the same jails, built by the same code. Executors are `Send + Sync` and their futures
+//! `Send`, so that several jobs can run at once on tasks of their own (workers).
 
 mod local;
+mod slurm;
 
 pub use local::Local;
+pub use slurm::Slurm;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
