@@ -13,11 +13,16 @@
 //! - `the_probe_stops_a_run_the_nodes_cannot_serve`: a run directory the job cannot see (a
 //!   private mount, as on a machine whose disk the nodes do not share), and a partition that does
 //!   not exist, each stop the run at start with what to do.
+//! - `workers_keep_jobs_in_flight_and_find_them_again`: `--workers 2` on the stand-in trainer
+//!   (tests/common/standin.rs): two trial jobs run at once; kill -9 with both in flight, resume;
+//!   each trial submitted once, each experiment recorded once.
 //!
 //! The latency figures (probe and trials: submission to start, job end to the orchestrator
 //! seeing it) are printed; run with `--nocapture` to see them.
 
 mod common;
+#[path = "common/standin.rs"]
+mod standin;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -197,6 +202,20 @@ impl Run {
             }
         }
     }
+}
+
+/// Our trial jobs Slurm is running now (not the probe's or a holdout's).
+fn running_trials(conf: &str, tag: &str) -> Vec<u64> {
+    let prefix = format!("autoresearch-{tag}-");
+    squeue(conf, &["-t", "RUNNING", "-o", "%i|%j"])
+        .lines()
+        .filter_map(|l| {
+            let (id, name) = l.split_once('|')?;
+            let run = name.strip_prefix(&prefix)?;
+            run.starts_with(|c: char| c.is_ascii_digit())
+                .then(|| id.trim().parse().ok())?
+        })
+        .collect()
 }
 
 fn squeue(conf: &str, args: &[&str]) -> String {
@@ -484,4 +503,103 @@ fn the_probe_stops_a_run_the_nodes_cannot_serve() {
     );
     eprintln!("message | {}", stderr.trim());
     assert_eq!(run.queued(), [], "jobs left behind");
+}
+
+#[test]
+fn workers_keep_jobs_in_flight_and_find_them_again() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let conf = cluster();
+    let standin = standin::Standin::new();
+    let tag = "slurm-workers";
+    let args = [
+        "--executor",
+        "slurm",
+        "--agent",
+        "offline",
+        "--tag",
+        tag,
+        "--time-budget",
+        "4",
+        "--max-experiments",
+        "6",
+        "--workers",
+        "2",
+        "--noise-seeds",
+        "1",
+    ];
+    let stderr = standin.root().join("stderr.txt");
+    let mut child = standin
+        .command(&args)
+        .env("SLURM_CONF", &conf)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap();
+    // Two trial jobs running at once (the local cluster has 2 CPUs, a job takes 1), then kill -9.
+    let started = Instant::now();
+    let in_flight = loop {
+        let running = running_trials(&conf, tag);
+        if running.len() >= 2 {
+            break running;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!(
+                "the run ended ({status}) before two jobs ran at once: {}",
+                std::fs::read_to_string(&stderr).unwrap()
+            );
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "never two jobs at once"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let out = standin
+        .command(&[&args[..], &["--resume"]].concat())
+        .env("SLURM_CONF", &conf)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    for id in &in_flight {
+        // Found again: still running, or finished meanwhile (the resume takes a few seconds).
+        assert!(
+            stderr.contains(&format!("re-attached to job {id}"))
+                || stderr.contains(&format!(
+                    "job {id} finished while the orchestrator was away"
+                )),
+            "job {id}: {stderr}"
+        );
+    }
+    let seqs: Vec<u64> = standin
+        .records(tag)
+        .iter()
+        .map(|r| r["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs.len(), 6, "{stderr}");
+    assert_eq!(
+        seqs.iter().collect::<std::collections::BTreeSet<_>>().len(),
+        6,
+        "{seqs:?}"
+    );
+    // No trial was submitted twice.
+    let journal = std::fs::read_to_string(standin.run_dir(tag).join("slurm/jobs.log")).unwrap();
+    let mut runs: Vec<&str> = journal
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .filter(|run| !run.starts_with("holdout"))
+        .collect();
+    let submitted = runs.len();
+    runs.sort();
+    runs.dedup();
+    assert_eq!(runs.len(), submitted, "{journal}");
+    assert!(
+        squeue(&conf, &["-o", "%j"])
+            .lines()
+            .all(|n| !n.contains(tag)),
+        "jobs left behind"
+    );
 }
