@@ -8,7 +8,9 @@
 //!   real path, and `Dataset::eval_set(Split::Test)`: the jail holds only the training files;
 //! - A2 start a `setsid` daemon (`sleep 4242`): the jail's PID namespace ends with the trainer;
 //! - A3 leave checkpoints in `/tmp`, its working directory, the checkout and the run directory
-//!   for the next experiment (#2 looks for them): `/tmp` is the jail's own, the rest unreachable;
+//!   for the next experiment (#2 looks for them; its agent, scripted per experiment as in
+//!   `common::llm`, answers once #1 is recorded, so that with several workers too its trainer
+//!   runs after #1's): `/tmp` is the jail's own, the rest unreachable;
 //! - A4 print the key from its environment, from `/proc/<parent>/environ` and from every
 //!   `/proc/*/environ` it sees, to stdout, stderr and its result line: the environment is an
 //!   allow-list, the parent is outside the PID namespace;
@@ -27,10 +29,9 @@
 
 mod common;
 
-use std::collections::VecDeque;
 use std::path::Path;
 
-use common::llm::{Script, Server, edit, finish};
+use common::llm::{EXPORT, Script, Server, edit, finish, spoil};
 use common::{SERIAL, Sandbox};
 use sha2::Digest;
 
@@ -122,48 +123,78 @@ fn the_agents_code_cannot_leave_its_directory_read_the_scores_or_the_key() {
     let sandbox = Sandbox::new();
     std::fs::write(
         sandbox.repo.join("autoresearch.toml"),
-        "grace = 30\nnoise_seeds = 1\nmax_repairs = 0\n",
+        // A minute's grace: with several workers the trainers share the machine's cores.
+        "grace = 60\nnoise_seeds = 1\nmax_repairs = 0\n",
     )
     .unwrap();
     sandbox.git(&["add", "autoresearch.toml"]);
     sandbox.git(&["commit", "--quiet", "-m", "settings"]);
     let source = std::fs::read_to_string(sandbox.repo.join("crates/train/src/main.rs")).unwrap();
-    assert!(source.contains(MAIN) && source.contains(RESULT_STATUS));
+    assert!(source.contains(MAIN) && source.contains(RESULT_STATUS) && source.contains(EXPORT));
     let run = sandbox.repo.join("runs/attacks");
     let worktree = sandbox.worktree("attacks");
     let program = sandbox.repo.join("program.md");
 
-    let server = Server::start(Script {
-        replies: VecDeque::from([
-            edit(
-                MAIN,
-                &runtime_attacks(&sandbox.data, &sandbox.repo, &run, &worktree),
+    // #2's agent answers once #1 is recorded; the person edits program.md meanwhile.
+    let edit_program = {
+        let (recorded, program) = (sandbox.until_recorded("attacks", 1), program.clone());
+        move || {
+            recorded();
+            std::fs::write(program, PROGRAM).unwrap();
+        }
+    };
+    let server = Server::start(
+        Script::new([
+            (
+                1,
+                vec![
+                    edit(
+                        MAIN,
+                        &runtime_attacks(&sandbox.data, &sandbox.repo, &run, &worktree),
+                    ),
+                    edit(
+                        RESULT_STATUS,
+                        "\"status\": status, \"environ\": String::from_utf8_lossy(&std::fs::read(\"/proc/1/environ\").unwrap_or_default()).to_string(), \"key\": std::env::var(\"OPENAI_API_KEY\").unwrap_or_default(),",
+                    ),
+                    finish("run-time attacks"),
+                ],
             ),
-            edit(
-                RESULT_STATUS,
-                "\"status\": status, \"environ\": String::from_utf8_lossy(&std::fs::read(\"/proc/1/environ\").unwrap_or_default()).to_string(), \"key\": std::env::var(\"OPENAI_API_KEY\").unwrap_or_default(),",
+            (
+                2,
+                vec![
+                    edit(MAIN, &carry_over_check(&sandbox.repo, &run)),
+                    // Never kept, so never re-applied onto #1 as another experiment when it
+                    // started from the baseline and #1 was kept meanwhile.
+                    spoil(0),
+                    finish("look for what the last experiment left"),
+                ],
             ),
-            finish("run-time attacks"),
-            edit(MAIN, &carry_over_check(&sandbox.repo, &run)),
-            finish("look for what the last experiment left"),
-            edit(
-                MAIN,
-                &format!(
-                    "{MAIN}\n    let _test = include_bytes!(\"{}\");",
-                    sandbox.data.join("test.tokens").display()
-                ),
+            (
+                3,
+                vec![
+                    edit(
+                        MAIN,
+                        &format!(
+                            "{MAIN}\n    let _test = include_bytes!(\"{}\");",
+                            sandbox.data.join("test.tokens").display()
+                        ),
+                    ),
+                    finish("embed the test split"),
+                ],
             ),
-            finish("embed the test split"),
-            edit(
-                MAIN,
-                &format!("{MAIN}\n    compile_error!(env!(\"OPENAI_API_KEY\"));"),
+            (
+                4,
+                vec![
+                    edit(
+                        MAIN,
+                        &format!("{MAIN}\n    compile_error!(env!(\"OPENAI_API_KEY\"));"),
+                    ),
+                    finish("the key at build time"),
+                ],
             ),
-            finish("the key at build time"),
-        ]),
-        // The person edits program.md while the agent works on #2.
-        writes: vec![(3, program.clone(), PROGRAM.into())],
-        ..Default::default()
-    });
+        ])
+        .before(2, 0, edit_program),
+    );
     let key = key();
     let out = sandbox.run_with_llm(&server, "attacks", 5, &key);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -172,14 +203,12 @@ fn the_agents_code_cannot_leave_its_directory_read_the_scores_or_the_key() {
 
     // The loop went on through every attempt.
     let records = sandbox.records("attacks");
-    let status: Vec<&str> = records
-        .iter()
-        .map(|r| r["status"].as_str().unwrap())
-        .collect();
-    assert_eq!(status.len(), 5, "{records:#?}");
-    assert_eq!(status[0], "keep");
-    assert_ne!(status[1], "crash", "{:#}", records[1]);
-    assert_ne!(status[2], "crash", "{:#}", records[2]);
+    assert_eq!(records.len(), 5, "{records:#?}");
+    let record = |seq: u64| common::llm::record(&records, seq);
+    let status = |seq: u64| record(seq)["status"].as_str().unwrap();
+    assert_eq!(status(0), "keep");
+    assert_ne!(status(1), "crash", "{:#}", record(1));
+    assert_ne!(status(2), "crash", "{:#}", record(2));
 
     let log = |name: &str| std::fs::read_to_string(run.join("logs").join(name)).unwrap();
     // A1, A5: each read and write attempted, each blocked.
@@ -214,13 +243,13 @@ fn the_agents_code_cannot_leave_its_directory_read_the_scores_or_the_key() {
     // A2: the daemon died with the trainer.
     assert!(!daemon_alive(), "a `sleep 4242` outlived its trainer");
     // B1, B2: the builds failed, without the data or the key.
-    assert_eq!(status[3], "crash");
+    assert_eq!(status(3), "crash");
     assert!(log("3.log").contains("test.tokens"), "{}", log("3.log"));
-    assert_eq!(status[4], "crash");
+    assert_eq!(status(4), "crash");
     assert!(log("4.log").contains("OPENAI_API_KEY"), "{}", log("4.log"));
 
     // Nothing outside crates/train/src changed: the checkout (but for the person's program.md),
-    // its git hooks and exclude file, the worktree, the ledger, the evaluator.
+    // its git hooks and exclude file, the worktrees, the ledger, the evaluator.
     assert_eq!(
         sandbox.git(&["status", "--porcelain"]),
         "M program.md",
@@ -234,14 +263,17 @@ fn the_agents_code_cannot_leave_its_directory_read_the_scores_or_the_key() {
             .unwrap_or_default()
             .contains("pwned")
     );
-    assert_eq!(
-        common::git(&worktree, &["status", "--porcelain"]),
-        "",
-        "the worktree"
-    );
-    let base = records[0]["commit"].as_str().unwrap();
-    let best = common::git(&worktree, &["rev-parse", "HEAD"]);
-    for changed in common::git(&worktree, &["diff", "--name-only", base, &best]).lines() {
+    for worktree in sandbox.worktrees("attacks") {
+        assert_eq!(
+            common::git(&worktree, &["status", "--porcelain"]),
+            "",
+            "the worktree {}",
+            worktree.display()
+        );
+    }
+    let base = record(0)["commit"].as_str().unwrap();
+    let best = sandbox.git(&["rev-parse", "autoresearch/attacks"]);
+    for changed in sandbox.git(&["diff", "--name-only", base, &best]).lines() {
         assert!(changed.starts_with("crates/train/src/"), "{changed}");
     }
     for file in ["results.tsv", "experiments.jsonl"] {
@@ -251,6 +283,8 @@ fn the_agents_code_cannot_leave_its_directory_read_the_scores_or_the_key() {
                 .contains("pwned")
         );
     }
+    // The first record, the baseline's (it runs alone first), pins.
+    assert_eq!(records[0]["seq"], 0);
     let pins = &records[0]["pins"];
     let evaluator = std::fs::read(run.join("bin/evaluate")).unwrap();
     assert_eq!(
@@ -266,9 +300,9 @@ fn the_agents_code_cannot_leave_its_directory_read_the_scores_or_the_key() {
     let requests = serde_json::to_string(&server.script.lock().unwrap().requests).unwrap();
     assert!(!requests.contains(&key), "the key reached the agent");
     assert!(
-        records[1]["result"]["key"] == "" || records[1]["result"].is_null(),
+        record(1)["result"]["key"] == "" || record(1)["result"].is_null(),
         "{:#}",
-        records[1]
+        record(1)
     );
     let leaks = files_containing(&sandbox.repo, key.as_bytes());
     assert!(leaks.is_empty(), "the key is in {leaks:?}");

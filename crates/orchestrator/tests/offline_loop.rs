@@ -1,4 +1,6 @@
-//! End-to-end runs of the loop with the built-in offline agent (no LLM, no network).
+//! End-to-end runs of the loop with the built-in offline agent (no LLM, no network), with one
+//! worker or as many as `AUTORESEARCH_WORKERS` says. Records are appended as experiments end,
+//! which with several workers is not the order of their numbers: the checks find them by number.
 //!
 //! - `offline_agent_runs_three_experiments`: baseline (trained with 2 seeds to measure the
 //!   noise) plus two proposals, each built, trained for 2 s, scored by the protected evaluator
@@ -12,6 +14,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::llm::worktrees;
 use common::{SERIAL, Sandbox};
 
 const ARGS: [&str; 6] = ["--agent", "offline", "--time-budget", "2", "--tag", "t"];
@@ -29,19 +32,21 @@ fn offline_agent_runs_three_experiments() {
     );
 
     let records = sandbox.records("t");
-    let seqs: Vec<u64> = records.iter().map(|r| r["seq"].as_u64().unwrap()).collect();
-    assert_eq!(seqs, [0, 1, 2]);
-    assert_eq!(records[0]["status"], "keep");
-    assert_eq!(records[0]["description"], "baseline");
-    let seeds: Vec<u64> = records[0]["trials"]
+    assert_eq!(seqs(&records), [0, 1, 2]);
+    // The baseline runs alone, first.
+    let baseline = &records[0];
+    assert_eq!(baseline["seq"], 0);
+    assert_eq!(baseline["status"], "keep");
+    assert_eq!(baseline["description"], "baseline");
+    let seeds: Vec<u64> = baseline["trials"]
         .as_array()
         .unwrap()
         .iter()
         .map(|t| t["seed"].as_u64().unwrap())
         .collect();
     assert_eq!(seeds, [42, 43], "the noise is measured with two seeds");
-    assert!(records[0]["sigma"].as_f64().is_some_and(|s| s > 0.0));
-    assert!(records[0]["sigma_measured"].as_bool().unwrap());
+    assert!(baseline["sigma"].as_f64().is_some_and(|s| s > 0.0));
+    assert!(baseline["sigma_measured"].as_bool().unwrap());
     let tsv = std::fs::read_to_string(sandbox.repo.join("runs/t/results.tsv")).unwrap();
     assert_eq!(
         tsv.lines().next().unwrap(),
@@ -49,7 +54,15 @@ fn offline_agent_runs_three_experiments() {
     );
     assert_eq!(tsv.lines().count(), 4);
 
-    let mut best = &records[0];
+    // The branch ends at the best, the last change kept (a keep is recorded as it moves the
+    // branch, so with several workers too).
+    let best = sandbox.git(&["rev-parse", "autoresearch/t"]);
+    let kept: Vec<&str> = records
+        .iter()
+        .filter(|r| r["status"] == "keep")
+        .map(|r| r["commit"].as_str().unwrap())
+        .collect();
+    assert_eq!(kept.last(), Some(&best.as_str()), "{records:#?}");
     for r in &records {
         assert!(
             sandbox
@@ -57,48 +70,53 @@ fn offline_agent_runs_three_experiments() {
                 .join(format!("runs/t/logs/{}.log", r["seq"]))
                 .exists()
         );
-        match r["status"].as_str().unwrap() {
-            "keep" => best = r,
-            _ => {
-                // Discarded and crashed commits stay reachable.
-                let reference = format!("refs/autoresearch/t/discarded/{}", r["seq"]);
-                assert_eq!(
-                    sandbox.git(&["rev-parse", &reference]),
-                    r["commit"].as_str().unwrap()
-                );
-            }
+        if r["status"] != "keep" {
+            // Discarded and crashed commits stay reachable.
+            let reference = format!("refs/autoresearch/t/discarded/{}", r["seq"]);
+            assert_eq!(
+                sandbox.git(&["rev-parse", &reference]),
+                r["commit"].as_str().unwrap()
+            );
         }
         if r["seq"] != 0 {
             assert_ne!(
-                r["commit"], records[0]["commit"],
+                r["commit"], baseline["commit"],
                 "each proposal is its own commit"
             );
             assert!(r["description"].as_str().unwrap().contains("->"));
         }
     }
-    // The experiments ran in the run's worktree, which ends at the best on the run's branch; the
-    // person's checkout stayed on its own branch, untouched.
-    let worktree = sandbox.worktree("t");
-    assert_eq!(
-        common::git(&worktree, &["rev-parse", "HEAD"]),
-        best["commit"].as_str().unwrap()
-    );
-    assert_eq!(
-        common::git(&worktree, &["rev-parse", "--abbrev-ref", "HEAD"]),
-        "autoresearch/t"
-    );
+    // The experiments ran in the run's worktrees (one per worker, each detached at the commit its
+    // worker is on), which end clean, each at a kept commit, the last experiment's at the best;
+    // the person's checkout stayed on its own branch, untouched.
+    let worktrees = worktrees(&sandbox.repo.join("runs/t"));
+    assert!(!worktrees.is_empty());
+    let heads: Vec<String> = worktrees
+        .iter()
+        .map(|w| common::git(w, &["rev-parse", "HEAD"]))
+        .collect();
+    assert!(heads.contains(&best), "{best} in {heads:?}");
+    for (worktree, head) in worktrees.iter().zip(&heads) {
+        assert!(kept.contains(&head.as_str()), "{}", worktree.display());
+        assert_eq!(
+            common::git(worktree, &["status", "--porcelain", "--untracked-files=no"]),
+            "",
+            "{}",
+            worktree.display()
+        );
+    }
     assert_eq!(sandbox.git(&["rev-parse", "--abbrev-ref", "HEAD"]), "main");
-    assert_eq!(
-        common::git(
-            &worktree,
-            &["status", "--porcelain", "--untracked-files=no"]
-        ),
-        ""
-    );
     assert_eq!(
         sandbox.git(&["status", "--porcelain", "--untracked-files=no"]),
         ""
     );
+}
+
+/// The records' numbers, in order: every experiment is recorded exactly once.
+fn seqs(records: &[serde_json::Value]) -> Vec<u64> {
+    let mut seqs: Vec<u64> = records.iter().map(|r| r["seq"].as_u64().unwrap()).collect();
+    seqs.sort();
+    seqs
 }
 
 #[test]
@@ -107,7 +125,8 @@ fn kill_dash_nine_then_resume_loses_and_duplicates_nothing() {
     let sandbox = Sandbox::new();
     let mut child =
         sandbox.spawn(&[&ARGS[..], &["--max-experiments", "3", "--noise-seeds", "1"]].concat());
-    // Kill it while experiment 1 trains (its log exists), or fail after a generous wait.
+    // Kill it while experiment 1 trains (its log exists), or fail after a generous wait. With
+    // several workers others may be in flight too, or even recorded.
     let started = Instant::now();
     while !sandbox.repo.join("runs/t/logs/1.log").exists() {
         assert!(
@@ -118,10 +137,10 @@ fn kill_dash_nine_then_resume_loses_and_duplicates_nothing() {
     }
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
-    assert_eq!(
-        sandbox.records("t").len(),
-        1,
-        "only the baseline was recorded"
+    let recorded = seqs(&sandbox.records("t"));
+    assert!(
+        recorded.contains(&0) && !recorded.contains(&1),
+        "the baseline was recorded, and not #1: {recorded:?}"
     );
 
     let out = sandbox.run(
@@ -136,12 +155,7 @@ fn kill_dash_nine_then_resume_loses_and_duplicates_nothing() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let seqs: Vec<u64> = sandbox
-        .records("t")
-        .iter()
-        .map(|r| r["seq"].as_u64().unwrap())
-        .collect();
-    assert_eq!(seqs, [0, 1, 2]);
+    assert_eq!(seqs(&sandbox.records("t")), [0, 1, 2]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("re-running interrupted experiment 1"));
 }
 

@@ -4,6 +4,9 @@
 //!   `runs/<tag>/progress.png`, a real 1400x700 PNG.
 //! - `json_summary_matches_the_records`: counts, keep rate, best, improvement, the ranking of
 //!   the kept changes, the time split, and the keep that got worse on the test split.
+//! - `a_ledger_in_finishing_order_reports_the_same`: the sample as several workers write it
+//!   (records appended as experiments end, not in the order of their numbers) gives the same
+//!   summary.
 //! - `a_missing_run_names_its_path_and_how_to_start_one`: the error for a tag with no records.
 
 use std::path::Path;
@@ -126,9 +129,23 @@ fn sample() -> Vec<Value> {
     ]
 }
 
+/// The sample as several workers append it, as experiments end: the baseline first (it runs
+/// alone), the keeps in the order they moved the branch, the others in between out of order.
+fn finishing_order() -> Vec<Value> {
+    let sample = sample();
+    [0, 2, 1, 3, 5, 4, 7, 6, 8]
+        .map(|seq| sample[seq].clone())
+        .to_vec()
+}
+
 /// A git repository (the binary finds the project with `git rev-parse --show-toplevel`)
 /// holding the sample as run TAG.
 fn repo_with_sample() -> tempfile::TempDir {
+    repo_with(&sample())
+}
+
+/// A git repository holding `records` as run TAG.
+fn repo_with(records: &[Value]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let status = Command::new("git")
         .args(["init", "--quiet"])
@@ -138,7 +155,7 @@ fn repo_with_sample() -> tempfile::TempDir {
     assert!(status.success());
     let run = dir.path().join("runs").join(TAG);
     std::fs::create_dir_all(&run).unwrap();
-    let lines: String = sample().iter().map(|r| format!("{r}\n")).collect();
+    let lines: String = records.iter().map(|r| format!("{r}\n")).collect();
     std::fs::write(run.join("experiments.jsonl"), lines).unwrap();
     dir
 }
@@ -251,6 +268,29 @@ fn json_summary_matches_the_records() {
         s["warnings"][0],
         "#5: test split got worse: 1.495000 > 1.490000 of the previous best"
     );
+}
+
+#[test]
+fn a_ledger_in_finishing_order_reports_the_same() {
+    let summaries: Vec<(String, Value)> = [sample(), finishing_order()]
+        .iter()
+        .map(|records| {
+            let repo = repo_with(records);
+            let text = report(repo.path(), &["--tag", TAG]);
+            let json = report(repo.path(), &["--tag", TAG, "--json"]);
+            assert!(
+                text.status.success() && json.status.success(),
+                "{}",
+                String::from_utf8_lossy(&text.stderr)
+            );
+            (
+                String::from_utf8(text.stdout).unwrap(),
+                serde_json::from_slice(&json.stdout).unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(summaries[0], summaries[1]);
+    assert_eq!(summaries[1].1["best_seq"], 7);
 }
 
 #[test]

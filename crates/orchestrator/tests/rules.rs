@@ -8,8 +8,6 @@
 
 mod common;
 
-use std::collections::VecDeque;
-
 use common::llm::{Script, Server, call, edit, finish};
 use common::{CRIPPLED, GOOD, SERIAL, Sandbox};
 use serde_json::json;
@@ -25,8 +23,9 @@ fn a_keep_that_breaks_a_rule_test_is_a_crash() {
     // One seed: no noise floor, so the gain alone would be kept.
     sandbox.crippled_baseline("grace = 20\nnoise_seeds = 1\n");
 
-    let server = Server::start(Script {
-        replies: VecDeque::from([
+    let server = Server::start(Script::new([(
+        1,
+        vec![
             edit(CRIPPLED, GOOD),
             call(
                 "edit_file",
@@ -37,18 +36,21 @@ fn a_keep_that_breaks_a_rule_test_is_a_crash() {
                 }),
             ),
             finish("restore the learning rate, and a wrong rule"),
-        ]),
-        ..Default::default()
-    });
+        ],
+    )]));
     let out = sandbox.run_with_llm(&server, "rules", 2, "sk-test");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
 
     let records = sandbox.records("rules");
     assert_eq!(records.len(), 2, "{records:#?}");
-    assert_eq!(records[0]["status"], "keep", "{:#?}", records[0]);
-    assert_eq!(records[1]["status"], "crash", "{:#?}", records[1]);
-    let reason = records[1]["reason"].as_str().unwrap();
+    let (baseline, change) = (
+        common::llm::record(&records, 0),
+        common::llm::record(&records, 1),
+    );
+    assert_eq!(baseline["status"], "keep", "{baseline:#?}");
+    assert_eq!(change["status"], "crash", "{change:#?}");
+    let reason = change["reason"].as_str().unwrap();
     assert!(reason.contains("rule tests"), "{reason}");
     let log = std::fs::read_to_string(sandbox.repo.join("runs/rules/logs/1.log")).unwrap();
     assert!(
@@ -57,6 +59,6 @@ fn a_keep_that_breaks_a_rule_test_is_a_crash() {
     );
     // The branch stays at the baseline.
     let head = sandbox.git(&["rev-parse", "autoresearch/rules"]);
-    let baseline = records[0]["commit"].as_str().unwrap();
+    let baseline = baseline["commit"].as_str().unwrap();
     assert!(head.starts_with(baseline), "{head} vs {baseline}");
 }

@@ -1,5 +1,6 @@
 //! Results you can trust, end to end with a scripted LLM (see `common::llm`) and a scripted noise
-//! floor (`noise_sigma` in autoresearch.toml, so large that every gain is within the noise):
+//! floor (`noise_sigma` in autoresearch.toml, so large that every gain is within the noise), with
+//! one worker or as many as `AUTORESEARCH_WORKERS` says (every check finds its record by number):
 //!
 //! - #1 a real improvement, ambiguous on its first run against the noise floor, is run side by
 //!   side with the best's kept trainer (change-best, best-change, change-best, same seeds) and
@@ -9,13 +10,14 @@
 //! - #3 a trainer that prints a fake val_bpb is recorded with the protected score, and flagged;
 //! - #4 a trainer made non-causal (it looks one token ahead) is caught by the probe: crash,
 //!   reason `non-causal`;
-//! - #5 a file of `crates/prepare` changed behind the loop's back is refused before the build,
-//!   and restored;
+//! - #5 a file of `crates/prepare` changed behind the loop's back (in the worktree where #5 is
+//!   made, while its agent works) is refused before the build, and restored;
 //! - the baseline, a keep, is scored on the test split (holdout), which the agent never sees.
+//!
+//! With several workers #2 and #3 start from the baseline while #1 runs; none of them can beat a
+//! parent by more than 2 sigma of 10, so none is re-applied onto #1 as another experiment.
 
 mod common;
-
-use std::collections::VecDeque;
 
 use common::llm::{Script, Server, edit, finish};
 use common::{CRIPPLED, GOOD, SERIAL, Sandbox};
@@ -33,39 +35,74 @@ fn scores_are_protected_and_decisions_account_for_noise() {
     for line in [GOOD, SEED, RESULT_STATUS, EMBED] {
         assert!(source.contains(line), "the script edits {line:?}");
     }
-    sandbox.crippled_baseline("grace = 30\nnoise_seeds = 1\nnoise_sigma = 10.0\n");
-    // The experiments run in the run's worktree: the change behind the loop's back lands there.
-    let prepare_lib = sandbox.worktree("trust").join("crates/prepare/src/lib.rs");
+    // A minute's grace: with several workers the trainers share the machine's cores.
+    sandbox.crippled_baseline("grace = 60\nnoise_seeds = 1\nnoise_sigma = 10.0\n");
+    const NOTE: &str = "\"status\": status, \"note\": 1,";
 
-    let server = Server::start(Script {
-        replies: VecDeque::from([
-            edit(CRIPPLED, GOOD),
-            finish("restore the learning rate"),
-            edit(SEED, "env_or(prepare::SEED_ENV, 1337)"),
-            finish("a luckier seed"),
-            edit(RESULT_STATUS, "\"status\": status, \"val_bpb\": 0.001,"),
-            finish("report a better number"),
-            // Every position also sees the next token's embedding.
-            edit(
-                EMBED,
-                "let x0 = norm(&(idx.apply(&self.wte) + idx.roll([-1], [1]).apply(&self.wte)));",
+    // While the agent works on #5 (before its second request, once its edit is made), the
+    // evaluation changes in the worktree where #5 is made.
+    let hijacked = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let hijack = {
+        let (hijacked, run) = (hijacked.clone(), sandbox.repo.join("runs/trust"));
+        move || {
+            let worktree = common::llm::worktrees(&run)
+                .into_iter()
+                .find(|w| {
+                    std::fs::read_to_string(w.join("crates/train/src/main.rs"))
+                        .is_ok_and(|s| s.contains(NOTE))
+                })
+                .expect("#5's edit is in a worktree");
+            let prepare_lib = worktree.join("crates/prepare/src/lib.rs");
+            std::fs::write(&prepare_lib, "// hijacked\n").unwrap();
+            *hijacked.lock().unwrap() = Some(prepare_lib);
+        }
+    };
+    let server = Server::start(
+        Script::new([
+            (1, vec![edit(CRIPPLED, GOOD), finish("restore the learning rate")]),
+            (
+                2,
+                vec![
+                    edit(SEED, "env_or(prepare::SEED_ENV, 1337)"),
+                    finish("a luckier seed"),
+                ],
             ),
-            finish("peek ahead"),
-            edit(RESULT_STATUS, "\"status\": status, \"note\": 1,"),
-            finish("a slightly larger learning rate"),
-        ]),
-        // While the agent works on #5 (its first request is the 9th), the evaluation changes.
-        writes: vec![(8, prepare_lib.clone(), "// hijacked\n".into())],
-        ..Default::default()
-    });
+            (
+                3,
+                vec![
+                    edit(RESULT_STATUS, "\"status\": status, \"val_bpb\": 0.001,"),
+                    finish("report a better number"),
+                ],
+            ),
+            (
+                4,
+                vec![
+                    // Every position also sees the next token's embedding.
+                    edit(
+                        EMBED,
+                        "let x0 = norm(&(idx.apply(&self.wte) + idx.roll([-1], [1]).apply(&self.wte)));",
+                    ),
+                    finish("peek ahead"),
+                ],
+            ),
+            (
+                5,
+                vec![
+                    edit(RESULT_STATUS, NOTE),
+                    finish("a slightly larger learning rate"),
+                ],
+            ),
+        ])
+        .before(5, 1, hijack),
+    );
     let out = sandbox.run_with_llm(&server, "trust", 6, "sk-test");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     let records = sandbox.records("trust");
     assert_eq!(records.len(), 6, "{records:#?}");
-    let status: Vec<&str> = records
-        .iter()
-        .map(|r| r["status"].as_str().unwrap())
+    let record = |seq: u64| common::llm::record(&records, seq);
+    let status: Vec<&str> = (0..6)
+        .map(|seq| record(seq)["status"].as_str().unwrap())
         .collect();
     assert_eq!(
         status,
@@ -74,7 +111,7 @@ fn scores_are_protected_and_decisions_account_for_noise() {
     );
 
     // The baseline: scored by the protected evaluator, sigma as configured, holdout scored.
-    let baseline = &records[0];
+    let baseline = record(0);
     assert_eq!(baseline["sigma"], 10.0);
     assert!(baseline["test_bpb"].as_f64().unwrap() > 0.0);
     let trial = &baseline["trials"][0];
@@ -84,7 +121,7 @@ fn scores_are_protected_and_decisions_account_for_noise() {
 
     // #1: a large real gain, but within 2 sigma on one run: three pairs side by side with the
     // baseline's kept trainer, the same seed within a pair, judged on the paired differences.
-    let ambiguous = &records[1];
+    let ambiguous = record(1);
     let seeds = |key: &str| -> Vec<u64> {
         let runs = ambiguous[key].as_array().unwrap();
         runs.iter().map(|t| t["seed"].as_u64().unwrap()).collect()
@@ -112,33 +149,31 @@ fn scores_are_protected_and_decisions_account_for_noise() {
     for t in ambiguous["trials"].as_array().unwrap() {
         assert!(t["num_steps"].as_u64().unwrap() > 0, "{t}");
     }
-    // Only the best's trainer is kept.
-    let (best, other) = if kept {
-        (ambiguous, baseline)
-    } else {
-        (baseline, ambiguous)
-    };
-    let trainer = |r: &serde_json::Value| {
-        let commit = r["commit"].as_str().unwrap();
-        sandbox.repo.join(format!("runs/trust/bin/best-{commit}"))
-    };
-    assert!(trainer(best).exists());
-    assert!(!trainer(other).exists());
+    // Only the best's trainer is kept: #1's if kept, else the baseline's.
+    let best = if kept { ambiguous } else { baseline };
+    let best = best["commit"].as_str().unwrap();
+    assert_eq!(sandbox.git(&["rev-parse", "autoresearch/trust"]), best);
+    let trainers: Vec<String> = std::fs::read_dir(sandbox.repo.join("runs/trust/bin"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|name| name.starts_with("best-"))
+        .collect();
+    assert_eq!(trainers, [format!("best-{best}")]);
 
     // #2: seed only.
     assert!(
-        records[2]["rule"]
+        record(2)["rule"]
             .as_str()
             .unwrap()
             .contains("only the seed")
     );
     assert!(
-        records[2]["trials"].as_array().unwrap().is_empty(),
+        record(2)["trials"].as_array().unwrap().is_empty(),
         "not run"
     );
 
     // #3: the printed number is not the recorded one.
-    let faker = &records[3];
+    let faker = record(3);
     assert_eq!(faker["trials"][0]["trainer_val_bpb"], 0.001);
     assert!(faker["val_bpb"].as_f64().unwrap() > 0.1, "{faker:#}");
     assert!(
@@ -147,22 +182,25 @@ fn scores_are_protected_and_decisions_account_for_noise() {
     );
 
     // #4: non-causal.
-    assert_eq!(records[4]["reason"], "non-causal", "{:#}", records[4]);
+    assert_eq!(record(4)["reason"], "non-causal", "{:#}", record(4));
 
     // #5: refused before the build, and the evaluation restored.
-    let refused = records[5]["reason"].as_str().unwrap();
+    let refused = record(5)["reason"].as_str().unwrap();
     assert!(
         refused.contains("refused") && refused.contains("crates/prepare/src/lib.rs"),
         "{refused}"
     );
     assert!(
-        records[5]["build_seconds"].as_f64().unwrap() < 5.0,
+        record(5)["build_seconds"].as_f64().unwrap() < 5.0,
         "not built"
     );
+    let prepare_lib = hijacked.lock().unwrap().clone().expect("#5's hijack ran");
     assert!(
         !std::fs::read_to_string(&prepare_lib)
             .unwrap()
-            .contains("hijacked")
+            .contains("hijacked"),
+        "{}",
+        prepare_lib.display()
     );
 
     // The holdout never reaches the agent.
