@@ -16,7 +16,7 @@ use crate::agent::Agent;
 use crate::cargo_build::{self, Builder};
 use crate::config::{AgentKind, Config, ExecutorKind};
 use crate::decide::Noise;
-use crate::executor::{Executor, Limits, Local};
+use crate::executor::{Executor, Limits, Local, Slurm};
 use crate::git::{EDITABLE, Git};
 use crate::ledger::{self, Ledger, Pending, Pins};
 use crate::program::Program;
@@ -117,7 +117,10 @@ impl Session {
         )
         .await?;
         let pins = evaluator.pins();
-        let executor = Local::new(evaluator, &cfg, sandbox.clone())?;
+        let executor: Box<dyn Executor> = match cfg.executor {
+            ExecutorKind::Local => Box::new(Local::new(evaluator, &cfg, sandbox.clone())?),
+            ExecutorKind::Slurm => Box::new(Slurm::new(evaluator, &cfg, sandbox.clone()).await?),
+        };
         let limits = cfg.limits(budget);
         announce(&cfg, budget, limits, data.contract_hash(), &sandbox);
         let progress = Progress::new();
@@ -171,7 +174,7 @@ impl Session {
             limits,
             builder,
             pins,
-            executor: Box::new(executor),
+            executor,
             state: RefCell::new(state),
             recorded: Notify::new(),
             cfg,
