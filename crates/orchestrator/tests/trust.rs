@@ -25,6 +25,8 @@ use common::{CRIPPLED, GOOD, SERIAL, Sandbox};
 const SEED: &str = "env_or(prepare::SEED_ENV, 42)";
 const RESULT_STATUS: &str = "\"status\": status,";
 const EMBED: &str = "let x0 = norm(&idx.apply(&self.wte));";
+/// #5's change, by which the hijack finds the worktree where #5 is made.
+const NOTE: &str = "\"status\": status, \"note\": 1,";
 
 #[test]
 fn scores_are_protected_and_decisions_account_for_noise() {
@@ -37,7 +39,6 @@ fn scores_are_protected_and_decisions_account_for_noise() {
     }
     // A minute's grace: with several workers the trainers share the machine's cores.
     sandbox.crippled_baseline("grace = 60\nnoise_seeds = 1\nnoise_sigma = 10.0\n");
-    const NOTE: &str = "\"status\": status, \"note\": 1,";
 
     // While the agent works on #5 (before its second request, once its edit is made), the
     // evaluation changes in the worktree where #5 is made.
