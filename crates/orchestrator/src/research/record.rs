@@ -107,6 +107,7 @@ pub(super) async fn append(
     state.ledger.clear_pending(seq)?;
     state.ledger.prune_best_binaries()?;
     state.running.remove(&seq);
+    state.run_seconds.remove(&seq);
     if seq > 0 {
         w.agent.observe(seq, delta.map_or(-0.1, |d| -d))?;
     }

@@ -56,6 +56,9 @@ pub(super) struct State {
     queue: VecDeque<Next>,
     /// The experiments in flight, by number: what each changes, for the agents' briefs.
     pub running: BTreeMap<u64, String>,
+    /// The training seconds each experiment in flight spent re-running, and in all: the share
+    /// of re-runs (`rerun_share`) holds for all workers together, not for each.
+    pub run_seconds: BTreeMap<u64, (f64, f64)>,
     /// Numbers never used below the highest one given out (a proposal interrupted before it
     /// was committed), given out first so that the records stay numbered without a gap.
     free: BTreeSet<u64>,
@@ -163,6 +166,7 @@ impl Session {
             empty_proposals: 0,
             queue: pendings.into_iter().map(Next::Resume).collect(),
             running: BTreeMap::new(),
+            run_seconds: BTreeMap::new(),
             free: (0..next_seq).filter(|n| !used.contains(n)).collect(),
             next_seq,
             ledger,

@@ -347,9 +347,15 @@ fn scores(runs: &[Scored]) -> Vec<f64> {
 
 /// The decision the runs so far support against `best`, or None for more runs side by side.
 fn judge(s: &Session, w: &Worker, seq: u64, best: &Record, runs: &mut Runs) -> Option<Decision> {
-    let (ledger_reruns, ledger_all) = s.ledger().rerun_seconds();
-    let (my_reruns, my_all) = runs.rerun_seconds();
-    let may_rerun = ledger_reruns + my_reruns <= s.cfg.rerun_share * (ledger_all + my_all);
+    let (mut reruns, mut all) = s.ledger().rerun_seconds();
+    let mut state = s.state();
+    state.run_seconds.insert(seq, runs.rerun_seconds());
+    for (their_reruns, their_all) in state.run_seconds.values() {
+        reruns += their_reruns;
+        all += their_all;
+    }
+    drop(state);
+    let may_rerun = reruns <= s.cfg.rerun_share * all;
     let (best_scores, change, reruns) = (
         ledger::scores(&best.trials),
         scores(&runs.scored),
