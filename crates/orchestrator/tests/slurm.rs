@@ -6,7 +6,9 @@
 //!   handle file and in `squeue` while it runs), scored and recorded; nothing left queued.
 //! - `a_killed_orchestrator_finds_its_jobs_again`: kill -9 while the baseline's job runs, let the
 //!   job finish, resume (its results are taken); kill -9 while experiment 1's job runs, resume at
-//!   once (the job is re-attached); no trial is submitted twice, no experiment recorded twice.
+//!   once (the job is re-attached through its handle); kill -9 while experiment 2's job runs and
+//!   remove its handle (a kill right after sbatch), resume (the job is found by its name); no
+//!   trial is submitted twice, no experiment recorded twice.
 //! - `a_job_slurm_ends_at_its_time_limit_is_a_crash`: a running job's time limit lowered to 1
 //!   minute with `scontrol update`; Slurm ends it (TIMEOUT) and the experiment is recorded as a
 //!   crash naming the limit.
@@ -14,8 +16,11 @@
 //!   private mount, as on a machine whose disk the nodes do not share), and a partition that does
 //!   not exist, each stop the run at start with what to do.
 //! - `workers_keep_jobs_in_flight_and_find_them_again`: `--workers 2` on the stand-in trainer
-//!   (tests/common/standin.rs): two trial jobs run at once; kill -9 with both in flight, resume;
-//!   each trial submitted once, each experiment recorded once.
+//!   (tests/common/standin.rs): two trial jobs run at once; kill -9 with both in flight, resume:
+//!   both found again; each trial submitted once, each experiment recorded once.
+//! - `a_trial_over_the_partitions_time_limit_stops_the_run`: a partition whose `MaxTime` is under
+//!   the trials' `--time` (set for the test with `scontrol update`, put back after): the job would
+//!   wait for ever (`PartitionTimeLimit`); the run stops saying so.
 //!
 //! The latency figures (probe and trials: submission to start, job end to the orchestrator
 //! seeing it) are printed; run with `--nocapture` to see them.
@@ -322,8 +327,10 @@ fn trials_run_as_slurm_jobs() {
 fn a_killed_orchestrator_finds_its_jobs_again() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let run = Run::new("slurm-resume");
-    let args = ["--max-experiments", "2"];
-    let budget = "15";
+    let args = ["--max-experiments", "3"];
+    let resume = [&args[..], &["--resume"]].concat();
+    // Long enough for a resume (start-up, the probe, the build) to find a job still running.
+    let budget = "20";
 
     // Killed while the baseline's job runs; the job runs on and leaves its results.
     let mut child = run.spawn(budget, &args, "stderr-1.txt");
@@ -341,8 +348,8 @@ fn a_killed_orchestrator_finds_its_jobs_again() {
     assert_eq!(records(&run).len(), 0);
 
     // Resumed: the baseline's results are taken; killed again while experiment 1's job runs.
-    let mut child = run.spawn(budget, &[&args[..], &["--resume"]].concat(), "stderr-2.txt");
-    let experiment = run.wait_running(1, 0, &mut child);
+    let mut child = run.spawn(budget, &resume, "stderr-2.txt");
+    let first = run.wait_running(1, 0, &mut child);
     child.0.kill().unwrap();
     child.0.wait().unwrap();
     let stderr = run.stderr("stderr-2.txt");
@@ -354,22 +361,34 @@ fn a_killed_orchestrator_finds_its_jobs_again() {
     );
     assert_eq!(records(&run).len(), 1, "{stderr}");
 
-    // Resumed at once: the job still runs and is followed to its end.
-    let out = run
-        .command(budget, &[&args[..], &["--resume"]].concat())
-        .output()
-        .unwrap();
+    // Resumed at once: the job, still running, is re-attached through its handle and followed to
+    // its end; killed again while experiment 2's job runs.
+    let mut child = run.spawn(budget, &resume, "stderr-3.txt");
+    let second = run.wait_running(2, 0, &mut child);
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
+    let stderr = run.stderr("stderr-3.txt");
+    assert!(
+        stderr.contains(&format!("re-attached to job {first}\n")),
+        "{stderr}"
+    );
+    assert_eq!(records(&run).len(), 2, "{stderr}");
+
+    // As if the kill had come between sbatch and the handle's write: the job is found by its
+    // name and directory.
+    std::fs::remove_file(find_file(&run.run_dir(), "2.0.job").unwrap()).unwrap();
+    let out = run.command(budget, &resume).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(
-        stderr.contains(&format!("re-attached to job {experiment}")),
+        stderr.contains(&format!("re-attached to job {second}, found by its name")),
         "{stderr}"
     );
     let seqs: Vec<u64> = records(&run)
         .iter()
         .map(|r| r["seq"].as_u64().unwrap())
         .collect();
-    assert_eq!(seqs, [0, 1], "{stderr}");
+    assert_eq!(seqs, [0, 1, 2], "{stderr}");
     assert!(records(&run)[0]["val_bpb"].as_f64().is_some());
     // Each trial was submitted once, whatever the kills.
     let trials: Vec<(u64, String)> = run
@@ -381,7 +400,8 @@ fn a_killed_orchestrator_finds_its_jobs_again() {
         trials,
         [
             (baseline, "0.0".to_string()),
-            (experiment, "1.0".to_string())
+            (first, "1.0".to_string()),
+            (second, "2.0".to_string())
         ]
     );
     assert_eq!(run.queued(), [], "jobs left behind");
@@ -519,9 +539,9 @@ fn workers_keep_jobs_in_flight_and_find_them_again() {
         "--tag",
         tag,
         "--time-budget",
-        "4",
+        "10",
         "--max-experiments",
-        "6",
+        "4",
         "--workers",
         "2",
         "--noise-seeds",
@@ -556,7 +576,6 @@ fn workers_keep_jobs_in_flight_and_find_them_again() {
     };
     child.kill().unwrap();
     child.wait().unwrap();
-
     let out = standin
         .command(&[&args[..], &["--resume"]].concat())
         .env("SLURM_CONF", &conf)
@@ -565,9 +584,10 @@ fn workers_keep_jobs_in_flight_and_find_them_again() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     for id in &in_flight {
-        // Found again: still running, or finished meanwhile (the resume takes a few seconds).
+        // Found again: still running, or finished meanwhile (both of the cluster's CPUs are
+        // theirs, so the resume's probe waits for one of them to end).
         assert!(
-            stderr.contains(&format!("re-attached to job {id}"))
+            stderr.contains(&format!("re-attached to job {id}\n"))
                 || stderr.contains(&format!(
                     "job {id} finished while the orchestrator was away"
                 )),
@@ -579,10 +599,10 @@ fn workers_keep_jobs_in_flight_and_find_them_again() {
         .iter()
         .map(|r| r["seq"].as_u64().unwrap())
         .collect();
-    assert_eq!(seqs.len(), 6, "{stderr}");
+    assert_eq!(seqs.len(), 4, "{stderr}");
     assert_eq!(
         seqs.iter().collect::<std::collections::BTreeSet<_>>().len(),
-        6,
+        4,
         "{seqs:?}"
     );
     // No trial was submitted twice.
@@ -596,6 +616,84 @@ fn workers_keep_jobs_in_flight_and_find_them_again() {
     runs.sort();
     runs.dedup();
     assert_eq!(runs.len(), submitted, "{journal}");
+    assert!(
+        squeue(&conf, &["-o", "%j"])
+            .lines()
+            .all(|n| !n.contains(tag)),
+        "jobs left behind"
+    );
+}
+
+/// Puts the partition's `MaxTime` back when dropped, whatever the test did.
+struct MaxTime<'c>(&'c str);
+
+impl MaxTime<'_> {
+    fn set<'c>(conf: &'c str, limit: &str) -> MaxTime<'c> {
+        let out = Command::new("scontrol")
+            .args(["update", "PartitionName=debug", &format!("MaxTime={limit}")])
+            .env("SLURM_CONF", conf)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        MaxTime(conf)
+    }
+}
+
+impl Drop for MaxTime<'_> {
+    fn drop(&mut self) {
+        Command::new("scontrol")
+            .args(["update", "PartitionName=debug", "MaxTime=UNLIMITED"])
+            .env("SLURM_CONF", self.0)
+            .status()
+            .ok();
+    }
+}
+
+#[test]
+fn a_trial_over_the_partitions_time_limit_stops_the_run() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let conf = cluster();
+    let standin = standin::Standin::new();
+    let tag = "slurm-maxtime";
+    // The local cluster does not refuse such jobs at submission (no EnforcePartLimits): they
+    // would wait for ever with the reason PartitionTimeLimit. The probe (1 minute) passes.
+    let _limit = MaxTime::set(&conf, "1");
+    let out = standin
+        .command(&[
+            "--executor",
+            "slurm",
+            "--agent",
+            "offline",
+            "--tag",
+            tag,
+            "--time-budget",
+            "2",
+            "--max-experiments",
+            "1",
+            "--noise-seeds",
+            "1",
+        ])
+        .env("SLURM_CONF", &conf)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("PartitionTimeLimit") && stderr.contains("lower the budget or grace"),
+        "{stderr}"
+    );
+    eprintln!(
+        "message | {}",
+        stderr
+            .lines()
+            .rev()
+            .find(|l| l.contains("PartitionTimeLimit"))
+            .unwrap()
+    );
     assert!(
         squeue(&conf, &["-o", "%j"])
             .lines()

@@ -54,6 +54,19 @@ const STDOUT_TAIL: usize = 1 << 20;
 const STDERR_TAIL: usize = 64 << 10;
 /// A trial's log is cut to its first and last 512 KiB once its job ended, as `Local`'s is.
 const LOG_KEEP: u64 = 512 << 10;
+/// Why a job waits that no waiting resolves: a limit of the partition, account or QOS it was
+/// submitted over (where the cluster does not refuse such jobs at submission).
+const HOPELESS: [&str; 9] = [
+    "PartitionTimeLimit",
+    "PartitionNodeLimit",
+    "AssocMaxWallDurationPerJobLimit",
+    "QOSMaxWallDurationPerJobLimit",
+    "AssocMaxGRESPerJob",
+    "QOSMaxGRESPerJob",
+    "BadConstraints",
+    "InvalidAccount",
+    "InvalidQOS",
+];
 /// The Slurm clients the executor uses; `sacct` only where the cluster has accounting.
 const CLIENTS: [&str; 4] = ["sbatch", "squeue", "scontrol", "scancel"];
 
@@ -63,8 +76,11 @@ pub struct Slurm {
     /// `runs/<tag>/slurm`: the jobs' scripts and results, shared with the nodes.
     dir: PathBuf,
     tag: String,
-    /// What every job is submitted with: ours, then `[slurm]`'s.
+    /// What every job is submitted with: ours, then `[slurm]`'s partition and account; its
+    /// `extra` options come last, after the GPU a trial asks for (`--gres`).
     options: Vec<String>,
+    gres: Option<String>,
+    extra: Vec<String>,
     /// This machine's `PATH`, which the scripts run with (the nodes are assumed to be set up
     /// alike: bubblewrap and coreutils where they are here).
     path: String,
@@ -108,14 +124,14 @@ impl Slurm {
             .filter(|g| !g.is_empty());
         options.extend(s.partition.as_ref().map(|p| format!("--partition={p}")));
         options.extend(s.account.as_ref().map(|a| format!("--account={a}")));
-        options.extend(gres.map(|g| format!("--gres={g}")));
-        options.extend(s.extra.iter().cloned());
         let slurm = Slurm {
             evaluator: evaluator.for_nodes(),
             trainers: Trainers::new(cfg, sandbox),
             dir,
             tag: cfg.tag.clone(),
             options,
+            gres,
+            extra: s.extra.clone(),
             path: std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into()),
         };
         slurm.probe().await?;
@@ -150,7 +166,16 @@ impl Slurm {
         let name = format!("autoresearch-{}-probe", self.tag);
         let submitted = unix_now();
         let id = self
-            .sbatch(&dir, &script, &name, Duration::ZERO, &dir.join("probe.out"))
+            // No GPU: the probe must not wait behind the trials it checks for (after a resume,
+            // the jobs re-attached may hold every GPU the account may use).
+            .sbatch(
+                &dir,
+                &script,
+                &name,
+                Duration::ZERO,
+                &dir.join("probe.out"),
+                false,
+            )
             .await
             .context("submitting the probe job")?;
         let _cancel = CancelOnDrop(Some(id));
@@ -190,7 +215,7 @@ impl Slurm {
                          autoresearch.toml (partition, account, gres, extra) against sinfo, or try \
                          again when the cluster is less busy",
                         PROBE_WAIT.as_secs(),
-                        self.options.join(" ")
+                        self.shown_options(false)
                     ),
                     _ => bail!(not_shared(
                         &self.dir,
@@ -231,12 +256,7 @@ impl Slurm {
         eprintln!(
             "slurm | probe job {id} on node {node} started {latency:.2} s after submission and read \
              the run directory; jobs get: {}",
-            self.options
-                .iter()
-                .filter(|o| *o != "--parsable")
-                .cloned()
-                .collect::<Vec<_>>()
-                .join(" ")
+            self.shown_options(true)
         );
         Ok(())
     }
@@ -284,7 +304,7 @@ impl Slurm {
         };
         let Some(handle) = Handle::read(&job.handle) else {
             // Killed between sbatch and writing the handle: the job is found by its name.
-            let Some(id) = self.queued_by_name(&name).await? else {
+            let Some(id) = self.queued_by_name(&name, dir).await? else {
                 return Ok(None);
             };
             let handle = Handle {
@@ -341,7 +361,7 @@ impl Slurm {
         let limit = job.limits.train + job.limits.eval;
         let submitted = unix_now();
         let id = self
-            .sbatch(dir, &script, &self.job_name(job), limit, &job.log)
+            .sbatch(dir, &script, &self.job_name(job), limit, &job.log, true)
             .await?;
         let handle = Handle {
             id,
@@ -436,8 +456,8 @@ impl Slurm {
         ))
     }
 
-    /// Submits `script` (written to `dir/job.sh`) as `name`, allowed `limit` plus a margin;
-    /// its output goes to `output`. The job's id.
+    /// Submits `script` (written to `dir/job.sh`) as `name`, allowed `limit` plus a margin, with
+    /// the trials' GPU when `gpu`; its output goes to `output`. The job's id.
     async fn sbatch(
         &self,
         dir: &Path,
@@ -445,12 +465,13 @@ impl Slurm {
         name: &str,
         limit: Duration,
         output: &Path,
+        gpu: bool,
     ) -> Result<u64> {
         let path = dir.join("job.sh");
         prepare::atomic::write(&path, script.as_bytes())?;
         let minutes = ((limit + TIME_MARGIN).as_secs_f64() / 60.0).ceil().max(1.0);
         let out = tokio::process::Command::new("sbatch")
-            .args(&self.options)
+            .args(self.options(gpu))
             .arg(format!("--job-name={name}"))
             .arg(format!("--time={minutes}"))
             .arg(format!("--chdir={}", dir.display()))
@@ -513,6 +534,16 @@ impl Slurm {
                 }
             };
             let phase = match &state {
+                State::Queued(reason) if HOPELESS.contains(&reason.as_str()) => {
+                    scancel(id).await.ok();
+                    bail!(
+                        "Slurm will not start job {id} as submitted ({reason}): its time limit \
+                         (the trial's limits, docs/slurm.md) or its options ({}) are over what the \
+                         partition, account or QOS allows. Check [slurm] in autoresearch.toml, or \
+                         lower the budget or grace",
+                        self.shown_options(true)
+                    );
+                }
                 State::Queued(reason) if reason == "None" => "queued".into(),
                 State::Queued(reason) => format!("queued ({reason})"),
                 State::Active => "running".into(),
@@ -693,7 +724,7 @@ impl Slurm {
         let name = format!("autoresearch-{}-holdout-{run}", self.tag);
         let submitted = unix_now();
         let id = self
-            .sbatch(&dir, &script, &name, limit, &dir.join("output"))
+            .sbatch(&dir, &script, &name, limit, &dir.join("output"), true)
             .await
             .map_err(failed)?;
         self.journal(id, &format!("holdout-{run}"));
@@ -714,6 +745,32 @@ impl Slurm {
             Ended::Gone(why) => Err(ScoreError::Failed(why)),
             Ended::Interrupted => Err(ScoreError::Failed("interrupted".into())),
         }
+    }
+
+    /// The options a job is submitted with, `--gres` only for one that uses the GPU.
+    fn options(&self, gpu: bool) -> Vec<String> {
+        let gres = self
+            .gres
+            .iter()
+            .filter(|_| gpu)
+            .map(|g| format!("--gres={g}"));
+        self.options
+            .iter()
+            .cloned()
+            .chain(gres)
+            .chain(self.extra.iter().cloned())
+            .collect()
+    }
+
+    /// The options, for people.
+    fn shown_options(&self, gpu: bool) -> String {
+        let options = self.options(gpu);
+        let shown: Vec<&str> = options
+            .iter()
+            .map(String::as_str)
+            .filter(|o| *o != "--parsable")
+            .collect();
+        shown.join(" ")
     }
 
     fn job_name(&self, job: &Job) -> String {
@@ -796,9 +853,10 @@ impl Slurm {
         (out.status.success() && !name.is_empty()).then_some(name)
     }
 
-    /// A queued or running job of ours named `name`, the newest; any older ones are cancelled
-    /// (at most one job may write a run's directory).
-    async fn queued_by_name(&self, name: &str) -> Result<Option<u64>> {
+    /// A queued or running job of ours named `name` that works in `dir` (a job of an earlier
+    /// run of the same tag elsewhere is not ours), the newest; any older ones are cancelled: at
+    /// most one job may write a trial's directory.
+    async fn queued_by_name(&self, name: &str, dir: &Path) -> Result<Option<u64>> {
         let out = client(
             "squeue",
             &[
@@ -807,7 +865,7 @@ impl Slurm {
                 "-t",
                 "PENDING,RUNNING",
                 "-o",
-                "%i",
+                "%i|%Z",
                 "-n",
                 name,
             ],
@@ -821,7 +879,9 @@ impl Slurm {
         }
         let mut ids: Vec<u64> = String::from_utf8_lossy(&out.stdout)
             .lines()
-            .filter_map(|l| l.trim().parse().ok())
+            .filter_map(|l| l.trim().split_once('|'))
+            .filter(|(_, workdir)| Path::new(workdir) == dir)
+            .filter_map(|(id, _)| id.parse().ok())
             .collect();
         ids.sort();
         let newest = ids.pop();
