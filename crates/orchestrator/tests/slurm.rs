@@ -79,6 +79,8 @@ impl Run {
                 "offline",
                 "--noise-seeds",
                 "1",
+                "--workers",
+                "1",
                 "--time-budget",
                 budget,
                 "--tag",
