@@ -159,7 +159,15 @@ fn scores_are_protected_and_decisions_account_for_noise() {
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .filter(|name| name.starts_with("best-"))
         .collect();
-    assert_eq!(trainers, [format!("best-{best}")]);
+    let finished: Vec<String> = records
+        .iter()
+        .map(|r| format!("#{} {}", r["seq"], r["status"]))
+        .collect();
+    assert_eq!(
+        trainers,
+        [format!("best-{best}")],
+        "records in the order they were appended: {finished:?}\n{stderr}"
+    );
 
     // #2: seed only.
     assert!(
