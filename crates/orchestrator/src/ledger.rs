@@ -276,7 +276,12 @@ impl Ledger {
         for entry in entries {
             let path = entry?.path();
             let name = path.file_name().unwrap_or_default().to_string_lossy();
-            if name.starts_with("best-") && Some(&path) != keep.as_ref() {
+            // Only recorded commits': a keep another worker has not recorded yet (its rule tests
+            // and holdout still running) is about to be the best.
+            let recorded = name
+                .strip_prefix("best-")
+                .is_some_and(|commit| self.records.iter().any(|r| r.commit == commit));
+            if recorded && Some(&path) != keep.as_ref() {
                 fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
             }
         }
@@ -677,13 +682,18 @@ mod tests {
             fs::write(ledger.best_binary_path(&r.commit), "trainer").unwrap();
         }
         fs::write(dir.path().join("bin/evaluate"), "evaluator").unwrap();
+        // A keep another worker has not recorded yet stays too.
+        fs::write(ledger.best_binary_path("not-yet-recorded"), "trainer").unwrap();
         ledger.prune_best_binaries().unwrap();
         let mut left: Vec<String> = fs::read_dir(dir.path().join("bin"))
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         left.sort();
-        assert_eq!(left, ["best-0000001abcdef", "evaluate"]);
+        assert_eq!(
+            left,
+            ["best-0000001abcdef", "best-not-yet-recorded", "evaluate"]
+        );
     }
 
     fn trials(scores: &[f64]) -> Vec<Trial> {

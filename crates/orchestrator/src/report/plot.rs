@@ -67,6 +67,11 @@ type Chart<'a, 'b> =
     ChartContext<'a, BitMapBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
 
 pub(super) fn draw(records: &[Record], summary: &Summary, path: &Path) -> Result<()> {
+    // With several workers the ledger is in the order experiments finished; the plot runs by
+    // experiment number.
+    let mut records = records.to_vec();
+    records.sort_by_key(|r| r.seq);
+    let records = &records[..];
     register_fonts()?;
     let root = BitMapBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area();
     root.fill(&WHITE)?;
