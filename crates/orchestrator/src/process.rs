@@ -15,9 +15,9 @@ use crate::Stop;
 /// Longest line kept from a child's output; the rest of a longer line is cut (a program printing
 /// gigabytes without a newline must not fill the orchestrator's memory).
 pub const MAX_LINE: usize = 64 * 1024;
-/// Bytes of a run's output kept in its log from the start, and again from the end.
-const LOG_HEAD: usize = 512 * 1024;
-const LOG_TAIL: usize = 512 * 1024;
+/// Bytes of a run's output kept in its log from the start, and again from the end (also for a
+/// Slurm job's log, cut once the job ends).
+pub const LOG_KEEP: usize = 512 * 1024;
 
 /// How a process run under a limit ended.
 pub enum Exit {
@@ -93,10 +93,15 @@ pub async fn run_under_limit(
     // Whatever it left running in its group goes too.
     kill_group(pgid);
     log.finish().await?;
-    let result = last_stdout
-        .and_then(|l| serde_json::from_str::<serde_json::Value>(&l).ok())
-        .filter(serde_json::Value::is_object);
+    let result = last_stdout.as_deref().and_then(result_line);
     Ok(Exit::Exited { status, result })
+}
+
+/// The trainer's result line, when `line` (its last non-empty stdout line) is a JSON object.
+pub fn result_line(line: &str) -> Option<serde_json::Value> {
+    serde_json::from_str::<serde_json::Value>(line)
+        .ok()
+        .filter(serde_json::Value::is_object)
 }
 
 /// Lines of a child's output, each at most [`MAX_LINE`] bytes. Cancel-safe (a `select!` may drop
@@ -147,8 +152,8 @@ impl<R: tokio::io::AsyncRead + Unpin> Lines<R> {
     }
 }
 
-/// A run's log: the first [`LOG_HEAD`] bytes as they come (so that a kill leaves them), then
-/// only the last [`LOG_TAIL`] bytes, written at the end after a note of what was cut.
+/// A run's log: the first [`LOG_KEEP`] bytes as they come (so that a kill leaves them), then
+/// only the last [`LOG_KEEP`] bytes, written at the end after a note of what was cut.
 struct BoundedLog {
     file: tokio::fs::File,
     written: usize,
@@ -174,13 +179,13 @@ impl BoundedLog {
 
     async fn line(&mut self, line: &str) -> Result<()> {
         let len = line.len() + 1;
-        if self.tail.is_empty() && self.written + len <= LOG_HEAD {
+        if self.tail.is_empty() && self.written + len <= LOG_KEEP {
             self.written += len;
             return self.note(line).await;
         }
         self.tail.push_back(line.to_string());
         self.tail_bytes += len;
-        while self.tail_bytes > LOG_TAIL {
+        while self.tail_bytes > LOG_KEEP {
             let dropped = self.tail.pop_front().expect("over the bound, so not empty");
             self.tail_bytes -= dropped.len() + 1;
             self.cut_lines += 1;
@@ -202,8 +207,8 @@ impl BoundedLog {
                  {} KiB and the last {} KiB]",
                 self.cut_lines,
                 self.cut_bytes,
-                LOG_HEAD / 1024,
-                LOG_TAIL / 1024
+                LOG_KEEP / 1024,
+                LOG_KEEP / 1024
             );
             self.note(&note).await?;
         }

@@ -34,7 +34,7 @@ use super::local::{MODEL_FILE, Trainers, finished, scored};
 use super::{Executor, Job, Outcome, Running};
 use crate::Stop;
 use crate::config::Config;
-use crate::process::{Exit, MAX_LINE};
+use crate::process::{self, Exit, LOG_KEEP, MAX_LINE};
 use crate::progress::Progress;
 use crate::sandbox::Sandbox;
 use crate::scoring::{self, Evaluator, STDERR_LINES, Score, ScoreError};
@@ -52,8 +52,6 @@ const DONE_GRACE: Duration = Duration::from_secs(30);
 const STDOUT_TAIL: usize = 1 << 20;
 /// Bytes of the evaluator's stderr kept for the failure message.
 const STDERR_TAIL: usize = 64 << 10;
-/// A trial's log is cut to its first and last 512 KiB once its job ended, as `Local`'s is.
-const LOG_KEEP: u64 = 512 << 10;
 /// Why a job waits that no waiting resolves: a limit of the partition, account or QOS it was
 /// submitted over (where the cluster does not refuse such jobs at submission).
 const HOPELESS: [&str; 9] = [
@@ -1096,20 +1094,21 @@ fn note(log: &Path, text: &str) {
 fn bound_log(log: &Path) -> Result<()> {
     let mut file = std::fs::File::open(log)?;
     let len = file.metadata()?.len();
-    if len <= 2 * LOG_KEEP {
+    let keep = LOG_KEEP as u64;
+    if len <= 2 * keep {
         return Ok(());
     }
-    let mut head = vec![0; LOG_KEEP as usize];
+    let mut head = vec![0; LOG_KEEP];
     file.read_exact(&mut head)?;
-    let mut tail = vec![0; LOG_KEEP as usize];
-    file.seek(SeekFrom::End(-(LOG_KEEP as i64)))?;
+    let mut tail = vec![0; LOG_KEEP];
+    file.seek(SeekFrom::End(-(keep as i64)))?;
     file.read_exact(&mut tail)?;
     let mut text = head;
     text.extend_from_slice(
         format!(
             "\n[orchestrator: {} bytes of output cut here; the log keeps the first {} KiB and \
              the last {} KiB]\n",
-            len - 2 * LOG_KEEP,
+            len - 2 * keep,
             LOG_KEEP >> 10,
             LOG_KEEP >> 10
         )
@@ -1264,9 +1263,7 @@ fn pattern(path: &Path) -> String {
 fn result_line(stdout: &Path) -> Option<serde_json::Value> {
     let text = read_bounded_tail(stdout, 2 * MAX_LINE as u64);
     let line = text.lines().rev().find(|l| !l.trim().is_empty())?;
-    serde_json::from_str::<serde_json::Value>(line)
-        .ok()
-        .filter(serde_json::Value::is_object)
+    process::result_line(line)
 }
 
 fn read_bounded(path: &Path, limit: u64) -> String {
