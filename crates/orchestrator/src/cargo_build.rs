@@ -1,6 +1,6 @@
 //! Builds the trainer and the evaluator in the sandbox: `cargo build --release --offline -p train
 //! --bin <name> --message-format=json`, read with `cargo_metadata` for the binary's path and the
-//! compiler's rendered errors; and runs the trainer's rule tests there (`src/tests.rs`).
+//! compiler's rendered errors; and runs the trainer's rule tests there (`crates/train/rules.rs`).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -14,6 +14,7 @@ use cargo_metadata::diagnostic::DiagnosticLevel;
 use tokio::sync::Mutex;
 
 use crate::git::EDITABLE;
+use crate::rules;
 use crate::sandbox::{Sandbox, env};
 use crate::text::tail;
 
@@ -30,12 +31,7 @@ pub enum Build {
 /// Longer than the rule tests take on 2 cores (about 10 s), short enough not to buy training.
 const RULE_TESTS_LIMIT: std::time::Duration = std::time::Duration::from_secs(120);
 
-/// What the trainer's rule tests (causality, shapes, every parameter trained, the loss falls) say.
-pub enum Rules {
-    Hold,
-    /// The failing tests and their messages, for the agent and the log.
-    Broken(String),
-}
+pub use crate::rules::Rules;
 
 /// Builds in a sandbox: the worktree and the toolchain readable, the target directory writable,
 /// no network (the dependencies are fetched once at start, see [`fetch`]), the environment from
@@ -81,12 +77,15 @@ impl Builder {
         self.build(worktree, target_dir, "evaluate").await
     }
 
-    /// Runs the rule tests of the trainer in `worktree` (`src/tests.rs`): a change may tune
-    /// anything, but not break these. They are the agent's code, so they are compiled in the
+    /// Runs the rule tests of the trainer in `worktree` (`crates/train/rules.rs`, see
+    /// [`crate::rules`]): a change may tune anything, but not break these. They are the agent's code, so they are compiled in the
     /// build's jail but run in one like the trainer's (the binary read-only, a private `/tmp`, no
     /// target directory, a time limit): a test cannot train past the budget and leave weights
     /// where a later build could `include_bytes!` them.
     pub async fn rule_tests(&self, worktree: &Path, target_dir: &Path) -> Result<Rules> {
+        if let Some(why) = rules::tampered(worktree)? {
+            return Ok(Rules::Broken(why));
+        }
         let args = [
             "test",
             "--release",
@@ -123,15 +122,16 @@ impl Builder {
                 )));
             }
         };
-        if out.status.success() {
-            return Ok(Rules::Hold);
-        }
         let report = format!(
             "{}{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        Ok(Rules::Broken(tail(&report, 40)))
+        Ok(rules::verdict(
+            &rules::required(worktree)?,
+            out.status.success(),
+            &report,
+        ))
     }
 
     async fn build(&self, worktree: &Path, target_dir: &Path, bin: &str) -> Result<Build> {

@@ -33,6 +33,9 @@ pub mod sandbox;
 /// `cargo build` of the trainer and the evaluator in the sandbox, with the compiler's errors.
 pub mod cargo_build;
 
+/// The trainer's fixed rule tests: which must pass, and what may not hide them.
+pub mod rules;
+
 /// Where a trial runs: the seam between the loop and the machines.
 pub mod executor;
 

@@ -757,5 +757,7 @@ fn export(model: &Gpt, vs: &mut nn::VarStore, path: &std::path::Path) -> Result<
         .with_context(|| format!("saving the model to {}", path.display()))
 }
 
+// The rules every change must keep, outside src/ where they cannot be edited (see rules.rs).
 #[cfg(test)]
-mod tests;
+#[path = "../rules.rs"]
+mod rules;

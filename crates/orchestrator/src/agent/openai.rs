@@ -301,7 +301,7 @@ fn tool_specs() -> Value {
         ),
         tool(
             "check",
-            "Build the trainer and run its rule tests (src/tests.rs: causality, shapes, every parameter trained, the loss falls); returns the compiler's errors, the failing tests, or ok.",
+            "Build the trainer and run its rule tests (crates/train/rules.rs, fixed: causality, shapes, every parameter trained, the loss falls, the export loads and matches the model); returns the compiler's errors, the failing tests, or ok.",
             &[]
         ),
         tool(

@@ -105,7 +105,7 @@ enum Failure {
     Build(u32),
     #[error("refused: changed outside {EDITABLE}: {0}")]
     Refused(String),
-    #[error("breaks the trainer's rule tests (crates/train/src/tests.rs); see its log")]
+    #[error("breaks the trainer's rule tests (crates/train/rules.rs); see its log")]
     Rules,
     #[error(transparent)]
     Trial(#[from] TrialFailure),
