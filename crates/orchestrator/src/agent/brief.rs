@@ -97,6 +97,15 @@ pub fn history(records: &[Record], noise: Option<Noise>) -> String {
         if let Some(reason) = &r.reason {
             line += &format!(" [{}]", one_line(reason, 200));
         }
+        if let Some(by) = records.iter().find(|later| later.revoked == Some(r.seq)) {
+            line += &format!(
+                " [keep revoked by #{}: judged non-causal on a re-run]",
+                by.seq
+            );
+        }
+        if let Some(revoked) = r.revoked {
+            line += &format!(" [revoked the keep of #{revoked}: non-causal beside this change]");
+        }
         line + ": " + &one_line(&r.description, 200) + "\n"
     };
 
@@ -104,6 +113,7 @@ pub fn history(records: &[Record], noise: Option<Noise>) -> String {
     let mut best: Vec<&Record> = records
         .iter()
         .filter(|r| r.status == Status::Keep && r.val_bpb.is_some())
+        .filter(|r| records.iter().all(|later| later.revoked != Some(r.seq)))
         .collect();
     best.sort_by(|a, b| a.val_bpb.unwrap().total_cmp(&b.val_bpb.unwrap()));
     let best_runs = best
