@@ -210,6 +210,26 @@ mod tests {
     }
 
     #[test]
+    fn history_marks_a_revoked_keep_and_leaves_it_out_of_the_best() {
+        let mut records = records()[..19].to_vec();
+        records.push(Record {
+            revoked: Some(18),
+            ..record(19, Status::Discard, None, None)
+        });
+        let text = history(&records, noise());
+        let (best, _) = text.split_once("Recent experiments:").unwrap();
+        assert!(!best.contains("#18 "), "{text}");
+        assert!(
+            text.contains("#18 keep val_bpb 1.440000 delta -0.010000 (-5.0 sigma) [keep revoked by #19: judged non-causal on a re-run]"),
+            "{text}"
+        );
+        assert!(
+            text.contains("#19 discard [revoked the keep of #18: non-causal beside this change]"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn the_brief_names_the_configuration_that_runs_and_the_rule_once() {
         let dir = tempfile::tempdir().unwrap();
         let mut ledger = Ledger::open(&dir.path().join("run")).unwrap();
