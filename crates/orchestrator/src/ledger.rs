@@ -90,6 +90,11 @@ pub struct Record {
     /// On the first record only: what every score of the run rests on, checked on `--resume`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pins: Option<Pins>,
+    /// The kept experiment whose keep this one revoked: its trainer, re-run beside this change,
+    /// was judged non-causal, so it is no longer the best and the branch went back to the keep
+    /// before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked: Option<u64>,
 }
 
 /// The run's fixed ground, pinned in its first record: a `--resume` with another evaluator or
@@ -154,6 +159,7 @@ impl Record {
             flags: Vec::new(),
             eval_seconds: 0.0,
             pins: None,
+            revoked: None,
         }
     }
 
@@ -520,8 +526,22 @@ fn parse(path: &Path, text: &str) -> Result<(Vec<Record>, usize)> {
 /// The best kept record: the last keep. Every keep beat the best before it, and the branch
 /// builds on it; its val_bpb need not be the lowest, as a change kept side by side may have run
 /// while the machine was slower than when an earlier keep did.
+/// A keep a later record revoked (see [`Record::revoked`]) is no longer one.
 pub fn best(records: &[Record]) -> Option<&Record> {
-    records.iter().rev().find(|r| r.status == Status::Keep)
+    best_without(records, None)
+}
+
+/// The best as [`best`] finds it, once `revoking` is revoked too.
+pub fn best_without(records: &[Record], revoking: Option<u64>) -> Option<&Record> {
+    let revoked: Vec<u64> = records
+        .iter()
+        .filter_map(|r| r.revoked)
+        .chain(revoking)
+        .collect();
+    records
+        .iter()
+        .rev()
+        .find(|r| r.status == Status::Keep && !revoked.contains(&r.seq))
 }
 
 /// The protected scores of `trials`, the runs that were scored.
@@ -694,6 +714,21 @@ mod tests {
             left,
             ["best-0000001abcdef", "best-not-yet-recorded", "evaluate"]
         );
+    }
+
+    #[test]
+    fn a_revoked_keep_is_the_best_no_longer() {
+        let records = [
+            record(0, Status::Keep, Some(1.5)),
+            record(1, Status::Keep, Some(1.2)),
+        ];
+        assert_eq!(best_without(&records, Some(1)).unwrap().seq, 0);
+        let revoking = Record {
+            revoked: Some(1),
+            ..record(2, Status::Discard, None)
+        };
+        let records = [records[0].clone(), records[1].clone(), revoking];
+        assert_eq!(best(&records).unwrap().seq, 0);
     }
 
     fn trials(scores: &[f64]) -> Vec<Trial> {

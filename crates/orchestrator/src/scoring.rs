@@ -28,6 +28,10 @@ pub struct Score {
     pub bpb: Option<f64>,
     pub causal: bool,
     pub probe_max_diff: f64,
+    /// The first operation of the model's graphs that is not a pure tensor operation, when the
+    /// evaluator refused to run it for that (it was then not probed either).
+    #[serde(default)]
+    pub refused: Option<String>,
     pub seconds: f64,
 }
 
@@ -44,15 +48,13 @@ pub struct Evaluator {
 /// Lines of the evaluator's stderr quoted when it fails.
 pub const STDERR_LINES: usize = 5;
 
-/// The prepared files that decide a score; the training tokens do not.
-const SCORED_FILES: [&str; 6] = [
-    "contract.json",
-    "token_bytes.bin",
-    "val.tokens",
-    "val.docs",
-    "test.tokens",
-    "test.docs",
-];
+/// The prepared files that decide a score, hashed and pinned: those of both scored splits (the
+/// training tokens do not decide one).
+fn scored_data(dir: &Path) -> Vec<PathBuf> {
+    let mut names = prepare::scored_files(Split::Val);
+    names.extend(Split::Test.files());
+    names.iter().map(|name| dir.join(name)).collect()
+}
 
 /// Where the evaluator and the model are seen inside its jail.
 const JAIL_EVALUATOR: &str = "/autoresearch/evaluate";
@@ -73,7 +75,7 @@ impl Evaluator {
         let bin_dir = cfg.run_dir().join("bin");
         std::fs::create_dir_all(&bin_dir)?;
         let binary = bin_dir.join("evaluate");
-        let data_sha256 = sha256_of(&SCORED_FILES.map(|f| cfg.data_dir.join(f)))?;
+        let data_sha256 = sha256_of(&scored_data(&cfg.data_dir))?;
         if let Some(pins) = pinned
             && data_sha256 != pins.data_sha256
         {
@@ -155,10 +157,7 @@ impl Evaluator {
                 self.binary.display()
             )));
         }
-        if !unchanged(
-            &SCORED_FILES.map(|f| self.data_dir.join(f)),
-            &self.data_sha256,
-        )? {
+        if !unchanged(&scored_data(&self.data_dir), &self.data_sha256)? {
             return Err(ScoreError::Tampered(format!(
                 "the scored data in {} changed during the run; scores before and after would not \
                  compare. Prepare the data again and start a new run",
@@ -170,12 +169,15 @@ impl Evaluator {
 
     /// The evaluator in its jail, scoring `model` on `split` and writing its verdict to
     /// descriptor `fd`: run here by [`Evaluator::score`], or written into a job's script by
-    /// the Slurm executor, which runs it on a node.
+    /// the Slurm executor, which runs it on a node. Of the data the jail holds only what scoring
+    /// `split` reads: the model never shares a jail with the other split.
     pub fn command(&self, model: &Path, split: Split, fd: i32) -> tokio::process::Command {
         let mut jail = self.sandbox.jail();
         let evaluator = jail.read_as(&self.binary, Path::new(JAIL_EVALUATOR));
         let model = jail.read_as(model, Path::new(JAIL_MODEL));
-        let data = jail.read_as(&self.data_dir, Path::new(JAIL_DATA));
+        let files = prepare::scored_files(split);
+        let files: Vec<&str> = files.iter().map(String::as_str).collect();
+        let data = jail.read_files_as(&self.data_dir, &files, Path::new(JAIL_DATA));
         jail.chdir(Path::new("/tmp"));
         jail.env("HOME", "/tmp");
         jail.env(prepare::DATA_ENV, data.display().to_string());

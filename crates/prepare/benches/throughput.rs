@@ -12,7 +12,7 @@ fn main() -> anyhow::Result<()> {
     let data = Dataset::open(&default_data_dir())?;
 
     // The loader as the GPU configuration uses it: 128 rows of 2048 + 1 tokens.
-    let mut loader = data.train_loader(128, 2048, 42);
+    let mut loader = data.train_loader(128, 2048, 42)?;
     let start = Instant::now();
     let mut tokens = 0usize;
     while start.elapsed().as_secs_f64() < 5.0 {

@@ -38,14 +38,34 @@ impl Split {
             Split::Test => "test",
         }
     }
+
+    /// The names of this split's files in a prepared directory: its tokens, then its document
+    /// index.
+    pub fn files(self) -> [String; 2] {
+        let name = self.name();
+        [format!("{name}.tokens"), format!("{name}.docs")]
+    }
+}
+
+/// The files [`Dataset::open`] reads, whatever is read next.
+pub const DATASET_FILES: [&str; 2] = ["contract.json", "token_bytes.bin"];
+
+/// Every file that scoring `split` reads ([`Dataset::open`], then [`Dataset::eval_set`]), and no
+/// other: the protected evaluator's jail holds these alone, so a model it scores on the
+/// validation split cannot reach the test split, nor the training split.
+pub fn scored_files(split: Split) -> Vec<String> {
+    let dataset = DATASET_FILES.map(String::from);
+    dataset.into_iter().chain(split.files()).collect()
 }
 
 pub(crate) fn tokens_path(dir: &Path, split: Split) -> PathBuf {
-    dir.join(format!("{}.tokens", split.name()))
+    let [tokens, _] = split.files();
+    dir.join(tokens)
 }
 
 pub(crate) fn docs_path(dir: &Path, split: Split) -> PathBuf {
-    dir.join(format!("{}.docs", split.name()))
+    let [_, docs] = split.files();
+    dir.join(docs)
 }
 
 /// Writes one split's documents (each already starting with BOS). The docs file is written last,
@@ -78,8 +98,14 @@ impl SplitData {
         // Safety: prepare never rewrites a finished file in place (it renames new ones over it).
         let tokens =
             unsafe { Mmap::map(&file) }.with_context(|| format!("mapping {}", path.display()))?;
-        let docs = fs::read(docs_path(dir, split))
-            .with_context(|| format!("reading the {} document index", split.name()))?;
+        let docs_path = docs_path(dir, split);
+        let docs = fs::read(&docs_path).with_context(|| {
+            format!(
+                "reading the {} document index {}",
+                split.name(),
+                docs_path.display()
+            )
+        })?;
         let doc_starts: Vec<u64> = docs
             .chunks_exact(8)
             .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
@@ -112,13 +138,13 @@ impl SplitData {
     }
 }
 
-/// A prepared data directory, opened for training and evaluation.
+/// A prepared data directory, opened for training and evaluation. Each split is opened when it
+/// is asked for, so that a directory holding one split (a jail's) opens too.
 pub struct Dataset {
     dir: PathBuf,
     contract: Contract,
     hash: String,
     token_bytes: Arc<Vec<u16>>,
-    train: Arc<SplitData>,
 }
 
 impl Dataset {
@@ -157,7 +183,6 @@ impl Dataset {
             hash: contract.hash(),
             contract,
             token_bytes: Arc::new(token_bytes),
-            train: Arc::new(SplitData::open(dir, Split::Train)?),
         })
     }
 
@@ -179,14 +204,19 @@ impl Dataset {
     }
 
     /// An endless stream of packed training rows of `seq_len + 1` tokens, deterministic in `seed`.
-    pub fn train_loader(&self, batch_size: usize, seq_len: usize, seed: u64) -> TrainLoader {
-        TrainLoader::new(
-            self.train.clone(),
+    pub fn train_loader(
+        &self,
+        batch_size: usize,
+        seq_len: usize,
+        seed: u64,
+    ) -> Result<TrainLoader> {
+        Ok(TrainLoader::new(
+            Arc::new(SplitData::open(&self.dir, Split::Train)?),
             self.contract.bos_id as u16,
             batch_size,
             seq_len,
             seed,
-        )
+        ))
     }
 
     /// The rows that the contract scores on `split` (validation, or the test holdout).

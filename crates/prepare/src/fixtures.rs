@@ -1,5 +1,6 @@
 //! A tiny prepared dataset for the tests of every crate: a deterministic synthetic corpus with
-//! enough structure to learn from, prepared in about a second.
+//! enough structure to learn from, prepared in about a second; and the Python whose torch the
+//! builds link, for models only TorchScript can express.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -80,4 +81,26 @@ fn synthetic_document(rng: &mut SplitMix64) -> String {
         doc.push_str(if pick(5) == 0 { ".\n" } else { ". " });
     }
     doc
+}
+
+/// The Python that owns the torch the binaries link (`.libtorch`, see scripts/setup-libtorch.sh),
+/// else a `python3` that imports torch.
+pub fn torch_python() -> PathBuf {
+    let libtorch = crate::workspace_root().join(".libtorch");
+    let libtorch = libtorch.canonicalize().unwrap_or(libtorch);
+    // <env>/lib/pythonX.Y/site-packages/torch -> <env>/bin/python
+    let owner = libtorch
+        .ancestors()
+        .nth(4)
+        .map(|env| env.join("bin/python"))
+        .unwrap_or_default();
+    [owner, "python3".into()]
+        .into_iter()
+        .find(|py| {
+            std::process::Command::new(py)
+                .args(["-c", "import torch"])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .expect("a Python with torch (scripts/setup-libtorch.sh)")
 }

@@ -20,7 +20,7 @@ pub mod tokenizer;
 use std::path::PathBuf;
 
 pub use contract::{Contract, Profile};
-pub use data::{Dataset, Split};
+pub use data::{DATASET_FILES, Dataset, Split, scored_files};
 pub use env::{DATA_ENV, DEVICE_ENV, EXPORT_ENV, SEED_ENV, TIME_BUDGET_ENV};
 pub use eval::{BpbAccumulator, EvalBatch, EvalSet};
 pub use loader::TrainLoader;

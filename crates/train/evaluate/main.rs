@@ -4,22 +4,35 @@
 //! Run: `evaluate MODEL.pt val|test [--result-fd N]`, with the data from `AUTORESEARCH_DATA`
 //! (else `data/enwik8`) on the device of `AUTORESEARCH_DEVICE` (default CUDA when available).
 //! Writes one JSON line to descriptor N (which the caller opened; the orchestrator always passes
-//! one, because the scored model can print to stdout), or to stdout without the flag:
+//! one), or to stdout without the flag:
 //! `{"split": "val", "bpb": 1.23, "scored_bytes": 1000002, "causal": true, "probe_max_diff": 0.0,
-//! "probes": 8, "seconds": 11.8}`; `bpb` is null when the model is not causal.
+//! "probes": 342, "refused": null, "confinement": "landlock abi 7 + seccomp", "seconds": 11.8}`;
+//! `bpb` is null when the model is not causal or is refused.
+//!
+//! The model can reach nothing but its input: the evaluator reads the contract, the token byte
+//! lengths, the scored split and the model's bytes first, then locks itself down (`confine`: no
+//! file but the libraries, no program, no socket, no other process; the model's stdout and
+//! stderr go to /dev/null) and only then deserialises the model, whose graphs must be made of
+//! pure tensor operations alone (`ops`): a model that reads files, prints, draws random numbers
+//! or calls custom code is refused, with the operation named in `refused`.
 //!
 //! The causality probe: after a row is scored, a second instance of the model, loaded apart from
 //! the scoring one and used only for probes, sees the same row with every token after a cut
-//! replaced, and its logits at and before the cut must equal the scoring instance's. Rows, cuts and replacements come from a secret drawn anew for every
-//! call, so no position is safe to peek at; the scoring instance's own outputs are compared, so a
-//! model that counts its calls, remembers rows or behaves differently when probed is caught too.
+//! replaced, and its logits at and before the cut must equal the scoring instance's. Every row is
+//! probed at cuts of its own, at least [`MIN_PROBES`] in all; rows, cuts and replacements come
+//! from a secret drawn anew for every call, so no position is safe to peek at; the scoring
+//! instance's own outputs are compared, so a model that behaves differently when probed is caught
+//! too.
 //!
 //! FIXED: this file lies outside `crates/train/src`, where the agent may write. The orchestrator
 //! builds it once from the run's base commit, keeps that binary aside and checks its hash before
 //! every use; it scores through `prepare`'s evaluation API like everything else.
 
+mod confine;
+mod ops;
+
 use std::io::{Read, Write};
-use std::os::fd::FromRawFd;
+use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail, ensure};
@@ -27,8 +40,9 @@ use prepare::rng::SplitMix64;
 use prepare::{BpbAccumulator, Dataset, EvalSet, Split};
 use tch::{CModule, Device, Kind, Reduction, Tensor};
 
-/// Rows probed per call (with a cut each); a peek missed by one probe is caught by another.
-const PROBES: usize = 8;
+/// Probes per call at least: a probe at cut c catches a peek at position c only, so a model that
+/// peeks at 2% of the positions escapes all of them with probability 0.98^342 < 0.001.
+const MIN_PROBES: usize = 342;
 /// Largest change of a logit at or before a cut that still counts as causal. Run as below
 /// (deterministically), a causal model changes nothing at all, in any precision; this only absorbs
 /// kernels whose summation order depends on the values. A peek shows as a change of the size of
@@ -65,13 +79,45 @@ fn parse_args() -> Result<Args> {
     })
 }
 
-fn main() -> Result<()> {
-    let args = parse_args()?;
-    // Taken before the model runs: the descriptor is this process's to write, not the model's.
-    // SAFETY: the caller opened this descriptor for us; nothing else in this process owns it.
-    let channel = args
-        .result_fd
-        .map(|fd| unsafe { std::fs::File::from_raw_fd(fd) });
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // Taken before the model runs: the descriptors are this process's to write, not the model's.
+    let mut outputs = match confine::Outputs::take(args.result_fd) {
+        Ok(outputs) => outputs,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Ok(errors) = outputs.errors.try_clone() {
+        // A panic's message goes where the evaluator's errors go, not where the model's output goes.
+        std::panic::set_hook(Box::new(move |info| {
+            writeln!(&errors, "{info}").ok();
+        }));
+    }
+    match evaluate(&args) {
+        Ok(result) => match writeln!(outputs.verdict, "{result}") {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                writeln!(outputs.errors, "Error: writing the verdict: {e}").ok();
+                ExitCode::FAILURE
+            }
+        },
+        Err(e) => {
+            writeln!(outputs.errors, "Error: {e:#}").ok();
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The verdict on the model of `args`.
+fn evaluate(args: &Args) -> Result<serde_json::Value> {
     let t_start = Instant::now();
     let device = runtime::device()?;
     // The graph executor's optimising passes (profiling runs, then fused kernels) can change the
@@ -81,28 +127,47 @@ fn main() -> Result<()> {
     let data = Dataset::open(&prepare::default_data_dir())?;
     let eval = data.eval_set(args.split)?;
     let vocab = data.contract().vocab_size as i64;
+    let model = std::fs::read(&args.model).with_context(|| {
+        format!(
+            "reading the exported model {}; did the trainer export it?",
+            args.model
+        )
+    })?;
+    let mut rng = SplitMix64(secret_seed()?);
+    let confinement = confine::lock_down(device.is_cuda())?;
+    let verdict = |bpb: Option<f64>, causal: bool, diff: f64, probes: usize, refused| {
+        serde_json::json!({
+            "split": args.split.name(),
+            "bpb": bpb,
+            "scored_bytes": eval.scored_bytes(),
+            "causal": causal,
+            "probe_max_diff": diff,
+            "probes": probes,
+            "refused": refused,
+            "confinement": confinement,
+            "seconds": t_start.elapsed().as_secs_f64(),
+        })
+    };
+    let kinds = runtime::graph_node_kinds(&model).context("reading the exported model's graphs")?;
+    if let Some(op) = ops::refused(&kinds) {
+        return Ok(verdict(None, false, 0.0, 0, Some(op)));
+    }
     let scorer = Scorer {
-        path: &args.model,
+        model: &model,
         device,
         eval: &eval,
         vocab,
     };
-    let verdict = tch::no_grad(|| scorer.score(&mut SplitMix64(secret_seed()?)))?;
-    let causal = verdict.probe_max_diff <= PROBE_TOLERANCE;
-    let result = serde_json::json!({
-        "split": args.split.name(),
-        "bpb": verdict.bpb.filter(|b| causal && b.is_finite()),
-        "scored_bytes": eval.scored_bytes(),
-        "causal": causal,
-        "probe_max_diff": verdict.probe_max_diff,
-        "probes": verdict.probes,
-        "seconds": t_start.elapsed().as_secs_f64(),
-    });
-    match channel {
-        Some(mut file) => writeln!(file, "{result}").context("writing the result descriptor")?,
-        None => println!("{result}"),
-    }
-    Ok(())
+    let scored = tch::no_grad(|| scorer.score(&mut rng))?;
+    let causal = scored.probe_max_diff <= PROBE_TOLERANCE;
+    let bpb = scored.bpb.filter(|b| causal && b.is_finite());
+    Ok(verdict(
+        bpb,
+        causal,
+        scored.probe_max_diff,
+        scored.probes,
+        None,
+    ))
 }
 
 /// A seed nobody outside this call knows, so the probed rows and cuts cannot be foreseen.
@@ -115,7 +180,8 @@ fn secret_seed() -> Result<u64> {
 }
 
 struct Scorer<'a> {
-    path: &'a str,
+    /// The exported model's bytes.
+    model: &'a [u8],
     device: Device,
     eval: &'a EvalSet,
     vocab: i64,
@@ -130,12 +196,8 @@ struct Verdict {
 
 impl Scorer<'_> {
     fn load(&self) -> Result<CModule> {
-        CModule::load_on_device(self.path, self.device).with_context(|| {
-            format!(
-                "loading the exported model {}; did the trainer export it?",
-                self.path
-            )
-        })
+        CModule::load_data_on_device(&mut &self.model[..], self.device)
+            .context("loading the exported model")
     }
 
     /// Logits (1, T, vocab) of one row of token ids, checked against the export contract.
@@ -152,18 +214,16 @@ impl Scorer<'_> {
         Ok(logits)
     }
 
-    /// Scores every row with one instance of the model, probing the rows `rng` picks.
+    /// Scores every row with one instance of the model, probing each at cuts `rng` draws.
     fn score(&self, rng: &mut SplitMix64) -> Result<Verdict> {
         let (rows, seq_len) = (self.eval.rows(), self.eval.seq_len());
-        let mut probes: Vec<(usize, usize)> = (0..PROBES)
-            .map(|_| (rng.below(rows), rng.below(seq_len - 1))) // (row, cut): tokens after cut change
-            .collect();
-        probes.sort_unstable();
+        let probes_per_row = MIN_PROBES.div_ceil(rows);
         let model = self.load()?;
         // Loaded once: it never sees the scored rows, so nothing it remembers can mimic them.
         let prober = self.load()?;
         let mut acc = BpbAccumulator::default();
         let mut probe_max_diff = 0f64;
+        let mut probes = 0;
         for row in 0..rows {
             let batch = self.eval.batch(row..row + 1);
             let logits = self.forward(&model, &batch.inputs)?;
@@ -179,22 +239,24 @@ impl Scorer<'_> {
                 &Vec::<f32>::try_from(losses.to(Device::Cpu))?,
                 &batch.target_bytes,
             );
-            for &(_, cut) in probes.iter().filter(|(r, _)| *r == row) {
+            for _ in 0..probes_per_row {
+                let cut = rng.below(seq_len - 1); // tokens after the cut change
                 let diff = self.probe(&prober, &batch.inputs, &logits, cut, rng)?;
                 probe_max_diff = probe_max_diff.max(diff);
+                probes += 1;
             }
             if probe_max_diff > PROBE_TOLERANCE {
                 return Ok(Verdict {
                     bpb: None,
                     probe_max_diff,
-                    probes: PROBES,
+                    probes,
                 });
             }
         }
         Ok(Verdict {
             bpb: Some(acc.bpb()),
             probe_max_diff,
-            probes: PROBES,
+            probes,
         })
     }
 

@@ -1,6 +1,6 @@
 //! The runtime the trainer and the protected evaluator share: which device to use, bf16 autocast
-//! on CUDA, the peak memory to report, and causal (sliding-window) attention that takes the flash
-//! kernel on CUDA.
+//! on CUDA, the peak memory to report, causal (sliding-window) attention that takes the flash
+//! kernel on CUDA, and the operations an exported model is made of.
 //!
 //! FIXED: this file lies outside `crates/train/src`, where the agent may write. The device choice
 //! and the memory figure are part of what a result means; attention here is a kernel call, like
@@ -113,6 +113,19 @@ pub fn window_mask(t: i64, window: i64, device: Device) -> Tensor {
     distance.ge(0).logical_and(&distance.lt(window))
 }
 
+/// The kinds of every node (`aten::linear`, `prim::If`, ...) in every method of the TorchScript
+/// model serialised in `model`, calls inlined, sorted and each once.
+pub fn graph_node_kinds(model: &[u8]) -> Result<Vec<String>> {
+    let mut kinds = std::ptr::null_mut();
+    check(unsafe { ar_graph_node_kinds(model.as_ptr().cast(), model.len(), &mut kinds) })?;
+    // SAFETY: on success the shim stored a NUL-terminated string it allocated with strdup.
+    let text = unsafe { CStr::from_ptr(kinds) }
+        .to_string_lossy()
+        .into_owned();
+    unsafe { ar_free_message(kinds) };
+    Ok(text.lines().map(str::to_owned).collect())
+}
+
 fn check(message: *mut c_char) -> Result<()> {
     if message.is_null() {
         return Ok(());
@@ -137,6 +150,11 @@ unsafe extern "C" {
         v: *const c_void,
         window: i64,
         out: *mut *mut c_void,
+    ) -> *mut c_char;
+    fn ar_graph_node_kinds(
+        data: *const c_char,
+        size: usize,
+        kinds: *mut *mut c_char,
     ) -> *mut c_char;
 }
 

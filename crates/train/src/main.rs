@@ -633,7 +633,7 @@ fn main() -> Result<()> {
 
     // Batches are packed on a background thread while the model trains.
     let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<i64>>(2);
-    let mut loader = data.train_loader(device_batch as usize, seq_len as usize, seed);
+    let mut loader = data.train_loader(device_batch as usize, seq_len as usize, seed)?;
     std::thread::spawn(move || while tx.send(loader.next_batch()).is_ok() {});
     let next_batch = || -> Result<(Tensor, Tensor)> {
         let rows = Tensor::from_slice(&rx.recv().context("the loader thread stopped")?)

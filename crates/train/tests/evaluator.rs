@@ -2,13 +2,17 @@
 //!
 //! - `causal_exports_are_scored_and_peeking_ones_refused_in_any_precision`: a causal model and one
 //!   that adds the next token's embedding, each in float32 and bfloat16: the causal ones are
-//!   scored with a probe difference of exactly 0, the peeking ones get no score.
+//!   scored with a probe difference of exactly 0 by a locked-down evaluator, the peeking ones get
+//!   no score.
 //! - `a_peek_that_spares_fixed_positions_is_caught`: the model peeks everywhere except at the
 //!   positions an evaluator with fixed cut points would probe.
-//! - `a_model_that_counts_its_calls_is_caught`: scripted in TorchScript, it behaves causally for
-//!   its first calls (when a probe used to run) and peeks after.
-//! - `a_score_printed_by_the_model_is_not_the_result`: the model prints a perfect score on stdout;
-//!   the result descriptor carries the real one.
+//! - `a_peek_at_two_of_sixty_four_positions_is_caught`: every row is probed, at 342 cuts at least.
+//! - `models_that_read_print_draw_or_keep_state_are_refused`: scripted in TorchScript, a model
+//!   that reads the validation tokens or `/proc/self/environ` (`torch.from_file`), prints, draws
+//!   random numbers or counts its calls is not run, and its verdict names the operation.
+//! - `code_run_while_loading_reads_no_file_and_prints_nowhere`: a model whose `__setstate__`
+//!   (run by TorchScript at load time) prints a perfect score and reads the validation tokens:
+//!   the read fails, the evaluator says so, and nothing of the model reaches stdout.
 //!
 //! The scripted models come from the Python whose torch the build links (`.libtorch`).
 
@@ -95,6 +99,10 @@ fn causal_exports_are_scored_and_peeking_ones_refused_in_any_precision() {
         let causal = evaluate(&f, &export_traced(&f, "causal", kind, None));
         assert_eq!(causal["causal"], true, "{kind:?}: {causal}");
         assert_eq!(causal["probe_max_diff"], 0.0, "{causal}");
+        assert_eq!(causal["refused"], serde_json::Value::Null, "{causal}");
+        assert!(causal["probes"].as_u64().unwrap() >= 342, "{causal}");
+        let confinement = causal["confinement"].as_str().unwrap();
+        assert!(confinement.ends_with("+ seccomp"), "{causal}");
         let bpb = causal["bpb"].as_f64().unwrap();
         assert!(bpb > 0.0 && bpb < 20.0, "{causal}");
         assert_refused(&evaluate(
@@ -122,32 +130,39 @@ fn a_peek_that_spares_fixed_positions_is_caught() {
     }
 }
 
-/// The Python that owns the torch the binaries link, for models only TorchScript can express.
-fn python() -> PathBuf {
-    let libtorch = prepare::workspace_root()
-        .join(".libtorch")
-        .canonicalize()
-        .unwrap();
-    // <env>/lib/pythonX.Y/site-packages/torch -> <env>/bin/python
-    let owner = libtorch.ancestors().nth(4).unwrap().join("bin/python");
-    [owner, "python3".into()]
-        .into_iter()
-        .find(|py| {
-            Command::new(py)
-                .args(["-c", "import torch"])
-                .output()
-                .is_ok_and(|o| o.status.success())
-        })
-        .expect("a Python with torch (scripts/setup-libtorch.sh)")
+#[test]
+fn a_peek_at_two_of_sixty_four_positions_is_caught() {
+    let f = fixture();
+    let mask: Vec<f32> = (0..f.seq_len)
+        .map(|i| if i == 17 || i == 42 { 1.0 } else { 0.0 })
+        .collect();
+    let model = export_traced(&f, "rare", Kind::Float, Some(&Tensor::from_slice(&mask)));
+    // A probe catches it when its cut falls on 17 or 42: 2 of 63 cuts, so 342 probes or more
+    // miss it with probability below 2e-5.
+    for _ in 0..3 {
+        assert_refused(&evaluate(&f, &model));
+    }
 }
 
-/// Saves a TorchScript model scripted in Python: a running mean of token embeddings that also
-/// adds the next token's embedding where `peeks_when` holds, and runs `first` on every call.
-fn export_scripted(f: &Fixture, name: &str, first: &str, peeks_when: &str) -> PathBuf {
+/// Saves the TorchScript model that `program` (Python defining `M`, a `torch.nn.Module`) scripts.
+fn export_scripted(f: &Fixture, name: &str, program: &str) -> PathBuf {
     let path = f.dir.path().join(format!("{name}.pt"));
     let program = format!(
-        r#"import torch
-class M(torch.nn.Module):
+        "import torch\nfrom typing import Tuple\n{program}\ntorch.jit.script(M()).save({path:?})\n",
+        path = path.to_str().unwrap()
+    );
+    // From a file: TorchScript reads the class's source back.
+    let script = f.dir.path().join(format!("{name}.py"));
+    std::fs::write(&script, program).unwrap();
+    output_ok(Command::new(prepare::fixtures::torch_python()).arg(&script));
+    path
+}
+
+/// A running mean of token embeddings that runs `extra` (Python, indented for `forward`'s body)
+/// on every call.
+fn export_doing(f: &Fixture, name: &str, extra: &str) -> PathBuf {
+    let program = format!(
+        r#"class M(torch.nn.Module):
     def __init__(self):
         super().__init__()
         torch.manual_seed(0)
@@ -155,38 +170,71 @@ class M(torch.nn.Module):
         self.head = torch.nn.Linear(16, {vocab})
         self.calls = 0
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        self.calls += 1
-        {first}
         e = self.wte(idx)
         h = e.cumsum(1) / torch.arange(1, idx.size(1) + 1).view(1, -1, 1)
-        if {peeks_when}:
-            h = h + e.roll(-1, 1)
+{extra}
         return self.head(h)
-torch.jit.script(M()).save({path:?})
 "#,
         vocab = f.vocab,
-        path = path.to_str().unwrap()
     );
-    // From a file: TorchScript reads the class's source back.
-    let script = f.dir.path().join(format!("{name}.py"));
-    std::fs::write(&script, program).unwrap();
-    output_ok(Command::new(python()).arg(&script));
-    path
+    export_scripted(f, name, &program)
 }
 
 #[test]
-fn a_model_that_counts_its_calls_is_caught() {
+fn models_that_read_print_draw_or_keep_state_are_refused() {
     let f = fixture();
-    // Causal for its first calls, when a probe on the same instance used to run; peeking after.
-    let model = export_scripted(&f, "counting", "pass", "self.calls > 6");
-    assert_refused(&evaluate(&f, &model));
+    let val = f.data.join("val.tokens");
+    let reads_val = format!(
+        "        t = torch.from_file({val:?}, size=idx.size(1) * 4, dtype=torch.int16)\n        \
+         h = h + self.wte(t.long()[1:idx.size(1) + 1].view(1, -1))"
+    );
+    let cases = [
+        ("reads-val", reads_val.as_str(), "aten::from_file"),
+        (
+            "reads-environ",
+            "        h = h + torch.from_file('/proc/self/environ', size=1, dtype=torch.uint8).float()",
+            "aten::from_file",
+        ),
+        ("prints", "        print('{\"bpb\": 0.001}')", "prim::Print"),
+        (
+            "draws",
+            "        h = h + 0.0 * torch.rand_like(h)",
+            "aten::rand_like",
+        ),
+        ("counts", "        self.calls += 1", "prim::SetAttr"),
+    ];
+    for (name, extra, op) in cases {
+        let verdict = evaluate(&f, &export_doing(&f, name, extra));
+        assert_eq!(verdict["refused"], op, "{name}: {verdict}");
+        assert!(verdict["bpb"].is_null(), "{name}: {verdict}");
+    }
 }
 
 #[test]
-fn a_score_printed_by_the_model_is_not_the_result() {
+fn code_run_while_loading_reads_no_file_and_prints_nowhere() {
     let f = fixture();
     let fake = r#"{"split": "val", "bpb": 0.001, "causal": true, "probe_max_diff": 0.0}"#;
-    let model = export_scripted(&f, "printing", &format!("print('{fake}')"), "False");
+    let program = format!(
+        r#"class M(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = torch.zeros(16, {vocab})
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(idx.size(0), idx.size(1), 16) @ self.w
+    @torch.jit.export
+    def __getstate__(self) -> Tuple[torch.Tensor, bool]:
+        return (self.w, self.training)
+    @torch.jit.export
+    def __setstate__(self, state: Tuple[torch.Tensor, bool]) -> None:
+        print('{fake}')
+        self.w = state[0]
+        self.training = state[1]
+        self.w = self.w + torch.from_file({val:?}, size=2, dtype=torch.int16).float().sum()
+"#,
+        vocab = f.vocab,
+        val = f.data.join("val.tokens"),
+    );
+    let model = export_scripted(&f, "loads", &program);
     // The result travels through a pipe on descriptor 3, as the orchestrator passes it.
     let (reader, writer) = pipe();
     let writer_fd = writer.as_raw_fd();
@@ -204,17 +252,20 @@ fn a_score_printed_by_the_model_is_not_the_result() {
             Ok(())
         });
     }
-    let out = output_ok(&mut command);
+    let out = command.output().unwrap();
     drop(writer);
-    assert!(String::from_utf8_lossy(&out.stdout).contains(fake));
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(!out.status.success(), "{stdout}{stderr}");
+    assert!(!stdout.contains("bpb"), "the model printed: {stdout}");
+    assert!(stderr.contains("Permission denied"), "{stderr}");
     let mut result = String::new();
     std::fs::File::from(reader)
         .read_to_string(&mut result)
         .unwrap();
-    let verdict: serde_json::Value = serde_json::from_str(result.trim()).unwrap();
-    assert_eq!(verdict["causal"], true, "{verdict}");
-    let bpb = verdict["bpb"].as_f64().unwrap();
-    assert!(bpb > 1.0, "the real score, not the printed one: {verdict}");
+    assert_eq!(result, "", "no verdict for a model that did not load");
 }
 
 fn pipe() -> (OwnedFd, OwnedFd) {

@@ -97,6 +97,15 @@ pub fn history(records: &[Record], noise: Option<Noise>) -> String {
         if let Some(reason) = &r.reason {
             line += &format!(" [{}]", one_line(reason, 200));
         }
+        if let Some(by) = records.iter().find(|later| later.revoked == Some(r.seq)) {
+            line += &format!(
+                " [keep revoked by #{}: judged non-causal on a re-run]",
+                by.seq
+            );
+        }
+        if let Some(revoked) = r.revoked {
+            line += &format!(" [revoked the keep of #{revoked}: non-causal beside this change]");
+        }
         line + ": " + &one_line(&r.description, 200) + "\n"
     };
 
@@ -104,6 +113,7 @@ pub fn history(records: &[Record], noise: Option<Noise>) -> String {
     let mut best: Vec<&Record> = records
         .iter()
         .filter(|r| r.status == Status::Keep && r.val_bpb.is_some())
+        .filter(|r| records.iter().all(|later| later.revoked != Some(r.seq)))
         .collect();
     best.sort_by(|a, b| a.val_bpb.unwrap().total_cmp(&b.val_bpb.unwrap()));
     let best_runs = best
@@ -197,6 +207,26 @@ mod tests {
             "{text}"
         );
         assert_eq!(history(&[], None), "No experiments yet.");
+    }
+
+    #[test]
+    fn history_marks_a_revoked_keep_and_leaves_it_out_of_the_best() {
+        let mut records = records()[..19].to_vec();
+        records.push(Record {
+            revoked: Some(18),
+            ..record(19, Status::Discard, None, None)
+        });
+        let text = history(&records, noise());
+        let (best, _) = text.split_once("Recent experiments:").unwrap();
+        assert!(!best.contains("#18 "), "{text}");
+        assert!(
+            text.contains("#18 keep val_bpb 1.440000 delta -0.010000 (-5.0 sigma) [keep revoked by #19: judged non-causal on a re-run]"),
+            "{text}"
+        );
+        assert!(
+            text.contains("#19 discard [revoked the keep of #18: non-causal beside this change]"),
+            "{text}"
+        );
     }
 
     #[test]

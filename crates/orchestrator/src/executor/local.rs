@@ -192,6 +192,9 @@ pub(super) fn scored(
         Err(ScoreError::Tampered(why)) => bail!(why),
         Err(ScoreError::Failed(why)) => return unscored(TrialFailure::Unscored(why), result),
     };
+    if let Some(op) = score.refused {
+        return unscored(TrialFailure::Refused(op), result);
+    }
     if !score.causal {
         return unscored(TrialFailure::NonCausal(score.probe_max_diff), result);
     }

@@ -110,6 +110,12 @@ pub enum TrialFailure {
     /// The causality probe saw logits change with later tokens, by this much.
     #[error("non-causal")]
     NonCausal(f64),
+    /// The exported model's graphs use this operation, which is not a pure tensor operation
+    /// (reading files, printing, random numbers, state, custom code): it was not run.
+    #[error(
+        "refused: the exported model uses {0}, and the evaluator runs pure tensor operations only"
+    )]
+    Refused(String),
     /// The protected evaluator could not score the exported model.
     #[error("{0}")]
     Unscored(String),

@@ -1,7 +1,9 @@
 //! Record: the branch moves to a kept change and the worktree goes back to the best for any other
 //! (the change kept aside under `refs/autoresearch/<tag>/discarded/<n>`), a change that lost the
-//! race to a newer best is re-applied onto it, the ledger gets the record, and the agent learns
-//! the outcome.
+//! race to a newer best is re-applied onto it, a best judged non-causal on a re-run loses its keep
+//! (the branch goes back to the keep before it, the old head kept under
+//! `refs/autoresearch/<tag>/superseded/<n>`), the ledger gets the record, and the agent learns the
+//! outcome.
 
 use anyhow::{Result, bail};
 
@@ -40,7 +42,8 @@ pub(super) async fn append(
             state.ledger.log_path(0).display()
         );
     }
-    let best = state.ledger.best().cloned();
+    // A best judged non-causal beside this change is the best no longer: the keep before it is.
+    let best = ledger::best_without(&state.ledger.records, trials.revoked).cloned();
     let best_bpb = best.as_ref().and_then(|b| b.val_bpb);
     let best_commit = best
         .as_ref()
@@ -60,6 +63,7 @@ pub(super) async fn append(
         seconds,
         against,
         beat_parent,
+        revoked,
         ..
     } = trials;
     let late = Late {
@@ -73,6 +77,9 @@ pub(super) async fn append(
             .keep(&s.cfg.branch(), &s.cfg.tag, seq, &pending.commit)?;
     } else {
         reset(s, w, seq, &pending.commit, &best_commit)?;
+        if revoked.is_some() {
+            w.git.keep(&s.cfg.branch(), &s.cfg.tag, seq, &best_commit)?;
+        }
     }
     flags.extend(holdout.flags);
     let trials: Vec<_> = runs.into_iter().map(|r| r.trial).collect();
@@ -102,6 +109,7 @@ pub(super) async fn append(
         trials,
         best_trials: best_runs,
         pins: state.ledger.records.is_empty().then(|| s.pins.clone()),
+        revoked,
     };
     state.ledger.append(record)?;
     state.ledger.clear_pending(seq)?;

@@ -48,6 +48,8 @@ pub(super) struct Trials {
     /// The rule by which the change beat its own parent, when the best had already moved on from
     /// that parent by the time its score came back and the change did not beat the new best.
     pub beat_parent: Option<String>,
+    /// The best whose re-run beside the change was judged non-causal: its keep is revoked.
+    pub revoked: Option<u64>,
 }
 
 impl Trials {
@@ -64,6 +66,7 @@ impl Trials {
             seconds: 0.0,
             against: None,
             beat_parent: None,
+            revoked: None,
         }
     }
 
@@ -87,6 +90,8 @@ struct Runs {
     paired: bool,
     /// The best they are judged against, see [`Trials::against`].
     against: Option<Record>,
+    /// See [`Trials::revoked`].
+    revoked: Option<u64>,
 }
 
 impl Runs {
@@ -164,6 +169,7 @@ pub(super) async fn run(
         seconds: started.elapsed().as_secs_f64(),
         against: runs.against.map(|best| best.commit),
         beat_parent,
+        revoked: runs.revoked,
     }))
 }
 
@@ -244,7 +250,7 @@ async fn until_decided(
             }
             Next::Best => {
                 w.progress.phase("running the best beside it");
-                run_best(s, w, seq, &best_binary, runs).await?
+                run_best(s, w, seq, &best, &best_binary, runs).await?
             }
         };
         if let ControlFlow::Break(end) = flow {
@@ -304,17 +310,34 @@ async fn run_change(
 
 /// Runs the best's kept trainer beside the change, with the seed of the change's run in the
 /// same pair. Breaks with a discard when it fails (there is then nothing to compare with), or
-/// with None on Ctrl-C.
+/// with None on Ctrl-C; a best judged non-causal now loses its keep as well.
 async fn run_best(
     s: &Session,
     w: &mut Worker,
     seq: u64,
+    best: &Record,
     best_binary: &Path,
     runs: &mut Runs,
 ) -> Result<ControlFlow<Option<Decision>>> {
     let seed = SEED + runs.best.len() as u64;
     match execute(s, w, seq, runs.count(), seed, best_binary).await? {
         Outcome::Interrupted => Ok(ControlFlow::Break(None)),
+        Outcome::Failed {
+            failure: TrialFailure::NonCausal(diff),
+            ..
+        } => {
+            runs.revoked = Some(best.seq);
+            runs.flags.push(format!(
+                "the best #{}'s re-run beside it was judged non-causal (logits at or before a \
+                 position changed by {diff:.3e} when only later tokens changed): its keep is revoked",
+                best.seq
+            ));
+            Ok(ControlFlow::Break(Some(Decision::Discard(format!(
+                "not judged: the best #{} it ran beside was judged non-causal on a re-run; #{} is \
+                 no longer kept",
+                best.seq, best.seq
+            )))))
+        }
         Outcome::Failed { failure, .. } => {
             let why = format!("the best's re-run beside it failed ({failure})");
             runs.flags.push(why.clone());

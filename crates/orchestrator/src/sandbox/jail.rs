@@ -107,14 +107,12 @@ impl Jail {
         self.seen(host, inside)
     }
 
-    /// Only the files `names` of directory `host` (those that exist), in a directory `inside`;
-    /// the directory the program sees (all of `host` with the sandbox off).
+    /// Only the files `names` of directory `host`, in a directory `inside`; the directory the
+    /// program sees (all of `host` with the sandbox off). A missing one stops the jail at start,
+    /// with bubblewrap naming it, rather than leaving the program to guess what is absent.
     pub fn read_files_as(&mut self, host: &Path, names: &[&str], inside: &Path) -> PathBuf {
         for name in names {
-            let file = host.join(name);
-            if file.exists() {
-                self.bind("--ro-bind", &file, &inside.join(name));
-            }
+            self.bind("--ro-bind", &host.join(name), &inside.join(name));
         }
         self.seen(host, inside)
     }
