@@ -163,6 +163,9 @@ impl Jail {
     /// builds share and run compilers on the agent's source but none of its code.
     pub fn as_orchestrator(&mut self) {
         self.user = None;
+        // RLIMIT_NPROC counts every process of the user: for root, all of the machine's.
+        self.rlimits
+            .retain(|&(resource, _)| resource != libc::RLIMIT_NPROC);
     }
 
     /// Puts it in the control groups of `group` before it starts.
@@ -332,5 +335,91 @@ impl Jail {
                 Ok(())
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sandbox::{Resources, limits::Cgroups};
+
+    fn sandbox() -> Sandbox {
+        let devices = [
+            "nvidia0",
+            "nvidia1",
+            "nvidia12",
+            "nvidiactl",
+            "nvidia-uvm",
+            "nvidia-caps",
+        ];
+        Sandbox {
+            bwrap: Some("/usr/bin/bwrap".into()),
+            libtorch_root: "/opt/libtorch".into(),
+            gpu_devices: devices.iter().map(|d| Path::new("/dev").join(d)).collect(),
+            user: None,
+            resources: Resources {
+                memory_bytes: 1 << 30,
+                processes: 100,
+                export_bytes: 1 << 30,
+                tmp_bytes: 1 << 20,
+                build_seconds: 60,
+            },
+            cgroups: Cgroups::None,
+            support: String::new(),
+        }
+    }
+
+    fn args(jail: &Jail) -> String {
+        let command = jail.std_command(Path::new("/usr/bin/true"), &[]);
+        let args: Vec<_> = command.get_args().map(|a| a.to_string_lossy()).collect();
+        args.join(" ")
+    }
+
+    #[test]
+    fn a_trainer_sees_only_its_own_gpu_and_the_drivers_nodes() {
+        let sandbox = sandbox();
+        let mut jail = sandbox.jail();
+        jail.gpus("1");
+        let seen = args(&jail);
+        for node in ["nvidia1", "nvidiactl", "nvidia-uvm", "nvidia-caps"] {
+            assert!(
+                seen.contains(&format!("--dev-bind-try /dev/{node} ")),
+                "{node}: {seen}"
+            );
+        }
+        for node in ["nvidia0", "nvidia12"] {
+            assert!(!seen.contains(&format!("/dev/{node} ")), "{node}: {seen}");
+        }
+        // A GPU named by its UUID: which node it is cannot be told, so all stay.
+        let mut jail = sandbox.jail();
+        jail.gpus("GPU-5a1c");
+        assert!(args_of_all(&jail));
+        let mut jail = sandbox.jail();
+        jail.no_gpu();
+        assert!(!args(&jail).contains("nvidia"));
+    }
+
+    fn args_of_all(jail: &Jail) -> bool {
+        let args = args(jail);
+        ["nvidia0", "nvidia1", "nvidia12"]
+            .iter()
+            .all(|n| args.contains(&format!("--dev-bind-try /dev/{n} ")))
+    }
+
+    #[test]
+    fn kernel_settings_and_dev_are_read_only_and_the_tmpfs_sized() {
+        let args = args(&sandbox().jail());
+        for knob in KERNEL_KNOBS {
+            assert!(
+                args.contains(&format!("--ro-bind-try {knob} {knob}")),
+                "{args}"
+            );
+        }
+        assert!(args.contains("--size 1048576 --tmpfs /tmp"), "{args}");
+        assert!(args.contains("--size 1048576 --tmpfs /dev/shm"), "{args}");
+        assert!(args.contains("--remount-ro /dev"), "{args}");
+        // Kernel settings covered after /proc is mounted, not before (a bind under a later
+        // mount would be hidden by it).
+        assert!(args.find("--proc /proc") < args.find("--ro-bind-try /proc/sys"));
     }
 }
