@@ -287,7 +287,7 @@ struct Kept {
 
 impl Kept {
     fn push(&mut self, line: String) {
-        if self.tail.lines.is_empty() && self.head.len() + line.len() + 1 <= LOG_KEEP {
+        if self.tail.lines.is_empty() && self.head.len() + line.len() < LOG_KEEP {
             self.head.push_str(&line);
             self.head.push('\n');
         } else {
