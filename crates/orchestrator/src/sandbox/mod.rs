@@ -3,9 +3,11 @@
 //! the trainer's TorchScript file). Each runs in a [`Jail`]: through bubblewrap, its own mount,
 //! PID, network, IPC and UTS namespaces, no capabilities, a filesystem that holds only what that
 //! process needs (system and toolchain paths read-only, its inputs, and its few writable paths),
-//! and every process it starts killed with it. Without bubblewrap nothing is confined but the
-//! environment; that is allowed only when `sandbox = "off"` is set, and said at start and in the
-//! run's first record.
+//! and every process it starts killed with it; the kernel's settings read-only, no core dumps,
+//! as the host's `nobody` where the orchestrator is root, and within its [`limits`] (memory,
+//! processes, tmpfs sizes, the export's size, a build's time). Without bubblewrap nothing is
+//! confined but the environment and the limits; that is allowed only when `sandbox = "off"` is
+//! set, and said at start and in the run's first record.
 //!
 //! The environment of every such process is built from an allow-list ([`env`]), sandbox or not:
 //! no API key, token or proxy credential reaches the agent's code.
