@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
 use cargo_metadata::Message;
@@ -14,8 +14,9 @@ use cargo_metadata::diagnostic::DiagnosticLevel;
 use tokio::sync::Mutex;
 
 use crate::git::EDITABLE;
+use crate::process::{Bounded, output_within};
 use crate::rules;
-use crate::sandbox::{Sandbox, env};
+use crate::sandbox::{Group, Sandbox, env};
 use crate::text::tail;
 
 pub enum Build {
@@ -68,18 +69,23 @@ impl Builder {
     pub async fn trainer(&self, worktree: &Path, target_dir: &Path) -> Result<Build> {
         let _building = self.one_at_a_time.lock().await;
         touch_sources(worktree)?;
-        let build = self.build(worktree, target_dir, "train").await?;
+        let limit = self.sandbox.resources().build_seconds;
+        let build = self.build(worktree, target_dir, "train", limit).await?;
         own_copy(build, &worktree.with_extension("train"))
     }
 
-    /// Builds the protected evaluator, the `evaluate` binary of the same package.
+    /// Builds the protected evaluator, the `evaluate` binary of the same package. It is the
+    /// run's first build, of the base commit's code rather than the agent's, and on a fresh
+    /// target directory it compiles libtorch's C++ wrapper and every dependency, many minutes on
+    /// a small machine: it gets an hour, or the builds' own limit where that is longer.
     pub async fn evaluator(&self, worktree: &Path, target_dir: &Path) -> Result<Build> {
-        self.build(worktree, target_dir, "evaluate").await
+        let limit = self.sandbox.resources().build_seconds.max(3600);
+        self.build(worktree, target_dir, "evaluate", limit).await
     }
 
     /// Runs the rule tests of the trainer in `worktree` (`crates/train/rules.rs`, see
-    /// [`crate::rules`]): a change may tune anything, but not break these. They are the agent's code, so they are compiled in the
-    /// build's jail but run in one like the trainer's (the binary read-only, a private `/tmp`, no
+    /// [`crate::rules`]): a change may tune anything, but not break these. They are the agent's
+    /// code, so they are compiled in the build's jail but run in one like the trainer's (the binary read-only, a private `/tmp`, no
     /// target directory, a time limit): a test cannot train past the budget and leave weights
     /// where a later build could `include_bytes!` them.
     pub async fn rule_tests(&self, worktree: &Path, target_dir: &Path) -> Result<Rules> {
@@ -100,41 +106,49 @@ impl Builder {
         let compiled = {
             let _building = self.one_at_a_time.lock().await;
             touch_sources(worktree)?;
-            let out = self.cargo(worktree, target_dir, &args).await?;
-            own_copy(compiled(&out, "train")?, &worktree.with_extension("rules"))?
+            let limit = self.sandbox.resources().build_seconds;
+            let out = self.cargo(worktree, target_dir, &args, limit).await?;
+            own_copy(compiled(out, "train")?, &worktree.with_extension("rules"))?
         };
         let tests = match compiled {
             Build::Built { binary } => binary,
             Build::Failed { diagnostics } => return Ok(Rules::Broken(diagnostics)),
         };
         let mut jail = self.sandbox.jail();
+        let group = self.sandbox.group()?;
+        if let Some(group) = &group {
+            jail.join(group);
+        }
+        jail.no_gpu();
         let binary = jail.read_as(&tests, Path::new("/rules/train-tests"));
         jail.chdir(Path::new("/tmp"));
         jail.env("HOME", "/tmp");
-        let mut command = jail.command(&binary, &[]);
-        command.stdin(Stdio::null()).kill_on_drop(true);
-        let out = match tokio::time::timeout(RULE_TESTS_LIMIT, command.output()).await {
-            Ok(out) => out.context("running the rule tests")?,
-            Err(_) => {
-                return Ok(Rules::Broken(format!(
-                    "the rule tests ran over {} s and were stopped",
-                    RULE_TESTS_LIMIT.as_secs()
-                )));
-            }
+        let out = output_within(jail.command(&binary, &[]), RULE_TESTS_LIMIT)
+            .await
+            .context("running the rule tests")?;
+        if let Some(why) = group.as_ref().and_then(Group::exceeded) {
+            return Ok(Rules::Broken(format!("the rule tests: {why}")));
+        }
+        let Some(status) = out.status else {
+            return Ok(Rules::Broken(format!(
+                "the rule tests ran over {} s and were stopped",
+                RULE_TESTS_LIMIT.as_secs()
+            )));
         };
-        let report = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
         Ok(rules::verdict(
             &rules::required(worktree)?,
-            out.status.success(),
-            &report,
+            status.success(),
+            &format!("{}{}", out.stdout, out.stderr),
         ))
     }
 
-    async fn build(&self, worktree: &Path, target_dir: &Path, bin: &str) -> Result<Build> {
+    async fn build(
+        &self,
+        worktree: &Path,
+        target_dir: &Path,
+        bin: &str,
+        limit: u64,
+    ) -> Result<Build> {
         let args = [
             "build",
             "--release",
@@ -145,21 +159,32 @@ impl Builder {
             bin,
             "--message-format=json",
         ];
-        compiled(&self.cargo(worktree, target_dir, &args).await?, bin)
+        compiled(self.cargo(worktree, target_dir, &args, limit).await?, bin)
     }
 
     /// Runs `cargo ARGS` in `worktree` in the jail: the toolchain and the worktree readable, the
-    /// target directory writable, libtorch linked in.
+    /// target directory writable, libtorch linked in; its output, or why it was stopped (its
+    /// `limit` in seconds or its memory: a const evaluation that never ends, an `include_bytes!`
+    /// of `/dev/zero`).
     async fn cargo(
         &self,
         worktree: &Path,
         target_dir: &Path,
         args: &[&str],
-    ) -> Result<std::process::Output> {
+        limit: u64,
+    ) -> Result<Result<Bounded, String>> {
         std::fs::create_dir_all(target_dir)
             .with_context(|| format!("creating {}", target_dir.display()))?;
         let (cargo_home, rustup_home) = env::toolchain_homes();
         let mut jail = self.sandbox.jail();
+        // It writes the target directory every build shares, owned by the orchestrator's user,
+        // and runs no code of the agent's (its build scripts are the base commit's, see `fetch`).
+        jail.as_orchestrator();
+        jail.no_gpu();
+        let group = self.sandbox.group()?;
+        if let Some(group) = &group {
+            jail.join(group);
+        }
         jail.read(&rustup_home);
         for part in ["bin", "registry", "git"] {
             let dir = cargo_home.join(part);
@@ -178,12 +203,18 @@ impl Builder {
         jail.env("LIBTORCH", self.libtorch.display().to_string());
         jail.env("LIBTORCH_CXX11_ABI", "1");
         let args: Vec<std::ffi::OsString> = args.iter().map(Into::into).collect();
-        jail.command(&cargo(), &args)
-            .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .output()
+        let out = output_within(jail.command(&cargo(), &args), Duration::from_secs(limit))
             .await
-            .with_context(|| format!("running cargo {}", args[0].to_string_lossy()))
+            .with_context(|| format!("running cargo {}", args[0].to_string_lossy()))?;
+        if let Some(why) = group.as_ref().and_then(Group::exceeded) {
+            return Ok(Err(format!("the build: {why}")));
+        }
+        Ok(match out.status {
+            Some(_) => Ok(out),
+            None => Err(format!(
+                "build over {limit} s: stopped (limits.build_seconds)"
+            )),
+        })
     }
 }
 
@@ -223,11 +254,19 @@ fn own_copy(build: Build, to: &Path) -> Result<Build> {
 }
 
 /// The executable cargo built for target `bin` (with `--message-format=json`), or the compiler's
-/// errors.
-fn compiled(out: &std::process::Output, bin: &str) -> Result<Build> {
+/// errors, or why the build was stopped.
+fn compiled(out: Result<Bounded, String>, bin: &str) -> Result<Build> {
+    let out = match out {
+        Ok(out) => out,
+        Err(stopped) => {
+            return Ok(Build::Failed {
+                diagnostics: stopped,
+            });
+        }
+    };
     let mut binary = None;
     let mut errors = Vec::new();
-    for message in Message::parse_stream(&out.stdout[..]) {
+    for message in Message::parse_stream(out.stdout.as_bytes()) {
         match message.context("reading cargo's messages")? {
             Message::CompilerArtifact(artifact) if artifact.target.name == bin => {
                 binary = artifact.executable.map(PathBuf::from).or(binary);
@@ -239,10 +278,10 @@ fn compiled(out: &std::process::Output, bin: &str) -> Result<Build> {
         }
     }
     match binary {
-        Some(binary) if out.status.success() => Ok(Build::Built { binary }),
+        Some(binary) if out.status.is_some_and(|s| s.success()) => Ok(Build::Built { binary }),
         _ => {
             if errors.is_empty() {
-                errors.push(tail(&String::from_utf8_lossy(&out.stderr), 30));
+                errors.push(tail(&out.stderr, 30));
             }
             Ok(Build::Failed {
                 diagnostics: errors.join("\n"),

@@ -9,6 +9,7 @@ use prepare::Profile;
 use serde::Deserialize;
 
 use crate::executor::Limits;
+use crate::sandbox::Resources;
 
 /// The LLM's model name when `--model` is not given (the trainer's variables are in `prepare`).
 pub const MODEL_ENV: &str = "AUTORESEARCH_MODEL";
@@ -101,6 +102,23 @@ pub struct SlurmSettings {
     pub extra: Vec<String>,
 }
 
+/// autoresearch.toml's `[limits]` table: what each jail running the agent's code may consume.
+#[derive(Deserialize, Debug, Default, Clone)]
+#[serde(deny_unknown_fields)]
+struct LimitSettings {
+    /// GiB of memory per jail; default 3/4 of the machine's divided among the workers.
+    memory_gib: Option<f64>,
+    /// Processes (and threads) per jail; default 4096.
+    processes: Option<u64>,
+    /// GiB the trainer may export; default 4.
+    export_gib: Option<f64>,
+    /// GiB of each jail's /tmp and /dev/shm; default 1.
+    tmp_gib: Option<f64>,
+    /// Seconds one build may take; default 1800 (the first build of a fresh target compiles
+    /// libtorch's C++ wrapper, minutes; later trainer builds take seconds).
+    build_seconds: Option<u64>,
+}
+
 #[derive(ValueEnum, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum AgentKind {
@@ -134,6 +152,7 @@ struct FileConfig {
     gpus: Option<String>,
     executor: Option<ExecutorKind>,
     slurm: Option<SlurmSettings>,
+    limits: Option<LimitSettings>,
 }
 
 /// Everything the loop needs, resolved.
@@ -170,6 +189,8 @@ pub struct Config {
     pub gpus: Vec<String>,
     pub executor: ExecutorKind,
     pub slurm: SlurmSettings,
+    /// What each jail may consume (autoresearch.toml's `[limits]`).
+    pub resources: Resources,
 }
 
 impl Config {
@@ -253,6 +274,7 @@ impl Config {
         )?;
         check(&workers, |w| (1..=256).contains(w), "from 1 to 256")?;
         let workers = value(workers).unwrap_or(1);
+        let resources = resources(&from, file.limits.unwrap_or_default(), workers)?;
         let executor = args.executor.or(file.executor).unwrap_or_default();
         let gpus = match args.gpus.or(file.gpus) {
             Some(list) => list
@@ -300,6 +322,7 @@ impl Config {
             gpus,
             executor,
             slurm: file.slurm.unwrap_or_default(),
+            resources,
         })
     }
 
@@ -322,6 +345,48 @@ impl Config {
         }
     }
 }
+
+/// The `[limits]` of autoresearch.toml, checked, with the defaults for `workers` workers.
+fn resources(from: &Origins, limits: LimitSettings, workers: usize) -> Result<Resources> {
+    let gib = |name, v: Option<f64>| from.file(name, v);
+    let (memory, export, tmp) = (
+        gib("limits.memory_gib", limits.memory_gib),
+        gib("limits.export_gib", limits.export_gib),
+        gib("limits.tmp_gib", limits.tmp_gib),
+    );
+    let processes = from.file("limits.processes", limits.processes);
+    let build_seconds = from.file("limits.build_seconds", limits.build_seconds);
+    for setting in [&memory, &export, &tmp] {
+        check(
+            setting,
+            |g| g.is_finite() && *g >= 0.01 && *g <= 1_048_576.0,
+            "a number of GiB from 0.01 to 1048576",
+        )?;
+    }
+    check(
+        &processes,
+        |p| (16..=4_194_304).contains(p),
+        "from 16 to 4194304",
+    )?;
+    check(
+        &build_seconds,
+        |s| (1..=DAY as u64).contains(s),
+        "a number of seconds from 1 to 86400",
+    )?;
+    let bytes = |setting: Option<Setting<f64>>| value(setting).map(|g| (g * GIB) as u64);
+    // Each worker's jails in turn, and the odd build or evaluation beside them: a quarter of
+    // the machine stays for the orchestrator, the system and the page cache.
+    let machine = crate::sandbox::machine_memory().unwrap_or(16 << 30);
+    Ok(Resources {
+        memory_bytes: bytes(memory).unwrap_or(machine / 4 * 3 / workers as u64),
+        processes: value(processes).unwrap_or(4096),
+        export_bytes: bytes(export).unwrap_or(4 << 30),
+        tmp_bytes: bytes(tmp).unwrap_or(1 << 30),
+        build_seconds: value(build_seconds).unwrap_or(1800),
+    })
+}
+
+const GIB: f64 = (1u64 << 30) as f64;
 
 /// The workers when neither `--workers` nor autoresearch.toml sets them.
 pub const WORKERS_ENV: &str = "AUTORESEARCH_WORKERS";
@@ -417,7 +482,7 @@ fn read_file_config(path: &Path) -> Result<FileConfig> {
         Ok(text) => toml::from_str(&text).map_err(|e| {
             anyhow::anyhow!(
                 "{} is not valid ({}): it takes tag, time_budget, max_experiments, agent, model, \
-                 base_url, seed, max_repairs, grace, noise_seeds, noise_sigma, rerun_share, sandbox, workers, gpus, executor and [slurm] \
+                 base_url, seed, max_repairs, grace, noise_seeds, noise_sigma, rerun_share, sandbox, workers, gpus, executor, [slurm] and [limits] \
                  (API keys belong in OPENAI_API_KEY)",
                 path.display(),
                 e.message().trim()
@@ -506,6 +571,12 @@ mod tests {
             ("noise_seeds = 0", "noise_seeds is 0 ("),
             ("max_repairs = 1000", "max_repairs is 1000 ("),
             ("max_experiments = 0", "max_experiments is 0 ("),
+            (
+                "[limits]\nmemory_gib = 0",
+                "limits.memory_gib is 0 (limits.memory_gib in ",
+            ),
+            ("[limits]\nprocesses = 1", "limits.processes is 1 ("),
+            ("[limits]\nbuild_seconds = 0", "limits.build_seconds is 0 ("),
         ] {
             let err = error(RunArgs::default(), file);
             assert!(

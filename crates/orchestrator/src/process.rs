@@ -28,18 +28,27 @@ pub enum Exit {
     },
     /// It ran past the limit and its process group was killed; the reason, as also logged.
     TimedOut(String),
+    /// It hit one of its jail's limits (memory, processes, the export's size) and was killed or
+    /// failed; the reason, as also logged.
+    Limited(String),
     /// Ctrl-C: its process group was killed.
     Interrupted,
 }
 
+/// How often a running child's jail limits are checked (`over_limit` of [`run_under_limit`]).
+const LIMITS_EVERY: Duration = Duration::from_secs(1);
+
 /// Runs `command` (a libtorch program, see [`libtorch`], usually in a sandbox) in its own process
 /// group, writing stdout and stderr to `log`; `on_stderr` sees each stderr line (progress).
+/// `over_limit` says which of its jail's limits it ran into, if any: asked every second (the
+/// process group is killed at once) and once it has exited.
 pub async fn run_under_limit(
     mut command: tokio::process::Command,
     log: &std::path::Path,
     limit: Duration,
     stop: &mut Stop,
     mut on_stderr: impl FnMut(&str),
+    mut over_limit: impl FnMut() -> Option<String>,
 ) -> Result<Exit> {
     command
         .stdin(Stdio::null())
@@ -54,9 +63,15 @@ pub async fn run_under_limit(
     let mut last_stdout = None;
     let deadline = tokio::time::sleep(limit);
     tokio::pin!(deadline);
+    let mut checks = tokio::time::interval(LIMITS_EVERY);
     let (mut out_open, mut err_open) = (true, true);
     let status = loop {
         tokio::select! {
+            _ = checks.tick() => if let Some(reason) = over_limit() {
+                kill_group(pgid);
+                child.wait().await.ok();
+                return limited(&mut log, reason).await;
+            },
             line = stdout.next_line(), if out_open => match line? {
                 Some(line) => {
                     log.line(&line).await?;
@@ -92,9 +107,77 @@ pub async fn run_under_limit(
     };
     // Whatever it left running in its group goes too.
     kill_group(pgid);
+    if let Some(reason) = over_limit() {
+        return limited(&mut log, reason).await;
+    }
     log.finish().await?;
     let result = last_stdout.as_deref().and_then(result_line);
     Ok(Exit::Exited { status, result })
+}
+
+async fn limited(log: &mut BoundedLog, reason: String) -> Result<Exit> {
+    log.finish().await?;
+    log.note(&format!("orchestrator: {reason}")).await?;
+    Ok(Exit::Limited(reason))
+}
+
+/// What [`Kept`] keeps of `stream`.
+async fn kept(stream: impl tokio::io::AsyncRead + Unpin) -> std::io::Result<String> {
+    let mut lines = Lines::new(stream);
+    let mut kept = Kept::default();
+    while let Some(line) = lines.next_line().await? {
+        kept.push(line);
+    }
+    Ok(kept.text())
+}
+
+/// A child's output as read within bounds: how it ended (None: it ran past its time limit and
+/// its process group was killed), and each stream's lines, its first and last [`LOG_KEEP`]
+/// bytes, with a note of what was cut between them.
+pub struct Bounded {
+    pub status: Option<ExitStatus>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `command` in its own process group for at most `limit`, reading its output within the
+/// bounds of [`Bounded`] (a build, the rule tests: the agent's code may print without end).
+pub async fn output_within(
+    mut command: tokio::process::Command,
+    limit: Duration,
+) -> Result<Bounded> {
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    let mut child = command.spawn()?;
+    let pgid = child.id().context("the child has no pid")? as i32;
+    let stdout = kept(child.stdout.take().expect("piped"));
+    let stderr = kept(child.stderr.take().expect("piped"));
+    let ran = tokio::time::timeout(limit, async {
+        let (stdout, stderr) = tokio::try_join!(stdout, stderr)?;
+        std::io::Result::Ok((child.wait().await?, stdout, stderr))
+    })
+    .await;
+    // Whatever it left running in its group goes too, or all of it on a timeout.
+    kill_group(pgid);
+    Ok(match ran {
+        Ok(ran) => {
+            let (status, stdout, stderr) = ran?;
+            Bounded {
+                status: Some(status),
+                stdout,
+                stderr,
+            }
+        }
+        Err(_) => Bounded {
+            status: None,
+            stdout: String::new(),
+            stderr: String::new(),
+        },
+    })
 }
 
 /// The trainer's result line, when `line` (its last non-empty stdout line) is a JSON object.
@@ -152,15 +235,81 @@ impl<R: tokio::io::AsyncRead + Unpin> Lines<R> {
     }
 }
 
+/// The last [`LOG_KEEP`] bytes of lines past the first [`LOG_KEEP`], and what was cut before
+/// them.
+#[derive(Default)]
+struct Tail {
+    lines: VecDeque<String>,
+    bytes: usize,
+    cut_lines: u64,
+    cut_bytes: u64,
+}
+
+impl Tail {
+    fn push(&mut self, line: String) {
+        self.bytes += line.len() + 1;
+        self.lines.push_back(line);
+        while self.bytes > LOG_KEEP {
+            let dropped = self
+                .lines
+                .pop_front()
+                .expect("over the bound, so not empty");
+            self.bytes -= dropped.len() + 1;
+            self.cut_lines += 1;
+            self.cut_bytes += dropped.len() as u64 + 1;
+        }
+    }
+
+    /// The note of what was cut, when something was, then the kept lines; empties it.
+    fn drain(&mut self) -> impl Iterator<Item = String> {
+        let note = (self.cut_lines > 0).then(|| {
+            format!(
+                "[orchestrator: {} lines ({} bytes) of output cut here; the log keeps the first \
+                 {} KiB and the last {} KiB]",
+                self.cut_lines,
+                self.cut_bytes,
+                LOG_KEEP / 1024,
+                LOG_KEEP / 1024
+            )
+        });
+        let lines = std::mem::take(&mut self.lines);
+        *self = Tail::default();
+        note.into_iter().chain(lines)
+    }
+}
+
+/// Output kept in memory: its first [`LOG_KEEP`] bytes, then its [`Tail`].
+#[derive(Default)]
+struct Kept {
+    head: String,
+    tail: Tail,
+}
+
+impl Kept {
+    fn push(&mut self, line: String) {
+        if self.tail.lines.is_empty() && self.head.len() + line.len() < LOG_KEEP {
+            self.head.push_str(&line);
+            self.head.push('\n');
+        } else {
+            self.tail.push(line);
+        }
+    }
+
+    fn text(mut self) -> String {
+        for line in self.tail.drain() {
+            self.head.push_str(&line);
+            self.head.push('\n');
+        }
+        self.head
+    }
+}
+
 /// A run's log: the first [`LOG_KEEP`] bytes as they come (so that a kill leaves them), then
 /// only the last [`LOG_KEEP`] bytes, written at the end after a note of what was cut.
 struct BoundedLog {
     file: tokio::fs::File,
     written: usize,
-    tail: VecDeque<String>,
-    tail_bytes: usize,
-    cut_lines: u64,
-    cut_bytes: u64,
+    tail: Tail,
 }
 
 impl BoundedLog {
@@ -170,27 +319,17 @@ impl BoundedLog {
                 .await
                 .with_context(|| format!("creating {}", path.display()))?,
             written: 0,
-            tail: VecDeque::new(),
-            tail_bytes: 0,
-            cut_lines: 0,
-            cut_bytes: 0,
+            tail: Tail::default(),
         })
     }
 
     async fn line(&mut self, line: &str) -> Result<()> {
         let len = line.len() + 1;
-        if self.tail.is_empty() && self.written + len <= LOG_KEEP {
+        if self.tail.lines.is_empty() && self.written + len <= LOG_KEEP {
             self.written += len;
             return self.note(line).await;
         }
-        self.tail.push_back(line.to_string());
-        self.tail_bytes += len;
-        while self.tail_bytes > LOG_KEEP {
-            let dropped = self.tail.pop_front().expect("over the bound, so not empty");
-            self.tail_bytes -= dropped.len() + 1;
-            self.cut_lines += 1;
-            self.cut_bytes += dropped.len() as u64 + 1;
-        }
+        self.tail.push(line.to_string());
         Ok(())
     }
 
@@ -201,21 +340,10 @@ impl BoundedLog {
 
     /// Writes the kept tail, after a note of what was cut before it.
     async fn finish(&mut self) -> Result<()> {
-        if self.cut_lines > 0 {
-            let note = format!(
-                "[orchestrator: {} lines ({} bytes) of output cut here; the log keeps the first \
-                 {} KiB and the last {} KiB]",
-                self.cut_lines,
-                self.cut_bytes,
-                LOG_KEEP / 1024,
-                LOG_KEEP / 1024
-            );
-            self.note(&note).await?;
-        }
-        while let Some(line) = self.tail.pop_front() {
+        let lines: Vec<String> = self.tail.drain().collect();
+        for line in lines {
             self.note(&line).await?;
         }
-        self.tail_bytes = 0;
         self.file.flush().await?;
         Ok(())
     }

@@ -19,7 +19,7 @@ use crate::config::Config;
 use crate::ledger::Trial;
 use crate::process::{Exit, libtorch, run_under_limit};
 use crate::progress::Progress;
-use crate::sandbox::Sandbox;
+use crate::sandbox::{Group, Sandbox, gib};
 use crate::scoring::{Evaluator, Score, ScoreError};
 
 pub struct Local {
@@ -107,11 +107,25 @@ impl Local {
             .join(format!("export-{}.{}", job.seq, job.index));
         std::fs::remove_dir_all(&export).ok();
         std::fs::create_dir_all(&export)?;
-        let command = self.trainers.command(job, &copy, &export);
-        let exit = run_under_limit(command, &job.log, job.limits.train, stop, |line| {
-            progress.trainer_line(line)
-        })
+        let group = self.trainers.sandbox.group()?;
+        let command = self.trainers.command(job, &copy, &export, group.as_ref());
+        let export_limit = self.trainers.sandbox.resources().export_bytes;
+        let over_limit = || {
+            group.as_ref().and_then(|g| g.exceeded()).or_else(|| {
+                (dir_size(&export) >= export_limit)
+                    .then(|| format!("export over {}", gib(export_limit)))
+            })
+        };
+        let exit = run_under_limit(
+            command,
+            &job.log,
+            job.limits.train,
+            stop,
+            |line| progress.trainer_line(line),
+            over_limit,
+        )
         .await;
+        drop(group);
         std::fs::remove_file(&copy).ok();
         // Only a plain file is taken (not a link the trainer planted); whatever else it left
         // there goes.
@@ -148,9 +162,20 @@ impl Trainers {
         }
     }
 
-    /// `binary` (the job's trainer, copied) in its jail, exporting its model into `export`.
-    pub fn command(&self, job: &Job, binary: &Path, export: &Path) -> tokio::process::Command {
+    /// `binary` (the job's trainer, copied) in its jail, exporting its model into `export`, in
+    /// `group` where there is one.
+    pub fn command(
+        &self,
+        job: &Job,
+        binary: &Path,
+        export: &Path,
+        group: Option<&Group>,
+    ) -> tokio::process::Command {
         let mut jail = self.sandbox.jail();
+        if let Some(group) = group {
+            jail.join(group);
+        }
+        jail.file_size_limit(self.sandbox.resources().export_bytes);
         let trainer = jail.read_as(binary, Path::new(JAIL_TRAINER));
         let data = jail.read_files_as(&self.data_dir, &TRAINING_FILES, Path::new(JAIL_DATA));
         let export_seen = jail.write_as(export, Path::new(JAIL_EXPORT));
@@ -162,6 +187,7 @@ impl Trainers {
         jail.env(prepare::DEVICE_ENV, self.device.device());
         if let Some(gpu) = &job.gpu {
             jail.env("CUDA_VISIBLE_DEVICES", gpu);
+            jail.gpus(gpu);
         }
         let model_seen = export_seen.join(MODEL_FILE);
         jail.env(prepare::EXPORT_ENV, model_seen.display().to_string());
@@ -228,7 +254,7 @@ pub(super) fn finished(exit: Exit) -> ControlFlow<Outcome, serde_json::Value> {
     };
     match exit {
         Exit::Interrupted => ControlFlow::Break(Outcome::Interrupted),
-        Exit::TimedOut(reason) => crashed(reason, None),
+        Exit::TimedOut(reason) | Exit::Limited(reason) => crashed(reason, None),
         Exit::Exited {
             status,
             result: None,
@@ -251,6 +277,19 @@ pub(super) fn finished(exit: Exit) -> ControlFlow<Outcome, serde_json::Value> {
             ..
         } => ControlFlow::Continue(result),
     }
+}
+
+/// The bytes of the files under `dir` (not following links); what cannot be read counts 0.
+fn dir_size(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| match entry.file_type() {
+            Ok(kind) if kind.is_dir() => dir_size(&entry.path()),
+            _ => entry.metadata().map_or(0, |m| m.len()),
+        })
+        .sum()
 }
 
 impl Executor for Local {

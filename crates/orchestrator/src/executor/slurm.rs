@@ -352,7 +352,7 @@ impl Slurm {
         }
         std::fs::File::create(&job.log)
             .with_context(|| format!("creating {}", job.log.display()))?;
-        let trainer = self.trainers.command(job, &copy, &export);
+        let trainer = self.trainers.command(job, &copy, &export, None);
         let model = dir.join(MODEL_FILE);
         let evaluator = self.evaluator.command(&model, Split::Val, 3);
         let script = self.trial_script(job, dir, &trainer, &evaluator)?;

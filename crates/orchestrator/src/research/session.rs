@@ -97,7 +97,8 @@ impl Session {
         let budget = cfg.time_budget.unwrap_or(data.contract().time_budget_s);
         let ledger = Ledger::open(&cfg.run_dir())?;
         let libtorch = libtorch(&cfg);
-        let sandbox = Sandbox::detect(cfg.sandbox, &libtorch)?;
+        let readable = [cfg.data_dir.as_path(), &cfg.run_dir()];
+        let sandbox = Sandbox::detect(cfg.sandbox, &libtorch, cfg.resources, &readable)?;
         let worktrees = worktree::open(&cfg, &ledger, cfg.workers)?;
         let git = Git::new(&worktrees[0]);
         let pendings = ledger.pendings()?;

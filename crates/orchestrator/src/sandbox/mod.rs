@@ -3,22 +3,26 @@
 //! the trainer's TorchScript file). Each runs in a [`Jail`]: through bubblewrap, its own mount,
 //! PID, network, IPC and UTS namespaces, no capabilities, a filesystem that holds only what that
 //! process needs (system and toolchain paths read-only, its inputs, and its few writable paths),
-//! and every process it starts killed with it. Without bubblewrap nothing is confined but the
-//! environment; that is allowed only when `sandbox = "off"` is set, and said at start and in the
-//! run's first record.
+//! and every process it starts killed with it; the kernel's settings read-only, no core dumps,
+//! as the host's `nobody` where the orchestrator is root, and within its [`limits`] (memory,
+//! processes, tmpfs sizes, the export's size, a build's time). Without bubblewrap nothing is
+//! confined but the environment and the limits; that is allowed only when `sandbox = "off"` is
+//! set, and said at start and in the run's first record.
 //!
 //! The environment of every such process is built from an allow-list ([`env`]), sandbox or not:
 //! no API key, token or proxy credential reaches the agent's code.
 
 pub mod env;
 mod jail;
+mod limits;
 
 pub use jail::Jail;
+pub use limits::{Group, Resources, gib, machine_memory};
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use serde::Deserialize;
 
 /// `sandbox` in autoresearch.toml.
@@ -40,16 +44,33 @@ pub struct Sandbox {
     /// The directory holding libtorch (site-packages for a PyPI torch, whose CUDA libraries are
     /// its siblings), readable by every jail.
     libtorch_root: PathBuf,
-    /// `/dev/nvidia*`, passed to the trainer and the evaluator so that the GPU stays usable.
+    /// `/dev/nvidia*`, passed to the trainer and the evaluator so that the GPU stays usable
+    /// (each trainer only its own GPU's, see [`Jail::gpus`]).
     gpu_devices: Vec<PathBuf>,
+    /// The uid the jails run as where the orchestrator is root and the machine allows it
+    /// (`nobody`); None: the orchestrator's own.
+    user: Option<u32>,
+    /// What each jail may consume.
+    resources: Resources,
+    cgroups: limits::Cgroups,
     /// In words, for the start-up block and the run's first record.
     support: String,
 }
 
+/// The host's `nobody` (and `nogroup`), whom the jails run as when the orchestrator is root.
+const NOBODY: u32 = 65534;
+
 impl Sandbox {
-    /// Finds bubblewrap and checks that it can set up a jail here; `libtorch` is the libtorch
-    /// the builds link (the binaries load it at run time through their rpath).
-    pub fn detect(mode: Mode, libtorch: &Path) -> Result<Sandbox> {
+    /// Finds bubblewrap and checks that it can set up a jail here, as `nobody` where the
+    /// orchestrator is root; `libtorch` is the libtorch the builds link (the binaries load it at
+    /// run time through their rpath), `readable` what the jails read besides (the data, the run
+    /// directory), which `nobody` must be able to reach.
+    pub fn detect(
+        mode: Mode,
+        libtorch: &Path,
+        resources: Resources,
+        readable: &[&Path],
+    ) -> Result<Sandbox> {
         let libtorch = libtorch.canonicalize().unwrap_or(libtorch.to_path_buf());
         let libtorch_root = match libtorch.parent() {
             Some(parent)
@@ -73,27 +94,58 @@ impl Sandbox {
             Some(abi) => format!("Landlock ABI {abi} present but not used"),
             None => "no Landlock".into(),
         };
+        let cgroups = limits::Cgroups::detect();
+        let limits = describe_limits(&resources, &cgroups);
         let mut sandbox = Sandbox {
             bwrap: None,
             libtorch_root,
             gpu_devices,
+            user: None,
+            resources,
+            cgroups,
             support: String::new(),
         };
         if mode == Mode::Off {
             sandbox.support = format!(
                 "off (sandbox = \"off\" in autoresearch.toml): the build, the trainer and the \
-                 evaluator run unconfined, with an allow-listed environment only; {landlock}"
+                 evaluator run unconfined, with an allow-listed environment only; {limits}; \
+                 {landlock}"
             );
             return Ok(sandbox);
         }
-        let bwrap = match probe(&sandbox) {
-            Ok(bwrap) => bwrap,
-            Err(why) => bail!(
-                "no sandbox for the agent's code on this machine: {why}. Install bubblewrap \
-                 (scripts/setup.sh does, as root: apt-get install bubblewrap; elsewhere ask your \
-                 administrator, or allow unprivileged user namespaces), or set sandbox = \"off\" \
-                 in autoresearch.toml to run the agent's code unconfined ({landlock})"
-            ),
+        // SAFETY: geteuid has no preconditions.
+        let root = unsafe { libc::geteuid() } == 0;
+        let as_nobody = if root {
+            sandbox.user = Some(NOBODY);
+            let probed = probe(&sandbox, readable);
+            sandbox.user = None;
+            Some(probed)
+        } else {
+            None
+        };
+        let (bwrap, user) = match as_nobody {
+            Some(Ok(bwrap)) => {
+                sandbox.user = Some(NOBODY);
+                (
+                    bwrap,
+                    "as the host's nobody (uid 65534, an unprivileged user namespace)".into(),
+                )
+            }
+            Some(Err(why)) => match probe(&sandbox, readable) {
+                Ok(bwrap) => (
+                    bwrap,
+                    format!(
+                        "as root, without capabilities, as nobody cannot run it here ({why}): \
+                         kernel settings are read-only, but a root uid reaches files a user's \
+                         would not"
+                    ),
+                ),
+                Err(why) => return Err(no_sandbox(&why, &landlock)),
+            },
+            None => match probe(&sandbox, readable) {
+                Ok(bwrap) => (bwrap, "as the orchestrator's own unprivileged user".into()),
+                Err(why) => return Err(no_sandbox(&why, &landlock)),
+            },
         };
         let version = Command::new(&bwrap)
             .arg("--version")
@@ -102,9 +154,11 @@ impl Sandbox {
             .unwrap_or_default();
         sandbox.support = format!(
             "{version} at {}: own mount, pid, network (trainer, evaluator), ipc and uts \
-             namespaces, no capabilities, killed with the orchestrator; files: system and \
-             toolchain read-only, only each process's inputs and outputs; {} GPU device(s) \
-             passed; no cgroup limits (the pid namespace ends every process); {landlock}",
+             namespaces, no capabilities, killed with the orchestrator; the trainer, the rule \
+             tests and the evaluator run {user} (the build as the orchestrator's user); files: \
+             system and toolchain read-only, only each process's inputs and outputs; /proc/sys \
+             and /sys read-only, no core dumps; each trainer gets its own GPU's device nodes \
+             ({} here); {limits}; {landlock}",
             bwrap.display(),
             sandbox.gpu_devices.len()
         );
@@ -121,27 +175,36 @@ impl Sandbox {
         self.bwrap.is_some()
     }
 
+    pub fn resources(&self) -> &Resources {
+        &self.resources
+    }
+
+    /// A control group for one jail, holding it to [`Sandbox::resources`] ([`Jail::join`]);
+    /// None where this machine has no cgroups the orchestrator may use.
+    pub fn group(&self) -> Result<Option<Group>> {
+        self.cgroups.group(&self.resources)
+    }
+
     /// This sandbox for jails that run on a cluster's nodes rather than here (the Slurm
     /// executor builds their command lines here and writes them into a job's script). The GPU
     /// device nodes are the node's business: a login node may have none, a node several, so
-    /// every usual name is passed where the node has it (bubblewrap's `--dev-bind-try`).
+    /// every usual name is passed where the node has it (bubblewrap's `--dev-bind-try`), and
+    /// the job's own GPU is the one Slurm's cgroup lets it open (`ConstrainDevices`). A job runs
+    /// as the person who submitted it, not root, and within the memory Slurm gives it: no user
+    /// to drop to and no cgroups of the orchestrator's.
     pub fn for_nodes(&self) -> Sandbox {
-        let mut devices: Vec<PathBuf> = [
-            "nvidiactl",
-            "nvidia-uvm",
-            "nvidia-uvm-tools",
-            "nvidia-modeset",
-            "nvidia-caps",
-        ]
-        .iter()
-        .map(|d| Path::new("/dev").join(d))
-        .chain((0..16).map(|n| PathBuf::from(format!("/dev/nvidia{n}"))))
-        .collect();
+        let mut devices: Vec<PathBuf> = jail::GPU_CONTROL
+            .iter()
+            .map(|d| Path::new("/dev").join(d))
+            .chain((0..16).map(|n| PathBuf::from(format!("/dev/nvidia{n}"))))
+            .collect();
         devices.extend(self.gpu_devices.iter().cloned());
         devices.sort();
         devices.dedup();
         Sandbox {
             gpu_devices: devices,
+            user: None,
+            cgroups: limits::Cgroups::None,
             ..self.clone()
         }
     }
@@ -153,14 +216,52 @@ impl Sandbox {
     }
 }
 
-/// bubblewrap's path when a minimal jail runs `true`, else why not.
-fn probe(sandbox: &Sandbox) -> Result<PathBuf, String> {
+/// Why a run cannot start without `sandbox = "off"`, and what to do.
+fn no_sandbox(why: &str, landlock: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "no sandbox for the agent's code on this machine: {why}. Install bubblewrap \
+         (scripts/setup.sh does, as root: apt-get install bubblewrap; elsewhere ask your \
+         administrator, or allow unprivileged user namespaces), or set sandbox = \"off\" \
+         in autoresearch.toml to run the agent's code unconfined ({landlock})"
+    )
+}
+
+/// The limits in force, in words.
+fn describe_limits(resources: &Resources, cgroups: &limits::Cgroups) -> String {
+    let memory = if cgroups.limits_memory() {
+        format!("memory {} per jail", gib(resources.memory_bytes))
+    } else {
+        "memory unlimited".into()
+    };
+    let processes = if cgroups.limits_processes() {
+        format!("{} processes per jail", resources.processes)
+    } else {
+        format!(
+            "{} processes per user (RLIMIT_NPROC, only where the jails run as nobody)",
+            resources.processes
+        )
+    };
+    format!(
+        "limits: {} ({memory}, {processes}); the trainer's export {} (RLIMIT_FSIZE and its \
+         directory checked every second); /tmp and /dev/shm tmpfs {} each; a build {} s",
+        cgroups.describe(),
+        gib(resources.export_bytes),
+        gib(resources.tmp_bytes),
+        resources.build_seconds
+    )
+}
+
+/// bubblewrap's path when a minimal jail reading `readable` runs `true`, else why not.
+fn probe(sandbox: &Sandbox, readable: &[&Path]) -> Result<PathBuf, String> {
     let bwrap = ["/usr/bin/bwrap", "/bin/bwrap", "/usr/local/bin/bwrap"]
         .into_iter()
         .map(PathBuf::from)
         .find(|p| p.is_file())
         .ok_or("bubblewrap (bwrap) is not installed")?;
-    let jail = Jail::with_bwrap(sandbox, &bwrap);
+    let mut jail = Jail::with_bwrap(sandbox, &bwrap);
+    for path in readable {
+        jail.read(path);
+    }
     let out = jail
         .std_command(Path::new("/usr/bin/true"), &[])
         .stdin(Stdio::null())

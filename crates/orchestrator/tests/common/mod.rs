@@ -26,6 +26,12 @@ pub static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 impl Sandbox {
     pub fn new() -> Sandbox {
         let dir = tempfile::tempdir().unwrap();
+        // Reachable by `nobody`, whom the jails run as where the tests run as root.
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
         let root = prepare::workspace_root();
         let repo = dir.path().join("repo");
         prepare::fixtures::copy_workspace(&repo).unwrap();
