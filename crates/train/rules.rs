@@ -165,7 +165,7 @@ fn the_export_loads_as_the_evaluator_loads_it_and_computes_the_same_logits() {
     let eager = tch::no_grad(|| model.forward(&idx));
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("model.pt");
-    export(&model, &mut vs, &path).unwrap();
+    runtime::export_to(&path, &mut vs, CFG.seq_len, |t| model.forward(t)).unwrap();
     // As crates/train/evaluate loads it: from its bytes, the graph executor's passes off.
     tch::jit::set_graph_executor_optimize(false);
     let bytes = std::fs::read(&path).unwrap();

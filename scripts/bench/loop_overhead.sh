@@ -24,18 +24,19 @@ python3 - "$scratch/repo/runs/bench/experiments.jsonl" <<'PY'
 import datetime, json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 stamp = lambda r: datetime.datetime.fromisoformat(r["finished_at"]).timestamp()
-print(f"{'#':>2} {'build':>7} {'start-up':>9} {'warm-up':>8} {'eval':>6} {'protected':>10} {'git+log':>8} {'total':>7}"
-      "  (seconds; warm-up = the 11 uncounted steps; eval = the trainer's own, protected = the recorded score's)")
+print(f"{'#':>2} {'build':>7} {'start-up':>9} {'protected':>10} {'git+log':>8} {'total':>7}"
+      "  (seconds; start-up = the run beyond its counted training: start-up, uncounted steps, export;"
+      " protected = the recorded score's evaluation)")
 totals = []
 for prev, r in zip(rows, rows[1:]):  # the baseline has no previous experiment to time from
     res = r["result"] or {}
-    startup, evals, protected = res.get("startup_seconds", 0), res.get("eval_seconds", 0), r["eval_seconds"]
-    warmup = r["run_seconds"] - res.get("training_seconds", 0) - startup - evals - protected
+    protected = r["eval_seconds"]
+    startup = r["run_seconds"] - res.get("training_seconds", 0) - protected
     other = stamp(r) - stamp(prev) - r["think_seconds"] - r["build_seconds"] - r["run_seconds"]
-    total = r["build_seconds"] + startup + evals + protected + other
+    total = r["build_seconds"] + startup + protected + other
     totals.append(total)
-    print(f"{r['seq']:>2} {r['build_seconds']:>7.2f} {startup:>9.2f} {warmup:>8.2f} {evals:>6.2f} {protected:>10.2f} {other:>8.2f} {total:>7.2f}")
+    print(f"{r['seq']:>2} {r['build_seconds']:>7.2f} {startup:>9.2f} {protected:>10.2f} {other:>8.2f} {total:>7.2f}")
 mean = sum(totals) / len(totals)
-print(f"mean overhead (build + start-up + evals + git/log): {mean:.1f} s per experiment; "
-      f"{3600 / (300 + mean):.1f} experiments/hour at a 300 s budget (warm-up steps not counted)")
+print(f"mean overhead (build + start-up + evaluation + git/log): {mean:.1f} s per experiment; "
+      f"{3600 / (300 + mean):.1f} experiments/hour at a 300 s budget")
 PY

@@ -1,7 +1,6 @@
 //! Settings: command-line flags, then environment, then `autoresearch.toml`, then defaults.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -10,6 +9,7 @@ use serde::Deserialize;
 
 use crate::executor::Limits;
 use crate::sandbox::Resources;
+use crate::ledger::Trial;
 
 /// The LLM's model name when `--model` is not given (the trainer's variables are in `prepare`).
 pub const MODEL_ENV: &str = "AUTORESEARCH_MODEL";
@@ -334,15 +334,10 @@ impl Config {
         self.repo.join("runs").join(&self.tag)
     }
 
-    /// The hard limits for runs of `budget` training seconds: a training run gets the budget
-    /// plus the grace, at most 2x budget + 60 s; a protected evaluation gets what the trainer got
-    /// for start-up and its own evaluation.
-    pub fn limits(&self, budget: f64) -> Limits {
-        let train = (budget + self.grace).min(2.0 * budget + 60.0);
-        Limits {
-            train: Duration::from_secs_f64(train),
-            eval: Duration::from_secs_f64(train - budget),
-        }
+    /// The hard limits for runs of `budget` training seconds once the baseline's runs are
+    /// `baseline` (none yet: the grace rule), see [`Limits::measured`].
+    pub fn limits(&self, budget: f64, baseline: &[Trial]) -> Limits {
+        Limits::measured(budget, self.grace, baseline)
     }
 }
 
@@ -503,6 +498,8 @@ pub fn default_tag() -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]
@@ -524,9 +521,8 @@ mod tests {
         assert_eq!(cfg.tag, "fromfile");
         assert_eq!(cfg.time_budget, Some(5.0));
         assert_eq!(cfg.agent, AgentKind::Offline);
-        assert_eq!(cfg.limits(5.0).train, Duration::from_secs(70));
-        assert_eq!(cfg.limits(300.0).train, Duration::from_secs(420));
-        assert_eq!(cfg.limits(300.0).eval, Duration::from_secs(120));
+        assert_eq!(cfg.limits(5.0, &[]).train, Duration::from_secs(70));
+        assert_eq!(cfg.limits(300.0, &[]).train, Duration::from_secs(420));
     }
 
     #[test]

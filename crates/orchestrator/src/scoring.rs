@@ -19,7 +19,7 @@ use crate::cargo_build::{Build, Builder};
 use crate::config::Config;
 use crate::ledger::Pins;
 use crate::process::{Lines, libtorch};
-use crate::sandbox::Sandbox;
+use crate::sandbox::{Sandbox, env};
 
 /// What the evaluator says of one exported model on one split.
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -43,6 +43,8 @@ pub struct Evaluator {
     /// The device it scores on, the trainer's.
     device: Profile,
     sandbox: Sandbox,
+    /// Its thread pools' settings: it shares the cores with the workers' trainers.
+    threads: Vec<(&'static str, String)>,
 }
 
 /// Lines of the evaluator's stderr quoted when it fails.
@@ -118,6 +120,7 @@ impl Evaluator {
             data_sha256,
             device: cfg.device,
             sandbox: builder.sandbox.clone(),
+            threads: env::threads(Some(cfg.workers)),
         })
     }
 
@@ -182,6 +185,9 @@ impl Evaluator {
         jail.env("HOME", "/tmp");
         jail.env(prepare::DATA_ENV, data.display().to_string());
         jail.env(prepare::DEVICE_ENV, self.device.device());
+        for (name, value) in &self.threads {
+            jail.env(name, value);
+        }
         let args = [
             model.into_os_string(),
             split.name().into(),
@@ -197,6 +203,7 @@ impl Evaluator {
     /// (see [`Sandbox::for_nodes`]).
     pub fn for_nodes(mut self) -> Evaluator {
         self.sandbox = self.sandbox.for_nodes();
+        self.threads = env::threads(None);
         self
     }
 

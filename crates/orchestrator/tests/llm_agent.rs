@@ -9,7 +9,8 @@
 //! - #4 an edit outside crates/train/src is refused and nothing outside changes (no change: not
 //!   run, and #4 is proposed again), then a malformed tool call is survived, then a panicking
 //!   trainer is a crash;
-//! - #5 an endless loop in the trainer is killed at the limit and recorded as a crash;
+//! - #5 an endless loop in the trainer is killed at the limit the baseline's runs measured and
+//!   recorded as a crash, over budget;
 //! - a 500 answer is retried; tokens are counted.
 //!
 //! Only #1 may be kept: #2 and #3 spoil the exported model (see `common::llm::spoil`), so that
@@ -36,12 +37,12 @@ fn the_llm_agent_through_keep_discard_repair_refusal_and_crashes() {
     );
     // One seed: no noise floor, so any gain is kept (the noise rules are tested in trust.rs). A
     // minute's grace: with several workers the trainers share the machine's cores, and start-up
-    // and export take seconds more (the endless loop of #5 is killed after 62 s).
+    // and export take seconds more before the baseline measured them.
     sandbox.crippled_baseline("grace = 60\nnoise_seeds = 1\n");
 
     // #3's change, first with a typo.
     let spoiled = spoiled_export(1);
-    let typo = spoiled.replace("+ favoured]", "+ favored]");
+    let typo = spoiled.replace("+ favoured\n", "+ favored\n");
     let server = Server::start(Script::new([
         (
             1,
@@ -138,7 +139,10 @@ fn the_llm_agent_through_keep_discard_repair_refusal_and_crashes() {
         record(4)
     );
     assert!(
-        record(5)["reason"].as_str().unwrap().contains("timed out"),
+        record(5)["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("over budget: still running after"),
         "{:#?}",
         record(5)
     );

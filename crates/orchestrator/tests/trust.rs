@@ -23,10 +23,10 @@ use common::llm::{Script, Server, edit, finish};
 use common::{CRIPPLED, GOOD, SERIAL, Sandbox};
 
 const SEED: &str = "env_or(prepare::SEED_ENV, 42)";
-const RESULT_STATUS: &str = "\"status\": status,";
+const RESULT_STATUS: &str = "extra: serde_json::json!({}),";
 const EMBED: &str = "let x0 = norm(&idx.apply(&self.wte));";
 /// #5's change, by which the hijack finds the worktree where #5 is made.
-const NOTE: &str = "\"status\": status, \"note\": 1,";
+const NOTE: &str = "extra: serde_json::json!({\"note\": 1}),";
 
 #[test]
 fn scores_are_protected_and_decisions_account_for_noise() {
@@ -71,7 +71,7 @@ fn scores_are_protected_and_decisions_account_for_noise() {
             (
                 3,
                 vec![
-                    edit(RESULT_STATUS, "\"status\": status, \"val_bpb\": 0.001,"),
+                    edit(RESULT_STATUS, "extra: serde_json::json!({\"val_bpb\": 0.001}),"),
                     finish("report a better number"),
                 ],
             ),

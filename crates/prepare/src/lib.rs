@@ -14,6 +14,7 @@ pub mod eval;
 pub mod fixtures;
 pub mod loader;
 pub mod pipeline;
+pub mod result;
 pub mod rng;
 pub mod tokenizer;
 
@@ -24,6 +25,7 @@ pub use data::{DATASET_FILES, Dataset, Split, scored_files};
 pub use env::{DATA_ENV, DEVICE_ENV, EXPORT_ENV, SEED_ENV, TIME_BUDGET_ENV};
 pub use eval::{BpbAccumulator, EvalBatch, EvalSet};
 pub use loader::TrainLoader;
+pub use result::{RESULT_SCHEMA, ResultLine, RunStatus};
 
 /// The repository root, where `data/` lives: the nearest directory at or above the current one
 /// that holds the workspace (`crates/prepare` beside a `Cargo.toml`), else the one this crate was

@@ -1,16 +1,207 @@
 //! The runtime the trainer and the protected evaluator share: which device to use, bf16 autocast
 //! on CUDA, the peak memory to report, causal (sliding-window) attention that takes the flash
-//! kernel on CUDA, and the operations an exported model is made of.
+//! kernel on CUDA, the operations an exported model is made of, and the trainer's budget clock,
+//! result line and export.
 //!
-//! FIXED: this file lies outside `crates/train/src`, where the agent may write. The device choice
-//! and the memory figure are part of what a result means; attention here is a kernel call, like
-//! `flash_attn_func` in the Python original, and the model in `src/main.rs` decides how to use it.
+//! FIXED: this file lies outside `crates/train/src`, where the agent may write. The device choice,
+//! the counted training time and the memory figure are part of what a result means, so the
+//! trainer reports through [`Clock`] rather than timing itself; attention here is a kernel call,
+//! like `flash_attn_func` in the Python original, and the model in `src/main.rs` decides how to
+//! use it. The orchestrator still times every run from outside (docs/trust.md): the clock keeps an
+//! honest trainer's count right, it cannot stop a dishonest one.
 
 use std::ffi::{CStr, c_char, c_void};
+use std::path::Path;
+use std::time::Instant;
 
-use anyhow::{Result, bail};
-use prepare::{DEVICE_ENV, Profile};
-use tch::{Device, Kind, Tensor};
+use anyhow::{Context, Result, bail};
+use prepare::{DEVICE_ENV, Dataset, Profile, RESULT_SCHEMA, ResultLine, RunStatus};
+use tch::{Device, Kind, Tensor, nn};
+
+/// Dense bf16 FLOP/s of an H100 SXM, the reference of `mfu_percent` on any GPU.
+pub const MFU_PEAK_FLOPS: f64 = 989.5e12;
+
+/// The training budget and the time counted against it. Each [`Clock::step`] counts the wall time
+/// since the previous one (the first since [`Clock::start`]), after waiting for the device to
+/// finish the step's work, so that nothing between two steps goes uncounted and asynchronous GPU
+/// work is not counted in the next step; the contract's first `uncounted_steps` are not counted.
+pub struct Clock {
+    device: Device,
+    budget: f64,
+    uncounted_steps: usize,
+    contract: String,
+    started: Instant,
+    last_step: Instant,
+    steps: usize,
+    training_seconds: f64,
+}
+
+impl Clock {
+    /// Starts the clock for a run on `device` with `data`'s contract. The budget is
+    /// `AUTORESEARCH_TIME_BUDGET` when set (the orchestrator always sets it), else the contract's.
+    pub fn start(device: Device, data: &Dataset) -> Result<Clock> {
+        let budget = match std::env::var(prepare::TIME_BUDGET_ENV) {
+            Ok(s) => s
+                .parse::<f64>()
+                .ok()
+                .filter(|b| b.is_finite() && *b > 0.0)
+                .with_context(|| {
+                    format!(
+                        "{}={s:?} is not a positive number of seconds",
+                        prepare::TIME_BUDGET_ENV
+                    )
+                })?,
+            Err(_) => data.contract().time_budget_s,
+        };
+        let now = Instant::now();
+        Ok(Clock {
+            device,
+            budget,
+            uncounted_steps: data.contract().uncounted_steps(),
+            contract: data.contract_hash().to_string(),
+            started: now,
+            last_step: now,
+            steps: 0,
+            training_seconds: 0.0,
+        })
+    }
+
+    /// Training seconds this run gets.
+    pub fn budget(&self) -> f64 {
+        self.budget
+    }
+
+    /// Counted training time over the budget, in [0, 1]: what schedules follow.
+    pub fn progress(&self) -> f64 {
+        (self.training_seconds / self.budget).min(1.0)
+    }
+
+    /// Budget seconds left.
+    pub fn remaining(&self) -> f64 {
+        (self.budget - self.training_seconds).max(0.0)
+    }
+
+    /// Steps taken so far.
+    pub fn steps(&self) -> usize {
+        self.steps
+    }
+
+    /// Ends a step: waits for the device, counts the step's wall time (unless it is one of the
+    /// contract's uncounted steps) and returns it in seconds.
+    pub fn step(&mut self) -> f64 {
+        if let Device::Cuda(index) = self.device {
+            tch::Cuda::synchronize(index as i64);
+        }
+        let now = Instant::now();
+        let dt = (now - self.last_step).as_secs_f64();
+        self.last_step = now;
+        if self.steps >= self.uncounted_steps {
+            self.training_seconds += dt;
+        }
+        self.steps += 1;
+        dt
+    }
+
+    /// Whether the budget is spent: training must stop.
+    pub fn spent(&self) -> bool {
+        self.steps > self.uncounted_steps && self.training_seconds >= self.budget
+    }
+
+    /// Prints the result line of this run (stdout, and pretty on stderr) with the clock's own
+    /// counts and the trainer's `report`; a diverged run then exits non-zero.
+    pub fn finish(self, report: Report) -> Result<()> {
+        let line = self.result_line(report)?;
+        eprintln!("---\n{}", serde_json::to_string_pretty(&line)?);
+        println!("{}", serde_json::to_string(&line)?);
+        if line.status != RunStatus::Ok {
+            std::process::exit(1);
+        }
+        Ok(())
+    }
+
+    fn result_line(&self, report: Report) -> Result<ResultLine> {
+        let counted_steps = self.steps.saturating_sub(self.uncounted_steps);
+        let tokens_per_second =
+            (counted_steps * report.tokens_per_step) as f64 / self.training_seconds.max(1e-9);
+        let cuda = self.device.is_cuda();
+        let mut line = ResultLine {
+            schema: RESULT_SCHEMA,
+            status: report.status,
+            training_seconds: self.training_seconds,
+            total_seconds: self.started.elapsed().as_secs_f64(),
+            peak_memory_mb: peak_memory_mb(self.device),
+            num_steps: self.steps as u64,
+            num_params: report.num_params as u64,
+            train_tokens: (self.steps * report.tokens_per_step) as u64,
+            tokens_per_second,
+            mfu_percent: cuda
+                .then(|| 100.0 * report.flops_per_token * tokens_per_second / MFU_PEAK_FLOPS),
+            device: if cuda { "cuda" } else { "cpu" }.into(),
+            contract: self.contract.clone(),
+            time_budget_s: Some(self.budget),
+            seed: Some(report.seed),
+            extra: Default::default(),
+        };
+        let fixed = serde_json::to_value(&line)?;
+        let serde_json::Value::Object(extra) = report.extra else {
+            bail!("Report::extra must be a JSON object (serde_json::json!({{..}}))");
+        };
+        if let Some(name) = extra.keys().find(|k| fixed.get(k.as_str()).is_some()) {
+            bail!("the result line's `{name}` is the runtime's to fill; name your field otherwise");
+        }
+        line.extra = extra;
+        Ok(line)
+    }
+}
+
+/// What the trainer tells the result line; the clock adds the times, steps and rates.
+pub struct Report {
+    pub status: RunStatus,
+    pub num_params: usize,
+    pub tokens_per_step: usize,
+    /// Matmul FLOPs per token of one forward and backward pass: `mfu_percent` on CUDA.
+    pub flops_per_token: f64,
+    pub seed: u64,
+    /// Fields of the trainer's own for the result line, a JSON object (`json!({})` for none).
+    pub extra: serde_json::Value,
+}
+
+/// Saves `forward`, traced on one row of `seq_len` tokens, as TorchScript to the file named by
+/// `AUTORESEARCH_EXPORT`, for the protected evaluator; without it, says that nothing is exported.
+/// Traced without autocast, so the export computes in float32 from the float32 weights (the
+/// evaluator's causality check is then exact), and with `vs` frozen, as tracing records only
+/// parameters that do not require grad.
+pub fn export(
+    vs: &mut nn::VarStore,
+    seq_len: i64,
+    forward: impl Fn(&Tensor) -> Tensor,
+) -> Result<()> {
+    let Some(path) = std::env::var_os(prepare::EXPORT_ENV) else {
+        eprintln!(
+            "not exported: set {} to score this model",
+            prepare::EXPORT_ENV
+        );
+        return Ok(());
+    };
+    export_to(Path::new(&path), vs, seq_len, forward)
+}
+
+/// [`export`] to `path`: what the trainer's rule tests load as the evaluator does.
+pub fn export_to(
+    path: &Path,
+    vs: &mut nn::VarStore,
+    seq_len: i64,
+    forward: impl Fn(&Tensor) -> Tensor,
+) -> Result<()> {
+    vs.freeze();
+    let example = Tensor::zeros([1, seq_len], (Kind::Int64, vs.device()));
+    let module = tch::CModule::create_by_tracing("Gpt", "forward", &[example], &mut |x| {
+        vec![forward(&x[0])]
+    })?;
+    module
+        .save(path)
+        .with_context(|| format!("saving the model to {}", path.display()))
+}
 
 /// The device from `AUTORESEARCH_DEVICE`, or CUDA when available. Never silently the CPU on a
 /// GPU machine: there the CPU configuration would train for the whole budget and score nothing

@@ -8,11 +8,13 @@
 //!   evaluator through `prepare`'s fixed evaluation; the trainer never sees the validation or
 //!   test text, and prints no val_bpb of its own.
 //! - The model is causal: position t never sees tokens after t.
-//! - Training stops when the counted training time reaches the budget; the first
-//!   `contract.uncounted_steps()` steps are not counted (they absorb start-up). The orchestrator
-//!   kills overruns from outside.
-//! - stdout carries exactly one line, the JSON result; everything else goes to stderr.
-//! - When `AUTORESEARCH_EXPORT` names a file, the trained forward pass is saved there: that file
+//! - Training stops when `runtime::Clock` says the budget is spent: call `clock.step()` once at
+//!   the end of every step (it waits for the device and counts the step's time; the contract's
+//!   first `uncounted_steps` absorb start-up). The orchestrator times every run from outside too:
+//!   a run that takes longer than the budget allows is a crash, never scored.
+//! - stdout carries exactly one line, the JSON result, which `clock.finish` prints (add fields of
+//!   your own in `extra`); everything else goes to stderr.
+//! - `runtime::export` saves the trained forward pass where `AUTORESEARCH_EXPORT` says: that file
 //!   is what gets scored (`cargo run --release -p train --bin evaluate -- FILE val` by hand).
 //! - No new dependencies, no edits outside `crates/train/src`.
 //!
@@ -21,13 +23,11 @@
 //! (`cpu` or `cuda`; default CUDA when available).
 //!
 //! `runtime` (outside this directory, fixed) picks the device, runs autocast in bf16 on CUDA,
-//! reports peak memory and provides `causal_attention`, a flash-attention kernel with a sliding
-//! window on CUDA.
-
-use std::time::Instant;
+//! keeps the budget's clock, prints the result line, exports the model and provides
+//! `causal_attention`, a flash-attention kernel with a sliding window on CUDA.
 
 use anyhow::{Context, Result};
-use prepare::Dataset;
+use prepare::{Dataset, RunStatus};
 use runtime::{autocast, causal_attention};
 use tch::nn;
 use tch::{Device, Kind, Reduction, Tensor};
@@ -62,7 +62,6 @@ const ADAM_BETAS: (f64, f64) = (0.8, 0.95); // Adam betas of the embeddings and 
 const WEIGHT_DECAY: f64 = 0.2; // Muon's cautious weight decay, decayed linearly to 0
 const MUON_BETA2: f64 = 0.95; // NorMuon second-moment decay
 const WARMDOWN_RATIO: f64 = 0.5; // share of the budget at the end over which lr decays to 0
-const GPU_PEAK_FLOPS: f64 = 989.5e12; // dense bf16 FLOP/s of an H100 SXM, the MFU reference
 
 // ---------------------------------------------------------------------------------------------
 // Model
@@ -566,7 +565,7 @@ impl Optimizer {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Schedules, driven by progress = training seconds / budget
+// Schedules, driven by progress = counted training seconds / budget (the clock's)
 
 /// Learning-rate multiplier: constant, then linear warm-down to 0 over the last WARMDOWN_RATIO.
 fn lr_multiplier(progress: f64) -> f64 {
@@ -592,13 +591,12 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> Result<T> {
 }
 
 fn main() -> Result<()> {
-    let t_start = Instant::now();
     let device = runtime::device()?;
     let cuda = device.is_cuda();
     let data = Dataset::open(&prepare::default_data_dir())?;
+    // The budget's clock: it counts each step's time itself (see `runtime::Clock`).
+    let mut clock = runtime::Clock::start(device, &data)?;
     let contract = data.contract().clone();
-    let budget: f64 = env_or(prepare::TIME_BUDGET_ENV, contract.time_budget_s)?;
-    let uncounted_steps = contract.uncounted_steps();
     let seed: u64 = env_or(prepare::SEED_ENV, 42)?;
     tch::manual_seed(seed as i64);
 
@@ -643,20 +641,18 @@ fn main() -> Result<()> {
     };
 
     eprintln!(
-        "device {device:?} | {num_params} params ({depth} blocks, width {}, {} heads) | {tokens_per_step} tokens/step ({grad_accum} x {device_batch} x {seq_len}) | budget {budget} s | seed {seed} | contract {}",
+        "device {device:?} | {num_params} params ({depth} blocks, width {}, {} heads) | {tokens_per_step} tokens/step ({grad_accum} x {device_batch} x {seq_len}) | budget {} s | seed {seed} | contract {}",
         cfg.n_embd(),
         cfg.n_head,
+        clock.budget(),
         data.contract_hash()
     );
-    let t_setup = t_start.elapsed().as_secs_f64();
 
-    let mut training_seconds = 0.0;
     let mut smooth_loss = 0.0;
-    let mut step = 0usize;
-    let mut status = "ok";
-    loop {
-        let t0 = Instant::now();
-        let progress = (training_seconds / budget).min(1.0);
+    let mut status = RunStatus::Ok;
+    while !clock.spent() {
+        let step = clock.steps();
+        let progress = clock.progress();
         let mut loss_sum = Tensor::zeros([], (Kind::Float, device));
         for _ in 0..grad_accum {
             let (x, y) = next_batch()?;
@@ -669,24 +665,20 @@ fn main() -> Result<()> {
         vs.trainable_variables()
             .iter_mut()
             .for_each(Tensor::zero_grad);
-        // The one host sync of the step: it waits for the GPU to finish, so dt below is exact.
         let train_loss = loss_sum.double_value(&[]);
         if train_loss.is_nan() || train_loss > 100.0 {
             eprintln!("step {step}: loss {train_loss}, diverged");
-            status = "diverged";
+            status = RunStatus::Diverged;
             break;
         }
-        let dt = t0.elapsed().as_secs_f64();
-        if step >= uncounted_steps {
-            training_seconds += dt;
-        }
+        let dt = clock.step();
         smooth_loss = 0.9 * smooth_loss + 0.1 * train_loss;
         let debiased = smooth_loss / (1.0 - 0.9f64.powi(step as i32 + 1));
         let tokens_per_second = tokens_per_step as f64 / dt;
         let mfu = if cuda {
             format!(
                 "{:.1}%",
-                100.0 * flops_per_token * tokens_per_second / GPU_PEAK_FLOPS
+                100.0 * flops_per_token * tokens_per_second / runtime::MFU_PEAK_FLOPS
             )
         } else {
             "-".into()
@@ -695,66 +687,21 @@ fn main() -> Result<()> {
             "step {step:05} ({:.1}%) | loss {debiased:.4} | lrm {lrm:.2} | dt {:.0}ms | tok/s {tokens_per_second:.0} | mfu {mfu} | remaining {:.0}s",
             100.0 * progress,
             dt * 1000.0,
-            (budget - training_seconds).max(0.0)
+            clock.remaining()
         );
-        step += 1;
-        if step > uncounted_steps && training_seconds >= budget {
-            break;
-        }
     }
 
-    let t_export = Instant::now();
-    match std::env::var_os(prepare::EXPORT_ENV) {
-        Some(path) if status == "ok" => export(&model, &mut vs, std::path::Path::new(&path))?,
-        Some(_) => {}
-        None => eprintln!(
-            "not exported: set {} to score this model",
-            prepare::EXPORT_ENV
-        ),
+    if status == RunStatus::Ok {
+        runtime::export(&mut vs, seq_len, |tokens| model.forward(tokens))?;
     }
-    let export_seconds = t_export.elapsed().as_secs_f64();
-    let train_tokens = step as i64 * tokens_per_step;
-    let counted_tokens = step.saturating_sub(uncounted_steps) as i64 * tokens_per_step;
-    let tokens_per_second = counted_tokens as f64 / training_seconds.max(1e-9);
-    let total_seconds = t_start.elapsed().as_secs_f64();
-    let result = serde_json::json!({
-        "schema": 1,
-        "status": status,
-        "training_seconds": training_seconds,
-        "total_seconds": total_seconds,
-        "startup_seconds": t_setup,
-        "export_seconds": export_seconds,
-        "peak_memory_mb": runtime::peak_memory_mb(device),
-        "num_steps": step,
-        "num_params": num_params,
-        "train_tokens": train_tokens,
-        "tokens_per_second": tokens_per_second,
-        "mfu_percent": if cuda { serde_json::json!(100.0 * flops_per_token * tokens_per_second / GPU_PEAK_FLOPS) } else { serde_json::Value::Null },
-        "device": if cuda { "cuda" } else { "cpu" },
-        "contract": data.contract_hash(),
-        "time_budget_s": budget,
-        "seed": seed,
-    });
-    eprintln!("---\n{}", serde_json::to_string_pretty(&result)?);
-    println!("{result}");
-    if status != "ok" {
-        std::process::exit(1);
-    }
-    Ok(())
-}
-
-/// Saves the trained forward pass as TorchScript traced on one row of `seq_len` tokens, for the
-/// protected evaluator (see the header). Traced without autocast, so the export computes in
-/// float32 from the float32 weights: the evaluator's causality check is then exact.
-fn export(model: &Gpt, vs: &mut nn::VarStore, path: &std::path::Path) -> Result<()> {
-    vs.freeze(); // tracing records parameters only when they do not require grad
-    let example = Tensor::zeros([1, model.cfg.seq_len], (Kind::Int64, vs.device()));
-    let module = tch::CModule::create_by_tracing("Gpt", "forward", &[example], &mut |x| {
-        vec![model.forward(&x[0])]
-    })?;
-    module
-        .save(path)
-        .with_context(|| format!("saving the model to {}", path.display()))
+    clock.finish(runtime::Report {
+        status,
+        num_params,
+        tokens_per_step: tokens_per_step as usize,
+        flops_per_token,
+        seed,
+        extra: serde_json::json!({}),
+    })
 }
 
 // The rules every change must keep, outside src/ where they cannot be edited (see rules.rs).

@@ -11,14 +11,16 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
-use prepare::{Profile, Split};
+use prepare::{Profile, ResultLine, RunStatus, Split};
+use serde::Deserialize;
 
-use super::{Executor, Job, Outcome, Running, Scored, TrialFailure};
+use super::{Executor, Job, Limits, Outcome, Running, Scored, TrialFailure};
 use crate::Stop;
 use crate::config::Config;
 use crate::ledger::Trial;
 use crate::process::{Exit, libtorch, run_under_limit};
 use crate::progress::Progress;
+use crate::sandbox::env::threads;
 use crate::sandbox::{Group, Sandbox, gib};
 use crate::scoring::{Evaluator, Score, ScoreError};
 
@@ -37,6 +39,8 @@ pub(super) struct Trainers {
     /// The device the trainer is told to train on.
     pub device: Profile,
     pub sandbox: Sandbox,
+    /// Its thread pools' settings, see [`threads`].
+    pub threads: Vec<(&'static str, String)>,
 }
 
 /// The data files a trainer may read: what `prepare::Dataset::open` and the training loader use.
@@ -63,7 +67,7 @@ impl Local {
         std::fs::create_dir_all(&bin_dir)?;
         Ok(Local {
             evaluator,
-            trainers: Trainers::new(cfg, sandbox),
+            trainers: Trainers::new(cfg, sandbox, Some(cfg.workers)),
             bin_dir,
         })
     }
@@ -81,7 +85,7 @@ impl Local {
         let started = Instant::now();
         let exit = self.train(job, &model, stop, progress).await?;
         let run_seconds = started.elapsed().as_secs_f64();
-        match finished(exit) {
+        match finished(exit, &job.limits) {
             ControlFlow::Continue(result) => {
                 progress.phase("scoring");
                 self.score(job, result, model, run_seconds).await
@@ -154,11 +158,14 @@ impl Local {
 }
 
 impl Trainers {
-    pub fn new(cfg: &Config, sandbox: Sandbox) -> Trainers {
+    /// `sharing`: the trainers and evaluators that share this machine's cores (the workers), or
+    /// None where they run elsewhere, see [`threads`].
+    pub fn new(cfg: &Config, sandbox: Sandbox, sharing: Option<usize>) -> Trainers {
         Trainers {
             data_dir: cfg.data_dir.clone(),
             device: cfg.device,
             sandbox,
+            threads: threads(sharing),
         }
     }
 
@@ -185,6 +192,9 @@ impl Trainers {
         jail.env(prepare::SEED_ENV, job.seed.to_string());
         jail.env(prepare::TIME_BUDGET_ENV, job.budget.to_string());
         jail.env(prepare::DEVICE_ENV, self.device.device());
+        for (name, value) in &self.threads {
+            jail.env(name, value);
+        }
         if let Some(gpu) = &job.gpu {
             jail.env("CUDA_VISIBLE_DEVICES", gpu);
             jail.gpus(gpu);
@@ -243,39 +253,41 @@ pub(super) fn scored(
     }))
 }
 
-/// The result line of a trainer that finished well (exit 0, status `ok`), to be scored; else
-/// the outcome that ends the job. The trainer prints no val_bpb: only the evaluator scores.
-pub(super) fn finished(exit: Exit) -> ControlFlow<Outcome, serde_json::Value> {
+/// The result line of a trainer that finished well (exit 0, a result line as docs/contract.md
+/// has it, status `ok`), to be scored; else the outcome that ends the job. The trainer prints no
+/// val_bpb: only the evaluator scores. A trainer killed at `limits.train` ran over its budget
+/// once the budget is measured (see [`Limits`]).
+pub(super) fn finished(exit: Exit, limits: &Limits) -> ControlFlow<Outcome, serde_json::Value> {
     let crashed = |reason: String, result| {
         ControlFlow::Break(Outcome::Failed {
             failure: TrialFailure::Crashed(reason),
             result,
         })
     };
-    match exit {
-        Exit::Interrupted => ControlFlow::Break(Outcome::Interrupted),
-        Exit::TimedOut(reason) | Exit::Limited(reason) => crashed(reason, None),
-        Exit::Exited {
-            status,
-            result: None,
-        } => crashed(format!("no result line ({status})"), None),
-        Exit::Exited {
-            status,
-            result: Some(result),
-        } if !status.success() => crashed(
-            format!("{status}, status {}", result["status"]),
-            Some(result),
-        ),
-        Exit::Exited {
-            result: Some(result),
-            ..
-        } if result["status"] != "ok" => {
-            crashed(format!("status {}", result["status"]), Some(result))
+    let (status, result) = match exit {
+        Exit::Interrupted => return ControlFlow::Break(Outcome::Interrupted),
+        Exit::TimedOut(_) => return crashed(limits.trainer_killed(), None),
+        Exit::Limited(reason) => return crashed(reason, None),
+        Exit::Exited { status, result } => (status, result),
+    };
+    let Some(result) = result else {
+        return crashed(format!("no result line ({status})"), None);
+    };
+    let line = match ResultLine::deserialize(&result) {
+        Ok(line) => line,
+        Err(e) => {
+            return crashed(
+                format!("{status}, result line not as docs/contract.md has it: {e}"),
+                Some(result),
+            );
         }
-        Exit::Exited {
-            result: Some(result),
-            ..
-        } => ControlFlow::Continue(result),
+    };
+    if !status.success() {
+        crashed(format!("{status}, status {}", line.status), Some(result))
+    } else if line.status != RunStatus::Ok {
+        crashed(format!("status {}", line.status), Some(result))
+    } else {
+        ControlFlow::Continue(result)
     }
 }
 

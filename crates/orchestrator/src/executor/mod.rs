@@ -6,9 +6,11 @@
 //! run the same jails, built by the same code. Executors are `Send + Sync` and their futures
 //! `Send`, so that several jobs can run at once on tasks of their own (workers).
 
+mod limits;
 mod local;
 mod slurm;
 
+pub use limits::{Limits, Measured, Spread};
 pub use local::Local;
 pub use slurm::Slurm;
 
@@ -67,15 +69,6 @@ pub struct Job {
     /// A file the executor may keep for this run, beside the experiment's pending record, to find
     /// the run again after a restart (a Slurm job id); removed with the pending record.
     pub handle: PathBuf,
-}
-
-/// Hard wall-clock limits, enforced from outside the process.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// The trainer: its budget plus a grace for start-up and its own evaluation.
-    pub train: Duration,
-    /// One protected evaluation.
-    pub eval: Duration,
 }
 
 /// What came of one job.

@@ -124,7 +124,7 @@ impl Slurm {
         options.extend(s.account.as_ref().map(|a| format!("--account={a}")));
         let slurm = Slurm {
             evaluator: evaluator.for_nodes(),
-            trainers: Trainers::new(cfg, sandbox),
+            trainers: Trainers::new(cfg, sandbox, None),
             dir,
             tag: cfg.tag.clone(),
             options,
@@ -646,10 +646,7 @@ impl Slurm {
         let train = done.train.unwrap_or_default();
         let run_seconds = train.seconds();
         let exit = if train.killed_at(job.limits.train) {
-            let reason = format!(
-                "timed out after {:.0} s and was killed",
-                job.limits.train.as_secs_f64()
-            );
+            let reason = job.limits.trainer_killed();
             note(&job.log, &format!("orchestrator: {reason}"));
             Exit::TimedOut(reason)
         } else {
@@ -658,7 +655,7 @@ impl Slurm {
                 result: result_line(&dir.join("stdout")),
             }
         };
-        match finished(exit) {
+        match finished(exit, &job.limits) {
             ControlFlow::Break(outcome) => Ok(outcome),
             ControlFlow::Continue(result) => {
                 let model = dir.join(MODEL_FILE);

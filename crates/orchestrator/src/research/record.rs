@@ -10,7 +10,7 @@ use anyhow::{Result, bail};
 use super::holdout::Holdout;
 use super::session::{Session, State, Worker};
 use super::trials::Trials;
-use super::{Decision, Experiment};
+use super::{Decision, Experiment, Failure};
 use crate::git::EDITABLE;
 use crate::ledger::{self, Pending, Record, Status};
 
@@ -37,8 +37,13 @@ pub(super) async fn append(
         build_seconds,
     } = experiment;
     if let (Decision::Crash(failure), 0) = (&trials.decision, seq) {
+        let again = match failure {
+            Failure::Trial(_) => ", and again when it ran once more",
+            _ => "",
+        };
         bail!(
-            "the unmodified baseline failed ({failure}); see {}. Fix it, then continue with --resume",
+            "the unmodified baseline failed ({failure}){again}; see {}. Fix it (or what loads \
+             the machine), then continue with --resume",
             state.ledger.log_path(0).display()
         );
     }

@@ -32,7 +32,6 @@ pub(super) struct Session {
     pub base: String,
     /// Training seconds per run: `--time-budget`, else the contract's.
     pub budget: f64,
-    pub limits: Limits,
     /// Builds the trainer in the sandbox, one build at a time.
     pub builder: Builder,
     /// What the run's first record pins.
@@ -125,7 +124,8 @@ impl Session {
             ExecutorKind::Local => Box::new(Local::new(evaluator, &cfg, sandbox.clone())?),
             ExecutorKind::Slurm => Box::new(Slurm::new(evaluator, &cfg, sandbox.clone()).await?),
         };
-        let limits = cfg.limits(budget);
+        let baseline = ledger.records.iter().find(|r| r.seq == 0);
+        let limits = cfg.limits(budget, baseline.map_or(&[], |r| &r.trials));
         announce(&cfg, budget, limits, data.contract_hash(), &sandbox);
         let progress = Progress::new();
         let stop = Stop::on_ctrl_c();
@@ -176,7 +176,6 @@ impl Session {
             progress,
             base,
             budget,
-            limits,
             builder,
             pins,
             executor,
@@ -233,6 +232,15 @@ impl Session {
     /// Wakes the workers waiting for a record.
     pub fn recorded(&self) {
         self.recorded.notify_waiters();
+    }
+
+    /// The hard limits of a run now: measured from the baseline's runs once they are recorded
+    /// (they are in its record, so a `--resume` finds them again).
+    pub fn limits(&self) -> Limits {
+        let ledger = self.ledger();
+        let baseline = ledger.records.iter().find(|r| r.seq == 0);
+        self.cfg
+            .limits(self.budget, baseline.map_or(&[], |r| &r.trials))
     }
 
     /// The noise floor the decisions use now.

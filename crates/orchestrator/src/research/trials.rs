@@ -92,12 +92,14 @@ struct Runs {
     against: Option<Record>,
     /// See [`Trials::revoked`].
     revoked: Option<u64>,
+    /// Failed runs of an unchanged program that ran again, see [`execute_unchanged`].
+    retried: usize,
 }
 
 impl Runs {
     /// Runs of this experiment so far, in the order they ran: the next one's number.
     fn count(&self) -> usize {
-        self.scored.len() + self.best.len()
+        self.scored.len() + self.best.len() + self.retried
     }
 
     /// Training seconds of this experiment's re-runs (all but its first run), and of all.
@@ -288,7 +290,12 @@ async fn run_change(
     runs: &mut Runs,
 ) -> Result<ControlFlow<Option<Decision>>> {
     let seed = SEED + runs.scored.len() as u64;
-    match execute(s, w, seq, runs.count(), seed, binary).await? {
+    let outcome = if seq == 0 {
+        execute_unchanged(s, w, seq, seed, binary, runs).await?
+    } else {
+        execute(s, w, seq, runs.count(), seed, binary).await?
+    };
+    match outcome {
         Outcome::Interrupted => Ok(ControlFlow::Break(None)),
         Outcome::Failed { failure, result } => {
             runs.result = runs.result.take().or(result);
@@ -320,7 +327,7 @@ async fn run_best(
     runs: &mut Runs,
 ) -> Result<ControlFlow<Option<Decision>>> {
     let seed = SEED + runs.best.len() as u64;
-    match execute(s, w, seq, runs.count(), seed, best_binary).await? {
+    match execute_unchanged(s, w, seq, seed, best_binary, runs).await? {
         Outcome::Interrupted => Ok(ControlFlow::Break(None)),
         Outcome::Failed {
             failure: TrialFailure::NonCausal(diff),
@@ -436,6 +443,31 @@ async fn remeasure(
     Ok(true)
 }
 
+/// Runs a program that is not the agent's change (the unmodified baseline, the best's kept
+/// trainer) once more when a run of it fails: it ran well before, so a failure is more likely the
+/// machine's (a load that slowed it past a limit) than its own. Its second failure counts.
+async fn execute_unchanged(
+    s: &Session,
+    w: &mut Worker,
+    seq: u64,
+    seed: u64,
+    binary: &Path,
+    runs: &mut Runs,
+) -> Result<Outcome> {
+    let outcome = execute(s, w, seq, runs.count(), seed, binary).await?;
+    match &outcome {
+        Outcome::Failed { failure, .. } if !matches!(failure, TrialFailure::NonCausal(_)) => {
+            let program = if seq == 0 { "the baseline" } else { "the best" };
+            let why = format!("a run of {program} failed ({failure}); it ran once more");
+            w.progress.println(&format!("{}#{seq} {why}", w.name));
+            runs.flags.push(why);
+            runs.retried += 1;
+            execute(s, w, seq, runs.count(), seed, binary).await
+        }
+        _ => Ok(outcome),
+    }
+}
+
 /// Run `index` of experiment `seq` (counted in the order they ran), with `seed`, through the
 /// session's executor, on worker `w`'s GPU.
 async fn execute(
@@ -454,7 +486,7 @@ async fn execute(
             index,
             seed,
             budget: s.budget,
-            limits: s.limits,
+            limits: s.limits(),
             log: ledger.trial_log_path(seq, index),
             gpu: w.gpu.clone(),
             handle: ledger.handle_path(seq, index),

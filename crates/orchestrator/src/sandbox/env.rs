@@ -22,6 +22,8 @@ const ALLOWED: &[&str] = &[
     "NVIDIA_DRIVER_CAPABILITIES",
     "LD_LIBRARY_PATH",
     "OMP_NUM_THREADS",
+    "OMP_WAIT_POLICY",
+    "GOMP_SPINCOUNT",
     "MKL_NUM_THREADS",
 ];
 
@@ -30,6 +32,22 @@ pub fn allowed() -> Vec<(String, String)> {
     ALLOWED
         .iter()
         .filter_map(|name| Some((name.to_string(), std::env::var(name).ok()?)))
+        .collect()
+}
+
+/// The thread pools' settings for a libtorch program (a trainer, the evaluator), where the person
+/// set none. OpenMP's threads otherwise spin at every barrier waiting for each other, so one busy
+/// process beside a run slowed it 37-fold on 2 cores; waiting passively, the slow-down follows
+/// the load (`scripts/bench/load.sh`). `sharing`: how many such programs share this machine's
+/// cores, each then getting its share of them; None where they run elsewhere (a cluster's node,
+/// whose cores libtorch counts itself).
+pub fn threads(sharing: Option<usize>) -> Vec<(&'static str, String)> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let share = sharing.map(|n| ("OMP_NUM_THREADS", (cores / n.max(1)).max(1).to_string()));
+    [("OMP_WAIT_POLICY", "PASSIVE".to_string())]
+        .into_iter()
+        .chain(share)
+        .filter(|(name, _)| std::env::var_os(name).is_none())
         .collect()
 }
 

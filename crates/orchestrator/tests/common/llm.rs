@@ -246,8 +246,8 @@ pub fn finish(description: &str) -> Reply {
     call("finish", json!({"description": description}))
 }
 
-/// The line of the trainer's `export` that traces the model for the protected evaluator.
-pub const EXPORT: &str = "vec![model.forward(&x[0])]";
+/// The forward pass the trainer hands `runtime::export` to trace for the protected evaluator.
+pub const EXPORT: &str = "|tokens| model.forward(tokens)";
 
 /// [`EXPORT`] with the exported logit of `token` raised by 40. The logits are capped to
 /// (-15, 15), so the model then puts nearly all its probability on that token, whatever it
@@ -258,9 +258,10 @@ pub const EXPORT: &str = "vec![model.forward(&x[0])]";
 /// the data never holds.
 pub fn spoiled_export(token: u8) -> String {
     format!(
-        "let favoured = Tensor::arange(model.cfg.vocab_size, (Kind::Float, x[0].device()))\n            \
+        "|tokens| {{\n        \
+         let favoured = Tensor::arange(model.cfg.vocab_size, (Kind::Float, tokens.device()))\n            \
          .eq({token} as i64)\n            .to_kind(Kind::Float)\n            * 40.0;\n        \
-         vec![model.forward(&x[0]) + favoured]"
+         model.forward(tokens) + favoured\n    }}"
     )
 }
 
