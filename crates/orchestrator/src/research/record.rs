@@ -33,6 +33,7 @@ pub(super) async fn append(
         pending,
         program_changed,
         build_seconds,
+        ..
     } = experiment;
     if let (Decision::Crash(failure), 0) = (&trials.decision, seq) {
         bail!(
