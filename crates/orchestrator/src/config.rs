@@ -137,6 +137,12 @@ struct FileConfig {
     model: Option<String>,
     base_url: Option<String>,
     seed: Option<u64>,
+    /// The LLM's context in tokens (default: what the server states, else 32768).
+    context_tokens: Option<u64>,
+    /// Seconds one proposal of the LLM agent may take, its requests and tools included.
+    proposal_timeout: Option<f64>,
+    /// Hours the LLM endpoint may keep failing before the run stops (resumable).
+    outage_hours: Option<f64>,
     /// Compiler-error repair rounds per experiment.
     max_repairs: Option<u32>,
     /// Seconds the trainer may run past its budget (start-up, evaluation) before it is killed.
@@ -169,6 +175,12 @@ pub struct Config {
     pub api_key: Option<String>,
     pub resume: bool,
     pub seed: u64,
+    /// The LLM's context in tokens, when autoresearch.toml sets it.
+    pub context_tokens: Option<u64>,
+    /// Seconds one LLM proposal may take.
+    pub proposal_timeout: f64,
+    /// Seconds the LLM endpoint may keep failing before the run stops.
+    pub outage: f64,
     pub max_repairs: u32,
     pub grace: f64,
     pub noise_seeds: usize,
@@ -226,6 +238,9 @@ impl Config {
         );
         let noise_seeds = from.either("noise_seeds", args.noise_seeds, file.noise_seeds);
         let max_repairs = from.file("max_repairs", file.max_repairs);
+        let context_tokens = from.file("context_tokens", file.context_tokens);
+        let proposal_timeout = from.file("proposal_timeout", file.proposal_timeout);
+        let outage_hours = from.file("outage_hours", file.outage_hours);
         let grace = from.file("grace", file.grace);
         let noise_sigma = from.file("noise_sigma", file.noise_sigma);
         let rerun_share = from.file("rerun_share", file.rerun_share);
@@ -257,6 +272,21 @@ impl Config {
             "from 1 (noise not measured) to 100",
         )?;
         check(&max_repairs, |n| *n <= 100, "from 0 to 100 rounds")?;
+        check(
+            &context_tokens,
+            |n| (1024..=10_000_000).contains(n),
+            "a number of tokens from 1024 to 10000000",
+        )?;
+        check(
+            &proposal_timeout,
+            |t| t.is_finite() && *t >= 10.0 && *t <= DAY,
+            "a number of seconds >= 10 and <= 86400",
+        )?;
+        check(
+            &outage_hours,
+            |h| h.is_finite() && *h >= 0.0 && *h <= 240.0,
+            "a number of hours from 0 to 240",
+        )?;
         check(
             &grace,
             |g| g.is_finite() && *g >= 0.0 && *g <= DAY,
@@ -308,6 +338,9 @@ impl Config {
             api_key,
             resume: args.resume,
             seed: args.seed.or(file.seed).unwrap_or(0),
+            context_tokens: value(context_tokens),
+            proposal_timeout: value(proposal_timeout).unwrap_or(1800.0),
+            outage: value(outage_hours).unwrap_or(2.0) * 3600.0,
             max_repairs: value(max_repairs).unwrap_or(3),
             grace: value(grace).unwrap_or(120.0),
             noise_seeds: value(noise_seeds).unwrap_or(3),

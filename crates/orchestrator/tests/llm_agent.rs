@@ -1,5 +1,5 @@
 //! The loop with the LLM agent against a scripted OpenAI-compatible server on 127.0.0.1 (a real
-//! HTTP server; the orchestrator talks to it through async-openai), with one worker or as many as
+//! HTTP server; the orchestrator talks to it over plain HTTP and JSON), with one worker or as many as
 //! `AUTORESEARCH_WORKERS` says: each experiment's conversation has its own script (see
 //! `common::llm`), and every check finds its record by number. One run walks through:
 //!

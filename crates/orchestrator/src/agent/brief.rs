@@ -17,8 +17,11 @@ const RECENT: usize = 10;
 /// Crashes whose log tails the brief quotes, and how many lines of each.
 const FAILURES: usize = 3;
 const FAILURE_LOG_LINES: usize = 15;
-/// The file the brief quotes whole.
+/// The file the brief quotes whole, where it fits.
 const SOURCE: &str = "crates/train/src/main.rs";
+/// Bytes per token the budgets assume: Rust and English take 3.5 to 4.5 bytes a token with the
+/// usual tokenizers, so 3 leaves room for the server's chat template.
+pub const BYTES_PER_TOKEN: usize = 3;
 
 /// The facts of the run the brief states besides its records.
 pub struct Rules {
@@ -35,8 +38,16 @@ pub struct Rules {
 }
 
 /// The LLM's view of the run: the human's program, the rules, the history, the latest failures'
-/// logs and the current best trainer.
-pub fn brief(program: &str, rules: &Rules, ledger: &Ledger, ws: &Workspace) -> String {
+/// logs and the current best trainer, in at most about `max_bytes`: what does not fit is cut, the
+/// trainer's source last, then program.md, the history and the failures' logs, each with a note
+/// that says so.
+pub fn brief(
+    program: &str,
+    rules: &Rules,
+    ledger: &Ledger,
+    ws: &Workspace,
+    max_bytes: usize,
+) -> String {
     let (runs, idle) = device_prefixes(rules.device);
     let failures: Vec<String> = ledger
         .records
@@ -49,7 +60,29 @@ pub fn brief(program: &str, rules: &Rules, ledger: &Ledger, ws: &Workspace) -> S
             format!("#{}:\n{}", r.seq, tail(&log, FAILURE_LOG_LINES))
         })
         .collect();
+    let failures = if failures.is_empty() {
+        "none".into()
+    } else {
+        failures.join("\n\n")
+    };
+    let running = if rules.running.is_empty() {
+        "none".into()
+    } else {
+        rules.running.join("\n")
+    };
     let source = ws.read_file(SOURCE).unwrap_or_default();
+    let history = history(&ledger.records, rules.noise);
+    let fixed = 1200 + running.len();
+    let mut room = max_bytes.saturating_sub(fixed);
+    let mut fit = |text: &str, what: &str| {
+        let kept = cut(text, room, what);
+        room = room.saturating_sub(kept.len());
+        kept
+    };
+    let source = fit(&source, "the trainer (read_file shows the rest)");
+    let program = fit(program, "program.md");
+    let history = fit(&history, "the history (the `history` tool shows it)");
+    let failures = fit(&failures, "the failures' logs");
     format!(
         "# Experiment #{experiment}\n\n# Research program\n\n{program}\n\n# Rules\n\nTraining budget: {budget} s of wall-clock \
          training per experiment. This machine trains on {device}: the trainer runs its {config} \
@@ -63,18 +96,22 @@ pub fn brief(program: &str, rules: &Rules, ledger: &Ledger, ws: &Workspace) -> S
         budget = rules.budget,
         device = rules.device.device(),
         config = rules.device.name().to_uppercase(),
-        history = history(&ledger.records, rules.noise),
-        failures = if failures.is_empty() {
-            "none".into()
-        } else {
-            failures.join("\n\n")
-        },
-        running = if rules.running.is_empty() {
-            "none".into()
-        } else {
-            rules.running.join("\n")
-        },
     )
+}
+
+/// `text`, or as many of its first lines as fit in `room` bytes and a note of what was cut.
+pub fn cut(text: &str, room: usize, what: &str) -> String {
+    if text.len() <= room {
+        return text.to_string();
+    }
+    let note =
+        |cut: usize| format!("[... {cut} more bytes of {what} cut to fit the model's context]");
+    let mut end = room.saturating_sub(note(text.len()).len() + 1);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let end = text[..end].rfind('\n').map_or(0, |n| n + 1);
+    format!("{}{}", &text[..end], note(text.len() - end))
 }
 
 /// The run so far for the agent: the tallies, the keep rule with the noise floor in force, the
@@ -244,7 +281,7 @@ mod tests {
             device: Profile::Cpu,
             running: vec!["#7 CPU_LR 0.25 -> 0.5".into()],
         };
-        let text = brief("be bold", &rules, &ledger, &ws);
+        let text = brief("be bold", &rules, &ledger, &ws, usize::MAX);
         assert!(text.starts_with("# Experiment #8\n"), "{text}");
         assert!(
             text.contains("Running now on other workers (do not propose these again)\n\n#7 CPU_LR 0.25 -> 0.5\n"),
@@ -256,5 +293,44 @@ mod tests {
         );
         assert_eq!(text.matches("Noise floor").count(), 1, "{text}");
         assert!(!text.contains("1.987654"), "{text}");
+    }
+
+    #[test]
+    fn a_brief_too_long_is_cut_with_notes_the_source_first_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ledger = Ledger::open(&dir.path().join("run")).unwrap();
+        for r in records() {
+            ledger.append(r).unwrap();
+        }
+        let source = "fn main() {}\n".repeat(200);
+        std::fs::create_dir_all(dir.path().join("crates/train/src")).unwrap();
+        std::fs::write(dir.path().join(SOURCE), &source).unwrap();
+        let ws = Workspace::new(dir.path());
+        let rules = Rules {
+            experiment: 3,
+            budget: 300.0,
+            noise: noise(),
+            device: Profile::Cpu,
+            running: Vec::new(),
+        };
+        let program = "be bold\n".repeat(500);
+        let whole = brief(&program, &rules, &ledger, &ws, usize::MAX);
+        assert!(whole.contains(&source) && !whole.contains("cut to fit"));
+        let fitted = brief(&program, &rules, &ledger, &ws, 5000);
+        assert!(fitted.len() <= 5000, "{} bytes", fitted.len());
+        assert!(fitted.contains(&source), "the source comes first: {fitted}");
+        assert!(
+            fitted.contains("more bytes of program.md cut to fit"),
+            "{fitted}"
+        );
+        assert!(
+            fitted.contains("of the history (the `history` tool shows it) cut"),
+            "{fitted}"
+        );
+        let tiny = brief(&program, &rules, &ledger, &ws, 1500);
+        assert!(
+            tiny.contains("more bytes of the trainer (read_file shows the rest) cut"),
+            "{tiny}"
+        );
     }
 }

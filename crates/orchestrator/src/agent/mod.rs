@@ -2,10 +2,12 @@
 //! offline search. Both edit the working tree through `tools::Workspace`.
 
 mod brief;
+mod endpoint;
 mod offline;
 mod openai;
 
 pub use brief::{Rules, brief, history};
+pub use endpoint::{Endpoint, EndpointError};
 pub use offline::OfflineAgent;
 pub use openai::OpenAiAgent;
 
@@ -20,10 +22,13 @@ use crate::tools::Workspace;
 
 /// One proposed change, already applied to the working tree.
 pub struct Proposal {
-    /// One line for the logs and the commit message.
+    /// One line for the logs and the commit message; why, when it is not finished.
     pub description: String,
     /// LLM tokens spent on it.
     pub tokens: u64,
+    /// The agent called it done. An unfinished one (the LLM stopped calling tools, ran out of
+    /// rounds or time, or its endpoint failed) is recorded as such and not run.
+    pub finished: bool,
 }
 
 pub enum Agent {
@@ -46,6 +51,15 @@ impl Agent {
         })
     }
 
+    /// Ready to propose: an LLM's endpoint checked and its context learned (see
+    /// `OpenAiAgent::connect`).
+    pub async fn connect(&mut self) -> Result<()> {
+        match self {
+            Agent::OpenAi(agent) => agent.connect().await,
+            Agent::Offline(_) => Ok(()),
+        }
+    }
+
     /// The agent of one more worker.
     pub fn for_another_worker(&self) -> Agent {
         match self {
@@ -54,15 +68,15 @@ impl Agent {
         }
     }
 
-    /// A change for experiment `seq`, made in `ws`.
+    /// A change for experiment `seq`, made in `ws`; `brief(max_bytes)` is what an LLM is told.
     pub async fn propose(
         &mut self,
         seq: u64,
-        brief: impl FnOnce() -> String,
+        brief: &dyn Fn(usize) -> String,
         ws: &Workspace,
     ) -> Result<Proposal> {
         match self {
-            Agent::OpenAi(agent) => agent.propose(brief(), ws).await,
+            Agent::OpenAi(agent) => agent.propose(brief, ws).await,
             Agent::Offline(agent) => offline(agent).propose(seq, ws),
         }
     }

@@ -141,6 +141,7 @@ impl OfflineAgent {
             return Ok(Proposal {
                 description: description.join(", "),
                 tokens: 0,
+                finished: true,
             });
         }
         bail!("the offline search has tried every nearby setting; connect an LLM for new ideas")

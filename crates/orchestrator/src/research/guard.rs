@@ -22,7 +22,9 @@ pub(super) fn before_build(
 ) -> Result<Option<Decision>> {
     let pending = &experiment.pending;
     let outside = w.changed_outside(&s.base)?;
-    let decision = if !outside.is_empty() {
+    let decision = if let Some(why) = &experiment.unfinished {
+        Some(Decision::Crash(Failure::Unfinished(why.clone())))
+    } else if !outside.is_empty() {
         Some(Decision::Crash(Failure::Refused(outside.join(", "))))
     } else if pending.seq > 0 {
         decide::cosmetic(&w.git.editable_changes(&pending.parent, &pending.commit)?)

@@ -74,6 +74,8 @@ struct Experiment {
     /// program.md changed since the previous experiment.
     program_changed: bool,
     build_seconds: f64,
+    /// Why the agent's proposal ended without a change to run (see `agent::Proposal`).
+    unfinished: Option<String>,
 }
 
 /// How an experiment ends, with the rule or the failure that decided it.
@@ -107,6 +109,8 @@ enum Failure {
     Refused(String),
     #[error("breaks the trainer's rule tests (crates/train/rules.rs); see its log")]
     Rules,
+    #[error("the agent's proposal did not finish: {0}")]
+    Unfinished(String),
     #[error(transparent)]
     Trial(#[from] TrialFailure),
 }

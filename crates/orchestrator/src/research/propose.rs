@@ -22,6 +22,7 @@ pub(super) async fn next(s: &Session, w: &mut Worker, next: &Next) -> Result<Opt
         w.progress
             .println("program.md changed; this experiment uses the new text");
     }
+    let mut unfinished = None;
     let pending = match next {
         Next::Resume(p) | Next::Reapplied(p) => {
             let what = match next {
@@ -45,7 +46,10 @@ pub(super) async fn next(s: &Session, w: &mut Worker, next: &Next) -> Result<Opt
             }
         }
         Next::Propose(seq) => match ask_agent(s, w, *seq, &program).await? {
-            Some(pending) => pending,
+            Some((pending, why)) => {
+                unfinished = why;
+                pending
+            }
             None => return Ok(None),
         },
     };
@@ -59,17 +63,18 @@ pub(super) async fn next(s: &Session, w: &mut Worker, next: &Next) -> Result<Opt
         pending,
         program_changed,
         build_seconds: 0.0,
+        unfinished,
     }))
 }
 
 /// The agent's change on top of the best commit as it is now, committed; None when it changed
-/// nothing.
+/// nothing. An unfinished proposal comes with why, and its pending is the parent itself.
 async fn ask_agent(
     s: &Session,
     w: &mut Worker,
     seq: u64,
     program: &str,
-) -> Result<Option<Pending>> {
+) -> Result<Option<(Pending, Option<String>)>> {
     w.progress.phase("thinking");
     let started = Instant::now();
     let parent = s
@@ -93,14 +98,33 @@ async fn ask_agent(
     let Proposal {
         description,
         tokens,
+        finished,
     } = w
         .agent
         .propose(
             seq,
-            || agent::brief(program, &rules, &s.ledger(), &w.ws),
+            &|max_bytes| agent::brief(program, &rules, &s.ledger(), &w.ws, max_bytes),
             &w.ws,
         )
         .await?;
+    let pending = |commit: String, description: String| Pending {
+        seq,
+        commit,
+        parent: parent.clone(),
+        description,
+        think_seconds: started.elapsed().as_secs_f64(),
+        agent_tokens: tokens,
+    };
+    if !finished {
+        // Recorded, not run: the night goes on, and the record says why.
+        w.progress
+            .println(&format!("{}#{seq} not run: {description}", w.name));
+        w.git.reset_to(&parent)?;
+        return Ok(Some((
+            pending(parent.clone(), description.clone()),
+            Some(description),
+        )));
+    }
     let Some(commit) = w.git.commit_editable(&description)? else {
         let mut state = s.state();
         state.empty_proposals += 1;
@@ -113,12 +137,5 @@ async fn ask_agent(
         return Ok(None);
     };
     s.state().empty_proposals = 0;
-    Ok(Some(Pending {
-        seq,
-        commit,
-        parent,
-        description,
-        think_seconds: started.elapsed().as_secs_f64(),
-        agent_tokens: tokens,
-    }))
+    Ok(Some((pending(commit, description), None)))
 }

@@ -35,6 +35,7 @@ pub(super) async fn append(
         pending,
         program_changed,
         build_seconds,
+        ..
     } = experiment;
     if let (Decision::Crash(failure), 0) = (&trials.decision, seq) {
         let again = match failure {

@@ -104,6 +104,9 @@ impl Session {
         let base = base_commit(&git, &ledger, &pendings)?;
         cargo_build::fetch(&worktrees[0]).await?;
         let builder = Builder::new(sandbox.clone(), libtorch);
+        // First: a wrong key or model stops the run before anything is built.
+        let mut agent = Agent::new(&cfg, &builder)?;
+        agent.connect().await?;
         let first = ledger.records.first();
         if first.is_some_and(|r| r.pins.is_none()) {
             eprintln!(
@@ -129,7 +132,6 @@ impl Session {
         announce(&cfg, budget, limits, data.contract_hash(), &sandbox);
         let progress = Progress::new();
         let stop = Stop::on_ctrl_c();
-        let agent = Agent::new(&cfg, &builder)?;
         let several = worktrees.len() > 1;
         let workers = worktrees
             .into_iter()

@@ -6,7 +6,8 @@
 //! carries that brief, and is answered with experiment N's next reply. So the script holds
 //! whatever the number of workers whose conversations interleave. A proposal that changed
 //! nothing is proposed again under the same number: its second conversation takes the replies
-//! after its first's.
+//! after its first's. The orchestrator's start-up probe (a request without tools) is answered
+//! `ok` and counted apart.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -17,6 +18,7 @@ use std::time::{Duration, Instant};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::{Value, json};
 
@@ -32,8 +34,12 @@ pub struct Script {
     replies: BTreeMap<u64, VecDeque<Reply>>,
     /// Run just before answering experiment N's request number K (from 0).
     hooks: Vec<(u64, usize, Hook)>,
-    /// Every request, in the order they came.
+    /// Every request, in the order they came, the probes left out.
     pub requests: Vec<Value>,
+    /// Start-up probes answered.
+    pub probes: usize,
+    /// What the probe is answered instead of `ok`, when set (a wrong key, say).
+    pub probe_reply: Option<Reply>,
 }
 
 impl Script {
@@ -183,10 +189,20 @@ pub fn worktrees(run: &Path) -> Vec<PathBuf> {
     [vec![run.join("worktree")], others].concat()
 }
 
-async fn chat(
-    State(script): State<Arc<Mutex<Script>>>,
-    Json(request): Json<Value>,
-) -> (StatusCode, Json<Value>) {
+async fn chat(State(script): State<Arc<Mutex<Script>>>, Json(request): Json<Value>) -> Response {
+    let (status, body) = answer(script, request).await;
+    // A rate limit says when to come back, as OpenAI's does.
+    let retry_after = (status == StatusCode::TOO_MANY_REQUESTS).then_some([("retry-after", "1")]);
+    (status, retry_after, body).into_response()
+}
+
+async fn answer(script: Arc<Mutex<Script>>, request: Value) -> (StatusCode, Json<Value>) {
+    if request["tools"].is_null() {
+        let mut script = script.lock().unwrap();
+        script.probes += 1;
+        let (status, body) = script.probe_reply.clone().unwrap_or_else(|| content("ok"));
+        return (StatusCode::from_u16(status).unwrap(), Json(body));
+    }
     let Some(n) = experiment(&request) else {
         script.lock().unwrap().requests.push(request);
         return error("no `# Experiment #N` opens the brief");
@@ -212,6 +228,18 @@ fn error(message: &str) -> (StatusCode, Json<Value>) {
     (
         StatusCode::BAD_REQUEST,
         Json(json!({"error": {"message": message, "type": "invalid_request_error"}})),
+    )
+}
+
+/// An assistant turn of text only, calling no tool.
+pub fn content(text: &str) -> Reply {
+    (
+        200,
+        json!({
+            "id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": "scripted",
+            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
+            "usage": {"prompt_tokens": 90, "completion_tokens": 10, "total_tokens": 100},
+        }),
     )
 }
 
