@@ -121,7 +121,9 @@ fn landlock(cuda: bool) -> Result<String> {
 
 /// The directories libraries may be loaded from: libtorch's directory and its siblings (the
 /// Python wheels of CUDA's libraries sit beside torch), found from where libtorch is mapped, and
-/// the system's library directories with the loader's cache.
+/// the system's library directories with the loader's cache; and the CPU's description, which
+/// OpenMP and libtorch read to size their thread pools and pick kernels (denied, they chose
+/// others and an honest model scored 1e-9 apart from its unconfined score).
 fn library_dirs() -> Result<Vec<PathBuf>> {
     let maps = std::fs::read_to_string("/proc/self/maps").context("reading /proc/self/maps")?;
     let libtorch = maps
@@ -142,6 +144,8 @@ fn library_dirs() -> Result<Vec<PathBuf>> {
         "/usr/lib64",
         "/usr/local/lib",
         "/etc/ld.so.cache",
+        "/proc/cpuinfo",
+        "/sys/devices/system/cpu",
     ];
     Ok(std::iter::once(siblings)
         .chain(system.iter().map(Path::new))
