@@ -20,9 +20,8 @@ use std::process::Command;
 use common::llm::{Script, Server, edit, finish};
 use common::{SERIAL, Sandbox};
 
-/// The first line of the trainer's `export`, after which the attack's model is written instead.
-const EXPORT_FN: &str =
-    "fn export(model: &Gpt, vs: &mut nn::VarStore, path: &std::path::Path) -> Result<()> {";
+/// The trainer's export, which the attack's model replaces.
+const EXPORT: &str = "runtime::export(&mut vs, seq_len, |tokens| model.forward(tokens))?;";
 
 /// The attacks: a description, the Python run in the model's `forward` (with `logits` of shape
 /// (1, T, vocab) and the input `idx`), and what the record's reason must say.
@@ -85,18 +84,16 @@ torch.jit.script(M()).save({model:?})
     hex::encode(std::fs::read(&model).unwrap())
 }
 
-/// The trainer's `export`, made to write the model in `hex` instead of the one it trained.
+/// The trainer's export, made to write the model in `hex` instead of the one it trained.
 fn exporting(hex: &str) -> String {
     format!(
-        r#"{EXPORT_FN}
-    let hex = "{hex}";
-    let bytes: Vec<u8> = (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
-        .collect();
-    if !bytes.is_empty() {{
-        return Ok(std::fs::write(path, bytes)?);
-    }}"#
+        r#"let hex = "{hex}";
+        let bytes: Vec<u8> = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect();
+        let path = std::env::var_os(prepare::EXPORT_ENV).context("no export path")?;
+        std::fs::write(path, bytes)?;"#
     )
 }
 
@@ -112,7 +109,7 @@ fn exported_models_that_reach_past_their_input_are_refused_or_caught() {
     sandbox.git(&["add", "autoresearch.toml"]);
     sandbox.git(&["commit", "--quiet", "-m", "settings"]);
     let source = std::fs::read_to_string(sandbox.repo.join("crates/train/src/main.rs")).unwrap();
-    assert!(source.contains(EXPORT_FN), "the test edits {EXPORT_FN:?}");
+    assert!(source.contains(EXPORT), "the test edits {EXPORT:?}");
     let vocab = prepare::Dataset::open(&sandbox.data)
         .unwrap()
         .contract()
@@ -121,7 +118,7 @@ fn exported_models_that_reach_past_their_input_are_refused_or_caught() {
     let script = ATTACKS.iter().enumerate().map(|(i, (what, body, _))| {
         let hex = scripted(models.path(), i + 1, vocab, body);
         let seq = i as u64 + 1;
-        (seq, vec![edit(EXPORT_FN, &exporting(&hex)), finish(what)])
+        (seq, vec![edit(EXPORT, &exporting(&hex)), finish(what)])
     });
     let server = Server::start(Script::new(script));
     let out = sandbox.run_with_llm(&server, "scoring", ATTACKS.len() as u64 + 1, "sk-unused");
