@@ -1,6 +1,6 @@
 //! A stand-in trainer for driving the real loop quickly: a git repository that is a tiny Cargo
 //! workspace laid out like this one (`crates/train` with the bins `train` and `evaluate`, its
-//! rule tests in `src/tests.rs`, `program.md`, `Cargo.lock`) but with no dependency at all, so a
+//! rule tests in `rules.rs`, `program.md`, `Cargo.lock`) but with no dependency at all, so a
 //! build takes about a second and `cargo fetch` needs no network, plus `prepare`'s tiny dataset.
 //! Everything else is the real thing: git, the sandboxed cargo builds, the executor, the
 //! evaluator protocol (`--result-fd`), the ledger and the decisions.
@@ -95,7 +95,8 @@ CPU_KNOBS
 GPU_KNOBS
 
 #[cfg(test)]
-mod tests;
+#[path = "../rules.rs"]
+mod rules;
 
 /// The knobs of one configuration.
 #[derive(Debug, Clone, Copy)]
@@ -172,11 +173,6 @@ fn model_text(bpb: f64, seed: u64) -> String {
     format!("standin-model 1\nbpb {bpb:.9}\nseed {seed}\n")
 }
 
-/// The score in a model file's text (the evaluator, outside this directory, reads it alike).
-#[cfg(test)]
-fn model_bpb(text: &str) -> Option<f64> {
-    text.lines().find_map(|l| l.strip_prefix("bpb ")?.trim().parse().ok())
-}
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     match std::env::var(name) {
@@ -270,11 +266,16 @@ fn main() {
 }
 "##;
 
-/// The stand-in's rule tests, `crates/train/src/tests.rs`: real tests, run by the loop before a
+/// The stand-in's rule tests, `crates/train/rules.rs`: real tests, run by the loop before a
 /// change is kept (and so by every keep of these tests' runs).
 const RULE_TESTS: &str = r#"//! Rules the stand-in keeps whatever its tuning.
 
 use super::*;
+
+/// The score in a model file's text (the evaluator, outside this directory, reads it alike).
+fn model_bpb(text: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix("bpb ")?.trim().parse().ok())
+}
 
 #[test]
 fn the_score_is_finite_and_near_one_for_both_configurations() {
@@ -404,7 +405,7 @@ impl Standin {
             ("program.md", PROGRAM),
             ("crates/train/Cargo.toml", TRAIN_TOML),
             ("crates/train/src/main.rs", &trainer),
-            ("crates/train/src/tests.rs", RULE_TESTS),
+            ("crates/train/rules.rs", RULE_TESTS),
             ("crates/train/evaluate/main.rs", EVALUATOR),
         ] {
             std::fs::write(repo.join(path), text).unwrap();
