@@ -173,5 +173,8 @@ fn the_export_loads_as_the_evaluator_loads_it_and_computes_the_same_logits() {
     let traced = tch::no_grad(|| loaded.forward_ts(&[idx.copy()])).unwrap();
     assert_eq!(traced.size(), eager.size());
     let diff = (traced - eager).abs().max().double_value(&[]);
-    assert!(diff < 1e-4, "the exported model's logits differ from the model's by {diff}");
+    assert!(
+        diff < 1e-4,
+        "the exported model's logits differ from the model's by {diff}"
+    );
 }

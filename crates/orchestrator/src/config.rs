@@ -8,8 +8,8 @@ use prepare::Profile;
 use serde::Deserialize;
 
 use crate::executor::Limits;
-use crate::sandbox::Resources;
 use crate::ledger::Trial;
+use crate::sandbox::Resources;
 
 /// The LLM's model name when `--model` is not given (the trainer's variables are in `prepare`).
 pub const MODEL_ENV: &str = "AUTORESEARCH_MODEL";

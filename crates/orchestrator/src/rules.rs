@@ -58,8 +58,7 @@ pub fn tampered(worktree: &Path) -> Result<Option<String>> {
         .filter(|(_, w)| *w == declaration.as_slice())
         .map(|(at, _)| at)
         .collect::<Vec<_>>();
-    let attribute_before =
-        |at: usize| at > 0 && lines[at - 1].trim_start().starts_with("#[");
+    let attribute_before = |at: usize| at > 0 && lines[at - 1].trim_start().starts_with("#[");
     match declared.as_slice() {
         [at] if !attribute_before(*at) => {}
         _ => {
@@ -200,7 +199,11 @@ mod tests {
         write(&format!("fn main() {{}}\n#[cfg(any())]\n{DECLARATION}\n"));
         assert!(tampered(dir.path()).unwrap().is_some());
         write(&format!("fn main() {{}}\n{DECLARATION}\n"));
-        std::fs::write(src.join("model.rs"), "pub const FAST: bool = !cfg!(test);\n").unwrap();
+        std::fs::write(
+            src.join("model.rs"),
+            "pub const FAST: bool = !cfg!(test);\n",
+        )
+        .unwrap();
         let why = tampered(dir.path()).unwrap().unwrap();
         assert!(why.contains("model.rs"), "{why}");
     }

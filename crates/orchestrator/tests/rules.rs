@@ -62,7 +62,10 @@ fn a_keep_that_breaks_or_deletes_the_rule_tests_is_a_crash() {
             assert!(log.contains(word), "#{seq}'s log lacks {word:?}:\n{log}");
         }
     };
-    log_says(1, &["rule tests failed", "every_window_lies_within_the_context"]);
+    log_says(
+        1,
+        &["rule tests failed", "every_window_lies_within_the_context"],
+    );
     log_says(2, &["rule tests failed", "must include the rule tests"]);
     // The branch stays at the baseline.
     let head = sandbox.git(&["rev-parse", "autoresearch/rules"]);
