@@ -143,6 +143,8 @@ struct FileConfig {
     proposal_timeout: Option<f64>,
     /// Hours the LLM endpoint may keep failing before the run stops (resumable).
     outage_hours: Option<f64>,
+    /// Ask the LLM endpoint for streamed replies (server-sent events).
+    stream: Option<bool>,
     /// Compiler-error repair rounds per experiment.
     max_repairs: Option<u32>,
     /// Seconds the trainer may run past its budget (start-up, evaluation) before it is killed.
@@ -181,6 +183,8 @@ pub struct Config {
     pub proposal_timeout: f64,
     /// Seconds the LLM endpoint may keep failing before the run stops.
     pub outage: f64,
+    /// Streamed LLM replies, which a proposal's time bound can cut.
+    pub stream: bool,
     pub max_repairs: u32,
     pub grace: f64,
     pub noise_seeds: usize,
@@ -341,6 +345,7 @@ impl Config {
             context_tokens: value(context_tokens),
             proposal_timeout: value(proposal_timeout).unwrap_or(1800.0),
             outage: value(outage_hours).unwrap_or(2.0) * 3600.0,
+            stream: file.stream.unwrap_or(true),
             max_repairs: value(max_repairs).unwrap_or(3),
             grace: value(grace).unwrap_or(120.0),
             noise_seeds: value(noise_seeds).unwrap_or(3),

@@ -1,12 +1,14 @@
 //! The OpenAI-compatible endpoint, spoken to with plain HTTP and JSON: servers differ in their
 //! error bodies (llama.cpp sends `code` as a number, OpenAI as a string, vLLM puts the message at
 //! the top level), so a reply is read as `serde_json::Value` and an error body leniently, and the
-//! status and `Retry-After` are kept for the retry policy.
+//! status and `Retry-After` are kept for the retry policy. Replies are streamed where the
+//! `stream` setting says so (the default), which bounds a long reply by the proposal's time.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
+use super::stream::Assembly;
 use crate::text::one_line;
 
 #[derive(Clone)]
@@ -15,6 +17,41 @@ pub struct Endpoint {
     /// Ends in `/v1` (or wherever the server's chat completions live), without the slash.
     base_url: String,
     api_key: Option<String>,
+    stream: bool,
+}
+
+/// How long a request may take.
+#[derive(Clone, Copy, Debug)]
+pub struct Wait {
+    /// The longest wait for the reply to begin, or for its next part when streamed.
+    pub patience: Duration,
+    /// When the reply must have come.
+    pub deadline: Instant,
+}
+
+impl Wait {
+    pub fn at_most(limit: Duration) -> Wait {
+        Wait {
+            patience: limit,
+            deadline: Instant::now() + limit,
+        }
+    }
+
+    /// `step` within this wait. The deadline passing while a reply `arriving` is `OutOfTime`:
+    /// the server was answering, the time was ours.
+    async fn within<T>(
+        &self,
+        arriving: bool,
+        step: impl Future<Output = T>,
+    ) -> Result<T, EndpointError> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        let limit = left.min(self.patience);
+        match tokio::time::timeout(limit, step).await {
+            Ok(done) => Ok(done),
+            Err(_) if arriving && left <= self.patience => Err(EndpointError::OutOfTime),
+            Err(_) => Err(EndpointError::Timeout(limit)),
+        }
+    }
 }
 
 /// Why a request got no reply to use; the loop retries, shrinks the brief or gives up by it.
@@ -30,6 +67,9 @@ pub enum EndpointError {
     },
     #[error("no answer within {} s", .0.as_secs())]
     Timeout(Duration),
+    /// A streamed reply was still coming when its deadline came.
+    #[error("the reply was still coming when the time ran out")]
+    OutOfTime,
     #[error("could not reach the endpoint: {0}")]
     Transport(String),
     #[error("the endpoint answered something that is not JSON: {0}")]
@@ -42,7 +82,7 @@ impl EndpointError {
         match self {
             EndpointError::Status { status, .. } => *status == 429 || *status >= 500,
             EndpointError::Timeout(_) | EndpointError::Transport(_) => true,
-            EndpointError::Malformed(_) => false,
+            EndpointError::Malformed(_) | EndpointError::OutOfTime => false,
         }
     }
 
@@ -59,29 +99,51 @@ impl EndpointError {
 }
 
 impl Endpoint {
-    pub fn new(base_url: &str, api_key: Option<String>) -> Endpoint {
+    /// `stream`: ask for server-sent events (see `chat`).
+    pub fn new(base_url: &str, api_key: Option<String>, stream: bool) -> Endpoint {
         Endpoint {
             http: reqwest::Client::new(),
             base_url: base_url.trim_end_matches('/').to_string(),
             api_key,
+            stream,
         }
     }
 
-    /// POST `body` to chat/completions; the reply's JSON.
-    pub async fn chat(&self, body: &Value, timeout: Duration) -> Result<Value, EndpointError> {
+    /// POST `body` to chat/completions; the reply's JSON, the same whether it was streamed or
+    /// not. Streamed, the reply may take until `wait.deadline` as long as it keeps coming, and
+    /// one still coming then is cut (`OutOfTime`); unstreamed, it must come whole in one wait.
+    pub async fn chat(&self, body: &Value, wait: Wait) -> Result<Value, EndpointError> {
+        let mut body = body.clone();
+        body["stream"] = self.stream.into();
+        if self.stream {
+            body["stream_options"] = json!({"include_usage": true});
+        }
         let request = self
             .http
             .post(format!("{}/chat/completions", self.base_url))
-            .json(body)
-            .timeout(timeout);
-        self.send(request, timeout).await
+            .json(&body);
+        let response = wait.within(false, self.authorized(request).send()).await?;
+        let response = response.map_err(|e| self.transport(e))?;
+        let streamed = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .is_some_and(|t| t.as_bytes().starts_with(b"text/event-stream"));
+        if !streamed || !response.status().is_success() {
+            return self.json(response, wait).await;
+        }
+        self.assemble(response, wait).await
     }
 
     /// The model's context in tokens as the server states it: llama.cpp's `/v1/models` metadata
     /// (`meta.n_ctx`) or `/props`, vLLM's `max_model_len`. None when it says nothing.
     pub async fn context_tokens(&self, model: &str) -> Option<u64> {
-        let timeout = Duration::from_secs(30);
-        let get = |url: String| self.send(self.http.get(url).timeout(timeout), timeout);
+        let get = |url: String| async move {
+            let wait = Wait::at_most(Duration::from_secs(30));
+            let response = wait
+                .within(false, self.authorized(self.http.get(url)).send())
+                .await?;
+            self.json(response.map_err(|e| self.transport(e))?, wait).await
+        };
         if let Ok(models) = get(format!("{}/models", self.base_url)).await {
             let listed = models["data"].as_array().cloned().unwrap_or_default();
             let ours = listed
@@ -103,34 +165,59 @@ impl Endpoint {
         props["default_generation_settings"]["n_ctx"].as_u64()
     }
 
-    async fn send(
-        &self,
-        mut request: reqwest::RequestBuilder,
-        timeout: Duration,
-    ) -> Result<Value, EndpointError> {
-        if let Some(key) = &self.api_key {
-            request = request.bearer_auth(key);
+    fn authorized(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.api_key {
+            Some(key) => request.bearer_auth(key),
+            None => request,
         }
-        let transport = |e: reqwest::Error| {
-            if e.is_timeout() {
-                EndpointError::Timeout(timeout)
-            } else {
-                EndpointError::Transport(self.redact(&e.to_string()))
-            }
-        };
-        let response = request.send().await.map_err(transport)?;
+    }
+
+    /// A whole JSON body: the reply, or the error its status says.
+    async fn json(&self, response: reqwest::Response, wait: Wait) -> Result<Value, EndpointError> {
         let status = response.status().as_u16();
         let retry_after = response
             .headers()
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok()?.trim().parse().ok())
             .map(Duration::from_secs);
-        let text = response.text().await.map_err(transport)?;
+        let text = wait.within(false, response.text()).await?;
+        let text = text.map_err(|e| self.transport(e))?;
         let body: Option<Value> = serde_json::from_str(&text).ok();
         if (200..300).contains(&status) {
             return body.ok_or_else(|| EndpointError::Malformed(one_line(&text, 300)));
         }
-        let body = body.unwrap_or(Value::Null);
+        Err(self.error(status, retry_after, body.unwrap_or(Value::Null), &text))
+    }
+
+    /// A streamed reply's events, put together (see `stream::Assembly`).
+    async fn assemble(
+        &self,
+        mut response: reqwest::Response,
+        wait: Wait,
+    ) -> Result<Value, EndpointError> {
+        let mut reply = Assembly::default();
+        while !reply.done() {
+            let chunk = wait.within(true, response.chunk()).await?;
+            let Some(bytes) = chunk.map_err(|e| self.transport(e))? else {
+                break;
+            };
+            if let Err(event) = reply.feed(&bytes) {
+                let status = event["error"]["code"].as_u64().unwrap_or(500);
+                let status = u16::try_from(status).unwrap_or(500);
+                return Err(self.error(status, None, event.clone(), &event.to_string()));
+            }
+        }
+        Ok(reply.reply())
+    }
+
+    /// The error a body sent with `status` says, read whatever its shape.
+    fn error(
+        &self,
+        status: u16,
+        retry_after: Option<Duration>,
+        body: Value,
+        text: &str,
+    ) -> EndpointError {
         let error = if body["error"].is_object() {
             &body["error"]
         } else {
@@ -139,18 +226,22 @@ impl Endpoint {
         let message = [&error["message"], &body["error"], &body["detail"]]
             .into_iter()
             .find_map(Value::as_str)
-            .map_or_else(|| one_line(&text, 300), |m| one_line(m, 500));
+            .map_or_else(|| one_line(text, 300), |m| one_line(m, 500));
         let overflowed = error["type"] == "exceed_context_size_error"
             || error["code"] == "context_length_exceeded"
             || ["context length", "context size", "context window"]
                 .iter()
                 .any(|phrase| message.to_lowercase().contains(phrase));
-        Err(EndpointError::Status {
+        EndpointError::Status {
             status,
             message: self.redact(&message),
             overflow: overflowed.then(|| error["n_ctx"].as_u64()),
             retry_after,
-        })
+        }
+    }
+
+    fn transport(&self, e: reqwest::Error) -> EndpointError {
+        EndpointError::Transport(self.redact(&e.to_string()))
     }
 
     /// Error texts can quote request headers; the key never leaves this process.

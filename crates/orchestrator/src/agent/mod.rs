@@ -2,12 +2,15 @@
 //! offline search. Both edit the working tree through `tools::Workspace`.
 
 mod brief;
+mod conversation;
 mod endpoint;
 mod offline;
 mod openai;
+mod stream;
+mod toolbox;
 
 pub use brief::{Rules, brief, history};
-pub use endpoint::{Endpoint, EndpointError};
+pub use endpoint::{Endpoint, EndpointError, Wait};
 pub use offline::OfflineAgent;
 pub use openai::OpenAiAgent;
 
