@@ -1,4 +1,5 @@
-//! The LLM agent against a scripted server that fails in each way a real one does, one worker:
+//! The LLM agent against a scripted server that fails in each way a real one does, one worker,
+//! replies unstreamed (`stream = false`; tests/llm_agent.rs and llm_time.rs stream them):
 //!
 //! - #1 meets llama.cpp's context overflow (a numeric `code`, the context it has), a rate limit
 //!   with Retry-After and a 503, and still makes its change: the brief is rebuilt to the stated
@@ -8,7 +9,8 @@
 //! - #3's endpoint fails every attempt: recorded as an LLM failure with the server's message;
 //! - #4 runs as usual: the night went on.
 //!
-//! A wrong key stops the run at start, before the baseline.
+//! A wrong key (401) or a model the server does not have (404, as OpenAI and vLLM answer; llama.cpp
+//! answers any name, see tests/llm_real.rs) stops the run at start, before the baseline.
 
 mod common;
 
@@ -35,7 +37,7 @@ fn failing(status: u16, message: &str) -> (u16, Value) {
 fn every_failure_of_the_llm_is_survived_and_recorded() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let sandbox = Sandbox::new();
-    sandbox.crippled_baseline("grace = 60\nnoise_seeds = 1\n");
+    sandbox.crippled_baseline("grace = 60\nnoise_seeds = 1\nstream = false\n");
     let server = Server::start(Script::new([
         (
             1,
@@ -110,8 +112,8 @@ fn every_failure_of_the_llm_is_survived_and_recorded() {
         script
             .requests
             .iter()
-            .all(|r| r["max_tokens"].as_u64().is_some()),
-        "every request bounds its reply"
+            .all(|r| r["max_tokens"].as_u64().is_some() && r["stream"] == false),
+        "every request bounds its reply, and asks for it whole"
     );
     let brief = |r: &Value| r["messages"][1]["content"].as_str().unwrap().len();
     let first = script.requests_of(1);
@@ -140,19 +142,31 @@ fn every_failure_of_the_llm_is_survived_and_recorded() {
 }
 
 #[test]
-fn a_wrong_key_stops_the_run_before_the_baseline() {
+fn a_wrong_key_or_model_stops_the_run_before_the_baseline() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let sandbox = Sandbox::new();
-    let mut script = Script::new([]);
-    script.probe_reply = Some(failing(401, "Incorrect API key provided"));
-    let server = Server::start(script);
-    let out = sandbox.run_with_llm(&server, "key", 2, "sk-wrong");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(
-        stderr.contains("HTTP 401: Incorrect API key provided")
-            && stderr.contains("OPENAI_API_KEY"),
-        "{stderr}"
-    );
-    assert!(sandbox.records("key").is_empty(), "nothing ran");
+    let refusals = [
+        (failing(401, "Incorrect API key provided"), "HTTP 401: Incorrect API key provided"),
+        (
+            (
+                404,
+                json!({"error": {"message": "The model `scripted` does not exist or you do not have access to it.",
+                    "type": "invalid_request_error", "code": "model_not_found"}}),
+            ),
+            "HTTP 404: The model `scripted` does not exist",
+        ),
+    ];
+    for (refusal, said) in refusals {
+        let sandbox = Sandbox::new();
+        let mut script = Script::new([]);
+        script.probe_reply = Some(refusal);
+        let server = Server::start(script);
+        let out = sandbox.run_with_llm(&server, "refused", 2, "sk-wrong");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(
+            stderr.contains(said) && stderr.contains("OPENAI_API_KEY") && stderr.contains("--model"),
+            "{stderr}"
+        );
+        assert!(sandbox.records("refused").is_empty(), "nothing ran");
+    }
 }

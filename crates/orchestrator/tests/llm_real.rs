@@ -2,9 +2,13 @@
 //! serving SmolLM2-135M-Instruct, as scripts/setup-llm.sh installs them into .venv/ (see
 //! scripts/llm-server.py). They check shapes and outcomes, never the small model's words:
 //!
-//! - the protocol: the agent's client learns the context from the server, gets a reply with tools
-//!   offered, reads llama.cpp's context-overflow error (a numeric `code`) as an overflow with the
-//!   context it states, and a wrong URL as a misconfiguration; llama.cpp answers any model name;
+//! - the protocol: the agent's client learns the context from the server's model list; gets a
+//!   tool call back parsed, streamed and not (the model calls the tool it is offered when sampling
+//!   greedily and shown the `<tool_call>` block to write), and content-only replies that keep to
+//!   `max_tokens`; cuts a streamed reply still coming at its deadline; reads llama.cpp's
+//!   context-overflow error (a numeric `code`) as an overflow with the context it states, streamed
+//!   and not, and a wrong URL as a misconfiguration. llama.cpp answers any model name with its one
+//!   model, so a wrong name is not caught here (tests/llm_failures.rs covers a 404);
 //! - the loop: `--agent openai` with a 2,048-token context for two experiments: no request
 //!   overflows, each experiment is recorded whatever the model does, the run ends as asked.
 //!
@@ -16,11 +20,11 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{SERIAL, Sandbox};
-use orchestrator::agent::{Endpoint, EndpointError};
-use serde_json::json;
+use orchestrator::agent::{Endpoint, EndpointError, Wait};
+use serde_json::{Value, json};
 
 /// llama.cpp's server on a free port, killed when dropped.
 struct LlamaServer {
@@ -93,50 +97,83 @@ fn the_agents_client_speaks_to_llama_cpp() {
     let Some(server) = LlamaServer::start(2048) else {
         return;
     };
-    let endpoint = Endpoint::new(&server.base_url, None);
-    let minute = Duration::from_secs(60);
+    let whole = Endpoint::new(&server.base_url, None, false);
+    let streamed = Endpoint::new(&server.base_url, None, true);
+    let minute = || Wait::at_most(Duration::from_secs(60));
     runtime().block_on(async {
-        assert_eq!(endpoint.context_tokens("smollm2").await, Some(2048));
+        assert_eq!(whole.context_tokens("smollm2").await, Some(2048));
 
+        // The model calls the tool it is offered when sampling greedily and shown the block.
         let tools = json!([{"type": "function", "function": {"name": "read_file",
             "description": "Read a file", "parameters": {"type": "object",
             "properties": {"path": {"type": "string"}}, "required": ["path"]}}}]);
-        let ask = json!({"model": "smollm2", "max_tokens": 40, "tools": tools, "messages": [
-            {"role": "user", "content": "Read crates/train/src/main.rs with a <tool_call>."}]});
-        let reply = endpoint.chat(&ask, minute).await.unwrap();
-        let message = &reply["choices"][0]["message"];
-        assert!(
-            message["content"].is_string() || message["tool_calls"].is_array(),
-            "{reply:#}"
-        );
-        for call in message["tool_calls"].as_array().into_iter().flatten() {
-            assert!(call["function"]["name"].is_string(), "{call:#}");
-            assert!(call["function"]["arguments"].is_string(), "{call:#}");
+        let block = "<tool_call>\n{\"name\": \"read_file\", \"arguments\": {\"path\": \"crates/train/src/main.rs\"}}\n</tool_call>";
+        let ask = json!({"model": "smollm2", "max_tokens": 60, "temperature": 0, "tools": tools,
+            "messages": [{"role": "user", "content": format!("Reply with exactly this and nothing else:\n{block}")}]});
+        for endpoint in [&whole, &streamed] {
+            let reply = endpoint.chat(&ask, minute()).await.unwrap();
+            let choice = &reply["choices"][0];
+            let calls = choice["message"]["tool_calls"]
+                .as_array()
+                .unwrap_or_else(|| panic!("no tool call: {reply:#}"));
+            assert_eq!(calls.len(), 1, "{reply:#}");
+            assert_eq!(choice["finish_reason"], "tool_calls", "{reply:#}");
+            assert!(calls[0]["id"].is_string(), "{reply:#}");
+            assert_eq!(calls[0]["function"]["name"], "read_file", "{reply:#}");
+            let arguments: Value =
+                serde_json::from_str(calls[0]["function"]["arguments"].as_str().unwrap()).unwrap();
+            assert!(arguments["path"].is_string(), "{reply:#}");
+            assert!(reply["usage"]["total_tokens"].as_u64().unwrap() > 0);
         }
-        assert!(reply["usage"]["total_tokens"].as_u64().unwrap() > 0);
-        assert!(
-            reply["usage"]["completion_tokens"].as_u64().unwrap() <= 40,
-            "max_tokens holds: {reply:#}"
-        );
 
-        let long = "word ".repeat(4000);
+        // Content only, bounded by max_tokens.
+        let say = json!({"model": "smollm2", "max_tokens": 12,
+            "messages": [{"role": "user", "content": "Say something about the sea."}]});
+        for endpoint in [&whole, &streamed] {
+            let reply = endpoint.chat(&say, minute()).await.unwrap();
+            let message = &reply["choices"][0]["message"];
+            assert!(message["content"].is_string(), "{reply:#}");
+            assert!(message["tool_calls"].is_null(), "{reply:#}");
+            let written = reply["usage"]["completion_tokens"].as_u64().unwrap();
+            assert!(written <= 12, "max_tokens holds: {reply:#}");
+        }
+
+        // A streamed reply still coming at its deadline is cut then (`ignore_eos`, llama.cpp's
+        // own, makes it long: 1,500 tokens take half a minute here).
+        let long = json!({"model": "smollm2", "max_tokens": 1500, "ignore_eos": true,
+            "messages": [{"role": "user", "content": "Tell a long story."}]});
+        let started = Instant::now();
+        let wait = Wait {
+            patience: Duration::from_secs(60),
+            deadline: started + Duration::from_secs(2),
+        };
+        match streamed.chat(&long, wait).await {
+            Err(EndpointError::OutOfTime) => {}
+            other => panic!("not cut at its deadline: {other:?}"),
+        }
+        assert!(started.elapsed() < Duration::from_secs(15));
+
         let too_long = json!({"model": "smollm2", "max_tokens": 8,
-            "messages": [{"role": "user", "content": long}]});
-        match endpoint.chat(&too_long, minute).await {
-            Err(EndpointError::Status {
-                status: 400,
-                overflow: Some(Some(2048)),
-                ..
-            }) => {}
-            other => panic!("not an overflow stating 2048 tokens: {other:?}"),
+            "messages": [{"role": "user", "content": "word ".repeat(4000)}]});
+        for endpoint in [&whole, &streamed] {
+            match endpoint.chat(&too_long, minute()).await {
+                Err(EndpointError::Status {
+                    status: 400,
+                    overflow: Some(Some(2048)),
+                    ..
+                }) => {}
+                other => panic!("not an overflow stating 2048 tokens: {other:?}"),
+            }
         }
 
+        // llama.cpp serves its one model whatever the name asked for, so a wrong name is not
+        // caught here (tests/llm_failures.rs has a server answer 404, as OpenAI's and vLLM's do).
         let any_name = json!({"model": "no-such-model", "max_tokens": 2,
             "messages": [{"role": "user", "content": "hi"}]});
-        assert!(endpoint.chat(&any_name, minute).await.is_ok());
+        assert!(whole.chat(&any_name, minute()).await.is_ok());
 
-        let wrong = Endpoint::new(&format!("{}/nope", server.base_url), None);
-        let error = wrong.chat(&any_name, minute).await.unwrap_err();
+        let wrong = Endpoint::new(&format!("{}/nope", server.base_url), None, true);
+        let error = wrong.chat(&any_name, minute()).await.unwrap_err();
         assert!(error.misconfigured(), "{error:?}");
     });
 }

@@ -199,7 +199,7 @@ impl OpenAiAgent {
                 finished: true,
             },
             Turn::Gave(why) => Proposal {
-                description: why,
+                description: format!("{why} ({} tool calls made)", self.talk.done.len()),
                 tokens,
                 finished: false,
             },

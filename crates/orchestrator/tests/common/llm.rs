@@ -7,7 +7,9 @@
 //! whatever the number of workers whose conversations interleave. A proposal that changed
 //! nothing is proposed again under the same number: its second conversation takes the replies
 //! after its first's. The orchestrator's start-up probe (a request without tools) is answered
-//! `ok` and counted apart.
+//! `ok` and counted apart. A request that asks for a stream is answered with server-sent events
+//! as OpenAI's and llama.cpp's are: the content and each call's arguments in fragments of a few
+//! characters, the calls by index, then the usage and `[DONE]`.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -18,8 +20,10 @@ use std::time::{Duration, Instant};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use futures::StreamExt;
 use serde_json::{Value, json};
 
 /// An HTTP status and its JSON body.
@@ -34,6 +38,9 @@ pub struct Script {
     replies: BTreeMap<u64, VecDeque<Reply>>,
     /// Run just before answering experiment N's request number K (from 0).
     hooks: Vec<(u64, usize, Hook)>,
+    /// The wait before answering experiment N's request number K, or before each event of it
+    /// when streamed.
+    paces: Vec<(u64, usize, Duration)>,
     /// Every request, in the order they came, the probes left out.
     pub requests: Vec<Value>,
     /// Start-up probes answered.
@@ -63,6 +70,14 @@ impl Script {
         hook: impl FnOnce() + Send + 'static,
     ) -> Script {
         self.hooks.push((experiment, request, Box::new(hook)));
+        self
+    }
+
+    /// Answers experiment `experiment`'s request number `request` (from 0) after `pace`, or,
+    /// when it is streamed, sends the headers at once and each event after `pace`. The reply is
+    /// taken from the script when the request comes, so one the client gives up on is gone.
+    pub fn paced(mut self, experiment: u64, request: usize, pace: Duration) -> Script {
+        self.paces.push((experiment, request, pace));
         self
     }
 
@@ -190,45 +205,99 @@ pub fn worktrees(run: &Path) -> Vec<PathBuf> {
 }
 
 async fn chat(State(script): State<Arc<Mutex<Script>>>, Json(request): Json<Value>) -> Response {
-    let (status, body) = answer(script, request).await;
+    let streamed = request["stream"] == true;
+    let (status, body, pace) = answer(script, request).await;
+    if streamed && status == 200 {
+        return streamed_reply(&body, pace).into_response();
+    }
+    tokio::time::sleep(pace).await;
     // A rate limit says when to come back, as OpenAI's does.
-    let retry_after = (status == StatusCode::TOO_MANY_REQUESTS).then_some([("retry-after", "1")]);
-    (status, retry_after, body).into_response()
+    let retry_after = (status == 429).then_some([("retry-after", "1")]);
+    let status = StatusCode::from_u16(status).unwrap();
+    (status, retry_after, Json(body)).into_response()
 }
 
-async fn answer(script: Arc<Mutex<Script>>, request: Value) -> (StatusCode, Json<Value>) {
+/// The reply the script has for `request`, and the pace to send it at.
+async fn answer(script: Arc<Mutex<Script>>, request: Value) -> (u16, Value, Duration) {
     if request["tools"].is_null() {
         let mut script = script.lock().unwrap();
         script.probes += 1;
         let (status, body) = script.probe_reply.clone().unwrap_or_else(|| content("ok"));
-        return (StatusCode::from_u16(status).unwrap(), Json(body));
+        return (status, body, Duration::ZERO);
     }
     let Some(n) = experiment(&request) else {
         script.lock().unwrap().requests.push(request);
         return error("no `# Experiment #N` opens the brief");
     };
-    let hook = {
+    let (hook, k) = {
         let mut script = script.lock().unwrap();
         let k = script.requests_of(n).len();
         let at = script.hooks.iter().position(|(e, r, _)| (*e, *r) == (n, k));
-        at.map(|at| script.hooks.remove(at).2)
+        (at.map(|at| script.hooks.remove(at).2), k)
     };
     if let Some(hook) = hook {
         tokio::task::spawn_blocking(hook).await.unwrap();
     }
     let mut script = script.lock().unwrap();
     script.requests.push(request);
+    let pace = script
+        .paces
+        .iter()
+        .find(|(e, r, _)| (*e, *r) == (n, k))
+        .map_or(Duration::ZERO, |(_, _, pace)| *pace);
     match script.replies.get_mut(&n).and_then(VecDeque::pop_front) {
-        Some((status, body)) => (StatusCode::from_u16(status).unwrap(), Json(body)),
+        Some((status, body)) => (status, body, pace),
         None => error(&format!("script exhausted for experiment #{n}")),
     }
 }
 
-fn error(message: &str) -> (StatusCode, Json<Value>) {
+fn error(message: &str) -> (u16, Value, Duration) {
     (
-        StatusCode::BAD_REQUEST,
-        Json(json!({"error": {"message": message, "type": "invalid_request_error"}})),
+        400,
+        json!({"error": {"message": message, "type": "invalid_request_error"}}),
+        Duration::ZERO,
     )
+}
+
+/// `body`, a chat completion, as the events of a stream, each sent after `pace`.
+fn streamed_reply(
+    body: &Value,
+    pace: Duration,
+) -> Sse<impl futures::Stream<Item = Result<Event, std::convert::Infallible>> + use<>> {
+    let choice = &body["choices"][0];
+    let message = &choice["message"];
+    let delta = |delta: Value| json!({"choices": [{"index": 0, "delta": delta, "finish_reason": null}]});
+    let mut events = vec![delta(json!({"role": "assistant", "content": null}))];
+    for piece in fragments(message["content"].as_str().unwrap_or("")) {
+        events.push(delta(json!({"content": piece})));
+    }
+    for (index, call) in message["tool_calls"].as_array().into_iter().flatten().enumerate() {
+        let function = &call["function"];
+        events.push(delta(json!({"tool_calls": [{"index": index, "id": call["id"],
+            "type": "function", "function": {"name": function["name"], "arguments": ""}}]})));
+        for piece in fragments(function["arguments"].as_str().unwrap_or("")) {
+            events.push(delta(
+                json!({"tool_calls": [{"index": index, "function": {"arguments": piece}}]}),
+            ));
+        }
+    }
+    events.push(json!({"choices": [{"index": 0, "delta": {}, "finish_reason": choice["finish_reason"]}]}));
+    events.push(json!({"choices": [], "usage": body["usage"]}));
+    let data: Vec<String> = events
+        .iter()
+        .map(Value::to_string)
+        .chain(["[DONE]".to_string()])
+        .collect();
+    Sse::new(futures::stream::iter(data).then(move |data| async move {
+        tokio::time::sleep(pace).await;
+        Ok(Event::default().data(data))
+    }))
+}
+
+/// `text` in pieces of a few characters, as a model's tokens come.
+fn fragments(text: &str) -> Vec<String> {
+    let chars: Vec<char> = text.chars().collect();
+    chars.chunks(5).map(String::from_iter).collect()
 }
 
 /// An assistant turn of text only, calling no tool.
