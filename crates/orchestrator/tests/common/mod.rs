@@ -66,6 +66,11 @@ impl Sandbox {
         self.git(&["commit", "--quiet", "-am", "crippled baseline"]);
     }
 
+    /// Commits `settings` as the repository's autoresearch.toml.
+    pub fn settings(&self, settings: &str) {
+        commit_settings(&self.repo, settings);
+    }
+
     pub fn command(&self, args: &[&str]) -> Command {
         let target = std::env::current_exe()
             .unwrap()
@@ -114,6 +119,13 @@ impl Sandbox {
     pub fn worktree(&self, tag: &str) -> PathBuf {
         self.repo.join("runs").join(tag).join("worktree")
     }
+}
+
+/// Commits `settings` as `repo`'s autoresearch.toml.
+pub fn commit_settings(repo: &Path, settings: &str) {
+    std::fs::write(repo.join("autoresearch.toml"), settings).unwrap();
+    git(repo, &["add", "autoresearch.toml"]);
+    git(repo, &["commit", "--quiet", "-m", "settings"]);
 }
 
 pub fn git(repo: &Path, args: &[&str]) -> String {

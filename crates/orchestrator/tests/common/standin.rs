@@ -97,9 +97,7 @@ impl Standin {
 
     /// Commits `settings` as the repository's autoresearch.toml.
     pub fn settings(&self, settings: &str) {
-        std::fs::write(self.repo.join("autoresearch.toml"), settings).unwrap();
-        self.git(&["add", "autoresearch.toml"]);
-        self.git(&["commit", "--quiet", "-m", "settings"]);
+        crate::common::commit_settings(&self.repo, settings);
     }
 
     /// The orchestrator with `args`, on the stand-in, on the CPU configuration.
