@@ -131,7 +131,10 @@ fn every_failure_of_the_llm_is_survived_and_recorded() {
 fn a_wrong_key_or_model_stops_the_run_before_the_baseline() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let refusals = [
-        (failing(401, "Incorrect API key provided"), "HTTP 401: Incorrect API key provided"),
+        (
+            failing(401, "Incorrect API key provided"),
+            "HTTP 401: Incorrect API key provided",
+        ),
         (
             (
                 404,
@@ -150,7 +153,9 @@ fn a_wrong_key_or_model_stops_the_run_before_the_baseline() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success());
         assert!(
-            stderr.contains(said) && stderr.contains("OPENAI_API_KEY") && stderr.contains("--model"),
+            stderr.contains(said)
+                && stderr.contains("OPENAI_API_KEY")
+                && stderr.contains("--model"),
             "{stderr}"
         );
         assert!(sandbox.records("refused").is_empty(), "nothing ran");

@@ -124,5 +124,9 @@ fn a_slow_endpoint_is_retried_cut_at_the_proposals_time_and_an_outage_ends_the_n
             .contains("without a usable tool call"),
         "{third:#?}"
     );
-    assert_eq!(server.script.lock().unwrap().probes, 2, "a probe each start");
+    assert_eq!(
+        server.script.lock().unwrap().probes,
+        2,
+        "a probe each start"
+    );
 }

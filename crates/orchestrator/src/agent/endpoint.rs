@@ -30,6 +30,7 @@ pub struct Wait {
 }
 
 impl Wait {
+    /// The reply within `limit`, whole.
     pub fn at_most(limit: Duration) -> Wait {
         Wait {
             patience: limit,
@@ -142,7 +143,8 @@ impl Endpoint {
             let response = wait
                 .within(false, self.authorized(self.http.get(url)).send())
                 .await?;
-            self.json(response.map_err(|e| self.transport(e))?, wait).await
+            self.json(response.map_err(|e| self.transport(e))?, wait)
+                .await
         };
         if let Ok(models) = get(format!("{}/models", self.base_url)).await {
             let listed = models["data"].as_array().cloned().unwrap_or_default();

@@ -105,7 +105,11 @@ impl OpenAiAgent {
         );
         let probe = json!({"model": self.model, "max_tokens": 1,
             "messages": [{"role": "user", "content": "Say ok."}]});
-        match self.endpoint.chat(&probe, Wait::at_most(REQUEST_TIMEOUT)).await {
+        match self
+            .endpoint
+            .chat(&probe, Wait::at_most(REQUEST_TIMEOUT))
+            .await
+        {
             Ok(_) => Ok(()),
             Err(e) if e.misconfigured() => bail!(
                 "the LLM endpoint refused the model {:?}: {e}. Check OPENAI_BASE_URL, \

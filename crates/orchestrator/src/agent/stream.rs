@@ -72,7 +72,11 @@ impl Assembly {
         if let Some(text) = choice["delta"]["content"].as_str() {
             self.content.push_str(text);
         }
-        for fragment in choice["delta"]["tool_calls"].as_array().into_iter().flatten() {
+        for fragment in choice["delta"]["tool_calls"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
             self.call_fragment(fragment);
         }
         Ok(())

@@ -273,22 +273,32 @@ fn streamed_reply(
 ) -> Sse<impl futures::Stream<Item = Result<Event, std::convert::Infallible>> + use<>> {
     let choice = &body["choices"][0];
     let message = &choice["message"];
-    let delta = |delta: Value| json!({"choices": [{"index": 0, "delta": delta, "finish_reason": null}]});
+    let delta =
+        |delta: Value| json!({"choices": [{"index": 0, "delta": delta, "finish_reason": null}]});
     let mut events = vec![delta(json!({"role": "assistant", "content": null}))];
     for piece in fragments(message["content"].as_str().unwrap_or("")) {
         events.push(delta(json!({"content": piece})));
     }
-    for (index, call) in message["tool_calls"].as_array().into_iter().flatten().enumerate() {
+    for (index, call) in message["tool_calls"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
         let function = &call["function"];
-        events.push(delta(json!({"tool_calls": [{"index": index, "id": call["id"],
-            "type": "function", "function": {"name": function["name"], "arguments": ""}}]})));
+        events.push(delta(
+            json!({"tool_calls": [{"index": index, "id": call["id"],
+            "type": "function", "function": {"name": function["name"], "arguments": ""}}]}),
+        ));
         for piece in fragments(function["arguments"].as_str().unwrap_or("")) {
             events.push(delta(
                 json!({"tool_calls": [{"index": index, "function": {"arguments": piece}}]}),
             ));
         }
     }
-    events.push(json!({"choices": [{"index": 0, "delta": {}, "finish_reason": choice["finish_reason"]}]}));
+    events.push(
+        json!({"choices": [{"index": 0, "delta": {}, "finish_reason": choice["finish_reason"]}]}),
+    );
     events.push(json!({"choices": [], "usage": body["usage"]}));
     let data: Vec<String> = events
         .iter()
