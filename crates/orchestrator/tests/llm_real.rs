@@ -10,7 +10,8 @@
 //!   and not, and a wrong URL as a misconfiguration. llama.cpp answers any model name with its one
 //!   model, so a wrong name is not caught here (tests/llm_failures.rs covers a 404);
 //! - the loop: `--agent openai` with a 2,048-token context for two experiments: no request
-//!   overflows, each experiment is recorded whatever the model does, the run ends as asked.
+//!   overflows, each experiment is recorded whatever the model does (printed: the tool calls it
+//!   made and how the proposal ended), the run ends as asked.
 //!
 //! Where setup could not install the wheels they skip, printing why (.venv/llm-unavailable);
 //! anywhere else a missing server is a failure.
@@ -34,8 +35,9 @@ struct LlamaServer {
 }
 
 impl LlamaServer {
-    /// None (after saying why) where setup recorded that the wheels cannot install here.
-    fn start(context: u64) -> Option<LlamaServer> {
+    /// None (after saying why) where setup recorded that the wheels cannot install here. Its log
+    /// is named after the `test`.
+    fn start(context: u64, test: &str) -> Option<LlamaServer> {
         let venv = prepare::workspace_root().join(".venv");
         let python = venv.join("bin/python");
         let installed = Command::new(&python)
@@ -49,8 +51,7 @@ impl LlamaServer {
             eprintln!("SKIPPED: no llama.cpp server here: {why}");
             return None;
         }
-        let log =
-            std::env::temp_dir().join(format!("llm-real-{}-{context}.log", std::process::id()));
+        let log = std::env::temp_dir().join(format!("llm-real-{}-{test}.log", std::process::id()));
         let mut child = Command::new(python)
             .arg(prepare::workspace_root().join("scripts/llm-server.py"))
             .args(["--port", "0", "--ctx", &context.to_string()])
@@ -94,7 +95,7 @@ fn runtime() -> tokio::runtime::Runtime {
 #[test]
 fn the_agents_client_speaks_to_llama_cpp() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(server) = LlamaServer::start(2048) else {
+    let Some(server) = LlamaServer::start(2048, "protocol") else {
         return;
     };
     let whole = Endpoint::new(&server.base_url, None, false);
@@ -181,7 +182,7 @@ fn the_agents_client_speaks_to_llama_cpp() {
 #[test]
 fn a_night_on_a_small_local_model_goes_on_whatever_it_says() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(server) = LlamaServer::start(2048) else {
+    let Some(server) = LlamaServer::start(2048, "night") else {
         return;
     };
     let sandbox = Sandbox::new();
