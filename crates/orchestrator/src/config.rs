@@ -29,6 +29,21 @@ pub enum Command {
     Run(RunArgs),
     /// Summarise a run and draw runs/<tag>/progress.png.
     Report(ReportArgs),
+    /// Serve a run's live dashboard: a web page, and its JSON under /api/ (docs/orchestrator.md).
+    Dashboard(DashboardArgs),
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct DashboardArgs {
+    /// The run to show (default: today's tag, e.g. nov22).
+    #[arg(long)]
+    pub tag: Option<String>,
+    /// Where to serve it, IP:PORT.
+    #[arg(long, default_value = crate::dashboard::DEFAULT_ADDR)]
+    pub addr: String,
+    /// Allow an address other machines can reach (the page has no password).
+    #[arg(long)]
+    pub public: bool,
 }
 
 #[derive(clap::Args, Debug, Default, Clone)]
@@ -77,6 +92,12 @@ pub struct RunArgs {
     /// Where trials run: `local` (this machine) or `slurm` (a job each, see docs/slurm.md).
     #[arg(long, value_enum)]
     pub executor: Option<ExecutorKind>,
+    /// Serve the live dashboard at this address during the run, e.g. 127.0.0.1:8080.
+    #[arg(long, value_name = "ADDR")]
+    pub dashboard: Option<String>,
+    /// Allow `--dashboard` on an address other machines can reach (the page has no password).
+    #[arg(long)]
+    pub public: bool,
 }
 
 #[derive(ValueEnum, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -203,6 +224,8 @@ pub struct Config {
     pub slurm: SlurmSettings,
     /// What each jail may consume (autoresearch.toml's `[limits]`).
     pub resources: Resources,
+    /// Where to serve the live dashboard during the run (`--dashboard`), checked.
+    pub dashboard: Option<std::net::SocketAddr>,
 }
 
 impl Config {
@@ -323,6 +346,11 @@ impl Config {
                 gpus.join(",")
             );
         }
+        let dashboard = args
+            .dashboard
+            .as_deref()
+            .map(|addr| crate::dashboard::address(addr, args.public))
+            .transpose()?;
         Ok(Config {
             repo: repo.to_path_buf(),
             tag: args.tag.or(file.tag).unwrap_or_else(default_tag),
@@ -356,6 +384,7 @@ impl Config {
             executor,
             slurm: file.slurm.unwrap_or_default(),
             resources,
+            dashboard,
         })
     }
 

@@ -394,43 +394,9 @@ impl Ledger {
         (reruns, all)
     }
 
-    /// The experiments under way when the run stopped, by number: `pending/<seq>.json`, one per
-    /// experiment in flight (and `pending.json`, where runs before workers kept their one). Each is
-    /// written atomically, so one that does not parse was changed by hand: the run stops rather
-    /// than forget the experiment.
+    /// The experiments under way when the run stopped, see [`read_pendings`].
     pub fn pendings(&self) -> Result<Vec<Pending>> {
-        let mut paths = vec![self.dir.join("pending.json")];
-        match fs::read_dir(self.pending_dir()) {
-            Ok(entries) => {
-                for entry in entries {
-                    let path = entry?.path();
-                    if path.extension().is_some_and(|e| e == "json") {
-                        paths.push(path);
-                    }
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e).context("reading the pending experiments"),
-        }
-        let mut pendings = Vec::new();
-        for path in paths {
-            match fs::read(&path) {
-                Ok(bytes) => {
-                    pendings.push(serde_json::from_slice::<Pending>(&bytes).map_err(|e| {
-                        anyhow::anyhow!(
-                            "{}: {e}; fix it, or remove it to drop the interrupted experiment, \
-                             then --resume",
-                            path.display()
-                        )
-                    })?)
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-            }
-        }
-        pendings.sort_by_key(|p| p.seq);
-        pendings.dedup_by_key(|p| p.seq);
-        Ok(pendings)
+        read_pendings(&self.dir)
     }
 
     /// Records `pending` as under way, until [`Ledger::clear_pending`].
@@ -496,6 +462,45 @@ pub fn read_records(dir: &Path) -> Result<Vec<Record>> {
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };
     Ok(parse(&path, &text)?.0)
+}
+
+/// The experiments under way in the run directory `dir` (or when the run stopped), by number:
+/// `pending/<seq>.json`, one per experiment in flight (and `pending.json`, where runs before
+/// workers kept their one). Each is written atomically, so one that does not parse was changed
+/// by hand: the run stops rather than forget the experiment.
+pub fn read_pendings(dir: &Path) -> Result<Vec<Pending>> {
+    let mut paths = vec![dir.join("pending.json")];
+    match fs::read_dir(dir.join("pending")) {
+        Ok(entries) => {
+            for entry in entries {
+                let path = entry?.path();
+                if path.extension().is_some_and(|e| e == "json") {
+                    paths.push(path);
+                }
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).context("reading the pending experiments"),
+    }
+    let mut pendings = Vec::new();
+    for path in paths {
+        match fs::read(&path) {
+            Ok(bytes) => {
+                pendings.push(serde_json::from_slice::<Pending>(&bytes).map_err(|e| {
+                    anyhow::anyhow!(
+                        "{}: {e}; fix it, or remove it to drop the interrupted experiment, \
+                         then --resume",
+                        path.display()
+                    )
+                })?)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+    pendings.sort_by_key(|p| p.seq);
+    pendings.dedup_by_key(|p| p.seq);
+    Ok(pendings)
 }
 
 /// The records of ledger text read from `path`, and the length of its whole lines. Only a last

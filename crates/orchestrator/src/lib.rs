@@ -54,6 +54,9 @@ pub mod ledger;
 /// The morning report: the summary and `progress.png`.
 pub mod report;
 
+/// The live dashboard: a web page and its JSON, read from the run's records.
+pub mod dashboard;
+
 /// The status line on stderr.
 pub mod progress;
 

@@ -1,5 +1,6 @@
 //! `cargo run --release -p orchestrator [-- --tag T --time-budget S --max-experiments N --resume]`
 //! `cargo run --release -p orchestrator -- report [--tag T] [--json]`
+//! `cargo run --release -p orchestrator -- dashboard [--tag T] [--addr 127.0.0.1:8080] [--public]`
 
 use anyhow::Result;
 use clap::Parser;
@@ -12,6 +13,7 @@ async fn main() -> Result<()> {
     let repo = Git::toplevel(&std::env::current_dir()?)?;
     match cli.command {
         Some(Command::Report(args)) => orchestrator::report::run(&args, &repo),
+        Some(Command::Dashboard(args)) => orchestrator::dashboard::serve(&args, &repo).await,
         Some(Command::Run(args)) => {
             orchestrator::research::run(Config::resolve(args, &repo)?).await
         }

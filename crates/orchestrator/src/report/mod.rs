@@ -2,7 +2,7 @@
 //! `runs/<tag>/progress.png` beside its records.
 
 mod plot;
-mod summary;
+pub(crate) mod summary;
 
 use std::fs;
 use std::path::Path;
@@ -41,7 +41,8 @@ pub fn run(args: &ReportArgs, repo: &Path) -> Result<()> {
     Ok(())
 }
 
-fn known_runs(runs: &Path) -> Vec<String> {
+/// The tags under `runs` that have records, for the messages that name a run not found.
+pub(crate) fn known_runs(runs: &Path) -> Vec<String> {
     let mut tags: Vec<String> = fs::read_dir(runs)
         .into_iter()
         .flatten()

@@ -67,7 +67,7 @@ pub struct HoldoutRow {
 }
 
 /// The best's val_bpb after each record, the latest keep's (None until the first scored keep).
-pub(super) fn running_best(records: &[Record]) -> Vec<Option<f64>> {
+pub(crate) fn running_best(records: &[Record]) -> Vec<Option<f64>> {
     let mut best: Option<f64> = None;
     records
         .iter()
@@ -76,6 +76,18 @@ pub(super) fn running_best(records: &[Record]) -> Vec<Option<f64>> {
                 best = r.val_bpb;
             }
             best
+        })
+        .collect()
+}
+
+/// The noise floor in force at each record: the latest one recorded so far.
+pub(crate) fn running_sigma(records: &[Record]) -> Vec<Option<f64>> {
+    let mut sigma = None;
+    records
+        .iter()
+        .map(|r| {
+            sigma = r.sigma.or(sigma);
+            sigma
         })
         .collect()
 }

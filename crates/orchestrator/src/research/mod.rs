@@ -23,6 +23,14 @@ use session::{Session, Worker};
 use trials::Trials;
 
 pub async fn run(cfg: Config) -> Result<()> {
+    if let Some(addr) = cfg.dashboard {
+        let run = crate::dashboard::Run {
+            repo: cfg.repo.clone(),
+            tag: cfg.tag.clone(),
+        };
+        // Served until the process ends; a port in use stops the run before anything starts.
+        crate::dashboard::start(addr, run).await?;
+    }
     let (session, workers) = Session::start(cfg).await?;
     // The first error ends the run: the other workers' experiments stay pending for --resume.
     futures::future::try_join_all(workers.into_iter().map(|w| work(&session, w))).await?;

@@ -1,0 +1,275 @@
+// The dashboard's page: everything it shows comes from the server-sent events of /api/events
+// (the JSON of /api/experiments and /api/live, pushed on every change). Text from the run (the
+// agent's descriptions, logs, diffs) is only ever set as textContent, never as HTML.
+"use strict";
+
+const $ = (selector) => document.querySelector(selector);
+const COLORS = { keep: "#2ca02c", discard: "#999999", stale: "#999999", crash: "#d62728", best: "#1f77b4" };
+const RUN_COLORS = ["#1f77b4", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"];
+
+const state = { experiments: null, live: null, open: null, tab: "diff", progress: null, flights: new Map() };
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (key === "class") node.className = value;
+    else if (key.startsWith("data-")) node.setAttribute(key, value);
+    else node[key] = value;
+  }
+  for (const child of children) node.append(child instanceof Node ? child : String(child ?? ""));
+  return node;
+}
+
+const fixed = (v, digits = 6) => (v == null ? "-" : v.toFixed(digits));
+const signed = (v, digits = 6) => (v == null ? "-" : (v > 0 ? "+" : "") + v.toFixed(digits));
+const count = (v) => (v == null ? "-" : v.toLocaleString("en-US"));
+function hours(seconds) {
+  if (seconds == null) return "-";
+  return seconds >= 3600 ? (seconds / 3600).toFixed(1) + " h" : seconds >= 60 ? (seconds / 60).toFixed(1) + " min" : seconds.toFixed(0) + " s";
+}
+
+// --- totals: where the night stands, and what it spent ---------------------------------------
+
+function renderTotals(data) {
+  const s = data.summary;
+  const gain = s.improvement_pct == null ? "" : ` (${signed(-s.improvement_pct, 2)}%)`;
+  const cost = s.cost_usd == null ? null : "$" + s.cost_usd.toFixed(2);
+  const items = [
+    ["experiments", s.experiments, `${s.keeps} kept, ${s.discards} discarded, ${s.crashes} crashed`],
+    ["best val_bpb", fixed(s.best_bpb), `baseline ${fixed(s.baseline_bpb)}${gain}`],
+    ["noise floor σ", fixed(s.sigma), "val_bpb between runs of one program"],
+    ["budget per run", data.budget_seconds == null ? "-" : hours(data.budget_seconds), "training seconds"],
+    ["training", hours(s.training_seconds), `+ ${hours(s.overhead_seconds)} building, starting, evaluating`],
+    ["thinking", hours(s.think_seconds), "the agent's proposals"],
+    [cost == null ? "agent tokens" : "cost", cost ?? count(s.agent_tokens), cost == null ? "no prices recorded" : `${count(s.agent_tokens)} tokens`],
+  ];
+  $("#totals").replaceChildren(...items.map(([name, value, note]) =>
+    el("div", { "data-total": name }, el("span", {}, name), el("b", {}, value), el("span", {}, note))));
+}
+
+// --- the progress plot: every experiment, the best so far and its noise band ------------------
+
+function progressData(rows) {
+  const scored = rows.map((r) => r.val_bpb).filter((v) => v != null);
+  const kept = rows.filter((r) => r.status === "keep" && r.val_bpb != null).map((r) => r.val_bpb);
+  const low = Math.min(...scored), highKept = kept.length ? Math.max(...kept) : Math.max(...scored);
+  const sigma = Math.max(0, ...rows.map((r) => r.noise_sigma ?? 0));
+  // Far-off discards would squash the part that matters: they, and crashes, sit on the top edge.
+  const span = Math.max(highKept - low, 4 * sigma, 1e-4 * Math.abs(highKept), 1e-6);
+  const top = Math.min(Math.max(...scored), highKept + 0.6 * span) + 0.12 * span;
+  const edge = top - 0.03 * (top - low);
+  const only = (status) => rows.map((r) => (r.status === status || (status === "discard" && r.status === "stale")) && r.val_bpb != null ? Math.min(r.val_bpb, edge) : null);
+  const band = (sign) => rows.map((r) => (r.best_bpb == null || r.noise_sigma == null ? null : r.best_bpb + sign * 2 * r.noise_sigma));
+  return {
+    range: [low - 0.1 * span - 2 * sigma, top],
+    data: [
+      rows.map((r) => r.seq),
+      rows.map((r) => r.best_bpb),
+      band(+1),
+      band(-1),
+      only("keep"),
+      only("discard"),
+      rows.map((r) => (r.status === "crash" ? edge : null)),
+    ],
+  };
+}
+
+function points(label, color) {
+  return { label, stroke: color, fill: color, paths: () => null, points: { show: true, size: 7, fill: color, stroke: color } };
+}
+
+function renderProgress(rows) {
+  const box = $("#progress");
+  if (!rows.some((r) => r.val_bpb != null)) {
+    box.replaceChildren(el("p", { class: "quiet" }, "no score yet: the baseline is running"));
+    state.progress?.destroy();
+    state.progress = null;
+    return;
+  }
+  // Drawn anew on each record (one every few minutes): a hundred points take a millisecond.
+  const { range, data } = progressData(rows);
+  state.progress?.destroy();
+  box.replaceChildren();
+  const opts = {
+    width: box.clientWidth || 1000,
+    height: 340,
+    scales: { x: { time: false, range: (u, min, max) => [min - 0.5, max + 0.5] }, y: { range: () => range } },
+    axes: [{ label: "experiment" }, { label: "val_bpb (lower is better)", size: 70 }],
+    series: [
+      { label: "experiment" },
+      { label: "best", stroke: COLORS.best, width: 2, paths: uPlot.paths.stepped({ align: 1 }), spanGaps: true },
+      { label: "best + 2σ", stroke: "rgba(31,119,180,0.25)", spanGaps: true, paths: uPlot.paths.stepped({ align: 1 }) },
+      { label: "best − 2σ", stroke: "rgba(31,119,180,0.25)", spanGaps: true, paths: uPlot.paths.stepped({ align: 1 }) },
+      points("keep", COLORS.keep),
+      points("discard", COLORS.discard),
+      points("crash (top edge)", COLORS.crash),
+    ],
+    bands: [{ series: [2, 3], fill: "rgba(31,119,180,0.12)" }],
+  };
+  state.progress = new uPlot(opts, data, box);
+}
+
+// --- the experiments table, each row's diff and log a click away ------------------------------
+
+function renderTable(rows) {
+  const costs = rows.some((r) => r.cost_usd != null);
+  $("#spend-head").textContent = costs ? "cost" : "tokens";
+  const body = $("#experiments tbody");
+  const trs = [];
+  for (const r of [...rows].reverse()) {
+    const spend = costs ? (r.cost_usd == null ? "-" : "$" + r.cost_usd.toFixed(3)) : count(r.agent_tokens);
+    const tr = el("tr", { class: "experiment" + (state.open === r.seq ? " open" : ""), "data-seq": r.seq },
+      el("td", { class: "num" }, r.seq),
+      el("td", { class: r.status }, r.status),
+      el("td", { class: "num" }, fixed(r.val_bpb)),
+      el("td", { class: "num" }, signed(r.delta)),
+      el("td", { class: "num" }, r.steps ?? "-"),
+      el("td", {}, r.rule ?? r.reason ?? ""),
+      el("td", {}, r.description),
+      el("td", { class: "num" }, spend));
+    tr.addEventListener("click", () => toggle(r.seq));
+    trs.push(tr);
+    if (state.open === r.seq) trs.push(detailRow(r));
+  }
+  body.replaceChildren(...trs);
+}
+
+function detailRow(r) {
+  const pre = el("pre", { id: "detail-text" }, "loading…");
+  const tabs = el("div", { class: "tabs" }, ...["diff", "log"].map((tab) => {
+    const button = el("button", { class: tab === state.tab ? "active" : "", "data-tab": tab }, tab);
+    button.addEventListener("click", (event) => {
+      event.stopPropagation();
+      state.tab = tab;
+      renderTable(state.experiments.experiments);
+    });
+    return button;
+  }));
+  const facts = [r.trials.length ? `${r.trials.length} run(s)` : "", r.test_bpb != null ? `test_bpb ${fixed(r.test_bpb)}` : "",
+    r.commit.slice(0, 10), ...r.flags].filter(Boolean).join(" · ");
+  loadDetail(r.seq, state.tab, pre);
+  return el("tr", { class: "detail", "data-detail": r.seq }, el("td", { colSpan: 8 }, el("div", { class: "quiet" }, facts), tabs, pre));
+}
+
+async function loadDetail(seq, tab, pre) {
+  const response = await fetch(`/api/experiments/${seq}/${tab}`);
+  const text = await response.text();
+  pre.replaceChildren();
+  pre.dataset.loaded = tab;
+  for (const line of text.split("\n")) {
+    const kind = tab !== "diff" ? "" : line.startsWith("@@") ? "hunk" : line.startsWith("+") ? "add" : line.startsWith("-") ? "del" : "";
+    pre.append(kind ? el("span", { class: kind }, line) : line, "\n");
+  }
+}
+
+function toggle(seq) {
+  state.open = state.open === seq ? null : seq;
+  renderTable(state.experiments.experiments);
+}
+
+// --- the experiments in flight, each run's training curve as it comes ------------------------
+
+function curveData(runs) {
+  const curves = runs.map((run) => {
+    const curve = (run.curve ?? []).filter((p) => p.loss != null);
+    return [curve.map((p) => p.seconds), curve.map((p) => p.loss)];
+  });
+  return curves.length ? uPlot.join(curves) : [[]];
+}
+
+function flightText(flight, budget) {
+  const parts = flight.runs.map((run) => {
+    const last = run.curve?.[run.curve.length - 1];
+    if (!last) return `run ${run.index}: starting`;
+    const share = budget ? ` (${Math.min(100, (100 * last.seconds) / budget).toFixed(0)}%)` : "";
+    return `run ${run.index}: ${last.seconds.toFixed(0)} s${share}, step ${last.step}, loss ${fixed(last.loss, 4)}`;
+  });
+  return parts.length ? parts.join(" · ") : "thinking or building: no run yet";
+}
+
+function renderLive(live) {
+  const budget = state.experiments?.budget_seconds;
+  const box = $("#live");
+  const seen = new Set(live.in_flight.map((f) => f.seq));
+  for (const [seq, card] of state.flights) {
+    if (!seen.has(seq)) {
+      card.chart?.destroy();
+      state.flights.delete(seq);
+    }
+  }
+  if (!live.in_flight.length) {
+    box.replaceChildren(el("p", { class: "quiet" }, "nothing in flight"));
+    return;
+  }
+  const cards = live.in_flight.map((flight) => {
+    let card = state.flights.get(flight.seq);
+    if (!card || card.runs !== flight.runs.length) {
+      card?.chart?.destroy();
+      card = newFlight(flight, budget);
+      state.flights.set(flight.seq, card);
+    } else if (card.chart) {
+      card.chart.setData(curveData(flight.runs));
+    }
+    card.status.textContent = flightText(flight, budget);
+    return card.node;
+  });
+  box.replaceChildren(...cards);
+}
+
+function newFlight(flight, budget) {
+  const status = el("div", { class: "quiet" });
+  const chartBox = el("div", { class: "chart" });
+  const node = el("div", { class: "flight", "data-seq": flight.seq },
+    el("h3", {}, `#${flight.seq} ${flight.description}`), status, chartBox);
+  const card = { node, status, runs: flight.runs.length, chart: null };
+  if (flight.runs.length) {
+    const opts = {
+      width: Math.max(300, ($("#live").clientWidth || 1000) - 24),
+      height: 200,
+      scales: { x: { time: false, range: (u, min, max) => [0, Math.max(max ?? 0, budget ?? 0)] } },
+      axes: [{ label: "training seconds" }, { label: "training loss", size: 60 }],
+      series: [{ label: "seconds" }, ...flight.runs.map((run, i) => ({
+        label: `run ${run.index}`, stroke: RUN_COLORS[i % RUN_COLORS.length], width: 2, spanGaps: true,
+      }))],
+    };
+    card.chart = new uPlot(opts, curveData(flight.runs), chartBox);
+  }
+  return card;
+}
+
+// --- the events ------------------------------------------------------------------------------
+
+function connect() {
+  const events = new EventSource("/api/events");
+  const connection = $("#connection");
+  events.onopen = () => { connection.textContent = "live"; connection.className = "connection live"; };
+  events.onerror = () => { connection.textContent = "disconnected, retrying"; connection.className = "connection lost"; };
+  events.addEventListener("experiments", (event) => {
+    const data = JSON.parse(event.data);
+    state.experiments = data;
+    $("#tag").textContent = data.tag;
+    document.title = `autoresearch ${data.tag}`;
+    $("#failure").hidden = true;
+    renderTotals(data);
+    renderProgress(data.experiments);
+    renderTable(data.experiments);
+    if (state.live) renderLive(state.live);
+    if (!window.dashboardReady) window.dashboardReady = performance.now();
+  });
+  events.addEventListener("live", (event) => {
+    state.live = JSON.parse(event.data);
+    renderLive(state.live);
+    window.liveUpdates = (window.liveUpdates ?? 0) + 1;
+  });
+  events.addEventListener("failure", (event) => {
+    const failure = $("#failure");
+    failure.textContent = event.data;
+    failure.hidden = false;
+  });
+}
+
+window.addEventListener("resize", () => {
+  const width = $("#progress").clientWidth;
+  state.progress?.setSize({ width, height: 340 });
+});
+connect();

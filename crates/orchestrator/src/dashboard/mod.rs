@@ -1,0 +1,125 @@
+//! The live dashboard: `orchestrator dashboard [--tag T] [--addr A]`, or `run --dashboard A`
+//! during a night. A web page (axum on the loop's own tokio) that reads nothing but the run's
+//! records (`runs/<tag>/`: the ledger, the experiments in flight, the logs, and git for the
+//! diffs), so it shows a past run as it shows a live one; the JSON it is drawn from is served at
+//! stable paths for scripts, and server-sent events push every change to the open pages.
+
+mod api;
+mod assets;
+mod server;
+mod watch;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Result, bail};
+
+use crate::config::DashboardArgs;
+
+/// Where the dashboard listens unless told otherwise: this machine only.
+pub const DEFAULT_ADDR: &str = "127.0.0.1:8080";
+
+/// What one dashboard shows: the run `tag` of the repository `repo`.
+#[derive(Debug, Clone)]
+pub struct Run {
+    pub repo: PathBuf,
+    pub tag: String,
+}
+
+impl Run {
+    /// `runs/<tag>/`, where the loop keeps the run's records.
+    pub fn dir(&self) -> PathBuf {
+        self.repo.join("runs").join(&self.tag)
+    }
+}
+
+/// `orchestrator dashboard`: serves run `--tag` until Ctrl-C.
+pub async fn serve(args: &DashboardArgs, repo: &Path) -> Result<()> {
+    let run = Run {
+        repo: repo.to_path_buf(),
+        tag: args
+            .tag
+            .clone()
+            .unwrap_or_else(crate::config::default_tag),
+    };
+    if !run.dir().is_dir() {
+        let known = crate::report::known_runs(&repo.join("runs"));
+        bail!(
+            "no run {:?}: {} does not exist; {}",
+            run.tag,
+            run.dir().display(),
+            if known.is_empty() {
+                "start one with `cargo run --release -p orchestrator -- --tag NAME --dashboard 127.0.0.1:8080`".to_string()
+            } else {
+                format!("pass --tag with one of: {}", known.join(", "))
+            }
+        );
+    }
+    let addr = address(&args.addr, args.public)?;
+    let served = start(addr, run).await?;
+    tokio::select! {
+        result = served => result?,
+        _ = tokio::signal::ctrl_c() => Ok(()),
+    }
+}
+
+/// Binds `addr` and serves `run` there in a task of its own, from now until the process ends.
+/// A port in use is an error now, before anything else starts.
+pub async fn start(
+    addr: SocketAddr,
+    run: Run,
+) -> Result<tokio::task::JoinHandle<Result<()>>> {
+    let listener = server::bind(addr).await?;
+    eprintln!(
+        "dashboard of run {}: http://{}/",
+        run.tag,
+        listener.local_addr()?
+    );
+    Ok(tokio::spawn(server::serve(listener, run)))
+}
+
+/// `text` as an address to serve on (`IP:PORT`, or `localhost:PORT`), refused when other machines
+/// could reach it and `public` was not given: the page shows the run's code, logs and scores to
+/// anyone who can connect, with no password.
+pub fn address(text: &str, public: bool) -> Result<SocketAddr> {
+    let addr: SocketAddr = match text.strip_prefix("localhost:") {
+        Some(port) => port
+            .parse()
+            .map(|port| SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port))
+            .ok(),
+        None => text.parse().ok(),
+    }
+    .ok_or_else(|| {
+        anyhow::anyhow!("dashboard address {text:?} is not IP:PORT; use e.g. {DEFAULT_ADDR}")
+    })?;
+    if !addr.ip().is_loopback() && !public {
+        bail!(
+            "the dashboard at {addr} could be reached from other machines, and it shows the run's \
+             code, logs and scores to anyone without a password; serve it on 127.0.0.1 (and reach \
+             it with `ssh -L 8080:127.0.0.1:8080 THIS_MACHINE` from your laptop), or pass --public \
+             to serve it there anyway"
+        );
+    }
+    Ok(addr)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_addresses_are_served_without_public() {
+        assert_eq!(
+            address("localhost:9000", false).unwrap(),
+            "127.0.0.1:9000".parse().unwrap()
+        );
+        assert!(address("[::1]:9000", false).is_ok());
+        for public in ["0.0.0.0:8080", "192.168.1.5:8080", "[::]:8080"] {
+            let err = address(public, false).unwrap_err().to_string();
+            assert!(err.contains("--public") && err.contains("127.0.0.1"), "{err}");
+            assert!(address(public, true).is_ok());
+        }
+        let err = address("8080", false).unwrap_err().to_string();
+        assert!(err.contains("is not IP:PORT"), "{err}");
+    }
+}
