@@ -90,6 +90,7 @@ function renderProgress(rows) {
   const { range, data } = progressData(rows);
   state.progress?.destroy();
   box.replaceChildren();
+  const stepped = { paths: uPlot.paths.stepped({ align: 1 }), spanGaps: true, points: { show: false } };
   const opts = {
     width: box.clientWidth || 1000,
     height: 340,
@@ -97,9 +98,9 @@ function renderProgress(rows) {
     axes: [{ label: "experiment" }, { label: "val_bpb (lower is better)", size: 70 }],
     series: [
       { label: "experiment" },
-      { label: "best", stroke: COLORS.best, width: 2, paths: uPlot.paths.stepped({ align: 1 }), spanGaps: true },
-      { label: "best + 2σ", stroke: "rgba(31,119,180,0.25)", spanGaps: true, paths: uPlot.paths.stepped({ align: 1 }) },
-      { label: "best − 2σ", stroke: "rgba(31,119,180,0.25)", spanGaps: true, paths: uPlot.paths.stepped({ align: 1 }) },
+      { label: "best", stroke: COLORS.best, width: 2, ...stepped },
+      { label: "best + 2σ", stroke: "rgba(31,119,180,0.25)", ...stepped },
+      { label: "best − 2σ", stroke: "rgba(31,119,180,0.25)", ...stepped },
       points("keep", COLORS.keep),
       points("discard", COLORS.discard),
       points("crash (top edge)", COLORS.crash),
