@@ -15,10 +15,10 @@
 //!   (from the records' times), and the CPU time of the orchestrator's own process (its
 //!   children, the builds and trainers, apart) per experiment.
 
-#[path = "../tests/common/mod.rs"]
-mod common;
 #[path = "../tests/common/browser.rs"]
 mod browser;
+#[path = "../tests/common/mod.rs"]
+mod common;
 #[path = "../tests/common/recorded.rs"]
 mod recorded;
 #[path = "../tests/common/standin.rs"]
@@ -112,8 +112,16 @@ async fn load_time(loads: usize) {
     server.kill().ok();
     server.wait().ok();
     println!("page load, 100 experiments (ms from navigation to the rows and plot drawn):");
-    println!("  first load {:.1}; next {} loads: {}", ready[0], loads - 1, range(&ready[1..], 1));
-    println!("  /api/experiments alone: {} ms (20 requests)", range(&api, 1));
+    println!(
+        "  first load {:.1}; next {} loads: {}",
+        ready[0],
+        loads - 1,
+        range(&ready[1..], 1)
+    );
+    println!(
+        "  /api/experiments alone: {} ms (20 requests)",
+        range(&api, 1)
+    );
 }
 
 /// One night's figures.
@@ -142,8 +150,16 @@ async fn night(options: &Options, dashboard: bool) -> Night {
     let addr = format!("127.0.0.1:{port}");
     let (budget, experiments) = (options.budget.to_string(), options.experiments.to_string());
     let mut flags = vec![
-        "--agent", "offline", "--tag", "bench", "--time-budget", &budget, "--max-experiments",
-        &experiments, "--noise-seeds", "1",
+        "--agent",
+        "offline",
+        "--tag",
+        "bench",
+        "--time-budget",
+        &budget,
+        "--max-experiments",
+        &experiments,
+        "--noise-seeds",
+        "1",
     ];
     if dashboard {
         flags.extend(["--dashboard", &addr]);
@@ -152,7 +168,11 @@ async fn night(options: &Options, dashboard: bool) -> Night {
     let page = if dashboard {
         wait_for_port(port, Duration::from_secs(60), "run --dashboard");
         let browser = Browser::start().await;
-        browser.client.goto(&format!("http://{addr}/")).await.unwrap();
+        browser
+            .client
+            .goto(&format!("http://{addr}/"))
+            .await
+            .unwrap();
         Some(browser)
     } else {
         None
@@ -192,7 +212,10 @@ async fn main() {
     let (mut without, mut with) = (Vec::new(), Vec::new());
     for round in 0..options.rounds {
         for dashboard in [false, true] {
-            eprintln!("round {round}: a night {} the dashboard...", if dashboard { "with" } else { "without" });
+            eprintln!(
+                "round {round}: a night {} the dashboard...",
+                if dashboard { "with" } else { "without" }
+            );
             let night = night(&options, dashboard).await;
             if dashboard { &mut with } else { &mut without }.push(night);
         }
@@ -202,15 +225,26 @@ async fn main() {
          CPU seconds of the orchestrator's own process per experiment):",
         options.experiments, options.budget, options.rounds
     );
-    for (name, nights) in [("without the dashboard", &without), ("with a page open", &with)] {
+    for (name, nights) in [
+        ("without the dashboard", &without),
+        ("with a page open", &with),
+    ] {
         let per: Vec<f64> = nights.iter().map(|n| n.per_experiment).collect();
         let cpu: Vec<f64> = nights.iter().map(|n| n.cpu_per_experiment).collect();
-        let updates: Vec<String> = nights.iter().filter_map(|n| n.live_updates).map(|u| u.to_string()).collect();
+        let updates: Vec<String> = nights
+            .iter()
+            .filter_map(|n| n.live_updates)
+            .map(|u| u.to_string())
+            .collect();
         println!(
             "  {name}: {} s per experiment; CPU {} s{}",
             range(&per, 2),
             range(&cpu, 3),
-            if updates.is_empty() { String::new() } else { format!("; live updates the page got: {}", updates.join(", ")) }
+            if updates.is_empty() {
+                String::new()
+            } else {
+                format!("; live updates the page got: {}", updates.join(", "))
+            }
         );
     }
 }

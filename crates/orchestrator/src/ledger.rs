@@ -489,15 +489,13 @@ pub fn read_pendings(dir: &Path) -> Result<Vec<Pending>> {
     let mut pendings = Vec::new();
     for path in paths {
         match fs::read(&path) {
-            Ok(bytes) => {
-                pendings.push(serde_json::from_slice::<Pending>(&bytes).map_err(|e| {
-                    anyhow::anyhow!(
-                        "{}: {e}; fix it, or remove it to drop the interrupted experiment, \
+            Ok(bytes) => pendings.push(serde_json::from_slice::<Pending>(&bytes).map_err(|e| {
+                anyhow::anyhow!(
+                    "{}: {e}; fix it, or remove it to drop the interrupted experiment, \
                          then --resume",
-                        path.display()
-                    )
-                })?)
-            }
+                    path.display()
+                )
+            })?),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
         }

@@ -9,13 +9,13 @@
 //! - `a_live_night_updates_the_open_page`: a real short night on the stand-in trainer
 //!   (tests/common/standin.rs) with `run --dashboard`, the page opened as it starts: the
 //!   experiment in flight appears with its runs, the rows arrive as they are recorded, all without
-//!   a reload; when the night ends the page says it lost the connection.
+//!   a reload; when the night ends the page has its last record and says the run has ended.
 //! - `bad_input_is_refused_with_what_to_do`: a tag with no run, an address other machines can
 //!   reach without `--public` (for `dashboard` and `run --dashboard`), a port in use.
 
-mod common;
 #[path = "common/browser.rs"]
 mod browser;
+mod common;
 #[path = "common/recorded.rs"]
 mod recorded;
 #[path = "common/standin.rs"]
@@ -66,6 +66,18 @@ fn drawn_pixels(selector: &str) -> String {
     )
 }
 
+async fn click(browser: &Browser, selector: &str) {
+    let found = browser
+        .client
+        .find(fantoccini::Locator::Css(selector))
+        .await;
+    found
+        .unwrap_or_else(|e| panic!("{selector}: {e}"))
+        .click()
+        .await
+        .unwrap();
+}
+
 /// The text the open experiment's `tab` (diff or log) shows, once loaded; "" until then.
 fn detail(tab: &str) -> String {
     format!(
@@ -84,8 +96,12 @@ async fn a_recorded_run_shows_its_experiments_plot_diffs_and_logs() {
     let browser = Browser::start().await;
     browser.client.goto(&url).await.unwrap();
     let rows = "return document.querySelectorAll('#experiments tr.experiment').length";
-    browser.wait_until("100 rows", &format!("{rows} === 100"), SECONDS).await;
-    let total = |name: &str| format!("return document.querySelector('[data-total=\"{name}\"] b').textContent");
+    browser
+        .wait_until("100 rows", &format!("{rows} === 100"), SECONDS)
+        .await;
+    let total = |name: &str| {
+        format!("return document.querySelector('[data-total=\"{name}\"] b').textContent")
+    };
     assert_eq!(browser.eval(&total("experiments")).await, "100");
     let best = recorded
         .records
@@ -94,10 +110,18 @@ async fn a_recorded_run_shows_its_experiments_plot_diffs_and_logs() {
         .find(|r| r["status"] == "keep")
         .unwrap();
     let best_bpb = format!("{:.6}", best["val_bpb"].as_f64().unwrap());
-    assert_eq!(browser.eval(&total("best val_bpb")).await, best_bpb.as_str());
+    assert_eq!(
+        browser.eval(&total("best val_bpb")).await,
+        best_bpb.as_str()
+    );
     assert_eq!(browser.eval(&total("budget per run")).await, "30 s");
-    let pixels = browser.wait_until("the plot drawn", &drawn_pixels("#progress"), SECONDS).await;
-    assert!(pixels.as_u64().unwrap() > 2000, "a plot, not a blank: {pixels}");
+    let pixels = browser
+        .wait_until("the plot drawn", &drawn_pixels("#progress"), SECONDS)
+        .await;
+    assert!(
+        pixels.as_u64().unwrap() > 2000,
+        "a plot, not a blank: {pixels}"
+    );
     // The newest first; each row as recorded.
     let first_row = "return [...document.querySelectorAll('#experiments tr.experiment')[0].cells].map(c => c.textContent)";
     let last = &recorded.records[99];
@@ -108,33 +132,36 @@ async fn a_recorded_run_shows_its_experiments_plot_diffs_and_logs() {
 
     // A keep's diff, then its log, a click away.
     let keep = best["seq"].as_u64().unwrap();
-    let row = browser
-        .client
-        .find(fantoccini::Locator::Css(&format!("tr.experiment[data-seq='{keep}']")))
-        .await
-        .unwrap();
-    row.click().await.unwrap();
-    let diff = browser.wait_until("the diff", &detail("diff"), SECONDS).await;
+    click(&browser, &format!("tr.experiment[data-seq='{keep}']")).await;
+    let diff = browser
+        .wait_until("the diff", &detail("diff"), SECONDS)
+        .await;
     let diff = diff.as_str().unwrap();
     let parent = recorded.records[..keep as usize]
         .iter()
         .rev()
         .find(|r| r["status"] == "keep")
         .unwrap();
-    let old = format!("-const LR: f64 = {};", recorded::lr(parent["seq"].as_u64().unwrap()));
+    let old = format!(
+        "-const LR: f64 = {};",
+        recorded::lr(parent["seq"].as_u64().unwrap())
+    );
     let new = format!("+const LR: f64 = {};", recorded::lr(keep));
     assert!(diff.contains(&old) && diff.contains(&new), "{diff}");
     browser.screenshot("recorded").await;
-    browser
-        .client
-        .find(fantoccini::Locator::Css("button[data-tab='log']"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&browser, "button[data-tab='log']").await;
     let log = browser.wait_until("the log", &detail("log"), SECONDS).await;
-    assert!(log.as_str().unwrap().contains(&format!("==> logs/{keep}.log <==")), "{log}");
+    assert!(
+        log.as_str()
+            .unwrap()
+            .contains(&format!("==> logs/{keep}.log <==")),
+        "{log}"
+    );
+    click(&browser, "button[data-tab='curves']").await;
+    let curves = "const c = document.querySelector('#detail-chart[data-loaded=curves] canvas'); \
+                  return c ? state.detailChart.data[1].filter(v => v != null).length : 0";
+    let points = browser.wait_until("the curves", curves, SECONDS).await;
+    assert_eq!(points, 31, "the keep's run, a point a second");
     browser.quit().await;
 
     // The JSON behind the page, for scripts.
@@ -152,10 +179,16 @@ async fn a_recorded_run_shows_its_experiments_plot_diffs_and_logs() {
     assert_eq!(json["summary"]["best_bpb"], best["val_bpb"]);
     assert_eq!(json["experiments"][keep as usize]["commit"], best["commit"]);
     let (status, body) = get("/api/live").await;
-    assert_eq!((status, body.as_str()), (200, r#"{"tag":"recorded","in_flight":[]}"#));
+    assert_eq!(
+        (status, body.as_str()),
+        (200, r#"{"tag":"recorded","in_flight":[]}"#)
+    );
     let (status, body) = get("/api/experiments/100/diff").await;
     assert_eq!(status, 404, "{body}");
-    assert!(body.contains("run recorded has no experiment 100"), "{body}");
+    assert!(
+        body.contains("run recorded has no experiment 100"),
+        "{body}"
+    );
 }
 
 /// `script`'s count of experiment rows.
@@ -168,24 +201,46 @@ async fn a_live_night_updates_the_open_page() {
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     let flags = [
-        "--agent", "offline", "--tag", "live", "--time-budget", "3", "--max-experiments", "4",
-        "--noise-seeds", "2", "--dashboard", &addr,
+        "--agent",
+        "offline",
+        "--tag",
+        "live",
+        "--time-budget",
+        "3",
+        "--max-experiments",
+        "4",
+        "--noise-seeds",
+        "2",
+        "--dashboard",
+        &addr,
     ];
     let stderr = standin.root().join("night.stderr");
     let mut night = Killed(standin.spawn(&flags, &stderr));
     // Served before anything else starts.
     wait_for_port(port, Duration::from_secs(60), "run --dashboard");
     let browser = Browser::start().await;
-    browser.client.goto(&format!("http://{addr}")).await.unwrap();
+    browser
+        .client
+        .goto(&format!("http://{addr}"))
+        .await
+        .unwrap();
     browser.eval("window.sameDocument = true; return 1").await;
     let minutes = Duration::from_secs(300);
+    let baseline = in_flight("c.node.dataset.seq === '0'");
     browser
-        .wait_until("the baseline in flight, its first run started", IN_FLIGHT_RUN, minutes)
+        .wait_until("the baseline's curve as it trains", &baseline, minutes)
         .await;
-    browser.wait_until("the baseline's row", &format!("{ROWS} >= 1"), minutes).await;
-    // A change in flight: its run's chart drawn, beside the baseline's row and plot.
-    let change = IN_FLIGHT_RUN.replace("true", "f.dataset.seq !== '0'");
-    browser.wait_until("a change in flight", &change, minutes).await;
+    browser
+        .wait_until("the baseline's row", &format!("{ROWS} >= 1"), minutes)
+        .await;
+    // A change in flight: its curve drawn as it trains, against the best's recorded one.
+    let change = in_flight(
+        "c.node.dataset.seq !== '0' && c.chart.series.some(s => s.label === 'best (#0)') \
+         && c.chart.data[1].filter(v => v != null).length >= 2",
+    );
+    browser
+        .wait_until("a change's curve beside the best's", &change, minutes)
+        .await;
     browser.screenshot("live").await;
     let started = std::time::Instant::now();
     let status = loop {
@@ -195,29 +250,41 @@ async fn a_live_night_updates_the_open_page() {
         assert!(started.elapsed() < minutes, "the night did not end");
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    assert!(status.success(), "{}", std::fs::read_to_string(&stderr).unwrap());
-    browser.wait_until("every row", &format!("{ROWS} === 4"), SECONDS).await;
+    assert!(
+        status.success(),
+        "{}",
+        std::fs::read_to_string(&stderr).unwrap()
+    );
     browser
-        .wait_until(
-            "the lost connection said",
-            "return document.querySelector('#connection').textContent.startsWith('disconnected')",
-            SECONDS,
-        )
+        .wait_until("every row", &format!("{ROWS} === 4"), SECONDS)
         .await;
-    assert_eq!(browser.eval("return window.sameDocument === true").await, true, "no reload");
+    let said = browser
+        .eval("return document.querySelector('#connection').textContent")
+        .await;
+    assert_eq!(said, "the run has ended");
+    assert_eq!(
+        browser.eval("return window.sameDocument === true").await,
+        true,
+        "no reload"
+    );
     let updates = browser.eval("return window.liveUpdates").await;
     assert!(updates.as_u64().unwrap() >= 4, "live updates: {updates}");
     browser.quit().await;
 }
 
-/// Whether an experiment in flight shows a run's chart (`true` picks any experiment).
-const IN_FLIGHT_RUN: &str =
-    "return [...document.querySelectorAll('#live .flight')].some(f => true && f.querySelector('canvas'))";
+/// Whether an experiment in flight for which `which` holds (of its card `c`) shows a chart with
+/// points of its first run's curve.
+fn in_flight(which: &str) -> String {
+    format!(
+        "return [...state.flights.values()].some(c => c.chart && document.contains(c.node) \
+         && {which} && c.chart.data[1].some(v => v != null))"
+    )
+}
 
 #[test]
 fn bad_input_is_refused_with_what_to_do() {
     let recorded = Recorded::new(3);
-    let fails = |command: &mut Command, expected: &[&str]| {
+    let fails = |mut command: Command, expected: &[&str]| {
         let out = command.output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{stderr}");
@@ -231,13 +298,26 @@ fn bad_input_is_refused_with_what_to_do() {
     );
     let port = free_port();
     let public = format!("0.0.0.0:{port}");
-    let refused = ["could be reached from other machines", "--public", "127.0.0.1"];
-    fails(dashboard(&recorded.repo, &["--tag", TAG, "--addr", &public]), &refused);
+    let refused = [
+        "could be reached from other machines",
+        "--public",
+        "127.0.0.1",
+    ];
+    fails(
+        dashboard(&recorded.repo, &["--tag", TAG, "--addr", &public]),
+        &refused,
+    );
     let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let in_use = held.local_addr().unwrap().to_string();
-    let busy = [format!("address {in_use} is in use"), "pass another port".to_string()];
+    let busy = [
+        format!("address {in_use} is in use"),
+        "pass another port".to_string(),
+    ];
     let busy: Vec<&str> = busy.iter().map(String::as_str).collect();
-    fails(dashboard(&recorded.repo, &["--tag", TAG, "--addr", &in_use]), &busy);
+    fails(
+        dashboard(&recorded.repo, &["--tag", TAG, "--addr", &in_use]),
+        &busy,
+    );
     // A night refuses them before it starts anything.
     let run = |addr: &str| {
         let mut command = Command::new(env!("CARGO_BIN_EXE_orchestrator"));
@@ -246,7 +326,10 @@ fn bad_input_is_refused_with_what_to_do() {
             .current_dir(&recorded.repo);
         command
     };
-    fails(&mut run(&public), &refused);
-    fails(&mut run(&in_use), &busy);
-    assert!(!recorded.repo.join("runs/night").exists(), "nothing started");
+    fails(run(&public), &refused);
+    fails(run(&in_use), &busy);
+    assert!(
+        !recorded.repo.join("runs/night").exists(),
+        "nothing started"
+    );
 }

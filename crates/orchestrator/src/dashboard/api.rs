@@ -9,12 +9,15 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use super::Run;
+use crate::curve::{self, Point};
 use crate::git::Git;
 use crate::ledger::{Pending, Record, read_pendings, read_records};
 use crate::report::summary::{Summary, running_best, running_sigma, summarize};
 
-/// `/api/experiments`: every record of `experiments.jsonl` by number, as recorded, with what the
-/// table and the progress plot show beside it; and the summary `report --json` prints.
+/// `/api/experiments`: every record of `experiments.jsonl` by number, as recorded but for the
+/// runs' curves (hundreds of points a run, the bulk of a night's records: `/api/experiments/<seq>`
+/// has them), with what the table and the progress plot show beside it; and the summary
+/// `report --json` prints.
 #[derive(Serialize)]
 pub struct Experiments {
     pub tag: String,
@@ -51,14 +54,19 @@ pub fn experiments(run: &Run) -> Result<Experiments> {
     let experiments = records
         .into_iter()
         .zip(bests.into_iter().zip(sigmas))
-        .map(|(record, (best_bpb, noise_sigma))| Row {
-            steps: record.trials.first().and_then(|t| t.num_steps).or_else(|| {
-                let result = record.result.as_ref()?;
-                result["num_steps"].as_u64()
-            }),
-            record,
-            best_bpb,
-            noise_sigma,
+        .map(|(mut record, (best_bpb, noise_sigma))| {
+            for trial in record.trials.iter_mut().chain(&mut record.best_trials) {
+                trial.curve.clear();
+            }
+            Row {
+                steps: record.trials.first().and_then(|t| t.num_steps).or_else(|| {
+                    let result = record.result.as_ref()?;
+                    result["num_steps"].as_u64()
+                }),
+                record,
+                best_bpb,
+                noise_sigma,
+            }
         })
         .collect();
     Ok(Experiments {
@@ -95,6 +103,8 @@ pub struct RunLog {
     pub bytes: u64,
     /// When the log last grew, RFC 3339.
     pub updated: Option<String>,
+    /// The run's progress so far, from the progress lines in its log.
+    pub curve: Vec<Point>,
 }
 
 pub fn live(run: &Run) -> Result<Live> {
@@ -131,11 +141,14 @@ fn run_logs(dir: &Path, seq: u64) -> Result<Vec<RunLog>> {
         let Some(index) = log_index(&name, seq) else {
             continue;
         };
+        // A log being written may end in half a line, which the parser skips.
+        let text = fs::read(entry.path()).unwrap_or_default();
         runs.push(RunLog {
             index,
             log: format!("logs/{name}"),
-            bytes: entry.metadata().map_or(0, |m| m.len()),
+            bytes: text.len() as u64,
             updated: modified(&entry.path()),
+            curve: curve::parse(&String::from_utf8_lossy(&text)),
         });
     }
     runs.sort_by_key(|r| r.index);
@@ -154,6 +167,20 @@ fn log_index(name: &str, seq: u64) -> Option<usize> {
 fn modified(path: &Path) -> Option<String> {
     let time: SystemTime = fs::metadata(path).ok()?.modified().ok()?;
     Some(chrono::DateTime::<chrono::Local>::from(time).to_rfc3339())
+}
+
+/// `/api/experiments/<seq>`: the record of experiment `seq` as recorded, its runs' curves included.
+pub fn record(run: &Run, seq: u64) -> Result<Record> {
+    read_records(&run.dir())?
+        .into_iter()
+        .find(|r| r.seq == seq)
+        .ok_or_else(|| {
+            NoSuchExperiment {
+                tag: run.tag.clone(),
+                seq,
+            }
+            .into()
+        })
 }
 
 /// What the API answers for an experiment the run does not have.
@@ -192,7 +219,9 @@ pub fn diff(run: &Run, seq: u64) -> Result<String> {
     Git::new(&run.repo)
         .run(&["diff", "--no-color", "--stat", "--patch", &parent, &commit])
         .with_context(|| {
-            format!("the commits of experiment {seq} ({parent}..{commit}) are not in this repository")
+            format!(
+                "the commits of experiment {seq} ({parent}..{commit}) are not in this repository"
+            )
         })
 }
 

@@ -28,7 +28,11 @@ const CSS: &str = "text/css; charset=utf-8";
 const ASSETS: [(&str, &str, &str); 5] = [
     ("dashboard.js", JS, include_str!("assets/dashboard.js")),
     ("dashboard.css", CSS, include_str!("assets/dashboard.css")),
-    ("uPlot.iife.min.js", JS, include_str!("assets/uPlot.iife.min.js")),
+    (
+        "uPlot.iife.min.js",
+        JS,
+        include_str!("assets/uPlot.iife.min.js"),
+    ),
     ("uPlot.min.css", CSS, include_str!("assets/uPlot.min.css")),
     (
         "uPlot.LICENSE",
@@ -73,6 +77,9 @@ mod tests {
         for (name, _, _) in ASSETS.iter().filter(|(n, _, _)| !n.ends_with("LICENSE")) {
             assert!(page.contains(&format!("/assets/{name}")), "{name} unused");
         }
-        assert!(!page.contains("http"), "the page loads nothing from elsewhere");
+        assert!(
+            !page.contains("http"),
+            "the page loads nothing from elsewhere"
+        );
     }
 }

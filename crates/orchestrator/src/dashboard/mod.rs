@@ -6,13 +6,15 @@
 
 mod api;
 mod assets;
+mod events;
 mod server;
-mod watch;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Result, bail};
+use tokio::sync::watch;
 
 use crate::config::DashboardArgs;
 
@@ -37,10 +39,7 @@ impl Run {
 pub async fn serve(args: &DashboardArgs, repo: &Path) -> Result<()> {
     let run = Run {
         repo: repo.to_path_buf(),
-        tag: args
-            .tag
-            .clone()
-            .unwrap_or_else(crate::config::default_tag),
+        tag: args.tag.clone().unwrap_or_else(crate::config::default_tag),
     };
     if !run.dir().is_dir() {
         let known = crate::report::known_runs(&repo.join("runs"));
@@ -56,26 +55,55 @@ pub async fn serve(args: &DashboardArgs, repo: &Path) -> Result<()> {
         );
     }
     let addr = address(&args.addr, args.public)?;
-    let served = start(addr, run).await?;
+    let dashboard = start(addr, run).await?;
     tokio::select! {
-        result = served => result?,
+        served = dashboard.server => served?,
         _ = tokio::signal::ctrl_c() => Ok(()),
     }
 }
 
-/// Binds `addr` and serves `run` there in a task of its own, from now until the process ends.
-/// A port in use is an error now, before anything else starts.
-pub async fn start(
-    addr: SocketAddr,
-    run: Run,
-) -> Result<tokio::task::JoinHandle<Result<()>>> {
+/// A dashboard served in a task of its own, until [`Dashboard::close`] or the process ends.
+pub struct Dashboard {
+    server: tokio::task::JoinHandle<Result<()>>,
+    ended: watch::Sender<bool>,
+    /// How many pages are open, each following the run's events.
+    open: watch::Receiver<usize>,
+}
+
+/// Binds `addr` and serves `run` there. A port in use is an error now, before anything else
+/// starts.
+pub async fn start(addr: SocketAddr, run: Run) -> Result<Dashboard> {
     let listener = server::bind(addr).await?;
     eprintln!(
         "dashboard of run {}: http://{}/",
         run.tag,
         listener.local_addr()?
     );
-    Ok(tokio::spawn(server::serve(listener, run)))
+    let (ended, ended_rx) = watch::channel(false);
+    let (open_tx, open) = watch::channel(0);
+    let shared = server::Shared {
+        run,
+        ended: ended_rx,
+        open: open_tx,
+    };
+    Ok(Dashboard {
+        server: tokio::spawn(server::serve(listener, shared)),
+        ended,
+        open,
+    })
+}
+
+impl Dashboard {
+    /// The run has ended: every open page is sent the last records and told so (for at most a
+    /// few seconds), then the server stops.
+    pub async fn close(mut self) {
+        self.ended.send_replace(true);
+        let told = self.open.wait_for(|&open| open == 0);
+        tokio::time::timeout(Duration::from_secs(5), told)
+            .await
+            .ok();
+        self.server.abort();
+    }
 }
 
 /// `text` as an address to serve on (`IP:PORT`, or `localhost:PORT`), refused when other machines
@@ -116,7 +144,10 @@ mod tests {
         assert!(address("[::1]:9000", false).is_ok());
         for public in ["0.0.0.0:8080", "192.168.1.5:8080", "[::]:8080"] {
             let err = address(public, false).unwrap_err().to_string();
-            assert!(err.contains("--public") && err.contains("127.0.0.1"), "{err}");
+            assert!(
+                err.contains("--public") && err.contains("127.0.0.1"),
+                "{err}"
+            );
             assert!(address(public, true).is_ok());
         }
         let err = address("8080", false).unwrap_err().to_string();

@@ -10,8 +10,9 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Json, Response, Sse, sse::KeepAlive};
 use axum::routing::get;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
-use super::{Run, api, assets, watch};
+use super::{Run, api, assets, events};
 
 /// The listening socket, or an error that says what to do when the address cannot be had.
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener> {
@@ -29,16 +30,26 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener> {
     })
 }
 
-pub async fn serve(listener: TcpListener, run: Run) -> Result<()> {
+/// What the routes share: the run, and what the pages' event streams need.
+pub struct Shared {
+    pub run: Run,
+    /// Becomes true when the run has ended (`run --dashboard` only).
+    pub ended: watch::Receiver<bool>,
+    /// The pages following the events.
+    pub open: watch::Sender<usize>,
+}
+
+pub async fn serve(listener: TcpListener, shared: Shared) -> Result<()> {
     let app = Router::new()
         .route("/", get(|| async { assets::page() }))
         .route("/assets/{name}", get(asset))
         .route("/api/experiments", get(experiments))
         .route("/api/live", get(live))
+        .route("/api/experiments/{seq}", get(record))
         .route("/api/experiments/{seq}/diff", get(diff))
         .route("/api/experiments/{seq}/log", get(log))
-        .route("/api/events", get(events))
-        .with_state(Arc::new(run));
+        .route("/api/events", get(follow))
+        .with_state(Arc::new(shared));
     axum::serve(listener, app)
         .await
         .context("serving the dashboard")
@@ -51,34 +62,38 @@ async fn asset(Path(name): Path<String>) -> Response {
     }
 }
 
-async fn experiments(State(run): State<Arc<Run>>) -> Response {
-    answer(run, api::experiments, as_json).await
+async fn experiments(State(shared): State<Arc<Shared>>) -> Response {
+    answer(shared, api::experiments, as_json).await
 }
 
-async fn live(State(run): State<Arc<Run>>) -> Response {
-    answer(run, api::live, as_json).await
+async fn live(State(shared): State<Arc<Shared>>) -> Response {
+    answer(shared, api::live, as_json).await
 }
 
-async fn diff(State(run): State<Arc<Run>>, Path(seq): Path<u64>) -> Response {
-    answer(run, move |run| api::diff(run, seq), as_text).await
+async fn record(State(shared): State<Arc<Shared>>, Path(seq): Path<u64>) -> Response {
+    answer(shared, move |run| api::record(run, seq), as_json).await
 }
 
-async fn log(State(run): State<Arc<Run>>, Path(seq): Path<u64>) -> Response {
-    answer(run, move |run| api::logs(run, seq), as_text).await
+async fn diff(State(shared): State<Arc<Shared>>, Path(seq): Path<u64>) -> Response {
+    answer(shared, move |run| api::diff(run, seq), as_text).await
 }
 
-async fn events(State(run): State<Arc<Run>>) -> impl IntoResponse {
-    Sse::new(watch::events(run)).keep_alive(KeepAlive::default())
+async fn log(State(shared): State<Arc<Shared>>, Path(seq): Path<u64>) -> Response {
+    answer(shared, move |run| api::logs(run, seq), as_text).await
+}
+
+async fn follow(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    Sse::new(events::stream(shared)).keep_alive(KeepAlive::default())
 }
 
 /// `view` of the run, answered with `respond`. Views read files and run git: off the threads
 /// the loop shares.
 async fn answer<T: Send + 'static>(
-    run: Arc<Run>,
+    shared: Arc<Shared>,
     view: impl FnOnce(&Run) -> Result<T> + Send + 'static,
     respond: fn(T) -> Response,
 ) -> Response {
-    match tokio::task::spawn_blocking(move || view(&run)).await {
+    match tokio::task::spawn_blocking(move || view(&shared.run)).await {
         Ok(Ok(value)) => respond(value),
         Ok(Err(e)) => failure(e),
         Err(e) => failure(e.into()),

@@ -23,14 +23,21 @@ use session::{Session, Worker};
 use trials::Trials;
 
 pub async fn run(cfg: Config) -> Result<()> {
-    if let Some(addr) = cfg.dashboard {
-        let run = crate::dashboard::Run {
-            repo: cfg.repo.clone(),
-            tag: cfg.tag.clone(),
-        };
-        // Served until the process ends; a port in use stops the run before anything starts.
-        crate::dashboard::start(addr, run).await?;
-    }
+    let Some(addr) = cfg.dashboard else {
+        return night(cfg).await;
+    };
+    let run = crate::dashboard::Run {
+        repo: cfg.repo.clone(),
+        tag: cfg.tag.clone(),
+    };
+    // A port in use stops the run before anything starts.
+    let dashboard = crate::dashboard::start(addr, run).await?;
+    let ended = night(cfg).await;
+    dashboard.close().await;
+    ended
+}
+
+async fn night(cfg: Config) -> Result<()> {
     let (session, workers) = Session::start(cfg).await?;
     // The first error ends the run: the other workers' experiments stay pending for --resume.
     futures::future::try_join_all(workers.into_iter().map(|w| work(&session, w))).await?;

@@ -62,14 +62,28 @@ impl Recorded {
                 "keep" => Some(BASELINE),
                 _ => Some(best + 0.001 + 0.011 * ((seq * 37 % 23) as f64 / 23.0)),
             };
-            let parent = if seq == 0 { "" } else { &commits[best_seq as usize] };
-            records.push(record(seq, status, val_bpb, best, &commits[seq as usize], parent));
+            let parent = if seq == 0 {
+                ""
+            } else {
+                &commits[best_seq as usize]
+            };
+            records.push(record(
+                seq,
+                status,
+                val_bpb,
+                best,
+                &commits[seq as usize],
+                parent,
+            ));
             if status == "keep" {
                 (best, best_seq) = (val_bpb.unwrap(), seq);
             }
             std::fs::write(
                 run.join("logs").join(format!("{seq}.log")),
-                format!("device Cpu | experiment {seq}\nlr {}\nstatus {status}\n", lr(seq)),
+                format!(
+                    "device Cpu | experiment {seq}\nlr {}\nstatus {status}\n",
+                    lr(seq)
+                ),
             )
             .unwrap();
         }
@@ -95,11 +109,20 @@ fn record(
     commit: &str,
     parent: &str,
 ) -> Value {
+    // A point a second, the loss falling to the score, as the trainer's progress lines go.
+    let curve = |v: f64| -> Vec<Value> {
+        (0..=BUDGET as u64)
+            .map(|s| {
+                let left = 1.0 - s as f64 / BUDGET;
+                json!({"seconds": s as f64, "step": s * 4, "loss": v + 3.0 * left * left})
+            })
+            .collect()
+    };
     let trials: Vec<Value> = val_bpb
         .map(|v| {
             json!({"seed": 42, "val_bpb": v, "trainer_val_bpb": null, "num_steps": 100 + seq,
                    "training_seconds": BUDGET + 0.1, "run_seconds": BUDGET + 5.0,
-                   "eval_seconds": 2.0})
+                   "eval_seconds": 2.0, "curve": curve(v)})
         })
         .into_iter()
         .collect();

@@ -7,7 +7,7 @@ const $ = (selector) => document.querySelector(selector);
 const COLORS = { keep: "#2ca02c", discard: "#999999", stale: "#999999", crash: "#d62728", best: "#1f77b4" };
 const RUN_COLORS = ["#1f77b4", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"];
 
-const state = { experiments: null, live: null, open: null, tab: "diff", progress: null, flights: new Map() };
+const state = { experiments: null, live: null, open: null, tab: "diff", progress: null, flights: new Map(), best: null, detailChart: null };
 
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -60,10 +60,12 @@ function progressData(rows) {
   const edge = top - 0.03 * (top - low);
   const only = (status) => rows.map((r) => (r.status === status || (status === "discard" && r.status === "stale")) && r.val_bpb != null ? Math.min(r.val_bpb, edge) : null);
   const band = (sign) => rows.map((r) => (r.best_bpb == null || r.noise_sigma == null ? null : r.best_bpb + sign * 2 * r.noise_sigma));
+  const seqs = rows.map((r) => r.seq);
   return {
-    range: [low - 0.1 * span - 2 * sigma, top],
+    x: [Math.min(...seqs) - 0.5, Math.max(...seqs) + 0.5],
+    y: [low - 0.1 * span - 2 * sigma, top],
     data: [
-      rows.map((r) => r.seq),
+      seqs,
       rows.map((r) => r.best_bpb),
       band(+1),
       band(-1),
@@ -87,15 +89,18 @@ function renderProgress(rows) {
     return;
   }
   // Drawn anew on each record (one every few minutes): a hundred points take a millisecond.
-  const { range, data } = progressData(rows);
+  const { x, y, data } = progressData(rows);
+  // Ticks a tenth of the span apart, with enough decimals to tell them apart.
+  const decimals = Math.min(6, Math.max(2, Math.ceil(-Math.log10((y[1] - y[0]) / 10))));
   state.progress?.destroy();
   box.replaceChildren();
   const stepped = { paths: uPlot.paths.stepped({ align: 1 }), spanGaps: true, points: { show: false } };
   const opts = {
     width: box.clientWidth || 1000,
     height: 340,
-    scales: { x: { time: false, range: (u, min, max) => [min - 0.5, max + 0.5] }, y: { range: () => range } },
-    axes: [{ label: "experiment" }, { label: "val_bpb (lower is better)", size: 70 }],
+    scales: { x: { time: false, range: () => x }, y: { range: () => y } },
+    axes: [{ label: "experiment" }, { label: "val_bpb (lower is better)", size: 70, values: (u, ticks) => ticks.map((t) => t.toFixed(decimals)) }],
+    legend: { live: false },
     series: [
       { label: "experiment" },
       { label: "best", stroke: COLORS.best, width: 2, ...stepped },
@@ -137,7 +142,7 @@ function renderTable(rows) {
 
 function detailRow(r) {
   const pre = el("pre", { id: "detail-text" }, "loading…");
-  const tabs = el("div", { class: "tabs" }, ...["diff", "log"].map((tab) => {
+  const tabs = el("div", { class: "tabs" }, ...["diff", "log", "curves"].map((tab) => {
     const button = el("button", { class: tab === state.tab ? "active" : "", "data-tab": tab }, tab);
     button.addEventListener("click", (event) => {
       event.stopPropagation();
@@ -153,6 +158,9 @@ function detailRow(r) {
 }
 
 async function loadDetail(seq, tab, pre) {
+  state.detailChart?.destroy();
+  state.detailChart = null;
+  if (tab === "curves") return loadCurves(seq, pre);
   const response = await fetch(`/api/experiments/${seq}/${tab}`);
   const text = await response.text();
   pre.replaceChildren();
@@ -163,6 +171,24 @@ async function loadDetail(seq, tab, pre) {
   }
 }
 
+// Each run's training curve, the best's re-runs beside it dashed.
+async function loadCurves(seq, pre) {
+  const record = await (await fetch(`/api/experiments/${seq}`)).json();
+  const runs = [
+    ...record.trials.map((t, i) => ({ label: `run ${i} (seed ${t.seed})`, curve: t.curve, dash: null })),
+    ...record.best_trials.map((t, i) => ({ label: `best, run ${i}`, curve: t.curve, dash: [6, 4] })),
+  ].filter((r) => r.curve.length);
+  if (!runs.length) {
+    pre.textContent = "no curve recorded: no run, or recorded before runs kept their curves";
+    pre.dataset.loaded = "curves";
+    return;
+  }
+  const box = el("div", { class: "chart", id: "detail-chart" });
+  pre.replaceWith(box);
+  state.detailChart = lossChart(box, runs, state.experiments?.budget_seconds, box.parentNode.clientWidth - 24);
+  box.dataset.loaded = "curves";
+}
+
 function toggle(seq) {
   state.open = state.open === seq ? null : seq;
   renderTable(state.experiments.experiments);
@@ -170,17 +196,40 @@ function toggle(seq) {
 
 // --- the experiments in flight, each run's training curve as it comes ------------------------
 
+// A chart of training loss over counted seconds, one series per curve in `runs`
+// ({label, curve, dash}); the x axis spans the budget.
+function lossChart(box, runs, budget, width) {
+  const opts = {
+    width: Math.max(300, width || 1000),
+    height: 200,
+    scales: { x: { time: false, range: (u, min, max) => [0, Math.max(max ?? 0, budget ?? 0)] } },
+    axes: [{ label: "training seconds" }, { label: "training loss", size: 60 }],
+    legend: { live: false },
+    series: [{ label: "seconds" }, ...runs.map((run, i) => ({
+      label: run.label, stroke: run.dash ? "#777777" : RUN_COLORS[i % RUN_COLORS.length], width: 2, dash: run.dash ?? undefined, spanGaps: true,
+    }))],
+  };
+  return new uPlot(opts, curveData(runs), box);
+}
+
 function curveData(runs) {
   const curves = runs.map((run) => {
-    const curve = (run.curve ?? []).filter((p) => p.loss != null);
+    const curve = run.curve.filter((p) => p.loss != null);
     return [curve.map((p) => p.seconds), curve.map((p) => p.loss)];
   });
-  return curves.length ? uPlot.join(curves) : [[]];
+  return uPlot.join(curves);
+}
+
+// An experiment's runs in flight, and the best's first run for comparison.
+function flightRuns(flight) {
+  const runs = flight.runs.map((run) => ({ label: `run ${run.index}`, curve: run.curve, dash: null }));
+  if (state.best?.curve.length) runs.push({ label: `best (#${state.best.seq})`, curve: state.best.curve, dash: [6, 4] });
+  return runs;
 }
 
 function flightText(flight, budget) {
   const parts = flight.runs.map((run) => {
-    const last = run.curve?.[run.curve.length - 1];
+    const last = run.curve[run.curve.length - 1];
     if (!last) return `run ${run.index}: starting`;
     const share = budget ? ` (${Math.min(100, (100 * last.seconds) / budget).toFixed(0)}%)` : "";
     return `run ${run.index}: ${last.seconds.toFixed(0)} s${share}, step ${last.step}, loss ${fixed(last.loss, 4)}`;
@@ -203,13 +252,14 @@ function renderLive(live) {
     return;
   }
   const cards = live.in_flight.map((flight) => {
+    const runs = flightRuns(flight);
     let card = state.flights.get(flight.seq);
-    if (!card || card.runs !== flight.runs.length) {
+    if (!card || card.series !== runs.length) {
       card?.chart?.destroy();
-      card = newFlight(flight, budget);
+      card = newFlight(flight, runs, budget);
       state.flights.set(flight.seq, card);
     } else if (card.chart) {
-      card.chart.setData(curveData(flight.runs));
+      card.chart.setData(curveData(runs));
     }
     card.status.textContent = flightText(flight, budget);
     return card.node;
@@ -217,25 +267,23 @@ function renderLive(live) {
   box.replaceChildren(...cards);
 }
 
-function newFlight(flight, budget) {
+function newFlight(flight, runs, budget) {
   const status = el("div", { class: "quiet" });
   const chartBox = el("div", { class: "chart" });
   const node = el("div", { class: "flight", "data-seq": flight.seq },
     el("h3", {}, `#${flight.seq} ${flight.description}`), status, chartBox);
-  const card = { node, status, runs: flight.runs.length, chart: null };
-  if (flight.runs.length) {
-    const opts = {
-      width: Math.max(300, ($("#live").clientWidth || 1000) - 24),
-      height: 200,
-      scales: { x: { time: false, range: (u, min, max) => [0, Math.max(max ?? 0, budget ?? 0)] } },
-      axes: [{ label: "training seconds" }, { label: "training loss", size: 60 }],
-      series: [{ label: "seconds" }, ...flight.runs.map((run, i) => ({
-        label: `run ${run.index}`, stroke: RUN_COLORS[i % RUN_COLORS.length], width: 2, spanGaps: true,
-      }))],
-    };
-    card.chart = new uPlot(opts, curveData(flight.runs), chartBox);
-  }
+  const card = { node, status, series: runs.length, chart: null };
+  if (flight.runs.length) card.chart = lossChart(chartBox, runs, budget, ($("#live").clientWidth || 1000) - 24);
   return card;
+}
+
+// The best's curve, the reference the runs in flight are drawn against, when the best changed.
+async function loadBest(data) {
+  const seq = data.summary.best_seq;
+  if (seq == null || state.best?.seq === seq) return;
+  const record = await (await fetch(`/api/experiments/${seq}`)).json();
+  state.best = { seq, curve: record.trials[0]?.curve ?? [] };
+  if (state.live) renderLive(state.live);
 }
 
 // --- the events ------------------------------------------------------------------------------
@@ -255,12 +303,18 @@ function connect() {
     renderProgress(data.experiments);
     renderTable(data.experiments);
     if (state.live) renderLive(state.live);
+    loadBest(data);
     if (!window.dashboardReady) window.dashboardReady = performance.now();
   });
   events.addEventListener("live", (event) => {
     state.live = JSON.parse(event.data);
     renderLive(state.live);
     window.liveUpdates = (window.liveUpdates ?? 0) + 1;
+  });
+  events.addEventListener("end", () => {
+    events.close();
+    connection.textContent = "the run has ended";
+    connection.className = "connection";
   });
   events.addEventListener("failure", (event) => {
     const failure = $("#failure");

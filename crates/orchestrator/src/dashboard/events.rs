@@ -1,7 +1,8 @@
 //! What an open page is told, as server-sent events: the experiments when the ledger changed,
-//! what is in flight when that changed. Each page's stream looks at the run's files twice a
-//! second; the ledger is read again only when its size or time changed, so a page open all
-//! night costs the loop a few file looks a second (figures in docs/orchestrator.md).
+//! what is in flight when that changed, and the end of the run. Each page's stream looks at the
+//! run's files twice a second; the ledger is read again only when its size or time changed, so a
+//! page open all night costs the loop a few file reads a second (figures in
+//! docs/orchestrator.md).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -10,45 +11,61 @@ use std::time::{Duration, SystemTime};
 use axum::response::sse::Event;
 use futures::Stream;
 
+use super::server::Shared;
 use super::{Run, api};
 
 /// How often a page's stream looks for changes: progress lines come once a second.
 const POLL: Duration = Duration::from_millis(500);
 
-/// The events of one page, from now on: the current state first, then every change.
-pub fn events(run: Arc<Run>) -> impl Stream<Item = Result<Event, Infallible>> {
-    futures::stream::unfold(Seen::new(run), |mut seen| async move {
-        let event = seen.next().await;
+/// The events of one page, from now on: the current state first, then every change, and `end`
+/// once the run has ended (the stream ends there).
+pub fn stream(shared: Arc<Shared>) -> impl Stream<Item = Result<Event, Infallible>> {
+    shared.open.send_modify(|open| *open += 1);
+    let seen = Seen {
+        ended: shared.ended.clone(),
+        shared,
+        ledger: None,
+        live: None,
+        error: None,
+        done: false,
+    };
+    futures::stream::unfold(seen, |mut seen| async move {
+        let event = seen.next().await?;
         Some((Ok(event), seen))
     })
 }
 
 /// What this page was last sent.
 struct Seen {
-    run: Arc<Run>,
+    shared: Arc<Shared>,
+    ended: tokio::sync::watch::Receiver<bool>,
     /// The ledger's size and time when the experiments were last sent.
     ledger: Option<(u64, SystemTime)>,
     live: Option<String>,
     /// The last error sent, so that a ledger that stays broken is reported once.
     error: Option<String>,
+    /// `end` was sent.
+    done: bool,
+}
+
+impl Drop for Seen {
+    fn drop(&mut self) {
+        self.shared.open.send_modify(|open| *open -= 1);
+    }
 }
 
 impl Seen {
-    fn new(run: Arc<Run>) -> Seen {
-        Seen {
-            run,
-            ledger: None,
-            live: None,
-            error: None,
+    /// The next change, waiting for one; `end` once the run has ended and all was sent.
+    async fn next(&mut self) -> Option<Event> {
+        if self.done {
+            return None;
         }
-    }
-
-    /// The next change, waiting for one.
-    async fn next(&mut self) -> Event {
         loop {
-            let run = self.run.clone();
+            // Read before the files: what the files said after the end is the last word.
+            let ended = *self.ended.borrow();
+            let shared = self.shared.clone();
             let ledger = self.ledger;
-            let look = tokio::task::spawn_blocking(move || look(&run, ledger)).await;
+            let look = tokio::task::spawn_blocking(move || look(&shared.run, ledger)).await;
             let change = match look {
                 Ok(Ok(change)) => change,
                 Ok(Err(e)) => Change::Error(format!("{e:#}")),
@@ -57,17 +74,27 @@ impl Seen {
             match change {
                 Change::Experiments(stamp, json) => {
                     self.ledger = Some(stamp);
-                    return Event::default().event("experiments").data(json);
+                    return Some(Event::default().event("experiments").data(json));
                 }
                 Change::Live(json) if self.live.as_ref() != Some(&json) => {
                     self.live = Some(json.clone());
-                    return Event::default().event("live").data(json);
+                    return Some(Event::default().event("live").data(json));
                 }
                 Change::Error(message) if self.error.as_ref() != Some(&message) => {
                     self.error = Some(message.clone());
-                    return Event::default().event("failure").data(message);
+                    return Some(Event::default().event("failure").data(message));
                 }
-                _ => tokio::time::sleep(POLL).await,
+                _ if ended => {
+                    self.done = true;
+                    return Some(Event::default().event("end").data("the run has ended"));
+                }
+                _ => {
+                    // (A closed channel, the standalone dashboard's at exit, disables the branch.)
+                    tokio::select! {
+                        _ = tokio::time::sleep(POLL) => {}
+                        Ok(()) = self.ended.changed() => {}
+                    }
+                }
             }
         }
     }
