@@ -1,7 +1,7 @@
 //! The dashboard (`orchestrator dashboard`, `run --dashboard`) in a real browser: headless
 //! Chromium through chromedriver (tests/common/browser.rs; `scripts/browser.sh` installs both
-//! when missing). Each test saves a screenshot under `target/dashboard/` (`recorded.png`,
-//! `live.png`), the test artifacts.
+//! when missing). The browser tests save screenshots under `target/dashboard/` (`recorded.png`,
+//! `recorded-diff.png`, `live.png`), the test artifacts.
 //!
 //! - `a_recorded_run_shows_its_experiments_plot_diffs_and_logs`: a recorded run of 100
 //!   experiments on a real git history (tests/common/recorded.rs): a row each, the totals, the
@@ -149,6 +149,8 @@ async fn a_recorded_run_shows_its_experiments_plot_diffs_and_logs() {
     let new = format!("+const LR: f64 = {};", recorded::lr(keep));
     assert!(diff.contains(&old) && diff.contains(&new), "{diff}");
     browser.screenshot("recorded").await;
+    browser.eval("document.querySelector('tr.detail').scrollIntoView(); return 1").await;
+    browser.screenshot("recorded-diff").await;
     click(&browser, "button[data-tab='log']").await;
     let log = browser.wait_until("the log", &detail("log"), SECONDS).await;
     assert!(

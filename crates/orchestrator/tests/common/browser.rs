@@ -24,7 +24,7 @@ const FLAGS: [&str; 9] = [
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
-    "--window-size=1400,1100",
+    "--window-size=1400,1400",
 ];
 
 pub struct Browser {

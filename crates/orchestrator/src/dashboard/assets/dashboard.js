@@ -62,7 +62,8 @@ function progressData(rows) {
   const band = (sign) => rows.map((r) => (r.best_bpb == null || r.noise_sigma == null ? null : r.best_bpb + sign * 2 * r.noise_sigma));
   const seqs = rows.map((r) => r.seq);
   return {
-    x: [Math.min(...seqs) - 0.5, Math.max(...seqs) + 0.5],
+    // At least ten experiments wide, so that the first ones do not fill the plot.
+    x: [Math.min(...seqs) - 0.5, Math.max(...seqs, Math.min(...seqs) + 9) + 0.5],
     y: [low - 0.1 * span - 2 * sigma, top],
     data: [
       seqs,
@@ -99,7 +100,7 @@ function renderProgress(rows) {
     width: box.clientWidth || 1000,
     height: 340,
     scales: { x: { time: false, range: () => x }, y: { range: () => y } },
-    axes: [{ label: "experiment" }, { label: "val_bpb (lower is better)", size: 70, values: (u, ticks) => ticks.map((t) => t.toFixed(decimals)) }],
+    axes: [{ label: "experiment", incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000] }, { label: "val_bpb (lower is better)", size: 70, values: (u, ticks) => ticks.map((t) => t.toFixed(decimals)) }],
     legend: { live: false },
     series: [
       { label: "experiment" },
