@@ -221,25 +221,24 @@ async fn main() {
         }
     }
     println!(
-        "the loop, {} experiments at a {} s budget, {} rounds (seconds per experiment after the baseline; \
-         CPU seconds of the orchestrator's own process per experiment):",
+        "the loop, {} experiments at a {} s budget, each night of {} rounds (seconds per experiment \
+         after the baseline; CPU seconds of the orchestrator's own process per experiment):",
         options.experiments, options.budget, options.rounds
     );
     for (name, nights) in [
         ("without the dashboard", &without),
         ("with a page open", &with),
     ] {
-        let per: Vec<f64> = nights.iter().map(|n| n.per_experiment).collect();
-        let cpu: Vec<f64> = nights.iter().map(|n| n.cpu_per_experiment).collect();
+        let list = |values: Vec<String>| values.join(", ");
+        let per = list(nights.iter().map(|n| format!("{:.2}", n.per_experiment)).collect());
+        let cpu = list(nights.iter().map(|n| format!("{:.3}", n.cpu_per_experiment)).collect());
         let updates: Vec<String> = nights
             .iter()
             .filter_map(|n| n.live_updates)
             .map(|u| u.to_string())
             .collect();
         println!(
-            "  {name}: {} s per experiment; CPU {} s{}",
-            range(&per, 2),
-            range(&cpu, 3),
+            "  {name}: {per} s per experiment; CPU {cpu} s{}",
             if updates.is_empty() {
                 String::new()
             } else {
