@@ -48,7 +48,7 @@ pub fn experiments(run: &Run) -> Result<Experiments> {
     let budget_seconds = records
         .iter()
         .rev()
-        .find_map(|r| r.result.as_ref()?["time_budget_s"].as_f64());
+        .find_map(|r| r.result.as_ref()?.line()?.time_budget_s);
     let bests = running_best(&records);
     let sigmas = running_sigma(&records);
     let experiments = records
@@ -60,8 +60,7 @@ pub fn experiments(run: &Run) -> Result<Experiments> {
             }
             Row {
                 steps: record.trials.first().and_then(|t| t.num_steps).or_else(|| {
-                    let result = record.result.as_ref()?;
-                    result["num_steps"].as_u64()
+                    Some(record.result.as_ref()?.line()?.num_steps)
                 }),
                 record,
                 best_bpb,

@@ -135,8 +135,7 @@ fn record(
         "description": if seq == 0 { "baseline".to_string() } else { format!("lr {}", lr(seq)) },
         "val_bpb": val_bpb,
         "peak_memory_mb": 1024.0,
-        "result": val_bpb.map(|v| json!({"val_bpb": v, "training_seconds": BUDGET + 0.1,
-                                         "time_budget_s": BUDGET, "num_steps": 100 + seq})),
+        "result": val_bpb.map(|_| result_line(seq)),
         "think_seconds": 20.0,
         "build_seconds": 4.0,
         "run_seconds": BUDGET + 7.0,
@@ -154,6 +153,16 @@ fn record(
         },
         "eval_seconds": 2.0,
     })
+}
+
+/// The trainer's result line (docs/contract.md) of experiment `seq`'s run.
+fn result_line(seq: u64) -> Value {
+    let steps = 100 + seq;
+    json!({"schema": 1, "status": "ok", "training_seconds": BUDGET + 0.1,
+           "total_seconds": BUDGET + 4.0, "peak_memory_mb": 1024.0, "num_steps": steps,
+           "num_params": 1_000_000, "train_tokens": steps * 4096,
+           "tokens_per_second": (steps * 4096) as f64 / BUDGET, "mfu_percent": null,
+           "device": "cpu", "contract": "recorded", "time_budget_s": BUDGET, "seed": 42})
 }
 
 /// The run's commits by experiment, written in one `git fast-import`: the baseline on `main`,
