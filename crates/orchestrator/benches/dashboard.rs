@@ -230,8 +230,18 @@ async fn main() {
         ("with a page open", &with),
     ] {
         let list = |values: Vec<String>| values.join(", ");
-        let per = list(nights.iter().map(|n| format!("{:.2}", n.per_experiment)).collect());
-        let cpu = list(nights.iter().map(|n| format!("{:.3}", n.cpu_per_experiment)).collect());
+        let per = list(
+            nights
+                .iter()
+                .map(|n| format!("{:.2}", n.per_experiment))
+                .collect(),
+        );
+        let cpu = list(
+            nights
+                .iter()
+                .map(|n| format!("{:.3}", n.cpu_per_experiment))
+                .collect(),
+        );
         let updates: Vec<String> = nights
             .iter()
             .filter_map(|n| n.live_updates)

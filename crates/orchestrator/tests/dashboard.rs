@@ -5,13 +5,14 @@
 //!
 //! - `a_recorded_run_shows_its_experiments_plot_diffs_and_logs`: a recorded run of 100
 //!   experiments on a real git history (tests/common/recorded.rs): a row each, the totals, the
-//!   progress plot drawn, a keep's diff and log a click away; the JSON paths for scripts.
+//!   progress plot drawn, a keep's diff, logs and curves a click away; the JSON paths for scripts.
 //! - `a_live_night_updates_the_open_page`: a real short night on the stand-in trainer
 //!   (tests/common/standin.rs) with `run --dashboard`, the page opened as it starts: the
-//!   experiment in flight appears with its runs, the rows arrive as they are recorded, all without
-//!   a reload; when the night ends the page has its last record and says the run has ended.
+//!   experiments in flight appear with their runs' curves growing (a change's against the best's),
+//!   the rows arrive as they are recorded, all without a reload; when the night ends the page has its last record and says the run has ended.
 //! - `bad_input_is_refused_with_what_to_do`: a tag with no run, an address other machines can
-//!   reach without `--public` (for `dashboard` and `run --dashboard`), a port in use.
+//!   reach without `--public` (for `dashboard` and `run --dashboard`), a port in use; a ledger
+//!   line that does not parse, named by the API.
 
 #[path = "common/browser.rs"]
 mod browser;
@@ -89,6 +90,9 @@ fn detail(tab: &str) -> String {
 const SECONDS: Duration = Duration::from_secs(30);
 
 #[tokio::test(flavor = "multi_thread")]
+// SERIAL keeps the browser tests (each on a runtime of its own) from loading the cores at once:
+// it is held across their awaits on purpose.
+#[allow(clippy::await_holding_lock)]
 async fn a_recorded_run_shows_its_experiments_plot_diffs_and_logs() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let recorded = Recorded::new(100);
@@ -149,7 +153,8 @@ async fn a_recorded_run_shows_its_experiments_plot_diffs_and_logs() {
     let new = format!("+const LR: f64 = {};", recorded::lr(keep));
     assert!(diff.contains(&old) && diff.contains(&new), "{diff}");
     browser.screenshot("recorded").await;
-    browser.eval("document.querySelector('tr.detail').scrollIntoView(); return 1").await;
+    let scroll = "document.querySelector('tr.detail').scrollIntoView({block: 'center'}); return 1";
+    browser.eval(scroll).await;
     browser.screenshot("recorded-diff").await;
     click(&browser, "button[data-tab='log']").await;
     let log = browser.wait_until("the log", &detail("log"), SECONDS).await;
@@ -180,6 +185,16 @@ async fn a_recorded_run_shows_its_experiments_plot_diffs_and_logs() {
     assert_eq!(json["experiments"].as_array().unwrap().len(), 100);
     assert_eq!(json["summary"]["best_bpb"], best["val_bpb"]);
     assert_eq!(json["experiments"][keep as usize]["commit"], best["commit"]);
+    let curve = &json["experiments"][keep as usize]["trials"][0]["curve"];
+    assert_eq!(
+        curve.as_array().unwrap().len(),
+        0,
+        "curves only in each record's own path"
+    );
+    let (status, body) = get(&format!("/api/experiments/{keep}")).await;
+    assert_eq!(status, 200);
+    let record: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(record["trials"][0]["curve"], best["trials"][0]["curve"]);
     let (status, body) = get("/api/live").await;
     assert_eq!(
         (status, body.as_str()),
@@ -197,6 +212,9 @@ async fn a_recorded_run_shows_its_experiments_plot_diffs_and_logs() {
 const ROWS: &str = "return document.querySelectorAll('#experiments tr.experiment').length";
 
 #[tokio::test(flavor = "multi_thread")]
+// SERIAL keeps the browser tests (each on a runtime of its own) from loading the cores at once:
+// it is held across their awaits on purpose.
+#[allow(clippy::await_holding_lock)]
 async fn a_live_night_updates_the_open_page() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let standin = standin::Standin::new();
@@ -283,8 +301,8 @@ fn in_flight(which: &str) -> String {
     )
 }
 
-#[test]
-fn bad_input_is_refused_with_what_to_do() {
+#[tokio::test]
+async fn bad_input_is_refused_with_what_to_do() {
     let recorded = Recorded::new(3);
     let fails = |mut command: Command, expected: &[&str]| {
         let out = command.output().unwrap();
@@ -333,5 +351,24 @@ fn bad_input_is_refused_with_what_to_do() {
     assert!(
         !recorded.repo.join("runs/night").exists(),
         "nothing started"
+    );
+    // A ledger line that does not parse is named, for the page and for scripts.
+    let ledger = recorded.run_dir().join("experiments.jsonl");
+    let text = std::fs::read_to_string(&ledger).unwrap();
+    let torn: Vec<&str> = text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| if i == 1 { "{\"seq\": 1," } else { l })
+        .collect();
+    std::fs::write(&ledger, torn.join("\n") + "\n").unwrap();
+    let (_server, url) = serve(&recorded);
+    let response = reqwest::get(format!("{url}/api/experiments"))
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 500);
+    let body = response.text().await.unwrap();
+    assert!(
+        body.contains("experiments.jsonl line 2: ") && body.contains("fix or remove that line"),
+        "{body}"
     );
 }

@@ -59,9 +59,11 @@ pub fn experiments(run: &Run) -> Result<Experiments> {
                 trial.curve.clear();
             }
             Row {
-                steps: record.trials.first().and_then(|t| t.num_steps).or_else(|| {
-                    Some(record.result.as_ref()?.line()?.num_steps)
-                }),
+                steps: record
+                    .trials
+                    .first()
+                    .and_then(|t| t.num_steps)
+                    .or_else(|| Some(record.result.as_ref()?.line()?.num_steps)),
                 record,
                 best_bpb,
                 noise_sigma,
