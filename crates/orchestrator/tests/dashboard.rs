@@ -194,7 +194,28 @@ async fn a_recorded_run_shows_its_experiments_plot_diffs_and_logs() {
     let (status, body) = get(&format!("/api/experiments/{keep}")).await;
     assert_eq!(status, 200);
     let record: Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(record["trials"][0]["curve"], best["trials"][0]["curve"]);
+    // The same points (serde_json reads floats to within an ulp).
+    let points = |curve: &Value| -> Vec<(f64, u64, f64)> {
+        let point = |p: &Value| {
+            (
+                p["seconds"].as_f64().unwrap(),
+                p["step"].as_u64().unwrap(),
+                p["loss"].as_f64().unwrap(),
+            )
+        };
+        curve.as_array().unwrap().iter().map(point).collect()
+    };
+    let (served, recorded) = (
+        points(&record["trials"][0]["curve"]),
+        points(&best["trials"][0]["curve"]),
+    );
+    assert_eq!(served.len(), recorded.len());
+    for (a, b) in served.iter().zip(&recorded) {
+        assert!(
+            a.0 == b.0 && a.1 == b.1 && (a.2 - b.2).abs() < 1e-12,
+            "{a:?} != {b:?}"
+        );
+    }
     let (status, body) = get("/api/live").await;
     assert_eq!(
         (status, body.as_str()),
