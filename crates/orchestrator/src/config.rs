@@ -7,8 +7,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use prepare::Profile;
 use serde::Deserialize;
 
-use crate::executor::Limits;
-use crate::ledger::Trial;
+use crate::run_dir::RunDir;
 use crate::sandbox::Resources;
 
 /// The LLM's model name when `--model` is not given (the trainer's variables are in `prepare`).
@@ -166,6 +165,8 @@ struct FileConfig {
 pub struct Config {
     pub repo: PathBuf,
     pub tag: String,
+    /// `runs/<tag>/`.
+    pub run_dir: RunDir,
     pub time_budget: Option<f64>,
     pub max_experiments: Option<u64>,
     pub agent: AgentKind,
@@ -323,9 +324,11 @@ impl Config {
                 gpus.join(",")
             );
         }
+        let tag = args.tag.or(file.tag).unwrap_or_else(default_tag);
         Ok(Config {
             repo: repo.to_path_buf(),
-            tag: args.tag.or(file.tag).unwrap_or_else(default_tag),
+            run_dir: RunDir::new(repo, &tag),
+            tag,
             time_budget: value(time_budget),
             max_experiments: value(max_experiments),
             agent,
@@ -361,16 +364,6 @@ impl Config {
 
     pub fn branch(&self) -> String {
         format!("autoresearch/{}", self.tag)
-    }
-
-    pub fn run_dir(&self) -> PathBuf {
-        self.repo.join("runs").join(&self.tag)
-    }
-
-    /// The hard limits for runs of `budget` training seconds once the baseline's runs are
-    /// `baseline` (none yet: the grace rule), see [`Limits::measured`].
-    pub fn limits(&self, budget: f64, baseline: &[Trial]) -> Limits {
-        Limits::measured(budget, self.grace, baseline)
     }
 }
 
@@ -534,6 +527,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::executor::Limits;
 
     #[test]
     fn flags_beat_the_file_and_the_file_beats_defaults() {
@@ -554,8 +548,9 @@ mod tests {
         assert_eq!(cfg.tag, "fromfile");
         assert_eq!(cfg.time_budget, Some(5.0));
         assert_eq!(cfg.agent, AgentKind::Offline);
-        assert_eq!(cfg.limits(5.0, &[]).train, Duration::from_secs(70));
-        assert_eq!(cfg.limits(300.0, &[]).train, Duration::from_secs(420));
+        let limits = |budget| Limits::measured(budget, cfg.grace, &[]);
+        assert_eq!(limits(5.0).train, Duration::from_secs(70));
+        assert_eq!(limits(300.0).train, Duration::from_secs(420));
     }
 
     #[test]

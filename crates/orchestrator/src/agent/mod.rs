@@ -43,7 +43,7 @@ impl Agent {
     pub fn new(cfg: &Config, builder: &Builder) -> Result<Agent> {
         Ok(match cfg.agent {
             AgentKind::Offline => Agent::Offline(Arc::new(Mutex::new(OfflineAgent::new(
-                cfg.run_dir().join("offline_agent.json"),
+                cfg.run_dir.offline_agent(),
                 cfg.seed,
                 cfg.device,
             )?))),

@@ -19,6 +19,7 @@ use super::{Proposal, history};
 use crate::cargo_build::{Build, Builder, Rules};
 use crate::config::Config;
 use crate::ledger;
+use crate::run_dir::RunDir;
 use crate::text::one_line;
 use crate::tools::Workspace;
 
@@ -53,7 +54,7 @@ pub struct OpenAiAgent {
     builder: Box<Builder>,
     target_dir: PathBuf,
     /// The run's directory, whose ledger the `history` tool reads.
-    run_dir: PathBuf,
+    run_dir: RunDir,
     /// autoresearch.toml's `noise_sigma`, which `history` states as the decisions use it.
     noise_sigma: Option<f64>,
     /// The model's context in tokens: the setting, else what the server states (see `connect`).
@@ -104,7 +105,7 @@ impl OpenAiAgent {
             model: cfg.model.clone(),
             builder: Box::new(builder),
             target_dir: cfg.target_dir.clone(),
-            run_dir: cfg.run_dir(),
+            run_dir: cfg.run_dir.clone(),
             noise_sigma: cfg.noise_sigma,
             context: cfg.context_tokens.unwrap_or(DEFAULT_CONTEXT),
             context_setting: cfg.context_tokens,
@@ -462,7 +463,10 @@ impl OpenAiAgent {
             "check" => Ok(self.check(ws.repo()).await),
             "history" => ledger::read_records(&self.run_dir)
                 .map(|records| {
-                    history(&records, ledger::noise_in_force(&records, self.noise_sigma))
+                    history(
+                        &records,
+                        crate::decide::noise_in_force(&records, self.noise_sigma),
+                    )
                 })
                 .map_err(|e| format!("error: {e:#}")),
             "finish" => {

@@ -3,7 +3,8 @@
 
 use serde::Serialize;
 
-use crate::ledger::{Printed, Record, Status, best, noise_floor, tally};
+use crate::decide::noise_floor;
+use crate::ledger::{Printed, Record, Status, best, tally};
 
 #[derive(Debug, Serialize)]
 pub struct Summary {

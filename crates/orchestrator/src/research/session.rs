@@ -3,7 +3,7 @@
 //! it (or checked against the pins of the run's first record), the agent and the executor, and
 //! the facts every phase shares: the budget, resolved here once, and the hard limits.
 
-use std::cell::{Ref, RefCell, RefMut};
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::PathBuf;
 
@@ -15,10 +15,10 @@ use crate::Stop;
 use crate::agent::Agent;
 use crate::cargo_build::{self, Builder};
 use crate::config::{AgentKind, Config, ExecutorKind};
-use crate::decide::Noise;
+use crate::decide::{self, Noise};
 use crate::executor::{Executor, Limits, Local, Slurm};
 use crate::git::{EDITABLE, Git};
-use crate::ledger::{self, Ledger, Pending, Pins};
+use crate::ledger::{self, Ledger, Pending, Pendings, Pins, Record};
 use crate::program::Program;
 use crate::progress::Progress;
 use crate::sandbox::Sandbox;
@@ -38,8 +38,11 @@ pub(super) struct Session {
     pub pins: Pins,
     pub executor: Box<dyn Executor>,
     pub progress: Progress,
-    /// What the workers share and change. Never borrowed across an `.await`: the workers are
-    /// futures of one task, and another one runs at every await.
+    /// The experiments under way, on disk.
+    pub pendings: Pendings,
+    /// What the workers share and change, lent only to the closures of [`Session::read`] and
+    /// [`Session::update`]: a borrow cannot outlive them, so none is held across an `.await`
+    /// (the workers are futures of one task, and another one runs at every await).
     state: RefCell<State>,
     /// Told of every record, for the workers waiting for the baseline's.
     recorded: Notify,
@@ -76,7 +79,14 @@ pub(super) struct Worker {
     pub stop: Stop,
     /// `[w3] ` with several workers, else nothing.
     pub name: String,
+    pub turn: Turn,
 }
+
+/// A worker's turn at the state the workers share: lent to [`Session::read`], and mutably to
+/// [`Session::update`], so that the compiler refuses a read or an update inside an update (which
+/// the `RefCell` would refuse at run time, in the middle of a night). One per worker; only
+/// [`Session::start`] makes them.
+pub(super) struct Turn(());
 
 /// What a worker does next.
 pub(super) enum Next {
@@ -94,13 +104,13 @@ impl Session {
     pub async fn start(cfg: Config) -> Result<(Session, Vec<Worker>)> {
         let data = setup::ensure_ready(&cfg)?;
         let budget = cfg.time_budget.unwrap_or(data.contract().time_budget_s);
-        let ledger = Ledger::open(&cfg.run_dir())?;
+        let ledger = Ledger::open(&cfg.run_dir)?;
         let libtorch = libtorch(&cfg);
-        let readable = [cfg.data_dir.as_path(), &cfg.run_dir()];
+        let readable = [cfg.data_dir.as_path(), cfg.run_dir.path()];
         let sandbox = Sandbox::detect(cfg.sandbox, &libtorch, cfg.resources, &readable)?;
         let worktrees = worktree::open(&cfg, &ledger, cfg.workers)?;
         let git = Git::new(&worktrees[0]);
-        let pendings = ledger.pendings()?;
+        let pendings = Pendings::new(&cfg.run_dir).all()?;
         let base = base_commit(&git, &ledger, &pendings)?;
         cargo_build::fetch(&worktrees[0]).await?;
         let builder = Builder::new(sandbox.clone(), libtorch);
@@ -128,7 +138,7 @@ impl Session {
             ExecutorKind::Slurm => Box::new(Slurm::new(evaluator, &cfg, sandbox.clone()).await?),
         };
         let baseline = ledger.records.iter().find(|r| r.seq == 0);
-        let limits = cfg.limits(budget, baseline.map_or(&[], |r| &r.trials));
+        let limits = Limits::measured(budget, cfg.grace, baseline.map_or(&[], |r| &r.trials));
         announce(&cfg, budget, limits, data.contract_hash(), &sandbox);
         let progress = Progress::new();
         let stop = Stop::on_ctrl_c();
@@ -153,6 +163,7 @@ impl Session {
                     String::new()
                 },
                 worktree,
+                turn: Turn(()),
             })
             .collect();
         let highest = pendings.iter().map(|p| p.seq + 1).max().unwrap_or(0);
@@ -176,6 +187,7 @@ impl Session {
         };
         let session = Session {
             progress,
+            pendings: Pendings::new(&cfg.run_dir),
             base,
             budget,
             builder,
@@ -188,12 +200,20 @@ impl Session {
         Ok((session, workers))
     }
 
-    pub fn state(&self) -> RefMut<'_, State> {
-        self.state.borrow_mut()
+    /// What `f` reads of the shared state; `f` cannot await, nor reach the state again.
+    pub fn read<T>(&self, _turn: &Turn, f: impl FnOnce(&State) -> T) -> T {
+        f(&self.state.borrow())
     }
 
-    pub fn ledger(&self) -> Ref<'_, Ledger> {
-        Ref::map(self.state.borrow(), |s| &s.ledger)
+    /// What `f` changes of the shared state, at once; `f` cannot await, nor reach the state
+    /// again.
+    pub fn update<T>(&self, _turn: &mut Turn, f: impl FnOnce(&mut State) -> T) -> T {
+        f(&mut self.state.borrow_mut())
+    }
+
+    /// The best kept record now.
+    pub fn best(&self, turn: &Turn) -> Option<Record> {
+        self.read(turn, |state| state.ledger.best().cloned())
     }
 
     /// What `worker` does next; None once the run is to stop. Until the baseline is recorded
@@ -204,7 +224,7 @@ impl Session {
                 return None;
             }
             {
-                let mut state = self.state();
+                let mut state = self.state.borrow_mut();
                 if let Some(next) = state.queue.pop_front() {
                     return Some(next);
                 }
@@ -218,7 +238,7 @@ impl Session {
                     };
                     worker
                         .progress
-                        .set_context(self.context(&state, seq, worker));
+                        .set_context(self.context(&state, seq, &worker.name));
                     return Some(next);
                 }
             }
@@ -238,37 +258,40 @@ impl Session {
 
     /// The hard limits of a run now: measured from the baseline's runs once they are recorded
     /// (they are in its record, so a `--resume` finds them again).
-    pub fn limits(&self) -> Limits {
-        let ledger = self.ledger();
-        let baseline = ledger.records.iter().find(|r| r.seq == 0);
-        self.cfg
-            .limits(self.budget, baseline.map_or(&[], |r| &r.trials))
+    pub fn limits(&self, turn: &Turn) -> Limits {
+        self.read(turn, |state| {
+            let baseline = state.ledger.records.iter().find(|r| r.seq == 0);
+            let baseline = baseline.map_or(&[][..], |r| &r.trials);
+            Limits::measured(self.budget, self.cfg.grace, baseline)
+        })
     }
 
     /// The noise floor the decisions use now.
-    pub fn noise(&self) -> Option<Noise> {
-        ledger::noise_in_force(&self.ledger().records, self.cfg.noise_sigma)
+    pub fn noise(&self, turn: &Turn) -> Option<Noise> {
+        self.read(turn, |state| {
+            decide::noise_in_force(&state.ledger.records, self.cfg.noise_sigma)
+        })
     }
 
     pub fn stopped(&self) {
         self.progress.println(&format!(
             "stopped; results in {}",
-            self.cfg.run_dir().join("results.tsv").display()
+            self.cfg.run_dir.results_tsv().display()
         ));
     }
 
-    /// Experiment number, best, noise and tallies, shown with every phase.
-    pub fn context(&self, state: &State, seq: u64, worker: &Worker) -> String {
+    /// Experiment number, best, noise and tallies, shown with every phase of worker `name`.
+    pub fn context(&self, state: &State, seq: u64, name: &str) -> String {
         let records = &state.ledger.records;
         let tally = ledger::tally(records);
         let best = ledger::best(records)
             .and_then(|b| b.val_bpb)
             .map_or("-".into(), |b| format!("{b:.6}"));
-        let sigma = ledger::noise_in_force(records, self.cfg.noise_sigma)
+        let sigma = decide::noise_in_force(records, self.cfg.noise_sigma)
             .map_or(String::new(), |n| format!(" (sigma {:.6})", n.sigma));
         format!(
-            "{}#{seq} best {best}{sigma} | {} keep {} discard {} crash",
-            worker.name, tally.keeps, tally.discards, tally.crashes
+            "{name}#{seq} best {best}{sigma} | {} keep {} discard {} crash",
+            tally.keeps, tally.discards, tally.crashes
         )
     }
 }
@@ -291,9 +314,23 @@ impl State {
         self.free.insert(seq);
     }
 
-    /// A re-applied change waits for the next free worker.
+    /// A re-applied change waits for the next free worker, and counts as running.
     pub fn enqueue(&mut self, reapplied: Pending) {
+        let running = reapplied.description.clone();
+        self.running.insert(reapplied.seq, running);
         self.queue.push_back(Next::Reapplied(reapplied));
+    }
+
+    /// Appends `record`: its experiment is no longer under way, and the kept trainers of
+    /// commits that are no longer the best go. The record as appended.
+    pub fn record(&mut self, pendings: &Pendings, record: Record) -> Result<Record> {
+        let seq = record.seq;
+        self.ledger.append(record)?;
+        pendings.clear(seq)?;
+        self.ledger.prune_best_binaries()?;
+        self.running.remove(&seq);
+        self.run_seconds.remove(&seq);
+        Ok(self.ledger.records.last().expect("just appended").clone())
     }
 }
 
@@ -355,7 +392,7 @@ fn announce(cfg: &Config, budget: f64, limits: Limits, contract: &str, sandbox: 
         cfg.branch(),
         limits.train.as_secs_f64(),
         cfg.device.device(),
-        cfg.run_dir().display()
+        cfg.run_dir.path().display()
     );
     if cfg.workers > 1 {
         let placement = match (cfg.executor, cfg.device) {

@@ -217,7 +217,7 @@ impl Slurm {
             "OUT_OF_MEMORY" => JobGone::OutOfMemory { id },
             "COMPLETED" => JobGone::NotShared {
                 id,
-                dir: self.dir.clone(),
+                dir: self.run_dir.slurm_dir(),
             },
             _ => JobGone::Other {
                 id,
@@ -246,7 +246,7 @@ impl Slurm {
             .parent()
             .and_then(Path::file_name)
             .map_or("model".into(), |n| n.to_string_lossy().into_owned());
-        let dir = self.dir.join(format!("holdout-{run}"));
+        let dir = self.run_dir.slurm_holdout(&run);
         std::fs::remove_dir_all(&dir).ok();
         std::fs::create_dir_all(&dir).map_err(|e| failed(e.into()))?;
         let evaluator = self.evaluator.command(model, Split::Test, 3);

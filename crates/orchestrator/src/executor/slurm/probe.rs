@@ -44,7 +44,11 @@ impl Slurm {
                         return Ok(fields);
                     }
                     let why = self.ended(id, &ended).await;
-                    bail!(not_shared(&self.dir, id, &format!("it ended ({why})")));
+                    bail!(not_shared(
+                        &self.run_dir.slurm_dir(),
+                        id,
+                        &format!("it ended ({why})")
+                    ));
                 }
             }
             if waited.elapsed() > PROBE_WAIT {
@@ -59,7 +63,7 @@ impl Slurm {
                         self.shown_options(false)
                     ),
                     _ => bail!(not_shared(
-                        &self.dir,
+                        &self.run_dir.slurm_dir(),
                         id,
                         &format!(
                             "it ran for over {} s without writing back",
@@ -75,7 +79,7 @@ impl Slurm {
     /// The probe job: the run directory must be shared with the nodes, and the jails must work
     /// there. Stops the run with what to do otherwise.
     pub(super) async fn probe(&self) -> Result<()> {
-        let dir = self.dir.join("probe");
+        let dir = self.run_dir.slurm_probe();
         std::fs::remove_dir_all(&dir).ok();
         std::fs::create_dir_all(&dir)?;
         let token = random_token()?;
@@ -117,7 +121,7 @@ impl Slurm {
         let node = field(&fields, "node").unwrap_or("?");
         if field(&fields, "token") != Some(token.as_str()) {
             bail!(not_shared(
-                &self.dir,
+                &self.run_dir.slurm_dir(),
                 id,
                 &format!(
                     "on node {node} it read another token from {}",
