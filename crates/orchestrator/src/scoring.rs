@@ -119,7 +119,7 @@ impl Evaluator {
             data_sha256,
             device: cfg.device,
             sandbox: builder.sandbox.clone(),
-            threads: env::threads(Some(cfg.workers)),
+            threads: env::threads(Some(cfg.settings.workers())),
         })
     }
 

@@ -20,7 +20,7 @@ pub fn open(cfg: &Config, ledger: &Ledger, workers: usize) -> Result<Vec<PathBuf
     let checkout = Git::new(&cfg.repo);
     let branch = cfg.branch();
     let dirs: Vec<PathBuf> = (0..workers).map(|k| cfg.run_dir.worktree(k)).collect();
-    if cfg.resume {
+    if cfg.settings.resume {
         if !checkout.branch_exists(&branch) {
             bail!("there is no branch {branch} to resume; start it without --resume");
         }

@@ -36,7 +36,7 @@ impl Local {
         std::fs::create_dir_all(cfg.run_dir.bin_dir())?;
         Ok(Local {
             evaluator,
-            trainers: Trainers::new(cfg, sandbox, Some(cfg.workers))?,
+            trainers: Trainers::new(cfg, sandbox, Some(cfg.settings.workers()))?,
             run_dir: cfg.run_dir.clone(),
         })
     }

@@ -42,7 +42,7 @@ pub(super) async fn with_repairs(
             pending.seq,
             tail(diagnostics, CONSOLE_LINES)
         ));
-        if repairs == s.cfg.max_repairs {
+        if repairs == s.cfg.settings.max_repairs() {
             break;
         }
         let Some(repaired) = w.agent.repair(diagnostics, &w.ws).await else {

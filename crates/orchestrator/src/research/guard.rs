@@ -6,8 +6,8 @@
 
 use anyhow::Result;
 
+use super::Trials;
 use super::session::{Session, Worker};
-use super::trials::Trials;
 use super::{Decision, Experiment, Failure};
 use crate::cargo_build::Rules;
 use crate::decide;

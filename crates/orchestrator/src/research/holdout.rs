@@ -7,8 +7,8 @@ use std::time::Instant;
 use anyhow::{Result, bail};
 
 use super::Decision;
+use super::Trials;
 use super::session::{Session, Worker};
-use super::trials::Trials;
 use crate::scoring::ScoreError;
 
 pub(super) struct Holdout {

@@ -68,6 +68,23 @@ pub(super) async fn next(s: &Session, w: &mut Worker, next: &Next) -> Result<Opt
     }))
 }
 
+/// What the agent is told of experiment `seq`: the budget, the noise, the machine, and what the
+/// other workers are running now.
+fn rules(s: &Session, w: &Worker, seq: u64) -> Rules {
+    Rules {
+        experiment: seq,
+        budget: s.budget,
+        noise: s.noise(&w.turn),
+        device: s.cfg.device,
+        running: s.read(&w.turn, |state| {
+            let running = state.running.iter();
+            running
+                .map(|(seq, what)| format!("#{seq} {what}"))
+                .collect()
+        }),
+    }
+}
+
 /// The agent's change on top of the best commit as it is now, committed; None when it changed
 /// nothing. An unfinished proposal comes with why, and its pending is the parent itself.
 async fn ask_agent(
@@ -80,18 +97,7 @@ async fn ask_agent(
     let started = Instant::now();
     let parent = s.best(&w.turn).context("no kept baseline")?.commit;
     w.git.reset_to(&parent)?;
-    let rules = Rules {
-        experiment: seq,
-        budget: s.budget,
-        noise: s.noise(&w.turn),
-        device: s.cfg.device,
-        running: s.read(&w.turn, |state| {
-            let running = state.running.iter();
-            running
-                .map(|(seq, what)| format!("#{seq} {what}"))
-                .collect()
-        }),
-    };
+    let rules = rules(s, w, seq);
     let brief = |max_bytes| {
         s.read(&w.turn, |state| {
             agent::brief(program, &rules, &state.ledger, &w.ws, max_bytes)

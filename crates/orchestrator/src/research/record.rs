@@ -7,9 +7,9 @@
 
 use anyhow::{Result, bail};
 
+use super::Trials;
 use super::holdout::Holdout;
 use super::session::{Session, Worker};
-use super::trials::Trials;
 use super::{Decision, Experiment, Failure};
 use crate::decide::Noise;
 use crate::git::EDITABLE;
@@ -79,19 +79,12 @@ fn decide(
         .as_ref()
         .map_or(experiment.pending.parent.clone(), |b| b.commit.clone());
     let noise = s.noise(&w.turn);
+    let pending = experiment.pending.clone();
     let mut record = record_of(experiment, &trials, holdout, best.as_ref(), noise);
     record.pins = first.then(|| s.pins.clone());
     let late = Late {
         against: trials.against,
         beat_parent: trials.beat_parent,
-    };
-    let pending = Pending {
-        seq,
-        commit: record.commit.clone(),
-        parent: record.parent.clone(),
-        description: record.description.clone(),
-        think_seconds: record.think_seconds,
-        agent_tokens: record.agent_tokens,
     };
     let decision = settle(s, w, &pending, trials.decision, late, best.as_ref())?;
     let (status, reason, rule) = decision.into_parts();
@@ -193,7 +186,7 @@ fn settle(
         }
         _ => return Ok(decision),
     };
-    let max = s.cfg.max_experiments;
+    let max = s.cfg.settings.max_experiments;
     let Some(seq) = s.update(&mut w.turn, |state| state.allocate(max)) else {
         return Ok(Decision::Discard(format!(
             "{beat}; not re-applied onto it: the run's last experiment number is given out"

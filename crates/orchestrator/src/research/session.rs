@@ -5,7 +5,7 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
 use prepare::Profile;
@@ -103,12 +103,15 @@ pub(super) enum Next {
 impl Session {
     pub async fn start(cfg: Config) -> Result<(Session, Vec<Worker>)> {
         let data = setup::ensure_ready(&cfg)?;
-        let budget = cfg.time_budget.unwrap_or(data.contract().time_budget_s);
+        let budget = cfg
+            .settings
+            .time_budget
+            .unwrap_or(data.contract().time_budget_s);
         let ledger = Ledger::open(&cfg.run_dir)?;
         let libtorch = libtorch(&cfg);
         let readable = [cfg.data_dir.as_path(), cfg.run_dir.path()];
-        let sandbox = Sandbox::detect(cfg.sandbox, &libtorch, cfg.resources, &readable)?;
-        let worktrees = worktree::open(&cfg, &ledger, cfg.workers)?;
+        let sandbox = Sandbox::detect(cfg.settings.sandbox(), &libtorch, cfg.resources, &readable)?;
+        let worktrees = worktree::open(&cfg, &ledger, cfg.settings.workers())?;
         let git = Git::new(&worktrees[0]);
         let pendings = Pendings::new(&cfg.run_dir).all()?;
         let base = base_commit(&git, &ledger, &pendings)?;
@@ -117,74 +120,17 @@ impl Session {
         // First: a wrong key or model stops the run before anything is built.
         let mut agent = Agent::new(&cfg, &builder)?;
         agent.connect().await?;
-        let first = ledger.records.first();
-        if first.is_some_and(|r| r.pins.is_none()) {
-            eprintln!(
-                "note: this run's first record pins no evaluator or data hashes (it predates \
-                 them); they are not checked on this resume"
-            );
-        }
-        // Built before the agent changes anything, from files checked to be the base commit's.
-        let evaluator = Evaluator::open(
-            &cfg,
-            &builder,
-            &worktrees[0],
-            first.and_then(|r| r.pins.as_ref()),
-        )
-        .await?;
-        let pins = evaluator.pins();
-        let executor: Box<dyn Executor> = match cfg.executor {
-            ExecutorKind::Local => Box::new(Local::new(evaluator, &cfg, sandbox.clone())?),
-            ExecutorKind::Slurm => Box::new(Slurm::new(evaluator, &cfg, sandbox.clone()).await?),
-        };
+        let pinned = ledger.records.first().map(|r| r.pins.clone());
+        let (executor, pins) = executor(&cfg, &builder, &worktrees[0], pinned, &sandbox).await?;
         let baseline = ledger.records.iter().find(|r| r.seq == 0);
-        let limits = Limits::measured(budget, cfg.grace, baseline.map_or(&[], |r| &r.trials));
+        let baseline = baseline.map_or(&[][..], |r| &r.trials);
+        let limits = Limits::measured(budget, cfg.settings.grace(), baseline);
         announce(&cfg, budget, limits, data.contract_hash(), &sandbox);
         let progress = Progress::new();
-        let stop = Stop::on_ctrl_c();
-        let several = worktrees.len() > 1;
-        let workers = worktrees
-            .into_iter()
-            .enumerate()
-            .map(|(k, worktree)| Worker {
-                git: Git::new(&worktree),
-                ws: Workspace::new(&worktree),
-                agent: agent.for_another_worker(),
-                progress: if several {
-                    progress.another()
-                } else {
-                    progress.clone()
-                },
-                gpu: cfg.gpus.get(k).cloned(),
-                stop: stop.clone(),
-                name: if several {
-                    format!("[w{k}] ")
-                } else {
-                    String::new()
-                },
-                worktree,
-                turn: Turn(()),
-            })
-            .collect();
-        let highest = pendings.iter().map(|p| p.seq + 1).max().unwrap_or(0);
-        let next_seq = ledger.next_seq().max(highest);
-        let used: BTreeSet<u64> = ledger
-            .records
-            .iter()
-            .map(|r| r.seq)
-            .chain(pendings.iter().map(|p| p.seq))
-            .collect();
-        let state = State {
-            // The person's file, in the person's checkout.
-            program: Program::watch(&cfg.repo.join("program.md"), &progress),
-            empty_proposals: 0,
-            queue: pendings.into_iter().map(Next::Resume).collect(),
-            running: BTreeMap::new(),
-            run_seconds: BTreeMap::new(),
-            free: (0..next_seq).filter(|n| !used.contains(n)).collect(),
-            next_seq,
-            ledger,
-        };
+        let workers = workers(&cfg, worktrees, &agent, &progress);
+        // The person's file, in the person's checkout.
+        let program = Program::watch(&cfg.repo.join("program.md"), &progress);
+        let state = State::new(ledger, pendings, program);
         let session = Session {
             progress,
             pendings: Pendings::new(&cfg.run_dir),
@@ -230,7 +176,7 @@ impl Session {
                 }
                 let baseline_running = state.ledger.best().is_none() && state.next_seq > 0;
                 if !baseline_running {
-                    let seq = state.allocate(self.cfg.max_experiments)?;
+                    let seq = state.allocate(self.cfg.settings.max_experiments)?;
                     let next = if seq == 0 {
                         Next::Baseline
                     } else {
@@ -262,14 +208,14 @@ impl Session {
         self.read(turn, |state| {
             let baseline = state.ledger.records.iter().find(|r| r.seq == 0);
             let baseline = baseline.map_or(&[][..], |r| &r.trials);
-            Limits::measured(self.budget, self.cfg.grace, baseline)
+            Limits::measured(self.budget, self.cfg.settings.grace(), baseline)
         })
     }
 
     /// The noise floor the decisions use now.
     pub fn noise(&self, turn: &Turn) -> Option<Noise> {
         self.read(turn, |state| {
-            decide::noise_in_force(&state.ledger.records, self.cfg.noise_sigma)
+            decide::noise_in_force(&state.ledger.records, self.cfg.settings.noise_sigma)
         })
     }
 
@@ -287,7 +233,7 @@ impl Session {
         let best = ledger::best(records)
             .and_then(|b| b.val_bpb)
             .map_or("-".into(), |b| format!("{b:.6}"));
-        let sigma = decide::noise_in_force(records, self.cfg.noise_sigma)
+        let sigma = decide::noise_in_force(records, self.cfg.settings.noise_sigma)
             .map_or(String::new(), |n| format!(" (sigma {:.6})", n.sigma));
         format!(
             "{name}#{seq} best {best}{sigma} | {} keep {} discard {} crash",
@@ -297,6 +243,29 @@ impl Session {
 }
 
 impl State {
+    /// The shared state of a run whose records are `ledger`, with the experiments `pendings`
+    /// interrupted by a stop or a kill queued to run first.
+    fn new(ledger: Ledger, pendings: Vec<Pending>, program: Program) -> State {
+        let highest = pendings.iter().map(|p| p.seq + 1).max().unwrap_or(0);
+        let next_seq = ledger.next_seq().max(highest);
+        let used: BTreeSet<u64> = ledger
+            .records
+            .iter()
+            .map(|r| r.seq)
+            .chain(pendings.iter().map(|p| p.seq))
+            .collect();
+        State {
+            program,
+            empty_proposals: 0,
+            queue: pendings.into_iter().map(Next::Resume).collect(),
+            running: BTreeMap::new(),
+            run_seconds: BTreeMap::new(),
+            free: (0..next_seq).filter(|n| !used.contains(n)).collect(),
+            next_seq,
+            ledger,
+        }
+    }
+
     /// A number for a new experiment, or None when `max` experiments have had theirs.
     pub fn allocate(&mut self, max: Option<u64>) -> Option<u64> {
         if let Some(seq) = self.free.pop_first() {
@@ -341,6 +310,66 @@ impl Worker {
     }
 }
 
+/// The protected evaluator (built from `worktree` before the agent changes anything, from files
+/// checked to be the base commit's, or checked against the first record's `pinned` hashes) and
+/// the executor that runs trials with it.
+async fn executor(
+    cfg: &Config,
+    builder: &Builder,
+    worktree: &Path,
+    pinned: Option<Option<Pins>>,
+    sandbox: &Sandbox,
+) -> Result<(Box<dyn Executor>, Pins)> {
+    if pinned.as_ref().is_some_and(Option::is_none) {
+        eprintln!(
+            "note: this run's first record pins no evaluator or data hashes (it predates \
+             them); they are not checked on this resume"
+        );
+    }
+    let pinned = pinned.flatten();
+    let evaluator = Evaluator::open(cfg, builder, worktree, pinned.as_ref()).await?;
+    let pins = evaluator.pins();
+    let executor: Box<dyn Executor> = match cfg.settings.executor() {
+        ExecutorKind::Local => Box::new(Local::new(evaluator, cfg, sandbox.clone())?),
+        ExecutorKind::Slurm => Box::new(Slurm::new(evaluator, cfg, sandbox.clone()).await?),
+    };
+    Ok((executor, pins))
+}
+
+/// One worker per worktree, each with its own agent, status line and GPU.
+fn workers(
+    cfg: &Config,
+    worktrees: Vec<PathBuf>,
+    agent: &Agent,
+    progress: &Progress,
+) -> Vec<Worker> {
+    let stop = Stop::on_ctrl_c();
+    let several = worktrees.len() > 1;
+    worktrees
+        .into_iter()
+        .enumerate()
+        .map(|(k, worktree)| Worker {
+            git: Git::new(&worktree),
+            ws: Workspace::new(&worktree),
+            agent: agent.for_another_worker(),
+            progress: if several {
+                progress.another()
+            } else {
+                progress.clone()
+            },
+            gpu: cfg.gpus.get(k).cloned(),
+            stop: stop.clone(),
+            name: if several {
+                format!("[w{k}] ")
+            } else {
+                String::new()
+            },
+            worktree,
+            turn: Turn(()),
+        })
+        .collect()
+}
+
 /// The libtorch the builds link: `LIBTORCH`, else the checkout's `.libtorch` (a link, kept as one:
 /// the path is part of cargo's fingerprint of libtorch's bindings).
 fn libtorch(cfg: &Config) -> PathBuf {
@@ -374,14 +403,15 @@ fn announce(cfg: &Config, budget: f64, limits: Limits, contract: &str, sandbox: 
     let model = match cfg.agent {
         AgentKind::Openai => {
             let endpoint = cfg
+                .settings
                 .base_url
                 .as_deref()
                 .map_or("api.openai.com".into(), host);
-            format!(" | model {} at {endpoint}", cfg.model)
+            format!(" | model {} at {endpoint}", cfg.settings.model())
         }
         AgentKind::Offline => String::new(),
     };
-    let noise = match (cfg.noise_sigma, cfg.noise_seeds) {
+    let noise = match (cfg.settings.noise_sigma, cfg.settings.noise_seeds()) {
         (Some(sigma), _) => format!("sigma {sigma} as configured"),
         (None, 1) => "not measured (1 seed): any gain is kept".into(),
         (None, n) => format!("measured with {n} seeds"),
@@ -394,8 +424,8 @@ fn announce(cfg: &Config, budget: f64, limits: Limits, contract: &str, sandbox: 
         cfg.device.device(),
         cfg.run_dir.path().display()
     );
-    if cfg.workers > 1 {
-        let placement = match (cfg.executor, cfg.device) {
+    if cfg.settings.workers() > 1 {
+        let placement = match (cfg.settings.executor(), cfg.device) {
             (ExecutorKind::Slurm, _) => "each trial a Slurm job".to_string(),
             (ExecutorKind::Local, Profile::Gpu) => format!("GPUs {}", cfg.gpus.join(",")),
             (ExecutorKind::Local, Profile::Cpu) => format!(
@@ -405,7 +435,10 @@ fn announce(cfg: &Config, budget: f64, limits: Limits, contract: &str, sandbox: 
                 std::thread::available_parallelism().map_or(1, |n| n.get())
             ),
         };
-        eprintln!("workers | {} experiments at once, {placement}", cfg.workers);
+        eprintln!(
+            "workers | {} experiments at once, {placement}",
+            cfg.settings.workers()
+        );
     }
     if sandbox.confined() {
         eprintln!("sandbox | {}", sandbox.support());

@@ -10,8 +10,8 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 
-use super::Decision;
 use super::session::{Session, Turn, Worker};
+use super::{Decision, Trials};
 use crate::decide::{self, Evidence, Verdict};
 use crate::executor::{Job, Outcome, Scored, TrialFailure};
 use crate::ledger::{self, Pending, Printed, Record, Status, Trial};
@@ -22,60 +22,6 @@ const SEED: u64 = 42;
 /// How far (relative) the best may move from where the noise was measured before it is
 /// measured again.
 const REMEASURE_SHIFT: f64 = 0.05;
-
-/// The runs of one experiment and what they decided.
-pub(super) struct Trials {
-    pub decision: Decision,
-    /// The change's scored runs, in order.
-    pub runs: Vec<Scored>,
-    /// The best's re-runs beside them, `best_runs[i]` paired with `runs[i]`.
-    pub best_runs: Vec<Trial>,
-    /// The first run's result line, also when that run then failed.
-    pub result: Option<Printed>,
-    /// Warnings for people.
-    pub flags: Vec<String>,
-    /// The noise floor these runs measured: the baseline's, or a new best's far from where the
-    /// noise was last measured.
-    pub measured: Option<f64>,
-    /// The gain as judged (negative is better), see [`Evidence::delta`].
-    pub delta: Option<f64>,
-    /// Wall time of the runs, scoring included.
-    pub seconds: f64,
-    /// The best's commit when the first run's score came back, which the runs were judged
-    /// against; None for the baseline and changes that never ran.
-    pub against: Option<String>,
-    /// The rule by which the change beat its own parent, when the best had already moved on from
-    /// that parent by the time its score came back and the change did not beat the new best.
-    pub beat_parent: Option<String>,
-    /// The best whose re-run beside the change was judged non-causal: its keep is revoked.
-    pub revoked: Option<u64>,
-}
-
-impl Trials {
-    /// An experiment that ended before any run.
-    pub fn not_run(decision: Decision) -> Trials {
-        Trials {
-            decision,
-            runs: Vec::new(),
-            best_runs: Vec::new(),
-            result: None,
-            flags: Vec::new(),
-            measured: None,
-            delta: None,
-            seconds: 0.0,
-            against: None,
-            beat_parent: None,
-            revoked: None,
-        }
-    }
-
-    /// The mean protected score, unless the experiment crashed.
-    pub fn val_bpb(&self) -> Option<f64> {
-        let scores = scores(&self.runs);
-        let decided = !matches!(self.decision, Decision::Crash(_));
-        (decided && !scores.is_empty()).then(|| decide::mean(&scores))
-    }
-}
 
 /// The runs so far, before they decide.
 #[derive(Default)]
@@ -210,7 +156,7 @@ async fn until_decided(
     }
     let Some(best) = s.best(&w.turn).filter(|b| b.val_bpb.is_some()) else {
         // The baseline: as many seeds as measure the noise.
-        while runs.scored.len() < s.cfg.noise_seeds {
+        while runs.scored.len() < s.cfg.settings.noise_seeds() {
             w.progress.phase("noise");
             if let ControlFlow::Break(end) = run_change(s, w, seq, binary, runs).await? {
                 return Ok(end);
@@ -408,7 +354,7 @@ fn judge(
         }
         (reruns, all)
     });
-    let may_rerun = reruns <= s.cfg.rerun_share * all;
+    let may_rerun = reruns <= s.cfg.settings.rerun_share() * all;
     let (best_scores, change, reruns) = (
         ledger::scores(&best.trials),
         scores(&runs.scored),
@@ -436,7 +382,7 @@ fn judge(
 /// the noise is measured again there.
 fn remeasure_due(s: &Session, turn: &Turn, runs: &[Scored]) -> bool {
     let mean = decide::mean(&scores(runs));
-    s.cfg.noise_sigma.is_none()
+    s.cfg.settings.noise_sigma.is_none()
         && s.read(turn, |state| state.ledger.sigma_measured_at())
             .is_some_and(|at| (at - mean).abs() > REMEASURE_SHIFT * at)
 }
@@ -449,7 +395,7 @@ async fn remeasure(
     binary: &Path,
     runs: &mut Runs,
 ) -> Result<bool> {
-    while runs.scored.len() < s.cfg.noise_seeds {
+    while runs.scored.len() < s.cfg.settings.noise_seeds() {
         w.progress.phase("noise");
         let seed = SEED + runs.scored.len() as u64;
         match execute(s, w, seq, runs.count(), seed, binary).await? {

@@ -6,12 +6,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
-use prepare::Split;
 
 use super::Slurm;
 use super::cli::{CancelOnDrop, HOPELESS, State, minutes_text, scancel};
 use super::files::{Done, Handle, field, unix_now};
-use super::script::DONE;
 use crate::Stop;
 use crate::executor::{Job, JobGone};
 use crate::progress::Progress;
@@ -249,20 +247,7 @@ impl Slurm {
         let dir = self.run_dir.slurm_holdout(&run);
         std::fs::remove_dir_all(&dir).ok();
         std::fs::create_dir_all(&dir).map_err(|e| failed(e.into()))?;
-        let evaluator = self.evaluator.command(model, Split::Test, 3);
-        let mut script = self
-            .header(
-                &dir,
-                &format!(
-                    "the holdout: the protected evaluator on the test split, model {}",
-                    model.display()
-                ),
-            )
-            .map_err(failed)?;
-        script.push_str("if true; then\n");
-        self.evaluate(&mut script, &evaluator, limit)
-            .map_err(failed)?;
-        script.push_str(&format!("fi\n{DONE}\n"));
+        let script = self.holdout_script(&dir, model, limit).map_err(failed)?;
         let name = format!("autoresearch-{}-holdout-{run}", self.tag);
         let submitted = unix_now();
         let id = self

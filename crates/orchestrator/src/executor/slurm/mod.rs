@@ -94,7 +94,7 @@ impl Slurm {
         ]
         .map(String::from)
         .into();
-        let s = &cfg.slurm;
+        let s = &cfg.settings.slurm();
         let gres = s
             .gres
             .clone()
