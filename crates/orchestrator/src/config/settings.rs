@@ -39,7 +39,7 @@ pub struct Settings {
     #[arg(long, env = MODEL_ENV)]
     pub model: Option<String>,
     /// Any OpenAI-compatible chat-completions endpoint (OpenAI, vLLM, llama.cpp, Ollama).
-    #[arg(long, env = "OPENAI_BASE_URL")]
+    #[arg(long, env = "OPENAI_BASE_URL", hide_env_values = true)]
     pub base_url: Option<String>,
     /// Continue an existing tag after a stop or crash.
     #[arg(long)]
