@@ -11,8 +11,9 @@ use serde::Serialize;
 use super::Run;
 use crate::curve::{self, Point};
 use crate::git::Git;
-use crate::ledger::{Pending, Record, read_pendings, read_records};
+use crate::ledger::{Pending, Pendings, Record, read_records};
 use crate::report::summary::{Summary, running_best, running_sigma, summarize};
+use crate::run_dir::RunDir;
 
 /// `/api/experiments`: every record of `experiments.jsonl` by number, as recorded but for the
 /// runs' curves (hundreds of points a run, the bulk of a night's records: `/api/experiments/<seq>`
@@ -41,7 +42,7 @@ pub struct Row {
 }
 
 pub fn experiments(run: &Run) -> Result<Experiments> {
-    let mut records = read_records(&run.dir())?;
+    let mut records = read_records(&run.dir)?;
     // With several workers the ledger is in the order experiments finished.
     records.sort_by_key(|r| r.seq);
     let summary = summarize(&run.tag, &records);
@@ -109,14 +110,13 @@ pub struct RunLog {
 }
 
 pub fn live(run: &Run) -> Result<Live> {
-    let dir = run.dir();
-    let in_flight = read_pendings(&dir)?
+    let in_flight = Pendings::new(&run.dir)
+        .all()?
         .into_iter()
         .map(|pending| {
-            let path = dir.join("pending").join(format!("{}.json", pending.seq));
             Ok(InFlight {
-                since: modified(&path),
-                runs: run_logs(&dir, pending.seq)?,
+                since: modified(&run.dir.pending(pending.seq)),
+                runs: run_logs(&run.dir, pending.seq)?,
                 pending,
             })
         })
@@ -128,8 +128,8 @@ pub fn live(run: &Run) -> Result<Live> {
 }
 
 /// Experiment `seq`'s logs, `logs/<seq>.log` then `logs/<seq>.<k>.log` by `k`.
-fn run_logs(dir: &Path, seq: u64) -> Result<Vec<RunLog>> {
-    let logs = dir.join("logs");
+fn run_logs(dir: &RunDir, seq: u64) -> Result<Vec<RunLog>> {
+    let logs = dir.logs_dir();
     let entries = match fs::read_dir(&logs) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -139,7 +139,7 @@ fn run_logs(dir: &Path, seq: u64) -> Result<Vec<RunLog>> {
     for entry in entries {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(index) = log_index(&name, seq) else {
+        let Some(index) = RunDir::log_index(&name, seq) else {
             continue;
         };
         // A log being written may end in half a line, which the parser skips.
@@ -156,15 +156,6 @@ fn run_logs(dir: &Path, seq: u64) -> Result<Vec<RunLog>> {
     Ok(runs)
 }
 
-/// Which run of experiment `seq` the log named `name` is (see `Ledger::trial_log_path`).
-fn log_index(name: &str, seq: u64) -> Option<usize> {
-    let rest = name.strip_suffix(".log")?.strip_prefix(&seq.to_string())?;
-    match rest {
-        "" => Some(0),
-        k => k.strip_prefix('.')?.parse().ok().filter(|&k| k > 0),
-    }
-}
-
 fn modified(path: &Path) -> Option<String> {
     let time: SystemTime = fs::metadata(path).ok()?.modified().ok()?;
     Some(chrono::DateTime::<chrono::Local>::from(time).to_rfc3339())
@@ -172,7 +163,7 @@ fn modified(path: &Path) -> Option<String> {
 
 /// `/api/experiments/<seq>`: the record of experiment `seq` as recorded, its runs' curves included.
 pub fn record(run: &Run, seq: u64) -> Result<Record> {
-    read_records(&run.dir())?
+    read_records(&run.dir)?
         .into_iter()
         .find(|r| r.seq == seq)
         .ok_or_else(|| {
@@ -194,15 +185,14 @@ pub struct NoSuchExperiment {
 
 /// `/api/experiments/<seq>/log`: every log of experiment `seq`, each under its name.
 pub fn logs(run: &Run, seq: u64) -> Result<String> {
-    let dir = run.dir();
-    let runs = run_logs(&dir, seq)?;
+    let runs = run_logs(&run.dir, seq)?;
     if runs.is_empty() {
         commit_of(run, seq)?; // a known experiment without a log yet, or none at all
         return Ok(format!("experiment {seq} has no log yet\n"));
     }
     let mut text = String::new();
     for log in runs {
-        let path = dir.join(&log.log);
+        let path = run.dir.path().join(&log.log);
         let body = fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
         text += &format!("==> {} <==\n{}\n", log.log, String::from_utf8_lossy(&body));
     }
@@ -228,30 +218,19 @@ pub fn diff(run: &Run, seq: u64) -> Result<String> {
 
 /// The commit and parent of experiment `seq`, recorded or in flight.
 fn commit_of(run: &Run, seq: u64) -> Result<(String, String)> {
-    let dir = run.dir();
-    if let Some(r) = read_records(&dir)?.into_iter().find(|r| r.seq == seq) {
+    if let Some(r) = read_records(&run.dir)?.into_iter().find(|r| r.seq == seq) {
         return Ok((r.commit, r.parent));
     }
-    match read_pendings(&dir)?.into_iter().find(|p| p.seq == seq) {
+    match Pendings::new(&run.dir)
+        .all()?
+        .into_iter()
+        .find(|p| p.seq == seq)
+    {
         Some(p) => Ok((p.commit, p.parent)),
         None => Err(NoSuchExperiment {
             tag: run.tag.clone(),
             seq,
         }
         .into()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn logs_are_told_apart_by_number() {
-        assert_eq!(log_index("3.log", 3), Some(0));
-        assert_eq!(log_index("3.2.log", 3), Some(2));
-        for (name, seq) in [("33.log", 3), ("3.0.log", 3), ("3.x.log", 3), ("3.log", 33)] {
-            assert_eq!(log_index(name, seq), None, "{name}");
-        }
     }
 }

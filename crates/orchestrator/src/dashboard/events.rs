@@ -110,7 +110,7 @@ enum Change {
 
 /// The experiments when the ledger is no longer as `seen`, else what is in flight.
 fn look(run: &Run, seen: Option<(u64, SystemTime)>) -> anyhow::Result<Change> {
-    let stamp = std::fs::metadata(run.dir().join("experiments.jsonl"))
+    let stamp = std::fs::metadata(run.dir.experiments())
         .and_then(|m| Ok((m.len(), m.modified()?)))
         .unwrap_or((0, SystemTime::UNIX_EPOCH));
     if seen != Some(stamp) {

@@ -16,37 +16,38 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 use tokio::sync::watch;
 
-use crate::config::DashboardArgs;
-
-/// Where the dashboard listens unless told otherwise: this machine only.
-pub const DEFAULT_ADDR: &str = "127.0.0.1:8080";
+use crate::config::{DASHBOARD_ADDR, DashboardArgs};
+use crate::run_dir::RunDir;
 
 /// What one dashboard shows: the run `tag` of the repository `repo`.
 #[derive(Debug, Clone)]
 pub struct Run {
+    /// Where git finds the run's commits.
     pub repo: PathBuf,
     pub tag: String,
+    pub dir: RunDir,
 }
 
 impl Run {
-    /// `runs/<tag>/`, where the loop keeps the run's records.
-    pub fn dir(&self) -> PathBuf {
-        self.repo.join("runs").join(&self.tag)
+    pub fn new(repo: &Path, tag: &str) -> Run {
+        Run {
+            repo: repo.to_path_buf(),
+            tag: tag.to_string(),
+            dir: RunDir::new(repo, tag),
+        }
     }
 }
 
 /// `orchestrator dashboard`: serves run `--tag` until Ctrl-C.
 pub async fn serve(args: &DashboardArgs, repo: &Path) -> Result<()> {
-    let run = Run {
-        repo: repo.to_path_buf(),
-        tag: args.tag.clone().unwrap_or_else(crate::config::default_tag),
-    };
-    if !run.dir().is_dir() {
-        let known = crate::report::known_runs(&repo.join("runs"));
+    let tag = args.tag.clone().unwrap_or_else(crate::config::default_tag);
+    let run = Run::new(repo, &tag);
+    if !run.dir.path().is_dir() {
+        let known = crate::report::known_runs(repo);
         bail!(
             "no run {:?}: {} does not exist; {}",
             run.tag,
-            run.dir().display(),
+            run.dir.path().display(),
             if known.is_empty() {
                 "start one with `cargo run --release -p orchestrator -- --tag NAME --dashboard 127.0.0.1:8080`".to_string()
             } else {
@@ -118,7 +119,7 @@ pub fn address(text: &str, public: bool) -> Result<SocketAddr> {
         None => text.parse().ok(),
     }
     .ok_or_else(|| {
-        anyhow::anyhow!("dashboard address {text:?} is not IP:PORT; use e.g. {DEFAULT_ADDR}")
+        anyhow::anyhow!("dashboard address {text:?} is not IP:PORT; use e.g. {DASHBOARD_ADDR}")
     })?;
     if !addr.ip().is_loopback() && !public {
         bail!(
