@@ -7,6 +7,8 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
+use crate::run_dir::RunDir;
+
 /// The only directory the agent may change.
 pub const EDITABLE: &str = "crates/train/src";
 
@@ -193,7 +195,7 @@ impl Git {
         onto: &str,
         message: &str,
     ) -> Result<Option<String>> {
-        let patch = self.repo.with_extension("patch");
+        let patch = RunDir::beside_worktree(&self.repo, "patch");
         let attempts: [(&str, &[&str]); 2] = [("-U3", &["--3way"]), ("-U0", &["--unidiff-zero"])];
         for (context, how) in attempts {
             self.reset_to(onto)?;

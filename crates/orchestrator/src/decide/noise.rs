@@ -148,6 +148,7 @@ mod tests {
                 run_seconds: 1.0,
                 eval_seconds: 0.0,
                 num_steps: Some(60),
+                curve: Vec::new(),
             })
             .collect()
     }

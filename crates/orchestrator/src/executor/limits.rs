@@ -138,6 +138,7 @@ mod tests {
                 run_seconds,
                 eval_seconds,
                 num_steps: Some(9),
+                curve: Vec::new(),
             })
             .collect()
     }

@@ -13,6 +13,7 @@ use super::Job;
 use super::failure::{Crash, TrialFailure};
 use super::limits::Limits;
 use crate::config::Config;
+use crate::curve;
 use crate::ledger::{Printed, Trial};
 use crate::process::{Exit, libtorch};
 use crate::sandbox::env::threads;
@@ -199,6 +200,9 @@ pub fn scored(
             run_seconds,
             eval_seconds: score.seconds,
             num_steps: Some(result.num_steps),
+            curve: curve::parse(&String::from_utf8_lossy(
+                &std::fs::read(&job.log).unwrap_or_default(),
+            )),
         },
         result,
         model,

@@ -6,6 +6,8 @@
 use prepare::ResultLine;
 use serde::{Deserialize, Serialize};
 
+use crate::curve::Point;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
@@ -139,6 +141,9 @@ pub struct Trial {
     /// budget they move the score as much as a change can, so every comparison shows them.
     #[serde(default)]
     pub num_steps: Option<u64>,
+    /// The run's progress as the trainer reported it while training (absent in older records).
+    #[serde(default)]
+    pub curve: Vec<Point>,
 }
 
 impl Record {
