@@ -244,3 +244,26 @@ pub struct Pending {
     pub think_seconds: f64,
     pub agent_tokens: u64,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A record keeps what the trainer printed: the contract's line typed, anything else as it was.
+    #[test]
+    fn a_printed_line_reads_back_typed_or_as_it_was() {
+        let line = r#"{"schema": 1, "status": "ok", "training_seconds": 2.0, "total_seconds": 3.0,
+            "peak_memory_mb": 512.0, "num_steps": 9, "num_params": 100, "train_tokens": 900,
+            "tokens_per_second": 450.0, "mfu_percent": null, "device": "cpu", "contract": "c",
+            "val_bpb": 1.5}"#;
+        let printed: Printed = serde_json::from_str(line).unwrap();
+        let typed = printed.line().unwrap();
+        assert_eq!((typed.num_steps, typed.claimed_bpb()), (9, Some(1.5)));
+        let other: Printed = serde_json::from_str(r#"{"status": "ok", "key": ""}"#).unwrap();
+        assert!(other.line().is_none());
+        for printed in [printed, other] {
+            let again = serde_json::to_string(&printed).unwrap();
+            assert_eq!(serde_json::from_str::<Printed>(&again).unwrap(), printed);
+        }
+    }
+}
