@@ -1,14 +1,17 @@
 //! Settings: command-line flags, then environment, then `autoresearch.toml`, then defaults.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use prepare::Profile;
 use serde::Deserialize;
 
+use crate::cost::Costs;
 use crate::executor::Limits;
 use crate::ledger::Trial;
+use crate::notify;
 use crate::sandbox::Resources;
 
 /// The LLM's model name when `--model` is not given (the trainer's variables are in `prepare`).
@@ -29,6 +32,12 @@ pub enum Command {
     Run(RunArgs),
     /// Summarise a run and draw runs/<tag>/progress.png.
     Report(ReportArgs),
+    /// Re-train a run's baseline and best (and with --ablate the best without each kept change)
+    /// with fresh seeds, and state the gain with a 95% interval.
+    Confirm(crate::confirm::ConfirmArgs),
+    /// Write the branch autoresearch/<tag>-final: one commit per kept change confirm did not
+    /// refute, ready for review and merge.
+    Finalize(crate::finalize::FinalizeArgs),
 }
 
 #[derive(clap::Args, Debug, Default, Clone)]
@@ -77,6 +86,9 @@ pub struct RunArgs {
     /// Where trials run: `local` (this machine) or `slurm` (a job each, see docs/slurm.md).
     #[arg(long, value_enum)]
     pub executor: Option<ExecutorKind>,
+    /// End the night cleanly once the LLM has cost this many USD (default: no cap).
+    #[arg(long)]
+    pub max_cost_usd: Option<f64>,
 }
 
 #[derive(ValueEnum, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -159,6 +171,16 @@ struct FileConfig {
     executor: Option<ExecutorKind>,
     slurm: Option<SlurmSettings>,
     limits: Option<LimitSettings>,
+    /// A command run with one JSON event on stdin (see `notify`).
+    notify: Option<String>,
+    /// Crashes in a row that make an alert.
+    notify_crashes: Option<u32>,
+    /// Hours without a keep that make an alert.
+    notify_idle_hours: Option<f64>,
+    /// USD the LLM may cost before the night ends cleanly.
+    max_cost_usd: Option<f64>,
+    /// USD per million tokens by model, `"name" = { input = 2.0, output = 8.0 }`; checked in `cost`.
+    prices: Option<toml::Table>,
 }
 
 /// Everything the loop needs, resolved.
@@ -203,6 +225,10 @@ pub struct Config {
     pub slurm: SlurmSettings,
     /// What each jail may consume (autoresearch.toml's `[limits]`).
     pub resources: Resources,
+    /// The LLM's price and the night's cost cap.
+    pub costs: Costs,
+    /// Who hears of a new best, a crash streak, a stall, the end.
+    pub alerts: notify::Settings,
 }
 
 impl Config {
@@ -244,6 +270,9 @@ impl Config {
         let grace = from.file("grace", file.grace);
         let noise_sigma = from.file("noise_sigma", file.noise_sigma);
         let rerun_share = from.file("rerun_share", file.rerun_share);
+        let max_cost_usd = from.either("max_cost_usd", args.max_cost_usd, file.max_cost_usd);
+        let notify_crashes = from.file("notify_crashes", file.notify_crashes);
+        let notify_idle_hours = from.file("notify_idle_hours", file.notify_idle_hours);
         let workers_env = env(WORKERS_ENV)
             .map(|w| {
                 w.parse::<usize>()
@@ -303,6 +332,17 @@ impl Config {
             "a share of the training time from 0 to 1",
         )?;
         check(&workers, |w| (1..=256).contains(w), "from 1 to 256")?;
+        check(
+            &max_cost_usd,
+            |c| c.is_finite() && *c >= 0.0,
+            "a number of USD >= 0",
+        )?;
+        check(&notify_crashes, |n| *n >= 1, "at least 1")?;
+        check(
+            &notify_idle_hours,
+            |h| h.is_finite() && *h > 0.0 && *h <= 240.0,
+            "a number of hours > 0 and <= 240",
+        )?;
         let workers = value(workers).unwrap_or(1);
         let resources = resources(&from, file.limits.unwrap_or_default(), workers)?;
         let executor = args.executor.or(file.executor).unwrap_or_default();
@@ -323,17 +363,33 @@ impl Config {
                 gpus.join(",")
             );
         }
+        let model = args
+            .model
+            .or(env(MODEL_ENV))
+            .or(file.model)
+            .unwrap_or_else(|| "gpt-4.1".into());
+        let costs = Costs::resolve(
+            agent == AgentKind::Openai,
+            &model,
+            base_url.as_deref(),
+            file.prices.as_ref(),
+            &path,
+            value(max_cost_usd),
+        )?;
+        let alerts = notify::Settings {
+            command: file.notify,
+            crashes: value(notify_crashes).unwrap_or(notify::DEFAULT_CRASHES),
+            idle: Duration::from_secs_f64(
+                value(notify_idle_hours).unwrap_or(notify::DEFAULT_IDLE_HOURS) * 3600.0,
+            ),
+        };
         Ok(Config {
             repo: repo.to_path_buf(),
             tag: args.tag.or(file.tag).unwrap_or_else(default_tag),
             time_budget: value(time_budget),
             max_experiments: value(max_experiments),
             agent,
-            model: args
-                .model
-                .or(env(MODEL_ENV))
-                .or(file.model)
-                .unwrap_or_else(|| "gpt-4.1".into()),
+            model,
             base_url,
             api_key,
             resume: args.resume,
@@ -356,6 +412,8 @@ impl Config {
             executor,
             slurm: file.slurm.unwrap_or_default(),
             resources,
+            costs,
+            alerts,
         })
     }
 
@@ -506,11 +564,17 @@ fn check<T: std::fmt::Display>(
 
 fn read_file_config(path: &Path) -> Result<FileConfig> {
     match std::fs::read_to_string(path) {
-        // Only the parser's message, not its snippet of the file, which could hold a secret.
+        // Only the parser's message and the key, not its snippet of the file, which could hold
+        // a secret.
         Ok(text) => toml::from_str(&text).map_err(|e| {
+            let key = e
+                .span()
+                .and_then(|span| key_at(&text, span.start))
+                .map(|key| format!(" at {key}"))
+                .unwrap_or_default();
             anyhow::anyhow!(
-                "{} is not valid ({}): it takes tag, time_budget, max_experiments, agent, model, \
-                 base_url, seed, max_repairs, grace, noise_seeds, noise_sigma, rerun_share, sandbox, workers, gpus, executor, [slurm] and [limits] \
+                "{} is not valid ({}{key}): it takes tag, time_budget, max_experiments, agent, model, \
+                 base_url, seed, max_repairs, grace, noise_seeds, noise_sigma, rerun_share, sandbox, workers, gpus, executor, notify, notify_crashes, notify_idle_hours, max_cost_usd, [prices], [slurm] and [limits] \
                  (API keys belong in OPENAI_API_KEY)",
                 path.display(),
                 e.message().trim()
@@ -519,6 +583,16 @@ fn read_file_config(path: &Path) -> Result<FileConfig> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(FileConfig::default()),
         Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
     }
+}
+
+/// The key of the `key = value` line holding byte `offset` of `text`, without its value.
+fn key_at(text: &str, offset: usize) -> Option<String> {
+    let start = text[..offset.min(text.len())]
+        .rfind('\n')
+        .map_or(0, |i| i + 1);
+    let line = text[start..].lines().next()?;
+    let (key, _) = line.split_once('=')?;
+    Some(key.trim().to_string()).filter(|k| !k.is_empty())
 }
 
 /// Today's date as a tag, e.g. `nov22`.
@@ -531,8 +605,6 @@ pub fn default_tag() -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
 
     #[test]
@@ -612,6 +684,20 @@ mod tests {
                 err.contains(expected) && err.contains("autoresearch.toml): it must be"),
                 "{file}: {err}"
             );
+        }
+        // A value of the wrong type is named by its key, never quoted.
+        let err = error(RunArgs::default(), "max_cost_usd = \"sk-ten\"\n");
+        assert!(
+            err.contains("at max_cost_usd)") && !err.contains("sk-ten"),
+            "{err}"
+        );
+        for (file, expected) in [
+            ("max_cost_usd = -1", "max_cost_usd is -1 (max_cost_usd in "),
+            ("notify_crashes = 0", "notify_crashes is 0 ("),
+            ("notify_idle_hours = 0", "notify_idle_hours is 0 ("),
+        ] {
+            let err = error(RunArgs::default(), file);
+            assert!(err.contains(expected), "{file}: {err}");
         }
         // A flag is named as the flag, and wins over a valid file value.
         let flags = RunArgs {

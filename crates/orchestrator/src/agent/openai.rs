@@ -18,6 +18,7 @@ use super::endpoint::{Endpoint, EndpointError};
 use super::{Proposal, history};
 use crate::cargo_build::{Build, Builder, Rules};
 use crate::config::Config;
+use crate::cost::Tokens;
 use crate::ledger;
 use crate::text::one_line;
 use crate::tools::Workspace;
@@ -203,7 +204,7 @@ impl OpenAiAgent {
         brief: Option<&dyn Fn(usize) -> String>,
         ws: &Workspace,
     ) -> Result<Proposal> {
-        let mut tokens = 0;
+        let mut tokens = Tokens::default();
         let turn = self.turns(brief, ws, &mut tokens).await;
         let turn = match turn {
             Ok(turn) => {
@@ -241,7 +242,7 @@ impl OpenAiAgent {
         &mut self,
         brief: Option<&dyn Fn(usize) -> String>,
         ws: &Workspace,
-        tokens: &mut u64,
+        tokens: &mut Tokens,
     ) -> Result<Turn, EndpointError> {
         let deadline = self.talk.deadline.unwrap_or_else(Instant::now);
         loop {
@@ -258,7 +259,7 @@ impl OpenAiAgent {
             }
             self.talk.rounds += 1;
             let response = self.request(brief, deadline).await?;
-            *tokens += response["usage"]["total_tokens"].as_u64().unwrap_or(0);
+            *tokens += Tokens::of_response(&response);
             let message = &response["choices"][0]["message"];
             let calls = message["tool_calls"]
                 .as_array()

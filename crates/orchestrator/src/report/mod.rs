@@ -7,7 +7,7 @@ mod summary;
 use std::fs;
 use std::path::Path;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow};
 
 use crate::config::ReportArgs;
 use crate::ledger::read_records;
@@ -18,16 +18,7 @@ pub fn run(args: &ReportArgs, repo: &Path) -> Result<()> {
     let dir = repo.join("runs").join(&tag);
     let records = read_records(&dir)?;
     if records.is_empty() {
-        let known = known_runs(&repo.join("runs"));
-        bail!(
-            "no experiments in {}: start a run with `cargo run --release -p orchestrator -- --tag {tag}`{}",
-            dir.join("experiments.jsonl").display(),
-            if known.is_empty() {
-                String::new()
-            } else {
-                format!("; runs with experiments there: {}", known.join(", "))
-            }
-        );
+        return Err(no_run(repo, &tag));
     }
     let summary = summary::summarize(&tag, &records);
     let png = dir.join("progress.png");
@@ -39,6 +30,23 @@ pub fn run(args: &ReportArgs, repo: &Path) -> Result<()> {
     }
     eprintln!("plot: {}", png.display());
     Ok(())
+}
+
+/// Run `tag` has no experiments: what to do, and the runs that have some.
+pub fn no_run(repo: &Path, tag: &str) -> anyhow::Error {
+    let known = known_runs(&repo.join("runs"));
+    anyhow!(
+        "no experiments in {}: start a run with `cargo run --release -p orchestrator -- --tag {tag}`{}",
+        repo.join("runs")
+            .join(tag)
+            .join("experiments.jsonl")
+            .display(),
+        if known.is_empty() {
+            String::new()
+        } else {
+            format!("; runs with experiments there: {}", known.join(", "))
+        }
+    )
 }
 
 fn known_runs(runs: &Path) -> Vec<String> {

@@ -103,6 +103,9 @@ pub(super) async fn append(
         build_seconds,
         run_seconds: seconds + holdout.seconds,
         agent_tokens: pending.agent_tokens,
+        agent_usage: pending.agent_usage,
+        cost_usd: s.cfg.costs.of(pending.agent_usage),
+        budget: Some(s.budget),
         program_changed,
         finished_at: chrono::Local::now().to_rfc3339(),
         delta,
@@ -119,6 +122,7 @@ pub(super) async fn append(
     };
     state.ledger.append(record)?;
     state.ledger.clear_pending(seq)?;
+    s.alert_on_record(&mut state);
     state.ledger.prune_best_binaries()?;
     state.running.remove(&seq);
     state.run_seconds.remove(&seq);
@@ -193,6 +197,7 @@ fn settle(
         description,
         think_seconds: 0.0,
         agent_tokens: 0,
+        agent_usage: Default::default(),
     };
     // Pending before this experiment is recorded: a kill in between loses neither.
     state.ledger.write_pending(&reapplied)?;

@@ -6,25 +6,27 @@
 use std::cell::{Ref, RefCell, RefMut};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::PathBuf;
+use std::time::Instant;
 
 use anyhow::{Result, bail};
 use prepare::Profile;
 use tokio::sync::Notify;
 
+use super::watch;
 use crate::Stop;
 use crate::agent::Agent;
 use crate::cargo_build::{self, Builder};
 use crate::config::{AgentKind, Config, ExecutorKind};
 use crate::decide::Noise;
-use crate::executor::{Executor, Limits, Local, Slurm};
+use crate::executor::{Executor, Limits};
 use crate::git::{EDITABLE, Git};
 use crate::ledger::{self, Ledger, Pending, Pins};
+use crate::notify::{End, Notifier};
 use crate::program::Program;
 use crate::progress::Progress;
 use crate::sandbox::Sandbox;
-use crate::scoring::Evaluator;
 use crate::tools::Workspace;
-use crate::{setup, worktree};
+use crate::{rig, setup, worktree};
 
 pub(super) struct Session {
     pub cfg: Config,
@@ -38,6 +40,10 @@ pub(super) struct Session {
     pub pins: Pins,
     pub executor: Box<dyn Executor>,
     pub progress: Progress,
+    /// Where the alerts go.
+    pub notifier: Notifier,
+    /// Ctrl-C, which every worker's clone of it watches.
+    pub stop: Stop,
     /// What the workers share and change. Never borrowed across an `.await`: the workers are
     /// futures of one task, and another one runs at every await.
     state: RefCell<State>,
@@ -62,6 +68,12 @@ pub(super) struct State {
     /// was committed), given out first so that the records stay numbered without a gap.
     free: BTreeSet<u64>,
     next_seq: u64,
+    /// USD the LLM has cost so far, the experiments under way included.
+    pub spent_usd: f64,
+    /// `max_cost_usd` is reached: no new experiments.
+    pub capped: bool,
+    /// When the latest keep was recorded (the session's start before any).
+    pub last_keep: Instant,
 }
 
 /// One worker: its worktree, its agent (an LLM conversation of its own), its status line, its
@@ -91,19 +103,22 @@ pub(super) enum Next {
 }
 
 impl Session {
-    pub async fn start(cfg: Config) -> Result<(Session, Vec<Worker>)> {
+    /// The session of `cfg`'s night, which shows `progress` and tells `notifier` what happens.
+    pub async fn start(
+        cfg: Config,
+        progress: Progress,
+        notifier: Notifier,
+    ) -> Result<(Session, Vec<Worker>)> {
         let data = setup::ensure_ready(&cfg)?;
         let budget = cfg.time_budget.unwrap_or(data.contract().time_budget_s);
         let ledger = Ledger::open(&cfg.run_dir())?;
-        let libtorch = libtorch(&cfg);
-        let readable = [cfg.data_dir.as_path(), &cfg.run_dir()];
-        let sandbox = Sandbox::detect(cfg.sandbox, &libtorch, cfg.resources, &readable)?;
+        let builder = rig::builder(&cfg)?;
+        let sandbox = builder.sandbox.clone();
         let worktrees = worktree::open(&cfg, &ledger, cfg.workers)?;
         let git = Git::new(&worktrees[0]);
         let pendings = ledger.pendings()?;
         let base = base_commit(&git, &ledger, &pendings)?;
         cargo_build::fetch(&worktrees[0]).await?;
-        let builder = Builder::new(sandbox.clone(), libtorch);
         // First: a wrong key or model stops the run before anything is built.
         let mut agent = Agent::new(&cfg, &builder)?;
         agent.connect().await?;
@@ -115,22 +130,11 @@ impl Session {
             );
         }
         // Built before the agent changes anything, from files checked to be the base commit's.
-        let evaluator = Evaluator::open(
-            &cfg,
-            &builder,
-            &worktrees[0],
-            first.and_then(|r| r.pins.as_ref()),
-        )
-        .await?;
-        let pins = evaluator.pins();
-        let executor: Box<dyn Executor> = match cfg.executor {
-            ExecutorKind::Local => Box::new(Local::new(evaluator, &cfg, sandbox.clone())?),
-            ExecutorKind::Slurm => Box::new(Slurm::new(evaluator, &cfg, sandbox.clone()).await?),
-        };
+        let pinned = first.and_then(|r| r.pins.as_ref());
+        let (executor, pins) = rig::executor(&cfg, &builder, &worktrees[0], pinned).await?;
         let baseline = ledger.records.iter().find(|r| r.seq == 0);
         let limits = cfg.limits(budget, baseline.map_or(&[], |r| &r.trials));
         announce(&cfg, budget, limits, data.contract_hash(), &sandbox);
-        let progress = Progress::new();
         let stop = Stop::on_ctrl_c();
         let several = worktrees.len() > 1;
         let workers = worktrees
@@ -163,6 +167,7 @@ impl Session {
             .map(|r| r.seq)
             .chain(pendings.iter().map(|p| p.seq))
             .collect();
+        let spent_usd = watch::spent(&cfg.costs, &ledger.records, &pendings);
         let state = State {
             // The person's file, in the person's checkout.
             program: Program::watch(&cfg.repo.join("program.md"), &progress),
@@ -173,6 +178,9 @@ impl Session {
             free: (0..next_seq).filter(|n| !used.contains(n)).collect(),
             next_seq,
             ledger,
+            spent_usd,
+            capped: false,
+            last_keep: Instant::now(),
         };
         let session = Session {
             progress,
@@ -183,6 +191,8 @@ impl Session {
             executor,
             state: RefCell::new(state),
             recorded: Notify::new(),
+            notifier,
+            stop,
             cfg,
         };
         Ok((session, workers))
@@ -209,6 +219,9 @@ impl Session {
                     return Some(next);
                 }
                 let baseline_running = state.ledger.best().is_none() && state.next_seq > 0;
+                if !baseline_running && !self.cost_allows(&mut state) {
+                    return None;
+                }
                 if !baseline_running {
                     let seq = state.allocate(self.cfg.max_experiments)?;
                     let next = if seq == 0 {
@@ -250,11 +263,17 @@ impl Session {
         ledger::noise_in_force(&self.ledger().records, self.cfg.noise_sigma)
     }
 
-    pub fn stopped(&self) {
+    /// How the night ended, said on the console.
+    pub fn stopped(&self) -> End {
         self.progress.println(&format!(
             "stopped; results in {}",
             self.cfg.run_dir().join("results.tsv").display()
         ));
+        match (self.stop.requested(), self.state().capped) {
+            (true, _) => End::Stopped,
+            (false, true) => End::CostCap,
+            (false, false) => End::Finished,
+        }
     }
 
     /// Experiment number, best, noise and tallies, shown with every phase.
@@ -302,14 +321,6 @@ impl Worker {
     pub fn changed_outside(&self, base: &str) -> Result<Vec<String>> {
         self.git.changed_outside_editable(base)
     }
-}
-
-/// The libtorch the builds link: `LIBTORCH`, else the checkout's `.libtorch` (a link, kept as one:
-/// the path is part of cargo's fingerprint of libtorch's bindings).
-fn libtorch(cfg: &Config) -> PathBuf {
-    let path =
-        std::env::var_os("LIBTORCH").map_or_else(|| cfg.repo.join(".libtorch"), PathBuf::from);
-    std::path::absolute(&path).unwrap_or(path)
 }
 
 /// The baseline's commit (or the commit the first, interrupted experiment started from), after
@@ -378,6 +389,17 @@ fn announce(cfg: &Config, budget: f64, limits: Limits, contract: &str, sandbox: 
              evaluator loads) runs with your permissions, your files and the network; only its \
              environment is filtered. {}",
             sandbox.support()
+        );
+    }
+    if cfg.agent == AgentKind::Openai {
+        eprintln!("cost | {}", cfg.costs.describe());
+    }
+    if let Some(command) = &cfg.alerts.command {
+        eprintln!(
+            "alerts | {command:?} hears of each new best, {} crashes in a row, {:.1} hours without \
+             a keep, the cost cap and the end",
+            cfg.alerts.crashes,
+            cfg.alerts.idle.as_secs_f64() / 3600.0
         );
     }
     if cfg.agent == AgentKind::Offline {
