@@ -207,10 +207,12 @@ pub struct Sending(Option<tokio::task::JoinHandle<()>>);
 
 impl Notifier {
     /// Checks that the command's program exists (a typo is said at start, not at the first
-    /// event hours later) and starts the task that runs it; logs go to `run_dir/notify.log`.
+    /// event hours later) and starts the task that runs it in `repo` (where autoresearch.toml's
+    /// relative paths start); logs go to `run_dir/notify.log`.
     pub fn start(
         settings: &Settings,
         tag: &str,
+        repo: &Path,
         run_dir: &Path,
         progress: Progress,
     ) -> Result<(Notifier, Sending)> {
@@ -221,12 +223,13 @@ impl Notifier {
         let Some(command) = settings.command.clone() else {
             return Ok((notifier, Sending(None)));
         };
-        check_program(&command)?;
+        check_program(&command, repo)?;
         std::fs::create_dir_all(run_dir)
             .with_context(|| format!("creating {}", run_dir.display()))?;
         let (queue, events) = mpsc::unbounded_channel();
         let runner = Runner {
             command,
+            repo: repo.to_path_buf(),
             dir: run_dir.to_path_buf(),
             timeout: TIMEOUT,
             progress,
@@ -263,6 +266,9 @@ impl Sending {
 /// Runs the command once per event.
 struct Runner {
     command: String,
+    /// Where it runs.
+    repo: PathBuf,
+    /// Where its input and log are written.
     dir: PathBuf,
     timeout: Duration,
     progress: Progress,
@@ -301,7 +307,7 @@ impl Runner {
             .with_context(|| format!("writing {}", input.display()))?;
         let stdin = std::fs::File::open(&input)?;
         let mut command = tokio::process::Command::new("sh");
-        command.arg("-c").arg(&self.command).current_dir(&self.dir);
+        command.arg("-c").arg(&self.command).current_dir(&self.repo);
         let out = output_fed(command, Stdio::from(stdin), self.timeout).await?;
         match out.status {
             None => bail!(
@@ -318,7 +324,7 @@ impl Runner {
 
 /// Refuses a command whose program is not there: `sh -c 'command -v PROGRAM'`. Shell syntax
 /// in the first word (an assignment, a subshell) is left to the shell.
-fn check_program(command: &str) -> Result<()> {
+fn check_program(command: &str, repo: &Path) -> Result<()> {
     let Some(program) = command.split_whitespace().next() else {
         bail!("notify is empty in autoresearch.toml: give a command, or remove the key");
     };
@@ -327,6 +333,7 @@ fn check_program(command: &str) -> Result<()> {
     }
     let found = std::process::Command::new("sh")
         .args(["-c", "command -v -- \"$1\"", "sh", program])
+        .current_dir(repo)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
@@ -347,6 +354,7 @@ mod tests {
     fn runner(dir: &Path, command: &str, timeout: Duration) -> Runner {
         Runner {
             command: command.into(),
+            repo: dir.to_path_buf(),
             dir: dir.to_path_buf(),
             timeout,
             progress: Progress::new(),
@@ -394,16 +402,19 @@ mod tests {
 
     #[test]
     fn a_missing_program_is_refused_at_start() {
-        let err = format!(
-            "{:#}",
-            check_program("no-such-notifier --flag").unwrap_err()
-        );
+        let dir = tempfile::tempdir().unwrap();
+        let check = |command| check_program(command, dir.path());
+        let err = format!("{:#}", check("no-such-notifier --flag").unwrap_err());
         assert!(
             err.contains("`no-such-notifier` is not a command here"),
             "{err}"
         );
-        check_program("cat >> events.jsonl").unwrap();
-        check_program("FOO=1 cat").unwrap();
+        check("cat >> events.jsonl").unwrap();
+        check("FOO=1 cat").unwrap();
+        // A script given relative to the repository is looked for there.
+        check("./alert.sh").unwrap_err();
+        std::fs::write(dir.path().join("alert.sh"), "cat\n").unwrap();
+        check("./alert.sh").unwrap();
     }
 
     #[test]

@@ -232,7 +232,10 @@ mod tests {
         let half = 4.303 * 0.002 / 3f64.sqrt();
         assert!((i.mean - 0.012).abs() < 1e-12 && (i.high - i.mean - half).abs() < 1e-9);
         assert_eq!(i.verdict(), "confirmed");
-        assert_eq!(Interval::of(&[-0.01, -0.012]).unwrap().verdict(), "refuted");
+        assert_eq!(
+            Interval::of(&[-0.01, -0.012, -0.011]).unwrap().verdict(),
+            "refuted"
+        );
         assert_eq!(
             Interval::of(&[-0.01, 0.012]).unwrap().verdict(),
             "not significant"

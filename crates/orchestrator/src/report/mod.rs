@@ -20,7 +20,11 @@ pub fn run(args: &ReportArgs, repo: &Path) -> Result<()> {
     if records.is_empty() {
         return Err(no_run(repo, &tag));
     }
-    let summary = summary::summarize(&tag, &records);
+    let mut summary = summary::summarize(&tag, &records);
+    if let Some(best) = crate::ledger::best(&records) {
+        let entries = crate::confirm::records::read(&dir)?;
+        summary.confirm = crate::confirm::records::latest(&entries, &best.commit).cloned();
+    }
     let png = dir.join("progress.png");
     plot::draw(&records, &summary, &png).with_context(|| format!("drawing {}", png.display()))?;
     if args.json {

@@ -3,6 +3,8 @@
 
 use serde::Serialize;
 
+use crate::confirm::records::Confirmation;
+use crate::cost::Tokens;
 use crate::ledger::{Record, Status, best, noise_floor, tally};
 
 #[derive(Debug, Serialize)]
@@ -36,6 +38,12 @@ pub struct Summary {
     /// The agent's time to propose changes.
     pub think_seconds: f64,
     pub agent_tokens: u64,
+    /// The agent's tokens read and written.
+    pub agent_usage: Tokens,
+    /// What they cost in USD, the records whose price was known; None when none was.
+    pub cost_usd: Option<f64>,
+    /// The latest confirmation of the best (`orchestrator confirm`), when there is one.
+    pub confirm: Option<Confirmation>,
     /// Every keep with its validation and holdout (test split) scores side by side.
     pub holdout: Vec<HoldoutRow>,
     /// The records' warnings for people, as "#seq: warning".
@@ -137,6 +145,15 @@ pub fn summarize(tag: &str, records: &[Record]) -> Summary {
         eval_seconds: records.iter().map(|r| r.eval_seconds).sum(),
         think_seconds: records.iter().map(|r| r.think_seconds).sum(),
         agent_tokens: records.iter().map(|r| r.agent_tokens).sum(),
+        agent_usage: records.iter().fold(Tokens::default(), |mut all, r| {
+            all += r.agent_usage;
+            all
+        }),
+        cost_usd: records
+            .iter()
+            .filter_map(|r| r.cost_usd)
+            .reduce(|a, b| a + b),
+        confirm: None,
         holdout,
         warnings: records
             .iter()
@@ -184,6 +201,12 @@ impl Summary {
             duration(self.think_seconds),
             self.agent_tokens
         );
+        if let Some(cost) = self.cost_usd {
+            out += &format!(
+                "  LLM cost: ${cost:.4} ({} tokens in, {} out)\n",
+                self.agent_usage.input, self.agent_usage.output
+            );
+        }
 
         if !self.kept.is_empty() {
             out += "\nkept changes, largest gain first:\n";
@@ -220,6 +243,14 @@ impl Summary {
                 },
                 h.description
             );
+        }
+
+        match &self.confirm {
+            Some(confirm) => out += &format!("\n{}", confirm.text()),
+            None if self.kept.is_empty() => {}
+            None => {
+                out += "\nnot confirmed: `confirm --ablate` re-checks the kept changes with fresh seeds\n"
+            }
         }
 
         if !self.warnings.is_empty() {

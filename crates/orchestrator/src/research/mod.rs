@@ -29,7 +29,8 @@ use trials::Trials;
 pub async fn run(cfg: Config) -> Result<()> {
     let progress = Progress::new();
     let run_dir = cfg.run_dir();
-    let (notifier, sending) = Notifier::start(&cfg.alerts, &cfg.tag, &run_dir, progress.clone())?;
+    let (notifier, sending) =
+        Notifier::start(&cfg.alerts, &cfg.tag, &cfg.repo, &run_dir, progress.clone())?;
     let night = night(cfg, progress, notifier.clone()).await;
     notifier.send(&Event::night_end(&run_dir, &night));
     drop(notifier);
