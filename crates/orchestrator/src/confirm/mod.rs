@@ -402,5 +402,6 @@ fn failed(seed: u64) -> Trial {
         run_seconds: 0.0,
         eval_seconds: 0.0,
         num_steps: None,
+        curve: Vec::new(),
     }
 }
