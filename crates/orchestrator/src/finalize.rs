@@ -9,12 +9,10 @@ use std::path::Path;
 
 use anyhow::{Result, bail};
 
-use crate::config::{Config, RunArgs};
 use crate::confirm::records::{self, Confirmation};
-use crate::confirm::{kept_changes, open_worktree};
+use crate::confirm::{kept_changes, open_run, open_worktree};
 use crate::git::Git;
-use crate::ledger::{self, Record, read_records};
-use crate::report;
+use crate::ledger::{self, Record};
 
 #[derive(clap::Args, Debug, Default, Clone)]
 pub struct FinalizeArgs {
@@ -25,19 +23,8 @@ pub struct FinalizeArgs {
 
 /// `orchestrator finalize`.
 pub fn run(args: FinalizeArgs, repo: &Path) -> Result<()> {
-    let cfg = Config::resolve(
-        RunArgs {
-            tag: args.tag,
-            workers: Some(1),
-            ..Default::default()
-        },
-        repo,
-    )?;
+    let (cfg, records) = open_run(args.tag, repo)?;
     let run_dir = cfg.run_dir();
-    let records = read_records(&run_dir)?;
-    if records.is_empty() {
-        return Err(report::no_run(repo, &cfg.tag));
-    }
     let checkout = Git::new(&cfg.repo);
     let (Some(baseline), Some(best)) = (
         records.iter().find(|r| r.seq == 0),
@@ -60,38 +47,17 @@ pub fn run(args: FinalizeArgs, repo: &Path) -> Result<()> {
         );
     }
     let branch = format!("autoresearch/{}-final", cfg.tag);
-    let current = checkout.run(&["symbolic-ref", "--quiet", "HEAD"]).ok();
-    if current.as_deref() == Some(format!("refs/heads/{branch}").as_str()) {
+    let reference = format!("refs/heads/{branch}");
+    if checkout.run(&["symbolic-ref", "--quiet", "HEAD"]).ok() == Some(reference.clone()) {
         bail!("{branch} is checked out here; switch to another branch first");
     }
     let keeps = kept_changes(&checkout, &records, best)?;
     let git = Git::new(&open_worktree(&cfg, &baseline.commit)?);
-    let mut tip = baseline.commit.clone();
-    let mut left_out = Vec::new();
-    for keep in keeps {
-        let refuted = confirmation.is_some_and(|c| c.refuted().contains(&keep.seq));
-        if refuted {
-            left_out.push(format!("#{} (refuted by the confirmation)", keep.seq));
-            continue;
-        }
-        let message = message(&cfg.tag, keep, confirmation);
-        match git.reapply(&keep.parent, &keep.commit, &tip, &message)? {
-            Some(commit) => tip = commit,
-            None => left_out.push(format!(
-                "#{} (it does not apply without the changes left out before it)",
-                keep.seq
-            )),
-        }
-    }
+    let (tip, left_out) = commits(&git, &cfg.tag, baseline, &keeps, confirmation)?;
     let previous = checkout
-        .run(&[
-            "rev-parse",
-            "--verify",
-            "--quiet",
-            &format!("refs/heads/{branch}"),
-        ])
+        .run(&["rev-parse", "--verify", "--quiet", &reference])
         .ok();
-    checkout.run(&["update-ref", &format!("refs/heads/{branch}"), &tip])?;
+    checkout.run(&["update-ref", &reference, &tip])?;
     print!(
         "{}",
         outcome(&checkout, &branch, baseline, &tip, &left_out, confirmation)?
@@ -100,6 +66,34 @@ pub fn run(args: FinalizeArgs, repo: &Path) -> Result<()> {
         println!("  (it was at {previous} before)");
     }
     Ok(())
+}
+
+/// One commit per kept change on top of the baseline, in `git`'s worktree: the tip, and the
+/// changes left out with why.
+fn commits(
+    git: &Git,
+    tag: &str,
+    baseline: &Record,
+    keeps: &[&Record],
+    confirmation: Option<&Confirmation>,
+) -> Result<(String, Vec<String>)> {
+    let mut tip = baseline.commit.clone();
+    let mut left_out = Vec::new();
+    for keep in keeps {
+        if confirmation.is_some_and(|c| c.refuted().contains(&keep.seq)) {
+            left_out.push(format!("#{} (refuted by the confirmation)", keep.seq));
+            continue;
+        }
+        let message = message(tag, keep, confirmation);
+        match git.reapply(&keep.parent, &keep.commit, &tip, &message)? {
+            Some(commit) => tip = commit,
+            None => left_out.push(format!(
+                "#{} (it does not apply without the changes left out before it)",
+                keep.seq
+            )),
+        }
+    }
+    Ok((tip, left_out))
 }
 
 /// What `finalize` did, for people.

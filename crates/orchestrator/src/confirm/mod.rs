@@ -61,55 +61,24 @@ pub async fn run(args: ConfirmArgs, repo: &Path) -> Result<()> {
             args.seeds
         );
     }
-    let cfg = Config::resolve(
-        RunArgs {
-            tag: args.tag.clone(),
-            workers: Some(1),
-            ..Default::default()
-        },
-        repo,
-    )?;
+    let (cfg, records) = open_run(args.tag.clone(), repo)?;
     let run_dir = cfg.run_dir();
-    let records = read_records(&run_dir)?;
-    if records.is_empty() {
-        return Err(report::no_run(repo, &cfg.tag));
-    }
     let (baseline, best) = baseline_and_best(&cfg.tag, &records)?;
-    let data = setup::ensure_ready(&cfg)?;
-    let budget = args
-        .budget
-        .or(records.iter().rev().find_map(|r| r.budget))
-        .or(cfg.time_budget)
-        .unwrap_or(data.contract().time_budget_s);
-    if !(budget.is_finite() && budget > 0.0 && budget <= 86_400.0) {
-        bail!("--budget is {budget}: it must be a number of seconds > 0 and <= 86400");
-    }
+    let budget = budget(&args, &cfg, &records)?;
     let builder = rig::builder(&cfg)?;
     let worktree = open_worktree(&cfg, &baseline.commit)?;
     cargo_build::fetch(&worktree).await?;
     let pinned = records[0].pins.as_ref();
     let (executor, _) = rig::executor(&cfg, &builder, &worktree, pinned).await?;
-    let git = Git::new(&worktree);
-    let mut programs = vec![
-        build(
-            &cfg,
-            &builder,
-            &git,
-            &worktree,
-            "baseline",
-            &baseline.commit,
-        )
-        .await?,
-        build(&cfg, &builder, &git, &worktree, "best", &best.commit).await?,
-    ];
-    let mut ablations = Vec::new();
-    if args.ablate {
-        for keep in kept_changes(&Git::new(&cfg.repo), &records, best)? {
-            let (ablation, program) = without(&cfg, &builder, &git, &worktree, best, keep).await?;
-            ablations.push(ablation);
-            programs.extend(program);
-        }
-    }
+    let trainers = Trainers {
+        cfg: &cfg,
+        builder: &builder,
+        git: Git::new(&worktree),
+        worktree: &worktree,
+    };
+    let (programs, ablations) = trainers
+        .programs(&records, baseline, best, args.ablate)
+        .await?;
     let session = Session {
         cfg: &cfg,
         confirm: chrono::Local::now().to_rfc3339(),
@@ -132,6 +101,22 @@ pub async fn run(args: ConfirmArgs, repo: &Path) -> Result<()> {
         records::path(&run_dir).display()
     );
     Ok(())
+}
+
+/// The settings (one worker: the runs go one at a time) and the records of run `tag`, which
+/// must have some.
+pub fn open_run(tag: Option<String>, repo: &Path) -> Result<(Config, Vec<Record>)> {
+    let args = RunArgs {
+        tag,
+        workers: Some(1),
+        ..Default::default()
+    };
+    let cfg = Config::resolve(args, repo)?;
+    let records = read_records(&cfg.run_dir())?;
+    if records.is_empty() {
+        return Err(report::no_run(repo, &cfg.tag));
+    }
+    Ok((cfg, records))
 }
 
 /// The run's baseline and its best; refused when nothing was kept over the baseline.
@@ -179,69 +164,113 @@ pub fn open_worktree(cfg: &Config, commit: &str) -> Result<PathBuf> {
     Ok(dir)
 }
 
-/// `commit`'s trainer, built in the worktree and kept as `morning/bin/<name>`.
-async fn build(
-    cfg: &Config,
-    builder: &Builder,
-    git: &Git,
-    worktree: &Path,
-    name: &str,
-    commit: &str,
-) -> Result<Program> {
-    git.reset_to(commit)?;
-    let binary = match builder.trainer(worktree, &cfg.target_dir).await? {
-        Build::Built { binary } => binary,
-        Build::Failed { diagnostics } => bail!(
-            "the {name} trainer ({}) does not build:\n{diagnostics}",
-            &commit[..commit.len().min(7)]
-        ),
+/// Training seconds per run: `--budget`, else the night's (its latest record's), else the
+/// settings' or the contract's.
+fn budget(args: &ConfirmArgs, cfg: &Config, records: &[Record]) -> Result<f64> {
+    let budget = match args.budget.or(records.iter().rev().find_map(|r| r.budget)) {
+        Some(budget) => budget,
+        None => cfg
+            .time_budget
+            .unwrap_or(setup::ensure_ready(cfg)?.contract().time_budget_s),
     };
-    let bin = morning(cfg).join("bin");
-    std::fs::create_dir_all(&bin)?;
-    let kept = bin.join(name.replace([' ', '#'], ""));
-    prepare::atomic::copy(&binary, &kept)?;
-    Ok(Program {
-        name: name.to_string(),
-        commit: commit.to_string(),
-        binary: kept,
-    })
+    if !(budget.is_finite() && budget > 0.0 && budget <= 86_400.0) {
+        bail!("--budget is {budget}: it must be a number of seconds > 0 and <= 86400");
+    }
+    Ok(budget)
 }
 
-/// The best with `keep`'s change taken out (its reversal re-applied onto the best), committed and
-/// kept reachable under `refs/autoresearch/<tag>/confirm/without-<seq>`, and its trainer; only
-/// the note where the change does not come out cleanly or what is left does not build.
-async fn without(
-    cfg: &Config,
-    builder: &Builder,
-    git: &Git,
-    worktree: &Path,
-    best: &Record,
-    keep: &Record,
-) -> Result<(Ablation, Option<Program>)> {
-    let name = format!("without #{}", keep.seq);
-    let mut ablation = Ablation {
-        seq: keep.seq,
-        description: keep.description.clone(),
-        commit: None,
-        gain: None,
-        note: None,
-    };
-    let message = format!("confirm: the best #{} {name}", best.seq);
-    let Some(commit) = git.reapply(&keep.commit, &keep.parent, &best.commit, &message)? else {
-        ablation.note = Some("not measured: later kept changes build on it".into());
-        return Ok((ablation, None));
-    };
-    let reference = format!("refs/autoresearch/{}/confirm/without-{}", cfg.tag, keep.seq);
-    git.run(&["update-ref", &reference, &commit])?;
-    ablation.commit = Some(commit.clone());
-    match build(cfg, builder, git, worktree, &name, &commit).await {
-        Ok(program) => Ok((ablation, Some(program))),
-        Err(e) => {
-            ablation.note = Some(format!(
-                "not measured: {}",
-                crate::text::one_line(&format!("{e:#}"), 300)
-            ));
-            Ok((ablation, None))
+/// Builds the trainers a confirmation runs, in its worktree.
+struct Trainers<'a> {
+    cfg: &'a Config,
+    builder: &'a Builder,
+    git: Git,
+    worktree: &'a Path,
+}
+
+impl Trainers<'_> {
+    /// The baseline, the best, and with `ablate` the best without each kept change (with what
+    /// each ablation is, measured or not).
+    async fn programs(
+        &self,
+        records: &[Record],
+        baseline: &Record,
+        best: &Record,
+        ablate: bool,
+    ) -> Result<(Vec<Program>, Vec<Ablation>)> {
+        let mut programs = vec![
+            self.build("baseline", &baseline.commit).await?,
+            self.build("best", &best.commit).await?,
+        ];
+        let mut ablations = Vec::new();
+        if ablate {
+            for keep in kept_changes(&Git::new(&self.cfg.repo), records, best)? {
+                let (ablation, program) = self.without(best, keep).await?;
+                ablations.push(ablation);
+                programs.extend(program);
+            }
+        }
+        Ok((programs, ablations))
+    }
+
+    /// `commit`'s trainer, built in the worktree and kept as `morning/bin/<name>`.
+    async fn build(&self, name: &str, commit: &str) -> Result<Program> {
+        self.git.reset_to(commit)?;
+        let binary = match self
+            .builder
+            .trainer(self.worktree, &self.cfg.target_dir)
+            .await?
+        {
+            Build::Built { binary } => binary,
+            Build::Failed { diagnostics } => bail!(
+                "the {name} trainer ({}) does not build:\n{diagnostics}",
+                &commit[..commit.len().min(7)]
+            ),
+        };
+        let bin = morning(self.cfg).join("bin");
+        std::fs::create_dir_all(&bin)?;
+        let kept = bin.join(name.replace([' ', '#'], ""));
+        prepare::atomic::copy(&binary, &kept)?;
+        Ok(Program {
+            name: name.to_string(),
+            commit: commit.to_string(),
+            binary: kept,
+        })
+    }
+
+    /// The best with `keep`'s change taken out (its reversal re-applied onto the best),
+    /// committed and kept reachable under `refs/autoresearch/<tag>/confirm/without-<seq>`, and
+    /// its trainer; only the note where the change does not come out cleanly or what is left
+    /// does not build.
+    async fn without(&self, best: &Record, keep: &Record) -> Result<(Ablation, Option<Program>)> {
+        let name = format!("without #{}", keep.seq);
+        let mut ablation = Ablation {
+            seq: keep.seq,
+            description: keep.description.clone(),
+            commit: None,
+            gain: None,
+            note: None,
+        };
+        let message = format!("confirm: the best #{} {name}", best.seq);
+        let reversed = self
+            .git
+            .reapply(&keep.commit, &keep.parent, &best.commit, &message)?;
+        let Some(commit) = reversed else {
+            ablation.note = Some("not measured: later kept changes build on it".into());
+            return Ok((ablation, None));
+        };
+        let reference = format!(
+            "refs/autoresearch/{}/confirm/without-{}",
+            self.cfg.tag, keep.seq
+        );
+        self.git.run(&["update-ref", &reference, &commit])?;
+        ablation.commit = Some(commit.clone());
+        match self.build(&name, &commit).await {
+            Ok(program) => Ok((ablation, Some(program))),
+            Err(e) => {
+                let why = crate::text::one_line(&format!("{e:#}"), 300);
+                ablation.note = Some(format!("not measured: {why}"));
+                Ok((ablation, None))
+            }
         }
     }
 }

@@ -89,6 +89,7 @@ pub(super) fn running_best(records: &[Record]) -> Vec<Option<f64>> {
 }
 
 pub fn summarize(tag: &str, records: &[Record]) -> Summary {
+    let (agent_usage, cost_usd) = cost(records);
     let tally = tally(records);
     let changes = records.iter().filter(|r| r.seq > 0).count();
     let baseline_bpb = records.iter().find(|r| r.seq == 0).and_then(|r| r.val_bpb);
@@ -145,14 +146,8 @@ pub fn summarize(tag: &str, records: &[Record]) -> Summary {
         eval_seconds: records.iter().map(|r| r.eval_seconds).sum(),
         think_seconds: records.iter().map(|r| r.think_seconds).sum(),
         agent_tokens: records.iter().map(|r| r.agent_tokens).sum(),
-        agent_usage: records.iter().fold(Tokens::default(), |mut all, r| {
-            all += r.agent_usage;
-            all
-        }),
-        cost_usd: records
-            .iter()
-            .filter_map(|r| r.cost_usd)
-            .reduce(|a, b| a + b),
+        agent_usage,
+        cost_usd,
         confirm: None,
         holdout,
         warnings: records
@@ -201,12 +196,7 @@ impl Summary {
             duration(self.think_seconds),
             self.agent_tokens
         );
-        if let Some(cost) = self.cost_usd {
-            out += &format!(
-                "  LLM cost: ${cost:.4} ({} tokens in, {} out)\n",
-                self.agent_usage.input, self.agent_usage.output
-            );
-        }
+        out += &self.cost_line();
 
         if !self.kept.is_empty() {
             out += "\nkept changes, largest gain first:\n";
@@ -245,13 +235,7 @@ impl Summary {
             );
         }
 
-        match &self.confirm {
-            Some(confirm) => out += &format!("\n{}", confirm.text()),
-            None if self.kept.is_empty() => {}
-            None => {
-                out += "\nnot confirmed: `confirm --ablate` re-checks the kept changes with fresh seeds\n"
-            }
-        }
+        out += &self.confirm_text();
 
         if !self.warnings.is_empty() {
             out += "\nwarnings:\n";
@@ -261,6 +245,40 @@ impl Summary {
         }
         out
     }
+}
+
+impl Summary {
+    fn cost_line(&self) -> String {
+        self.cost_usd.map_or(String::new(), |cost| {
+            format!(
+                "  LLM cost: ${cost:.4} ({} tokens in, {} out)\n",
+                self.agent_usage.input, self.agent_usage.output
+            )
+        })
+    }
+
+    fn confirm_text(&self) -> String {
+        match &self.confirm {
+            Some(confirm) => format!("\n{}", confirm.text()),
+            None if self.kept.is_empty() => String::new(),
+            None => "\nnot confirmed: `confirm --ablate` re-checks the kept changes with fresh \
+                     seeds\n"
+                .into(),
+        }
+    }
+}
+
+/// The agent's tokens in all, and their cost where the price was known (None where it never was).
+fn cost(records: &[Record]) -> (Tokens, Option<f64>) {
+    let mut tokens = Tokens::default();
+    for r in records {
+        tokens += r.agent_usage;
+    }
+    let usd = records
+        .iter()
+        .filter_map(|r| r.cost_usd)
+        .reduce(|a, b| a + b);
+    (tokens, usd)
 }
 
 fn duration(seconds: f64) -> String {

@@ -391,17 +391,7 @@ fn announce(cfg: &Config, budget: f64, limits: Limits, contract: &str, sandbox: 
             sandbox.support()
         );
     }
-    if cfg.agent == AgentKind::Openai {
-        eprintln!("cost | {}", cfg.costs.describe());
-    }
-    if let Some(command) = &cfg.alerts.command {
-        eprintln!(
-            "alerts | {command:?} hears of each new best, {} crashes in a row, {:.1} hours without \
-             a keep, the cost cap and the end",
-            cfg.alerts.crashes,
-            cfg.alerts.idle.as_secs_f64() / 3600.0
-        );
-    }
+    watch::announce(cfg);
     if cfg.agent == AgentKind::Offline {
         eprintln!(
             "offline agent: tuning the trainer's constants. For real research ideas connect an LLM: \

@@ -7,6 +7,7 @@ use std::convert::Infallible;
 use std::time::Instant;
 
 use super::session::{Session, State};
+use crate::config::{AgentKind, Config};
 use crate::cost::{Costs, Tokens};
 use crate::ledger::{Pending, Record, Status};
 use crate::notify::Event;
@@ -68,6 +69,21 @@ impl Session {
             });
             last_alert = Instant::now();
         }
+    }
+}
+
+/// The start-up's lines on the LLM's price and cap, and on the alerts.
+pub fn announce(cfg: &Config) {
+    if cfg.agent == AgentKind::Openai {
+        eprintln!("cost | {}", cfg.costs.describe());
+    }
+    if let Some(command) = &cfg.alerts.command {
+        eprintln!(
+            "alerts | {command:?} hears of each new best, {} crashes in a row, {:.1} hours without \
+             a keep, the cost cap and the end",
+            cfg.alerts.crashes,
+            cfg.alerts.idle.as_secs_f64() / 3600.0
+        );
     }
 }
 
