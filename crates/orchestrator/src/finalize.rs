@@ -9,22 +9,15 @@ use std::path::Path;
 
 use anyhow::{Result, bail};
 
+use crate::config::FinalizeArgs;
 use crate::confirm::records::{self, Confirmation};
 use crate::confirm::{kept_changes, open_run, open_worktree};
 use crate::git::Git;
 use crate::ledger::{self, Record};
 
-#[derive(clap::Args, Debug, Default, Clone)]
-pub struct FinalizeArgs {
-    /// The run to finalize (default: today's tag, e.g. nov22).
-    #[arg(long)]
-    pub tag: Option<String>,
-}
-
 /// `orchestrator finalize`.
 pub fn run(args: FinalizeArgs, repo: &Path) -> Result<()> {
     let (cfg, records) = open_run(args.tag, repo)?;
-    let run_dir = cfg.run_dir();
     let checkout = Git::new(&cfg.repo);
     let (Some(baseline), Some(best)) = (
         records.iter().find(|r| r.seq == 0),
@@ -35,7 +28,7 @@ pub fn run(args: FinalizeArgs, repo: &Path) -> Result<()> {
             cfg.tag
         );
     };
-    let entries = records::read(&run_dir)?;
+    let entries = records::read(&cfg.run_dir)?;
     let confirmation = records::latest(&entries, &best.commit);
     if let Some(gain) = confirmation.and_then(|c| c.gain).filter(|g| g.refuted()) {
         bail!(

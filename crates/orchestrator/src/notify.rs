@@ -15,9 +15,11 @@ use anyhow::{Context, Result, bail};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
+use crate::config::Settings;
 use crate::ledger::{Record, Status};
 use crate::process::output_fed;
 use crate::progress::Progress;
+use crate::run_dir::RunDir;
 use crate::text::one_line;
 
 /// The longest one notify command may run before its process group is killed.
@@ -25,7 +27,7 @@ pub const TIMEOUT: Duration = Duration::from_secs(30);
 
 /// autoresearch.toml's alert settings, resolved.
 #[derive(Debug, Clone)]
-pub struct Settings {
+pub struct Alerts {
     /// The command; None sends nothing.
     pub command: Option<String>,
     /// Crashes in a row that make an alert (and again at every multiple).
@@ -37,12 +39,13 @@ pub struct Settings {
 pub const DEFAULT_CRASHES: u32 = 3;
 pub const DEFAULT_IDLE_HOURS: f64 = 3.0;
 
-impl Default for Settings {
-    fn default() -> Settings {
-        Settings {
-            command: None,
-            crashes: DEFAULT_CRASHES,
-            idle: Duration::from_secs_f64(DEFAULT_IDLE_HOURS * 3600.0),
+impl Alerts {
+    pub fn of(settings: &Settings) -> Alerts {
+        let hours = settings.notify_idle_hours.unwrap_or(DEFAULT_IDLE_HOURS);
+        Alerts {
+            command: settings.notify.clone(),
+            crashes: settings.notify_crashes.unwrap_or(DEFAULT_CRASHES),
+            idle: Duration::from_secs_f64(hours * 3600.0),
         }
     }
 }
@@ -149,7 +152,7 @@ impl Event {
     }
 
     /// The night's end: how `night` ended, and the records in `run_dir` as they are now.
-    pub fn night_end(run_dir: &Path, night: &Result<End>) -> Event {
+    pub fn night_end(run_dir: &RunDir, night: &Result<End>) -> Event {
         let records = crate::ledger::read_records(run_dir).unwrap_or_default();
         let (how, error) = match night {
             Ok(end) => (*end, None),
@@ -210,27 +213,27 @@ impl Notifier {
     /// event hours later) and starts the task that runs it in `repo` (where autoresearch.toml's
     /// relative paths start); logs go to `run_dir/notify.log`.
     pub fn start(
-        settings: &Settings,
+        alerts: &Alerts,
         tag: &str,
         repo: &Path,
-        run_dir: &Path,
+        run_dir: &RunDir,
         progress: Progress,
     ) -> Result<(Notifier, Sending)> {
         let mut notifier = Notifier {
             tag: tag.to_string(),
             queue: None,
         };
-        let Some(command) = settings.command.clone() else {
+        let Some(command) = alerts.command.clone() else {
             return Ok((notifier, Sending(None)));
         };
         check_program(&command, repo)?;
-        std::fs::create_dir_all(run_dir)
-            .with_context(|| format!("creating {}", run_dir.display()))?;
+        std::fs::create_dir_all(run_dir.path())
+            .with_context(|| format!("creating {}", run_dir.path().display()))?;
         let (queue, events) = mpsc::unbounded_channel();
         let runner = Runner {
             command,
             repo: repo.to_path_buf(),
-            dir: run_dir.to_path_buf(),
+            dir: run_dir.clone(),
             timeout: TIMEOUT,
             progress,
         };
@@ -269,7 +272,7 @@ struct Runner {
     /// Where it runs.
     repo: PathBuf,
     /// Where its input and log are written.
-    dir: PathBuf,
+    dir: RunDir,
     timeout: Duration,
     progress: Progress,
 }
@@ -283,12 +286,12 @@ impl Runner {
                 Err(e) => {
                     self.progress.println(&format!(
                         "warning: the notify command failed ({e:#}); the night goes on; see {}",
-                        self.dir.join("notify.log").display()
+                        self.dir.notify_log().display()
                     ));
                     format!("{event}\n  failed: {e:#}\n")
                 }
             };
-            let log = self.dir.join("notify.log");
+            let log = self.dir.notify_log();
             OpenOptions::new()
                 .create(true)
                 .append(true)
@@ -302,7 +305,7 @@ impl Runner {
     async fn run(&self, event: &str) -> Result<()> {
         // From a file rather than a pipe: a command that never reads its stdin gets no SIGPIPE
         // and the sender never blocks.
-        let input = self.dir.join("notify.json");
+        let input = self.dir.notify_event();
         std::fs::write(&input, format!("{event}\n"))
             .with_context(|| format!("writing {}", input.display()))?;
         let stdin = std::fs::File::open(&input)?;
@@ -355,7 +358,7 @@ mod tests {
         Runner {
             command: command.into(),
             repo: dir.to_path_buf(),
-            dir: dir.to_path_buf(),
+            dir: RunDir::at(dir),
             timeout,
             progress: Progress::new(),
         }

@@ -18,24 +18,31 @@ use crate::scoring::Evaluator;
 /// require one and there is none).
 pub fn builder(cfg: &Config) -> Result<Builder> {
     let libtorch = libtorch(cfg);
-    let readable = [cfg.data_dir.as_path(), &cfg.run_dir()];
-    let sandbox = Sandbox::detect(cfg.sandbox, &libtorch, cfg.resources, &readable)?;
+    let readable = [cfg.data_dir.as_path(), cfg.run_dir.path()];
+    let sandbox = Sandbox::detect(cfg.settings.sandbox(), &libtorch, cfg.resources, &readable)?;
     Ok(Builder::new(sandbox, libtorch))
 }
 
-/// The executor of `cfg`, scoring with the run's protected evaluator: built from `worktree` (at
-/// the base commit outside the trainer) or kept, and checked against `pinned`. Also returns what
-/// the run's first record pins.
+/// The protected evaluator (built from `worktree` before the agent changes anything, from files
+/// checked to be the base commit's, or checked against the first record's `pinned` hashes) and
+/// the executor that runs trials with it; also what the run's first record pins.
 pub async fn executor(
     cfg: &Config,
     builder: &Builder,
     worktree: &Path,
-    pinned: Option<&Pins>,
+    pinned: Option<Option<Pins>>,
 ) -> Result<(Box<dyn Executor>, Pins)> {
-    let evaluator = Evaluator::open(cfg, builder, worktree, pinned).await?;
+    if pinned.as_ref().is_some_and(Option::is_none) {
+        eprintln!(
+            "note: this run's first record pins no evaluator or data hashes (it predates \
+             them); they are not checked on this resume"
+        );
+    }
+    let pinned = pinned.flatten();
+    let evaluator = Evaluator::open(cfg, builder, worktree, pinned.as_ref()).await?;
     let pins = evaluator.pins();
     let sandbox = builder.sandbox.clone();
-    let executor: Box<dyn Executor> = match cfg.executor {
+    let executor: Box<dyn Executor> = match cfg.settings.executor() {
         ExecutorKind::Local => Box::new(Local::new(evaluator, cfg, sandbox)?),
         ExecutorKind::Slurm => Box::new(Slurm::new(evaluator, cfg, sandbox).await?),
     };

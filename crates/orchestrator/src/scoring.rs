@@ -1,7 +1,7 @@
 //! Protected scoring: the score that is recorded comes from the `evaluate` binary, built from the
-//! run's base commit (outside the agent's directory) into a target directory of its own, which no
-//! build of the agent's code writes, kept aside under the run's directory, and checked against its
-//! hash before every use, together with the data it scores. Both hashes are pinned in the run's
+//! run's base commit (outside the agent's directory) before any of the agent's code is built, kept
+//! aside under the run's directory, and checked against its hash before every use, together with
+//! the data it scores. Both hashes are pinned in the run's
 //! first record and checked again on every `--resume`. The evaluator runs in the sandbox: the
 //! model it loads is the trainer's work.
 
@@ -74,9 +74,8 @@ impl Evaluator {
         worktree: &Path,
         pinned: Option<&Pins>,
     ) -> Result<Evaluator> {
-        let bin_dir = cfg.run_dir().join("bin");
-        std::fs::create_dir_all(&bin_dir)?;
-        let binary = bin_dir.join("evaluate");
+        std::fs::create_dir_all(cfg.run_dir.bin_dir())?;
+        let binary = cfg.run_dir.evaluator();
         let data_sha256 = sha256_of(&scored_data(&cfg.data_dir))?;
         if let Some(pins) = pinned
             && data_sha256 != pins.data_sha256
@@ -120,7 +119,7 @@ impl Evaluator {
             data_sha256,
             device: cfg.device,
             sandbox: builder.sandbox.clone(),
-            threads: env::threads(Some(cfg.workers)),
+            threads: env::threads(Some(cfg.settings.workers())),
         })
     }
 
@@ -368,17 +367,12 @@ fn sha256_of(files: &[PathBuf]) -> Result<String, Tampered> {
     Ok(hex::encode(hasher.finalize()))
 }
 
-/// Builds the evaluator from `worktree` into its own target directory, beside the trainers'
-/// (`<target>-evaluator`, e.g. `target-evaluator/`): no build of the agent's code writes there.
+/// Builds the evaluator from `worktree` in the trainers' target directory: the run's first build,
+/// before any of the agent's code is built, so tch and the other dependencies are compiled once
+/// for both. The binary is copied aside at once ([`Evaluator::open`]), and what the agent's later
+/// builds leave in the target directory can only reach a rebuild, which must match the pin.
 async fn build(cfg: &Config, builder: &Builder, worktree: &Path) -> Result<PathBuf> {
-    let mut name = cfg
-        .target_dir
-        .file_name()
-        .unwrap_or_default()
-        .to_os_string();
-    name.push("-evaluator");
-    let target = cfg.target_dir.with_file_name(name);
-    match builder.evaluator(worktree, &target).await? {
+    match builder.evaluator(worktree, &cfg.target_dir).await? {
         Build::Built { binary } => Ok(binary),
         Build::Failed { diagnostics } => {
             bail!("the protected evaluator (crates/train/evaluate) does not build:\n{diagnostics}")

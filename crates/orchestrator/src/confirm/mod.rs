@@ -14,12 +14,12 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 
 use crate::cargo_build::{self, Build, Builder};
-use crate::config::{Config, RunArgs};
-use crate::executor::{Executor, Job, Outcome};
+use crate::config::{Config, ConfirmArgs, Settings};
+use crate::executor::{Executor, Job, Limits, Outcome};
 use crate::git::Git;
-use crate::ledger::{self, Record, Trial, read_records};
+use crate::ledger::{self, Record, Trial};
 use crate::progress::Progress;
-use crate::{Stop, report, rig, setup};
+use crate::{Stop, rig, setup};
 use records::{Ablation, Confirmation, Entry, Interval, Run};
 
 /// Seeds of confirmations start here, far from the night's (42 and up), and go on from the
@@ -28,22 +28,6 @@ const FRESH_SEED: u64 = 1_000_000;
 /// The executor's experiment number for confirmation runs: its files under `runs/<tag>/bin`
 /// never meet an experiment's.
 const CONFIRM_SEQ: u64 = 999_999_999;
-
-#[derive(clap::Args, Debug, Default, Clone)]
-pub struct ConfirmArgs {
-    /// The run to confirm (default: today's tag, e.g. nov22).
-    #[arg(long)]
-    pub tag: Option<String>,
-    /// Rounds: in each, every program trains once with a fresh seed.
-    #[arg(long, default_value_t = 3)]
-    pub seeds: usize,
-    /// Training seconds per run (default: the night's budget).
-    #[arg(long)]
-    pub budget: Option<f64>,
-    /// Also run the best with each kept change left out, one at a time: each change's part.
-    #[arg(long)]
-    pub ablate: bool,
-}
 
 /// A trainer the confirmation runs.
 struct Program {
@@ -62,13 +46,13 @@ pub async fn run(args: ConfirmArgs, repo: &Path) -> Result<()> {
         );
     }
     let (cfg, records) = open_run(args.tag.clone(), repo)?;
-    let run_dir = cfg.run_dir();
+    let run_dir = &cfg.run_dir;
     let (baseline, best) = baseline_and_best(&cfg.tag, &records)?;
     let budget = budget(&args, &cfg, &records)?;
     let builder = rig::builder(&cfg)?;
     let worktree = open_worktree(&cfg, &baseline.commit)?;
     cargo_build::fetch(&worktree).await?;
-    let pinned = records[0].pins.as_ref();
+    let pinned = Some(records[0].pins.clone());
     let (executor, _) = rig::executor(&cfg, &builder, &worktree, pinned).await?;
     let trainers = Trainers {
         cfg: &cfg,
@@ -89,16 +73,16 @@ pub async fn run(args: ConfirmArgs, repo: &Path) -> Result<()> {
     let Some((seeds, runs)) = session.rounds(&programs, args.seeds).await? else {
         println!(
             "stopped; the runs so far are in {}",
-            records::path(&run_dir).display()
+            run_dir.confirmations().display()
         );
         return Ok(());
     };
     let confirmation = session.result(best, seeds, &runs, ablations);
-    records::append(&run_dir, &Entry::Result(confirmation.clone()))?;
+    records::append(run_dir, &Entry::Result(confirmation.clone()))?;
     print!("{}", confirmation.text());
     println!(
         "recorded in {}; `finalize` leaves refuted changes out",
-        records::path(&run_dir).display()
+        run_dir.confirmations().display()
     );
     Ok(())
 }
@@ -106,16 +90,13 @@ pub async fn run(args: ConfirmArgs, repo: &Path) -> Result<()> {
 /// The settings (one worker: the runs go one at a time) and the records of run `tag`, which
 /// must have some.
 pub fn open_run(tag: Option<String>, repo: &Path) -> Result<(Config, Vec<Record>)> {
-    let args = RunArgs {
+    let args = Settings {
         tag,
         workers: Some(1),
         ..Default::default()
     };
     let cfg = Config::resolve(args, repo)?;
-    let records = read_records(&cfg.run_dir())?;
-    if records.is_empty() {
-        return Err(report::no_run(repo, &cfg.tag));
-    }
+    let records = ledger::read_run(repo, &cfg.tag)?;
     Ok((cfg, records))
 }
 
@@ -153,7 +134,7 @@ pub fn kept_changes<'a>(
 /// The worktree of `confirm` and `finalize`, detached at `commit`: the night's worktrees stay as
 /// they are for `--resume`.
 pub fn open_worktree(cfg: &Config, commit: &str) -> Result<PathBuf> {
-    let dir = morning(cfg).join("worktree");
+    let dir = cfg.run_dir.morning().join("worktree");
     if !dir.join(".git").exists() {
         let checkout = Git::new(&cfg.repo);
         checkout.run(&["worktree", "prune"])?;
@@ -170,6 +151,7 @@ fn budget(args: &ConfirmArgs, cfg: &Config, records: &[Record]) -> Result<f64> {
     let budget = match args.budget.or(records.iter().rev().find_map(|r| r.budget)) {
         Some(budget) => budget,
         None => cfg
+            .settings
             .time_budget
             .unwrap_or(setup::ensure_ready(cfg)?.contract().time_budget_s),
     };
@@ -226,7 +208,7 @@ impl Trainers<'_> {
                 &commit[..commit.len().min(7)]
             ),
         };
-        let bin = morning(self.cfg).join("bin");
+        let bin = self.cfg.run_dir.morning().join("bin");
         std::fs::create_dir_all(&bin)?;
         let kept = bin.join(name.replace([' ', '#'], ""));
         prepare::atomic::copy(&binary, &kept)?;
@@ -294,8 +276,8 @@ impl Session<'_> {
         programs: &[Program],
         seeds: usize,
     ) -> Result<Option<(Vec<u64>, Vec<Run>)>> {
-        let run_dir = self.cfg.run_dir();
-        let first = FRESH_SEED + records::runs(&records::read(&run_dir)?) as u64;
+        let run_dir = &self.cfg.run_dir;
+        let first = FRESH_SEED + records::runs(&records::read(run_dir)?) as u64;
         let progress = Progress::new();
         let mut stop = Stop::on_ctrl_c();
         let mut runs = Vec::new();
@@ -319,7 +301,7 @@ impl Session<'_> {
                 else {
                     return Ok(None);
                 };
-                records::append(&run_dir, &Entry::Run(run.clone()))?;
+                records::append(run_dir, &Entry::Run(run.clone()))?;
                 runs.push(run);
             }
         }
@@ -335,7 +317,7 @@ impl Session<'_> {
         stop: &mut Stop,
         progress: &Progress,
     ) -> Result<Option<Run>> {
-        let dir = morning(self.cfg);
+        let dir = self.cfg.run_dir.morning();
         std::fs::create_dir_all(dir.join("logs"))?;
         let job = Job {
             binary: program.binary.clone(),
@@ -343,7 +325,11 @@ impl Session<'_> {
             index,
             seed,
             budget: self.budget,
-            limits: self.cfg.limits(self.budget, &self.baseline.trials),
+            limits: Limits::measured(
+                self.budget,
+                self.cfg.settings.grace(),
+                &self.baseline.trials,
+            ),
             log: dir.join("logs").join(format!("{index}.log")),
             gpu: self.cfg.gpus.first().cloned(),
             handle: dir.join(format!("{index}.job")),
@@ -414,11 +400,6 @@ impl Session<'_> {
             ablations,
         }
     }
-}
-
-/// Where `confirm` and `finalize` work: `runs/<tag>/morning/`.
-fn morning(cfg: &Config) -> PathBuf {
-    cfg.run_dir().join("morning")
 }
 
 /// A run with no score.

@@ -5,13 +5,13 @@
 
 use std::fs::OpenOptions;
 use std::io::Write;
-use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::decide::{self, t95};
 use crate::ledger::Trial;
+use crate::run_dir::RunDir;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -163,14 +163,10 @@ impl Confirmation {
     }
 }
 
-pub fn path(run_dir: &Path) -> PathBuf {
-    run_dir.join("confirm.jsonl")
-}
-
 /// Every entry of `run_dir`'s confirmations; none when there were none. A last line without its
 /// newline (a kill mid-write) is left out.
-pub fn read(run_dir: &Path) -> Result<Vec<Entry>> {
-    let path = path(run_dir);
+pub fn read(run_dir: &RunDir) -> Result<Vec<Entry>> {
+    let path = run_dir.confirmations();
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -192,8 +188,8 @@ pub fn read(run_dir: &Path) -> Result<Vec<Entry>> {
 }
 
 /// Appends `entry` as one line, in one write.
-pub fn append(run_dir: &Path, entry: &Entry) -> Result<()> {
-    let path = path(run_dir);
+pub fn append(run_dir: &RunDir, entry: &Entry) -> Result<()> {
+    let path = run_dir.confirmations();
     let mut line = serde_json::to_string(entry)?;
     line.push('\n');
     OpenOptions::new()
