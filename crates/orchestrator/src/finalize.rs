@@ -104,9 +104,12 @@ fn outcome(
         "--format=  %h %s",
         &format!("{}..{tip}", baseline.commit),
     ])?;
+    let commits = match log.lines().count() {
+        1 => "1 commit".to_string(),
+        n => format!("{n} commits"),
+    };
     let mut out = format!(
-        "{branch}: {} commits on the run's base {}, ready for review:\n{log}\n",
-        log.lines().count(),
+        "{branch}: {commits} on the run's base {}, ready for review:\n{log}\n",
         &baseline.commit[..baseline.commit.len().min(7)]
     );
     if !left_out.is_empty() {

@@ -17,7 +17,7 @@ async fn main() -> Result<()> {
         Some(Command::Confirm(args)) => orchestrator::confirm::run(args, &repo).await,
         Some(Command::Finalize(args)) => orchestrator::finalize::run(args, &repo),
         Some(Command::Run(args)) => {
-            orchestrator::research::run(Config::resolve(args, &repo)?).await
+            orchestrator::research::run(Config::resolve(*args, &repo)?).await
         }
         None => orchestrator::research::run(Config::resolve(cli.run, &repo)?).await,
     }

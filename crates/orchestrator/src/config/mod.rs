@@ -30,7 +30,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the research loop (the default).
-    Run(Settings),
+    Run(Box<Settings>),
     /// Summarise a run and draw runs/<tag>/progress.png.
     Report(ReportArgs),
     /// Re-train a run's baseline and best (and with --ablate the best without each kept change)
