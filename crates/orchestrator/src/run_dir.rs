@@ -173,6 +173,27 @@ impl RunDir {
     pub fn progress_plot(&self) -> PathBuf {
         self.root.join("progress.png")
     }
+
+    /// `notify.log`: every alert sent, and how its command ended.
+    pub fn notify_log(&self) -> PathBuf {
+        self.root.join("notify.log")
+    }
+
+    /// `notify.json`: the latest alert, the notify command's stdin.
+    pub fn notify_event(&self) -> PathBuf {
+        self.root.join("notify.json")
+    }
+
+    /// `confirm.jsonl`: `confirm`'s runs and results.
+    pub fn confirmations(&self) -> PathBuf {
+        self.root.join("confirm.jsonl")
+    }
+
+    /// `morning/`: the worktree, trainers (`bin/`) and run logs (`logs/`) of `confirm` and
+    /// `finalize`.
+    pub fn morning(&self) -> PathBuf {
+        self.root.join("morning")
+    }
 }
 
 #[cfg(test)]
@@ -202,6 +223,10 @@ mod tests {
             ),
             (run.slurm_trial(3, 1), "slurm/3.1"),
             (run.slurm_journal(), "slurm/jobs.log"),
+            (run.notify_log(), "notify.log"),
+            (run.notify_event(), "notify.json"),
+            (run.confirmations(), "confirm.jsonl"),
+            (run.morning(), "morning"),
             (run.offline_agent(), "offline_agent.json"),
             (run.progress_plot(), "progress.png"),
         ];

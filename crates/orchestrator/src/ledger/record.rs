@@ -6,6 +6,7 @@
 use prepare::ResultLine;
 use serde::{Deserialize, Serialize};
 
+use crate::cost::Tokens;
 use crate::curve::Point;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,6 +49,16 @@ pub struct Record {
     pub build_seconds: f64,
     pub run_seconds: f64,
     pub agent_tokens: u64,
+    /// The agent's tokens read and written, as its LLM priced them (`cost_usd`).
+    #[serde(default)]
+    pub agent_usage: Tokens,
+    /// What the agent's tokens cost in USD at the model's price (see `cost`); None where the
+    /// price was not known.
+    #[serde(default)]
+    pub cost_usd: Option<f64>,
+    /// The training seconds each run had (`--time-budget`, else the contract's).
+    #[serde(default)]
+    pub budget: Option<f64>,
     /// program.md changed since the previous experiment.
     pub program_changed: bool,
     pub finished_at: String,
@@ -174,6 +185,9 @@ impl Record {
             build_seconds: 0.0,
             run_seconds: 0.0,
             agent_tokens: 0,
+            agent_usage: Tokens::default(),
+            cost_usd: None,
+            budget: None,
             program_changed: false,
             finished_at: String::new(),
             trials: Vec::new(),
@@ -243,6 +257,9 @@ pub struct Pending {
     pub description: String,
     pub think_seconds: f64,
     pub agent_tokens: u64,
+    /// The tokens of `agent_tokens`, read and written.
+    #[serde(default)]
+    pub agent_usage: Tokens,
 }
 
 #[cfg(test)]
