@@ -12,7 +12,7 @@ use super::Run;
 use crate::curve::{self, Point};
 use crate::git::Git;
 use crate::ledger::{Pending, Pendings, Record, read_records};
-use crate::report::summary::{Summary, running_best, running_sigma, summarize};
+use crate::report::summary::{Summary, running_best, running_sigma};
 use crate::run_dir::RunDir;
 
 /// `/api/experiments`: every record of `experiments.jsonl` by number, as recorded but for the
@@ -45,7 +45,7 @@ pub fn experiments(run: &Run) -> Result<Experiments> {
     let mut records = read_records(&run.dir)?;
     // With several workers the ledger is in the order experiments finished.
     records.sort_by_key(|r| r.seq);
-    let summary = summarize(&run.tag, &records);
+    let summary = crate::report::summarize(&run.tag, &run.dir, &records)?;
     let budget_seconds = records
         .iter()
         .rev()

@@ -43,7 +43,7 @@ pub async fn serve(args: &DashboardArgs, repo: &Path) -> Result<()> {
     let tag = args.tag.clone().unwrap_or_else(crate::config::default_tag);
     let run = Run::new(repo, &tag);
     if !run.dir.path().is_dir() {
-        let known = crate::report::known_runs(repo);
+        let known = crate::ledger::known_runs(repo);
         bail!(
             "no run {:?}: {} does not exist; {}",
             run.tag,

@@ -41,10 +41,18 @@ function renderTotals(data) {
     ["budget per run", data.budget_seconds == null ? "-" : hours(data.budget_seconds), "training seconds"],
     ["training", hours(s.training_seconds), `+ ${hours(s.overhead_seconds)} building, starting, evaluating`],
     ["thinking", hours(s.think_seconds), "the agent's proposals"],
+    ...confirmed(s.confirm),
     [cost == null ? "agent tokens" : "cost", cost ?? count(s.agent_tokens), cost == null ? "no prices recorded" : `${count(s.agent_tokens)} tokens`],
   ];
   $("#totals").replaceChildren(...items.map(([name, value, note]) =>
     el("div", { "data-total": name }, el("span", {}, name), el("b", {}, value), el("span", {}, note))));
+}
+
+// `orchestrator confirm`'s latest word on the best, when there is one.
+function confirmed(confirm) {
+  const gain = confirm?.gain;
+  if (!gain) return [];
+  return [["confirmed gain", `${signed(gain.mean)}`, `95% [${fixed(gain.low)}, ${fixed(gain.high)}], ${gain.pairs} pairs`]];
 }
 
 // --- the progress plot: every experiment, the best so far and its noise band ------------------
