@@ -152,6 +152,8 @@ struct FileConfig {
     noise_sigma: Option<f64>,
     /// Most of the training time that re-runs of ambiguous results may take.
     rerun_share: Option<f64>,
+    /// Stop a change's run that is clearly worse than the best's runs were at the same point.
+    early_stop: Option<bool>,
     /// `off` runs the agent's code unconfined where the machine has no sandbox.
     sandbox: Option<crate::sandbox::Mode>,
     workers: Option<usize>,
@@ -186,6 +188,8 @@ pub struct Config {
     pub noise_seeds: usize,
     pub noise_sigma: Option<f64>,
     pub rerun_share: f64,
+    /// A change's first run is stopped when clearly worse than the best's (`early_stop`).
+    pub early_stop: bool,
     /// Where the trainer's data lives ($AUTORESEARCH_DATA, default data/enwik8).
     pub data_dir: PathBuf,
     /// Cargo's target directory for trainer builds (CARGO_TARGET_DIR, default <repo>/target).
@@ -346,6 +350,7 @@ impl Config {
             noise_seeds: value(noise_seeds).unwrap_or(3),
             noise_sigma: value(noise_sigma),
             rerun_share: value(rerun_share).unwrap_or(0.25),
+            early_stop: file.early_stop.unwrap_or(true),
             data_dir: env(prepare::DATA_ENV)
                 .map_or_else(|| repo.join("data").join("enwik8"), PathBuf::from),
             target_dir: env("CARGO_TARGET_DIR").map_or_else(|| repo.join("target"), PathBuf::from),
@@ -510,7 +515,7 @@ fn read_file_config(path: &Path) -> Result<FileConfig> {
         Ok(text) => toml::from_str(&text).map_err(|e| {
             anyhow::anyhow!(
                 "{} is not valid ({}): it takes tag, time_budget, max_experiments, agent, model, \
-                 base_url, seed, max_repairs, grace, noise_seeds, noise_sigma, rerun_share, sandbox, workers, gpus, executor, [slurm] and [limits] \
+                 base_url, seed, max_repairs, grace, noise_seeds, noise_sigma, rerun_share, early_stop, sandbox, workers, gpus, executor, [slurm] and [limits] \
                  (API keys belong in OPENAI_API_KEY)",
                 path.display(),
                 e.message().trim()

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::curve::Point;
 use crate::decide::{self, Noise};
+use crate::early_stop::Stopped;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -96,6 +97,10 @@ pub struct Record {
     /// before it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoked: Option<u64>,
+    /// Where its first run was stopped early, clearly worse than the best's runs there (the run,
+    /// unscored, is in `trials` with its curve): a discard, never scored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<Stopped>,
 }
 
 /// The run's fixed ground, pinned in its first record: a `--resume` with another evaluator or
@@ -164,6 +169,7 @@ impl Record {
             eval_seconds: 0.0,
             pins: None,
             revoked: None,
+            stopped: None,
         }
     }
 
@@ -590,20 +596,30 @@ pub fn noise_in_force(records: &[Record], configured: Option<f64>) -> Option<Noi
 /// bring its drift into the pool); the latest recorded one where no program ran twice.
 pub fn noise_floor(records: &[Record]) -> Option<Noise> {
     let since = records.iter().rposition(|r| r.sigma_measured).unwrap_or(0);
-    let mut groups: Vec<Vec<f64>> = records.iter().map(|r| scores(&r.trials)).collect();
+    let groups: Vec<Vec<f64>> = runs_by_program(records)
+        .into_iter()
+        .map(|runs| runs.into_iter().filter_map(|t| t.val_bpb).collect())
+        .collect();
+    decide::pooled_std_dev(&groups[since..]).or_else(|| {
+        let sigma = records.iter().rev().find_map(|r| r.sigma)?;
+        Some(Noise { sigma, dof: None })
+    })
+}
+
+/// The runs of each record's program: `[i]` holds record `i`'s own runs and, for a keep, its
+/// re-runs beside the changes recorded while it was the best.
+pub fn runs_by_program(records: &[Record]) -> Vec<Vec<&Trial>> {
+    let mut groups: Vec<Vec<&Trial>> = records.iter().map(|r| r.trials.iter().collect()).collect();
     let mut best: Option<usize> = None;
     for (i, r) in records.iter().enumerate() {
         if let Some(b) = best {
-            groups[b].extend(scores(&r.best_trials));
+            groups[b].extend(&r.best_trials);
         }
         if r.status == Status::Keep {
             best = Some(i);
         }
     }
-    decide::pooled_std_dev(&groups[since..]).or_else(|| {
-        let sigma = records.iter().rev().find_map(|r| r.sigma)?;
-        Some(Noise { sigma, dof: None })
-    })
+    groups
 }
 
 #[cfg(test)]

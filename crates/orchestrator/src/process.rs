@@ -19,8 +19,8 @@ pub const MAX_LINE: usize = 64 * 1024;
 /// Slurm job's log, cut once the job ends).
 pub const LOG_KEEP: usize = 512 * 1024;
 
-/// How a process run under a limit ended.
-pub enum Exit {
+/// How a process run under a limit ended; `S` says why its output stopped it.
+pub enum Exit<S> {
     /// It exited by itself; `result` is its last non-empty stdout line when that is a JSON object.
     Exited {
         status: ExitStatus,
@@ -33,23 +33,26 @@ pub enum Exit {
     Limited(String),
     /// Ctrl-C: its process group was killed.
     Interrupted,
+    /// Its output asked for it to be stopped (`on_stderr` of [`run_under_limit`]) and its
+    /// process group was killed; why, as also logged.
+    Stopped(S),
 }
 
 /// How often a running child's jail limits are checked (`over_limit` of [`run_under_limit`]).
 const LIMITS_EVERY: Duration = Duration::from_secs(1);
 
 /// Runs `command` (a libtorch program, see [`libtorch`], usually in a sandbox) in its own process
-/// group, writing stdout and stderr to `log`; `on_stderr` sees each stderr line (progress).
-/// `over_limit` says which of its jail's limits it ran into, if any: asked every second (the
-/// process group is killed at once) and once it has exited.
-pub async fn run_under_limit(
+/// group, writing stdout and stderr to `log`; `on_stderr` sees each stderr line (progress) and
+/// may stop the run, with a reason. `over_limit` says which of its jail's limits it ran into, if
+/// any: asked every second (the process group is killed at once) and once it has exited.
+pub async fn run_under_limit<S: std::fmt::Display>(
     mut command: tokio::process::Command,
     log: &std::path::Path,
     limit: Duration,
     stop: &mut Stop,
-    mut on_stderr: impl FnMut(&str),
+    mut on_stderr: impl FnMut(&str) -> Option<S>,
     mut over_limit: impl FnMut() -> Option<String>,
-) -> Result<Exit> {
+) -> Result<Exit<S>> {
     command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -84,7 +87,12 @@ pub async fn run_under_limit(
             line = stderr.next_line(), if err_open => match line? {
                 Some(line) => {
                     log.line(&line).await?;
-                    on_stderr(&line);
+                    if let Some(why) = on_stderr(&line) {
+                        kill_group(pgid);
+                        child.wait().await.ok();
+                        noted(&mut log, &why.to_string()).await?;
+                        return Ok(Exit::Stopped(why));
+                    }
                 }
                 None => err_open = false,
             },
@@ -93,8 +101,7 @@ pub async fn run_under_limit(
                 kill_group(pgid);
                 child.wait().await.ok();
                 let reason = format!("timed out after {:.0} s and was killed", limit.as_secs_f64());
-                log.finish().await?;
-                log.note(&format!("orchestrator: {reason}")).await?;
+                noted(&mut log, &reason).await?;
                 return Ok(Exit::TimedOut(reason));
             }
             _ = stop.wait() => {
@@ -115,10 +122,15 @@ pub async fn run_under_limit(
     Ok(Exit::Exited { status, result })
 }
 
-async fn limited(log: &mut BoundedLog, reason: String) -> Result<Exit> {
-    log.finish().await?;
-    log.note(&format!("orchestrator: {reason}")).await?;
+async fn limited<S>(log: &mut BoundedLog, reason: String) -> Result<Exit<S>> {
+    noted(log, &reason).await?;
     Ok(Exit::Limited(reason))
+}
+
+/// Finishes the log of a run the orchestrator ended, with why.
+async fn noted(log: &mut BoundedLog, reason: &str) -> Result<()> {
+    log.finish().await?;
+    log.note(&format!("orchestrator: {reason}")).await
 }
 
 /// What [`Kept`] keeps of `stream`.

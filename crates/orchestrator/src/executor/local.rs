@@ -14,10 +14,11 @@ use anyhow::{Result, bail};
 use prepare::{Profile, ResultLine, RunStatus, Split};
 use serde::Deserialize;
 
-use super::{Executor, Job, Limits, Outcome, Running, Scored, TrialFailure};
+use super::{Executor, Job, Outcome, Running, Scored, TrialFailure};
 use crate::Stop;
 use crate::config::Config;
-use crate::curve;
+use crate::curve::Point;
+use crate::early_stop::{Stopped, Watch};
 use crate::ledger::Trial;
 use crate::process::{Exit, libtorch, run_under_limit};
 use crate::progress::Progress;
@@ -84,25 +85,32 @@ impl Local {
             .join(format!("model-{}.{}.pt", job.seq, job.index));
         std::fs::remove_file(&model).ok();
         let started = Instant::now();
-        let exit = self.train(job, &model, stop, progress).await?;
+        let mut watch = Watch::new(job.early_stop.clone());
+        let exit = self.train(job, &model, &mut watch, stop, progress).await?;
         let run_seconds = started.elapsed().as_secs_f64();
-        match finished(exit, &job.limits) {
-            ControlFlow::Continue(result) => {
+        match finished(exit, job, watch.into_curve(), run_seconds) {
+            ControlFlow::Continue(run) => {
                 progress.phase("scoring");
-                self.score(job, result, model, run_seconds).await
+                let score = self
+                    .evaluator
+                    .score(&model, Split::Val, job.limits.eval)
+                    .await;
+                scored(job, run, model, score)
             }
             ControlFlow::Break(outcome) => Ok(outcome),
         }
     }
 
-    /// Runs a copy of the job's trainer in its jail; its exported model is moved to `model`.
+    /// Runs a copy of the job's trainer in its jail, followed by `watch`; its exported model is
+    /// moved to `model`.
     async fn train(
         &self,
         job: &Job,
         model: &Path,
+        watch: &mut Watch,
         stop: &mut Stop,
         progress: &Progress,
-    ) -> Result<Exit> {
+    ) -> Result<Exit<Stopped>> {
         // A copy under the experiment's name: cargo may rebuild the original while it runs, and
         // a trainer that outlived a killed orchestrator may still be executing the last copy.
         let copy = self.bin_dir.join(format!("train-{}", job.seq));
@@ -126,7 +134,10 @@ impl Local {
             &job.log,
             job.limits.train,
             stop,
-            |line| progress.trainer_line(line),
+            |line| {
+                progress.trainer_line(line);
+                watch.line(line)
+            },
             over_limit,
         )
         .await;
@@ -140,21 +151,6 @@ impl Local {
         }
         std::fs::remove_dir_all(&export).ok();
         exit
-    }
-
-    /// Scores the model of a run that finished with `result`.
-    async fn score(
-        &self,
-        job: &Job,
-        result: serde_json::Value,
-        model: PathBuf,
-        run_seconds: f64,
-    ) -> Result<Outcome> {
-        let score = self
-            .evaluator
-            .score(&model, Split::Val, job.limits.eval)
-            .await;
-        scored(job, result, model, run_seconds, score)
     }
 }
 
@@ -208,16 +204,26 @@ impl Trainers {
     }
 }
 
-/// The outcome of a run that finished with `result` and whose model the protected evaluator
-/// judged (`score`): a tampered evaluator or data stops the run; otherwise it is scored, or why
-/// not.
+/// A run that finished well, to be scored: its result line, its curve and its wall time.
+pub(super) struct Finished {
+    pub result: serde_json::Value,
+    pub curve: Vec<Point>,
+    pub run_seconds: f64,
+}
+
+/// The outcome of a run that finished (`run`) and whose model the protected evaluator judged
+/// (`score`): a tampered evaluator or data stops the run; otherwise it is scored, or why not.
 pub(super) fn scored(
     job: &Job,
-    result: serde_json::Value,
+    run: Finished,
     model: PathBuf,
-    run_seconds: f64,
     score: Result<Score, ScoreError>,
 ) -> Result<Outcome> {
+    let Finished {
+        result,
+        curve,
+        run_seconds,
+    } = run;
     let unscored = |failure, result| {
         Ok(Outcome::Failed {
             failure,
@@ -248,20 +254,25 @@ pub(super) fn scored(
             run_seconds,
             eval_seconds: score.seconds,
             num_steps: result["num_steps"].as_u64(),
-            curve: curve::parse(&String::from_utf8_lossy(
-                &std::fs::read(&job.log).unwrap_or_default(),
-            )),
+            curve,
         },
         result,
         model,
     }))
 }
 
-/// The result line of a trainer that finished well (exit 0, a result line as docs/contract.md
-/// has it, status `ok`), to be scored; else the outcome that ends the job. The trainer prints no
+/// The run of a trainer that finished well (exit 0, a result line as docs/contract.md has it,
+/// status `ok`), to be scored; else the outcome that ends the job. The trainer prints no
 /// val_bpb: only the evaluator scores. A trainer killed at `limits.train` ran over its budget
-/// once the budget is measured (see [`Limits`]).
-pub(super) fn finished(exit: Exit, limits: &Limits) -> ControlFlow<Outcome, serde_json::Value> {
+/// once the budget is measured (see [`super::Limits`]). `curve` is what was seen of its
+/// progress, `run_seconds` its wall time.
+pub(super) fn finished(
+    exit: Exit<Stopped>,
+    job: &Job,
+    curve: Vec<Point>,
+    run_seconds: f64,
+) -> ControlFlow<Outcome, Finished> {
+    let limits = &job.limits;
     let crashed = |reason: String, result| {
         ControlFlow::Break(Outcome::Failed {
             failure: TrialFailure::Crashed(reason),
@@ -272,6 +283,9 @@ pub(super) fn finished(exit: Exit, limits: &Limits) -> ControlFlow<Outcome, serd
         Exit::Interrupted => return ControlFlow::Break(Outcome::Interrupted),
         Exit::TimedOut(_) => return crashed(limits.trainer_killed(), None),
         Exit::Limited(reason) => return crashed(reason, None),
+        Exit::Stopped(stopped) => {
+            return ControlFlow::Break(stopped_run(job, stopped, curve, run_seconds));
+        }
         Exit::Exited { status, result } => (status, result),
     };
     let Some(result) = result else {
@@ -291,8 +305,33 @@ pub(super) fn finished(exit: Exit, limits: &Limits) -> ControlFlow<Outcome, serd
     } else if line.status != RunStatus::Ok {
         crashed(format!("status {}", line.status), Some(result))
     } else {
-        ControlFlow::Continue(result)
+        ControlFlow::Continue(Finished {
+            result,
+            curve,
+            run_seconds,
+        })
     }
+}
+
+/// The outcome of a run stopped early at `stopped` after `run_seconds` of wall time, having
+/// shown `curve`: unscored.
+pub(super) fn stopped_run(
+    job: &Job,
+    stopped: Stopped,
+    curve: Vec<Point>,
+    run_seconds: f64,
+) -> Outcome {
+    let trial = Trial {
+        seed: job.seed,
+        val_bpb: None,
+        trainer_val_bpb: None,
+        training_seconds: stopped.seconds,
+        run_seconds,
+        eval_seconds: 0.0,
+        num_steps: Some(stopped.step),
+        curve,
+    };
+    Outcome::Stopped { trial, stopped }
 }
 
 /// The bytes of the files under `dir` (not following links); what cannot be read counts 0.

@@ -17,11 +17,13 @@ pub use slurm::Slurm;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
 
 use crate::Stop;
+use crate::early_stop::{Reference, Stopped};
 use crate::ledger::Trial;
 use crate::progress::Progress;
 use crate::scoring::{Score, ScoreError};
@@ -69,6 +71,9 @@ pub struct Job {
     /// A file the executor may keep for this run, beside the experiment's pending record, to find
     /// the run again after a restart (a Slurm job id); removed with the pending record.
     pub handle: PathBuf,
+    /// What the run is judged against while it trains, when it may be stopped early (a change's
+    /// first run with `early_stop` on).
+    pub early_stop: Option<Arc<Reference>>,
 }
 
 /// What came of one job.
@@ -82,6 +87,11 @@ pub enum Outcome {
     },
     /// Ctrl-C: the run was killed and must not be recorded.
     Interrupted,
+    /// Stopped early, clearly worse than the best's runs at the same point: never scored.
+    Stopped {
+        trial: Trial,
+        stopped: Stopped,
+    },
 }
 
 /// A run that trained and was scored by the protected evaluator.

@@ -30,10 +30,12 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context, Result, bail};
 use prepare::{Profile, Split};
 
-use super::local::{MODEL_FILE, Trainers, finished, scored};
+use super::local::{MODEL_FILE, Trainers, finished, scored, stopped_run};
 use super::{Executor, Job, Outcome, Running};
 use crate::Stop;
 use crate::config::Config;
+use crate::curve::Point;
+use crate::early_stop::{Stopped, Watch};
 use crate::process::{self, Exit, LOG_KEEP, MAX_LINE};
 use crate::progress::Progress;
 use crate::sandbox::Sandbox;
@@ -270,12 +272,23 @@ impl Slurm {
             Some(handle) => handle,
             None => self.submit(job, &dir, progress).await?,
         };
-        let ended = self
-            .follow(&handle, Some(stop), Some(progress), Some(&job.log))
-            .await?;
+        let mut watch = Watch::new(job.early_stop.clone());
+        let following = Following {
+            progress,
+            log: &job.log,
+            watch: &mut watch,
+        };
+        let ended = self.follow(&handle, Some(stop), Some(following)).await?;
         bound_log(&job.log).ok();
+        let curve = watch.into_curve();
         match ended {
             Ended::Interrupted => Ok(Outcome::Interrupted),
+            Ended::Stopped(stopped) => {
+                note(&job.log, &format!("orchestrator: {stopped}"));
+                // Without the job's `done` file its wall time is unknown: the training counted
+                // until the stop stands in for it.
+                Ok(stopped_run(job, stopped, curve, stopped.seconds))
+            }
             Ended::Gone(why) => {
                 note(&job.log, &format!("orchestrator: {why}"));
                 Ok(Outcome::Failed {
@@ -285,7 +298,7 @@ impl Slurm {
             }
             Ended::Done(done) => {
                 note(&job.log, &timing(&handle, &done));
-                self.outcome(job, &dir, &done)
+                self.outcome(job, &dir, &done, curve)
             }
         }
     }
@@ -495,24 +508,31 @@ impl Slurm {
     }
 
     /// Follows job `handle` until it ends: its `done` file, or why there is none. `stop`
-    /// cancels it; `progress` is fed its log's new lines.
+    /// cancels it; a trainer's job is `following` its log, and cancelled when its watch stops it.
     async fn follow(
         &self,
         handle: &Handle,
         mut stop: Option<&mut Stop>,
-        progress: Option<&Progress>,
-        log: Option<&Path>,
+        mut following: Option<Following<'_>>,
     ) -> Result<Ended> {
         let id = handle.id;
-        let mut tail = log.map(LogTail::new);
+        let mut tail = following.as_ref().map(|f| LogTail::new(f.log));
         let mut shown = String::new();
         let mut unreachable: Option<Instant> = None;
         loop {
             if let Some(done) = Done::read(&handle.dir).filter(|d| d.job == id) {
                 return Ok(Ended::Done(done));
             }
-            if let (Some(tail), Some(progress)) = (&mut tail, progress) {
-                tail.feed(|line| progress.trainer_line(line));
+            if let (Some(tail), Some(f)) = (&mut tail, &mut following) {
+                let mut stopped = None;
+                tail.feed(|line| {
+                    f.progress.trainer_line(line);
+                    stopped = stopped.or(f.watch.line(line));
+                });
+                if let Some(stopped) = stopped {
+                    scancel(id).await?;
+                    return Ok(Ended::Stopped(stopped));
+                }
             }
             let state = match self.state(id).await {
                 Ok(state) => {
@@ -550,9 +570,9 @@ impl Slurm {
                 }
             };
             if phase != shown
-                && let Some(progress) = progress
+                && let Some(f) = &following
             {
-                progress.phase(&phase);
+                f.progress.phase(&phase);
                 shown = phase;
             }
             tokio::select! {
@@ -641,8 +661,8 @@ impl Slurm {
         }
     }
 
-    /// The trial's outcome from what its job left in `dir`.
-    fn outcome(&self, job: &Job, dir: &Path, done: &Done) -> Result<Outcome> {
+    /// The trial's outcome from what its job left in `dir`, its log having shown `curve`.
+    fn outcome(&self, job: &Job, dir: &Path, done: &Done, curve: Vec<Point>) -> Result<Outcome> {
         let train = done.train.unwrap_or_default();
         let run_seconds = train.seconds();
         let exit = if train.killed_at(job.limits.train) {
@@ -655,12 +675,12 @@ impl Slurm {
                 result: result_line(&dir.join("stdout")),
             }
         };
-        match finished(exit, &job.limits) {
+        match finished(exit, job, curve, run_seconds) {
             ControlFlow::Break(outcome) => Ok(outcome),
-            ControlFlow::Continue(result) => {
+            ControlFlow::Continue(run) => {
                 let model = dir.join(MODEL_FILE);
                 let score = self.verdict(dir, done, job.limits.eval, &model);
-                scored(job, result, model, run_seconds, score)
+                scored(job, run, model, score)
             }
         }
     }
@@ -730,15 +750,13 @@ impl Slurm {
             dir: dir.clone(),
             submitted: Some(submitted),
         };
-        let ended = self
-            .follow(&handle, None, None, None)
-            .await
-            .map_err(failed)?;
+        let ended = self.follow(&handle, None, None).await.map_err(failed)?;
         cancel.0 = None;
         match ended {
             Ended::Done(done) => self.verdict(&dir, &done, limit, model),
             Ended::Gone(why) => Err(ScoreError::Failed(why)),
             Ended::Interrupted => Err(ScoreError::Failed("interrupted".into())),
+            Ended::Stopped(stopped) => Err(ScoreError::Failed(stopped.to_string())),
         }
     }
 
@@ -982,6 +1000,16 @@ enum Ended {
     /// No results, and why: the trial's crash reason.
     Gone(String),
     Interrupted,
+    /// Cancelled by the trainer's watch: clearly worse than the best's runs.
+    Stopped(Stopped),
+}
+
+/// A trainer's job as it is followed: its log's new lines move the status line and feed the
+/// watch that may stop it.
+struct Following<'a> {
+    progress: &'a Progress,
+    log: &'a Path,
+    watch: &'a mut Watch,
 }
 
 /// A run's job, as its handle file holds it: the id, the directory its results go to, and when

@@ -70,6 +70,7 @@ pub(super) async fn append(
         against,
         beat_parent,
         revoked,
+        stopped,
         ..
     } = trials;
     let late = Late {
@@ -88,7 +89,12 @@ pub(super) async fn append(
         }
     }
     flags.extend(holdout.flags);
-    let trials: Vec<_> = runs.into_iter().map(|r| r.trial).collect();
+    let (stopped_trial, stopped) = stopped.unzip();
+    let trials: Vec<_> = runs
+        .into_iter()
+        .map(|r| r.trial)
+        .chain(stopped_trial)
+        .collect();
     let record = Record {
         seq,
         commit: pending.commit,
@@ -116,6 +122,7 @@ pub(super) async fn append(
         best_trials: best_runs,
         pins: state.ledger.records.is_empty().then(|| s.pins.clone()),
         revoked,
+        stopped,
     };
     state.ledger.append(record)?;
     state.ledger.clear_pending(seq)?;

@@ -6,6 +6,7 @@
 
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -14,6 +15,7 @@ use serde_json::Value;
 use super::Decision;
 use super::session::{Session, Worker};
 use crate::decide::{self, Evidence, Verdict};
+use crate::early_stop::{Reference, Rule, Stopped};
 use crate::executor::{Job, Outcome, Scored, TrialFailure};
 use crate::ledger::{self, Pending, Record, Status, Trial};
 
@@ -50,6 +52,8 @@ pub(super) struct Trials {
     pub beat_parent: Option<String>,
     /// The best whose re-run beside the change was judged non-causal: its keep is revoked.
     pub revoked: Option<u64>,
+    /// The change's first run, when it was stopped early, and where.
+    pub stopped: Option<(Trial, Stopped)>,
 }
 
 impl Trials {
@@ -67,6 +71,7 @@ impl Trials {
             against: None,
             beat_parent: None,
             revoked: None,
+            stopped: None,
         }
     }
 
@@ -94,6 +99,8 @@ struct Runs {
     revoked: Option<u64>,
     /// Failed runs of an unchanged program that ran again, see [`execute_unchanged`].
     retried: usize,
+    /// The change's first run, when it was stopped early, and where.
+    stopped: Option<(Trial, Stopped)>,
 }
 
 impl Runs {
@@ -172,6 +179,7 @@ pub(super) async fn run(
         against: runs.against.map(|best| best.commit),
         beat_parent,
         revoked: runs.revoked,
+        stopped: runs.stopped,
     }))
 }
 
@@ -312,6 +320,12 @@ async fn run_change(
             runs.scored.push(scored);
             Ok(ControlFlow::Continue(()))
         }
+        Outcome::Stopped { trial, stopped } => {
+            runs.stopped = Some((trial, stopped));
+            Ok(ControlFlow::Break(Some(Decision::Discard(
+                stopped.to_string(),
+            ))))
+        }
     }
 }
 
@@ -343,6 +357,13 @@ async fn run_best(
                 "not judged: the best #{} it ran beside was judged non-causal on a re-run; #{} is \
                  no longer kept",
                 best.seq, best.seq
+            )))))
+        }
+        Outcome::Stopped { stopped, .. } => {
+            let why = format!("the best's re-run beside it was {stopped}");
+            runs.flags.push(why.clone());
+            Ok(ControlFlow::Break(Some(Decision::Discard(format!(
+                "within the noise, and {why}: no comparison side by side"
             )))))
         }
         Outcome::Failed { failure, .. } => {
@@ -437,6 +458,11 @@ async fn remeasure(
                     .push(format!("a noise measurement run crashed: {failure}"));
                 return Ok(false);
             }
+            Outcome::Stopped { stopped, .. } => {
+                runs.flags
+                    .push(format!("a noise measurement run was {stopped}"));
+                return Ok(false);
+            }
             Outcome::Scored(scored) => runs.scored.push(scored),
         }
     }
@@ -469,7 +495,9 @@ async fn execute_unchanged(
 }
 
 /// Run `index` of experiment `seq` (counted in the order they ran), with `seed`, through the
-/// session's executor, on worker `w`'s GPU.
+/// session's executor, on worker `w`'s GPU. A change's first run may be stopped early (with
+/// `early_stop` on and the night's curves to judge it by); no other run is: the baseline and the
+/// best are the reference, and a change re-run is one within the noise.
 async fn execute(
     s: &Session,
     w: &mut Worker,
@@ -480,6 +508,11 @@ async fn execute(
 ) -> Result<Outcome> {
     let job = {
         let ledger = s.ledger();
+        let judged = s.cfg.early_stop && seq > 0 && index == 0;
+        let early_stop = judged
+            .then(|| Reference::of(&ledger.records, s.budget, Rule::default()))
+            .flatten()
+            .map(Arc::new);
         Job {
             binary: binary.to_path_buf(),
             seq,
@@ -490,6 +523,7 @@ async fn execute(
             log: ledger.trial_log_path(seq, index),
             gpu: w.gpu.clone(),
             handle: ledger.handle_path(seq, index),
+            early_stop,
         }
     };
     s.executor.run(&job, &mut w.stop, &w.progress).await
