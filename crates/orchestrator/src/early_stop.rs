@@ -301,11 +301,7 @@ mod tests {
         for above in [-0.2, 0.0, 0.04, 0.15] {
             let run = curve(above);
             for at in 20..=50 {
-                assert_eq!(
-                    noisy.judge(until(&run, at as f64)),
-                    None,
-                    "{above} at {at}"
-                );
+                assert_eq!(noisy.judge(until(&run, at as f64)), None, "{above} at {at}");
             }
         }
         assert!(noisy.judge(until(&curve(0.25), 30.0)).is_some());
