@@ -19,7 +19,7 @@
 //! - at a 300 s budget, the training of one experiment shrinks by the share saved of all
 //!   training: experiments per hour against the 12 of full runs (training time alone).
 //!
-//! The corpus (`benches/early_stop/`, see its README) is recorded by the orchestrator itself on
+//! The corpus (`benches/early_stop_corpus/`, see its README) is recorded by the orchestrator itself on
 //! this project's CPU profile; each night is a directory holding its `experiments.jsonl`.
 
 use std::path::{Path, PathBuf};
@@ -51,7 +51,7 @@ struct Night {
 }
 
 fn main() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/early_stop");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/early_stop_corpus");
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
         .flatten()

@@ -162,6 +162,23 @@ impl Reference {
     }
 }
 
+/// What run `index` of experiment `seq` is judged against, when it may be stopped early: only a
+/// change's first run, with `enabled` and `records` to calibrate on. The baseline and the best
+/// are the reference, and a change runs again only when its first run came within the noise.
+pub fn judging(
+    enabled: bool,
+    seq: u64,
+    index: usize,
+    records: &[Record],
+    budget: f64,
+) -> Option<Arc<Reference>> {
+    let judged = enabled && seq > 0 && index == 0;
+    judged
+        .then(|| Reference::of(records, budget, Rule::default()))
+        .flatten()
+        .map(Arc::new)
+}
+
 /// Follows one run's progress lines as they come: its curve, and whether the rule stops it.
 pub struct Watch {
     curve: Curve,

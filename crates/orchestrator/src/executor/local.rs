@@ -14,7 +14,7 @@ use anyhow::{Result, bail};
 use prepare::{Profile, ResultLine, RunStatus, Split};
 use serde::Deserialize;
 
-use super::{Executor, Job, Outcome, Running, Scored, TrialFailure};
+use super::{Executor, Job, Outcome, Running, Scored, StoppedRun, TrialFailure};
 use crate::Stop;
 use crate::config::Config;
 use crate::curve::Point;
@@ -331,7 +331,10 @@ pub(super) fn stopped_run(
         num_steps: Some(stopped.step),
         curve,
     };
-    Outcome::Stopped { trial, stopped }
+    Outcome::Failed {
+        failure: TrialFailure::Stopped(Box::new(StoppedRun { trial, stopped })),
+        result: None,
+    }
 }
 
 /// The bytes of the files under `dir` (not following links); what cannot be read counts 0.

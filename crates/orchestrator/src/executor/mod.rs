@@ -87,11 +87,6 @@ pub enum Outcome {
     },
     /// Ctrl-C: the run was killed and must not be recorded.
     Interrupted,
-    /// Stopped early, clearly worse than the best's runs at the same point: never scored.
-    Stopped {
-        trial: Trial,
-        stopped: Stopped,
-    },
 }
 
 /// A run that trained and was scored by the protected evaluator.
@@ -122,4 +117,14 @@ pub enum TrialFailure {
     /// The protected evaluator could not score the exported model.
     #[error("{0}")]
     Unscored(String),
+    /// Stopped early, clearly worse than the best's runs at the same point: never scored.
+    #[error("{}", .0.stopped)]
+    Stopped(Box<StoppedRun>),
+}
+
+/// A run stopped early: the run as far as it went (its curve, no score), and where and why.
+#[derive(Debug)]
+pub struct StoppedRun {
+    pub trial: Trial,
+    pub stopped: Stopped,
 }

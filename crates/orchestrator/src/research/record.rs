@@ -89,7 +89,7 @@ pub(super) async fn append(
         }
     }
     flags.extend(holdout.flags);
-    let (stopped_trial, stopped) = stopped.unzip();
+    let (stopped_trial, stopped) = stopped.map(|run| (run.trial, run.stopped)).unzip();
     let trials: Vec<_> = runs
         .into_iter()
         .map(|r| r.trial)

@@ -6,7 +6,6 @@
 
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -15,8 +14,8 @@ use serde_json::Value;
 use super::Decision;
 use super::session::{Session, Worker};
 use crate::decide::{self, Evidence, Verdict};
-use crate::early_stop::{Reference, Rule, Stopped};
-use crate::executor::{Job, Outcome, Scored, TrialFailure};
+use crate::early_stop;
+use crate::executor::{Job, Outcome, Scored, StoppedRun, TrialFailure};
 use crate::ledger::{self, Pending, Record, Status, Trial};
 
 /// Seed of every experiment's first run; later runs count up from it, and the best's re-run in
@@ -52,8 +51,8 @@ pub(super) struct Trials {
     pub beat_parent: Option<String>,
     /// The best whose re-run beside the change was judged non-causal: its keep is revoked.
     pub revoked: Option<u64>,
-    /// The change's first run, when it was stopped early, and where.
-    pub stopped: Option<(Trial, Stopped)>,
+    /// The change's first run, when it was stopped early.
+    pub stopped: Option<StoppedRun>,
 }
 
 impl Trials {
@@ -99,8 +98,8 @@ struct Runs {
     revoked: Option<u64>,
     /// Failed runs of an unchanged program that ran again, see [`execute_unchanged`].
     retried: usize,
-    /// The change's first run, when it was stopped early, and where.
-    stopped: Option<(Trial, Stopped)>,
+    /// The change's first run, when it was stopped early.
+    stopped: Option<StoppedRun>,
 }
 
 impl Runs {
@@ -305,6 +304,14 @@ async fn run_change(
     };
     match outcome {
         Outcome::Interrupted => Ok(ControlFlow::Break(None)),
+        Outcome::Failed {
+            failure: TrialFailure::Stopped(run),
+            ..
+        } => {
+            let rule = run.stopped.to_string();
+            runs.stopped = Some(*run);
+            Ok(ControlFlow::Break(Some(Decision::Discard(rule))))
+        }
         Outcome::Failed { failure, result } => {
             runs.result = runs.result.take().or(result);
             if let TrialFailure::NonCausal(diff) = failure {
@@ -319,12 +326,6 @@ async fn run_change(
             runs.result.get_or_insert_with(|| scored.result.clone());
             runs.scored.push(scored);
             Ok(ControlFlow::Continue(()))
-        }
-        Outcome::Stopped { trial, stopped } => {
-            runs.stopped = Some((trial, stopped));
-            Ok(ControlFlow::Break(Some(Decision::Discard(
-                stopped.to_string(),
-            ))))
         }
     }
 }
@@ -357,13 +358,6 @@ async fn run_best(
                 "not judged: the best #{} it ran beside was judged non-causal on a re-run; #{} is \
                  no longer kept",
                 best.seq, best.seq
-            )))))
-        }
-        Outcome::Stopped { stopped, .. } => {
-            let why = format!("the best's re-run beside it was {stopped}");
-            runs.flags.push(why.clone());
-            Ok(ControlFlow::Break(Some(Decision::Discard(format!(
-                "within the noise, and {why}: no comparison side by side"
             )))))
         }
         Outcome::Failed { failure, .. } => {
@@ -458,11 +452,6 @@ async fn remeasure(
                     .push(format!("a noise measurement run crashed: {failure}"));
                 return Ok(false);
             }
-            Outcome::Stopped { stopped, .. } => {
-                runs.flags
-                    .push(format!("a noise measurement run was {stopped}"));
-                return Ok(false);
-            }
             Outcome::Scored(scored) => runs.scored.push(scored),
         }
     }
@@ -495,9 +484,7 @@ async fn execute_unchanged(
 }
 
 /// Run `index` of experiment `seq` (counted in the order they ran), with `seed`, through the
-/// session's executor, on worker `w`'s GPU. A change's first run may be stopped early (with
-/// `early_stop` on and the night's curves to judge it by); no other run is: the baseline and the
-/// best are the reference, and a change re-run is one within the noise.
+/// session's executor, on worker `w`'s GPU.
 async fn execute(
     s: &Session,
     w: &mut Worker,
@@ -508,11 +495,8 @@ async fn execute(
 ) -> Result<Outcome> {
     let job = {
         let ledger = s.ledger();
-        let judged = s.cfg.early_stop && seq > 0 && index == 0;
-        let early_stop = judged
-            .then(|| Reference::of(&ledger.records, s.budget, Rule::default()))
-            .flatten()
-            .map(Arc::new);
+        let early_stop =
+            early_stop::judging(s.cfg.early_stop, seq, index, &ledger.records, s.budget);
         Job {
             binary: binary.to_path_buf(),
             seq,
