@@ -82,13 +82,13 @@ impl fmt::Display for Stopped {
 }
 
 /// What the runs of one night are judged against: the best's curves, and the curves of every
-/// program run more than once (for the spread), all with the same budget.
+/// program run more than once (for the spread), all with the same budget, each smoothed.
 #[derive(Debug)]
 pub struct Reference {
     budget: f64,
     rule: Rule,
-    best: Vec<Vec<Point>>,
-    groups: Vec<Vec<Vec<Point>>>,
+    best: Vec<Smoothed>,
+    groups: Vec<Vec<Smoothed>>,
 }
 
 impl Reference {
@@ -102,10 +102,12 @@ impl Reference {
                 .and_then(|line| line["time_budget_s"].as_f64())
                 .is_some_and(|b| (b - budget).abs() < 1e-6)
         };
-        let curves = |runs: Vec<&Trial>| -> Vec<Vec<Point>> {
+        let window = rule.window * budget;
+        let smoothed = |runs: Vec<&Trial>| -> Vec<Smoothed> {
             runs.into_iter()
-                .filter(|t| t.val_bpb.is_some() && !t.curve.is_empty())
-                .map(|t| t.curve.clone())
+                .filter(|t| t.val_bpb.is_some())
+                .map(|t| Smoothed::of(&t.curve, window))
+                .filter(|s| !s.0.is_empty())
                 .collect()
         };
         let mut best_curves = Vec::new();
@@ -114,7 +116,7 @@ impl Reference {
             if !same_budget(record) {
                 continue;
             }
-            let runs = curves(runs);
+            let runs = smoothed(runs);
             if record.seq == best.seq {
                 best_curves = runs.clone();
             }
@@ -134,25 +136,17 @@ impl Reference {
     /// at its latest point; None while it is not (or cannot be told).
     pub fn judge(&self, curve: &[Point]) -> Option<Stopped> {
         let latest = curve.last()?;
-        let progress = latest.seconds / self.budget;
+        let (t, progress) = (latest.seconds, latest.seconds / self.budget);
         if progress < self.rule.from || progress > self.rule.until {
             return None;
         }
-        let window = (
-            latest.seconds - self.rule.window * self.budget,
-            latest.seconds,
-        );
-        let loss = mean_loss(curve, window)?;
-        let best: Vec<f64> = self
-            .best
-            .iter()
-            .filter_map(|c| mean_loss(c, window))
-            .collect();
-        let spread = pooled_spread(&self.groups, window)?;
+        let loss = window_mean(curve, t, self.rule.window * self.budget)?;
+        let best: Vec<f64> = self.best.iter().filter_map(|c| c.at(t)).collect();
         let best_loss = mean(&best)?;
+        let spread = pooled_spread(&self.groups, t)?;
         let threshold = (self.rule.spreads * spread).max(self.rule.margin);
         (loss - best_loss > threshold).then_some(Stopped {
-            seconds: latest.seconds,
+            seconds: t,
             step: latest.step,
             progress,
             loss,
@@ -160,6 +154,70 @@ impl Reference {
             threshold,
         })
     }
+}
+
+/// A curve's loss averaged over the window ending at each of its points, as (seconds, loss).
+#[derive(Debug, Clone)]
+struct Smoothed(Vec<(f64, f64)>);
+
+impl Smoothed {
+    fn of(curve: &[Point], window: f64) -> Smoothed {
+        let losses: Vec<(f64, f64)> = curve
+            .iter()
+            .filter_map(|p| Some((p.seconds, p.loss?)))
+            .collect();
+        let (mut first, mut sum) = (0, 0.0);
+        let mut smoothed = Vec::with_capacity(losses.len());
+        for (i, &(seconds, loss)) in losses.iter().enumerate() {
+            sum += loss;
+            while losses[first].0 <= seconds - window {
+                sum -= losses[first].1;
+                first += 1;
+            }
+            smoothed.push((seconds, sum / (i + 1 - first) as f64));
+        }
+        Smoothed(smoothed)
+    }
+
+    /// The smoothed loss at `t`, linear between the points around it (on the CPU a step may
+    /// take longer than the window); None outside the curve.
+    fn at(&self, t: f64) -> Option<f64> {
+        let after = self.0.iter().position(|&(s, _)| s >= t)?;
+        let (s1, l1) = self.0[after];
+        if s1 == t || after == 0 {
+            return (s1 == t).then_some(l1);
+        }
+        let (s0, l0) = self.0[after - 1];
+        Some(l0 + (l1 - l0) * (t - s0) / (s1 - s0))
+    }
+}
+
+/// The mean loss of `curve`'s points in the `window` seconds up to `t`; None without one.
+fn window_mean(curve: &[Point], t: f64, window: f64) -> Option<f64> {
+    let losses: Vec<f64> = curve
+        .iter()
+        .filter(|p| p.seconds > t - window && p.seconds <= t)
+        .filter_map(|p| p.loss)
+        .collect();
+    mean(&losses)
+}
+
+fn mean(values: &[f64]) -> Option<f64> {
+    (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
+}
+
+/// The standard deviation of the smoothed loss at `t` between runs of one program, pooled over
+/// the programs run more than once; None without two runs of one program that reach `t`.
+fn pooled_spread(groups: &[Vec<Smoothed>], t: f64) -> Option<f64> {
+    let (mut squares, mut dof) = (0.0, 0);
+    for group in groups {
+        let losses: Vec<f64> = group.iter().filter_map(|c| c.at(t)).collect();
+        if let (Some(m), true) = (mean(&losses), losses.len() >= 2) {
+            squares += losses.iter().map(|l| (l - m).powi(2)).sum::<f64>();
+            dof += losses.len() - 1;
+        }
+    }
+    (dof > 0).then(|| (squares / dof as f64).sqrt())
 }
 
 /// What run `index` of experiment `seq` is judged against, when it may be stopped early: only a
@@ -211,34 +269,6 @@ impl Watch {
     pub fn into_curve(self) -> Vec<Point> {
         self.curve.into_points()
     }
-}
-
-/// The mean training loss of `curve`'s points within `window` (from, to], None without one.
-fn mean_loss(curve: &[Point], (from, to): (f64, f64)) -> Option<f64> {
-    let losses: Vec<f64> = curve
-        .iter()
-        .filter(|p| p.seconds > from && p.seconds <= to)
-        .filter_map(|p| p.loss)
-        .collect();
-    mean(&losses)
-}
-
-fn mean(values: &[f64]) -> Option<f64> {
-    (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
-}
-
-/// The standard deviation of the windowed loss between runs of one program, pooled over the
-/// programs run more than once; None without two runs of one program that reach the window.
-fn pooled_spread(groups: &[Vec<Vec<Point>>], window: (f64, f64)) -> Option<f64> {
-    let (mut squares, mut dof) = (0.0, 0);
-    for group in groups {
-        let losses: Vec<f64> = group.iter().filter_map(|c| mean_loss(c, window)).collect();
-        if let (Some(m), true) = (mean(&losses), losses.len() >= 2) {
-            squares += losses.iter().map(|l| (l - m).powi(2)).sum::<f64>();
-            dof += losses.len() - 1;
-        }
-    }
-    (dof > 0).then(|| (squares / dof as f64).sqrt())
 }
 
 #[cfg(test)]
@@ -336,6 +366,34 @@ mod tests {
         let stopped = reference.judge(until(&curve(0.0), 30.0)).expect("stopped");
         assert!((stopped.loss - stopped.best_loss - 0.5).abs() < 1e-9);
         assert_eq!(reference.judge(until(&curve(-0.48), 30.0)), None);
+    }
+
+    #[test]
+    fn sparse_curves_are_compared_between_their_points() {
+        // A step every 7 s (a loaded CPU): no window holds a point of every curve.
+        let sparse = |above: f64, offset: f64| -> Vec<Point> {
+            (0..15)
+                .map(|i| {
+                    let seconds = offset + 7.0 * i as f64;
+                    Point {
+                        seconds,
+                        step: i,
+                        loss: Some(3.0 + 5.0 / (1.0 + seconds) + above),
+                    }
+                })
+                .collect()
+        };
+        let mut baseline = keep(0, &[-0.01, 0.0, 0.01], BUDGET);
+        for (trial, offset) in baseline.trials.iter_mut().zip([0.5, 2.0, 4.5]) {
+            trial.curve = sparse(0.0, offset);
+        }
+        let reference = reference(&[baseline]);
+        let doomed = sparse(0.5, 1.0);
+        let stopped = reference
+            .judge(until(&doomed, 22.0))
+            .expect("stopped at 22 s");
+        assert_eq!(stopped.seconds, 22.0);
+        assert_eq!(reference.judge(until(&sparse(0.02, 1.0), 22.0)), None);
     }
 
     #[test]
