@@ -25,8 +25,9 @@
 use std::path::{Path, PathBuf};
 
 use orchestrator::decide;
-use orchestrator::early_stop::{Reference, Rule, Stopped};
-use orchestrator::ledger::{self, Record, Status};
+use orchestrator::early_stop::{Reference, Rule};
+use orchestrator::ledger::{self, Record, Status, Stopped};
+use orchestrator::run_dir::RunDir;
 
 /// The budget the figures are projected to, and the experiments per hour of full runs there.
 const REAL_BUDGET: f64 = 300.0;
@@ -69,7 +70,7 @@ fn main() {
         .iter()
         .map(|d| Night {
             name: d.file_name().unwrap_or_default().to_string_lossy().into(),
-            records: ledger::read_records(d).unwrap_or_else(|e| panic!("{e:#}")),
+            records: ledger::read_records(&RunDir::at(d)).unwrap_or_else(|e| panic!("{e:#}")),
         })
         .collect();
     describe(&nights);
@@ -136,7 +137,7 @@ fn describe(nights: &[Night]) {
 }
 
 fn budget(record: &Record) -> Option<f64> {
-    record.result.as_ref()?["time_budget_s"].as_f64()
+    record.result.as_ref()?.line()?.time_budget_s
 }
 
 /// The record's first run trained its whole budget and has its curve.
@@ -188,7 +189,7 @@ fn replay(night: &Night, rule: Rule) -> Vec<Judged> {
 /// The first run's score minus the best's, and the threshold the loop keeps a change by.
 fn gap(before: &[Record], record: &Record) -> Option<(f64, f64)> {
     let best = ledger::best(before)?;
-    let noise = ledger::noise_floor(before)?;
+    let noise = decide::noise_floor(before)?;
     let first = record.trials[0].val_bpb?;
     let best_scores = ledger::scores(&best.trials);
     let threshold = decide::threshold(noise, 1, best_scores.len());

@@ -14,13 +14,10 @@
 //! can overtake, and the time left to save shrinks. docs/early-stop.md has the measurements the
 //! figures come from (`cargo bench -p orchestrator --bench early_stop`).
 
-use std::fmt;
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
-
 use crate::curve::{Curve, Point};
-use crate::ledger::{self, Record, Trial};
+use crate::ledger::{self, Printed, Record, Stopped, Trial};
 
 /// When and by how much a run must trail the best's to be stopped.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -50,37 +47,6 @@ impl Default for Rule {
     }
 }
 
-/// Where a run was stopped and why: the record's `stopped`.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct Stopped {
-    /// The run's latest point when it was judged: counted seconds and steps.
-    pub seconds: f64,
-    pub step: u64,
-    /// The share of the budget spent by then.
-    pub progress: f64,
-    /// The run's and the best's runs' training loss, averaged over the window ending there.
-    pub loss: f64,
-    pub best_loss: f64,
-    /// The gap the run had to exceed: the larger of the spread times [`Rule::spreads`] and
-    /// [`Rule::margin`].
-    pub threshold: f64,
-}
-
-impl fmt::Display for Stopped {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "stopped early at {:.0}% of the budget (step {}): training loss {:.4} against the \
-             best's {:.4}, more than {:.4} worse",
-            100.0 * self.progress,
-            self.step,
-            self.loss,
-            self.best_loss,
-            self.threshold
-        )
-    }
-}
-
 /// What the runs of one night are judged against: the best's curves, and the curves of every
 /// program run more than once (for the spread), all with the same budget, each smoothed.
 #[derive(Debug)]
@@ -99,7 +65,8 @@ impl Reference {
         let same_budget = |r: &Record| {
             r.result
                 .as_ref()
-                .and_then(|line| line["time_budget_s"].as_f64())
+                .and_then(Printed::line)
+                .and_then(|line| line.time_budget_s)
                 .is_some_and(|b| (b - budget).abs() < 1e-6)
         };
         let window = rule.window * budget;
@@ -304,9 +271,15 @@ mod tests {
 
     /// A kept record of runs `above` the common curve, with `budget`'s result line.
     fn keep(seq: u64, runs: &[f64], budget: f64) -> Record {
+        let line = serde_json::json!({
+            "schema": 1, "status": "ok", "training_seconds": budget, "total_seconds": budget,
+            "peak_memory_mb": 1.0, "num_steps": 100, "num_params": 1, "train_tokens": 1,
+            "tokens_per_second": 1.0, "mfu_percent": null, "device": "cpu", "contract": "c",
+            "time_budget_s": budget,
+        });
         Record {
             trials: runs.iter().map(|&a| trial(a)).collect(),
-            result: Some(serde_json::json!({ "time_budget_s": budget })),
+            result: Some(Printed::Line(serde_json::from_value(line).unwrap())),
             ..Record::sample(seq, Status::Keep, Some(2.0))
         }
     }

@@ -3,6 +3,8 @@
 //! never left running when the orchestrator dies.
 
 use std::collections::VecDeque;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
 use std::pin::Pin;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
@@ -26,8 +28,8 @@ pub enum Exit<S> {
         status: ExitStatus,
         result: Option<serde_json::Value>,
     },
-    /// It ran past the limit and its process group was killed; the reason, as also logged.
-    TimedOut(String),
+    /// It ran past the limit and its process group was killed.
+    TimedOut,
     /// It hit one of its jail's limits (memory, processes, the export's size) and was killed or
     /// failed; the reason, as also logged.
     Limited(String),
@@ -43,14 +45,14 @@ const LIMITS_EVERY: Duration = Duration::from_secs(1);
 
 /// Runs `command` (a libtorch program, see [`libtorch`], usually in a sandbox) in its own process
 /// group, writing stdout and stderr to `log`; `on_stderr` sees each stderr line (progress) and
-/// may stop the run, with a reason. `over_limit` says which of its jail's limits it ran into, if
+/// may stop the run, saying why. `over_limit` says which of its jail's limits it ran into, if
 /// any: asked every second (the process group is killed at once) and once it has exited.
 pub async fn run_under_limit<S: std::fmt::Display>(
     mut command: tokio::process::Command,
-    log: &std::path::Path,
+    log: &Path,
     limit: Duration,
     stop: &mut Stop,
-    mut on_stderr: impl FnMut(&str) -> Option<S>,
+    on_stderr: impl FnMut(&str) -> Option<S>,
     mut over_limit: impl FnMut() -> Option<String>,
 ) -> Result<Exit<S>> {
     command
@@ -61,76 +63,105 @@ pub async fn run_under_limit<S: std::fmt::Display>(
     let mut child = command.spawn().context("starting the trainer")?;
     let pgid = child.id().context("the child has no pid")? as i32;
     let mut log = BoundedLog::create(log).await?;
-    let mut stdout = Lines::new(child.stdout.take().expect("piped"));
-    let mut stderr = Lines::new(child.stderr.take().expect("piped"));
-    let mut last_stdout = None;
-    let deadline = tokio::time::sleep(limit);
-    tokio::pin!(deadline);
-    let mut checks = tokio::time::interval(LIMITS_EVERY);
-    let (mut out_open, mut err_open) = (true, true);
-    let status = loop {
-        tokio::select! {
-            _ = checks.tick() => if let Some(reason) = over_limit() {
-                kill_group(pgid);
-                child.wait().await.ok();
-                return limited(&mut log, reason).await;
-            },
-            line = stdout.next_line(), if out_open => match line? {
-                Some(line) => {
-                    log.line(&line).await?;
-                    if !line.trim().is_empty() {
-                        last_stdout = Some(line);
-                    }
-                }
-                None => out_open = false,
-            },
-            line = stderr.next_line(), if err_open => match line? {
-                Some(line) => {
-                    log.line(&line).await?;
-                    if let Some(why) = on_stderr(&line) {
-                        kill_group(pgid);
-                        child.wait().await.ok();
-                        noted(&mut log, &why.to_string()).await?;
-                        return Ok(Exit::Stopped(why));
-                    }
-                }
-                None => err_open = false,
-            },
-            status = child.wait(), if !out_open && !err_open => break status?,
-            _ = &mut deadline => {
-                kill_group(pgid);
-                child.wait().await.ok();
-                let reason = format!("timed out after {:.0} s and was killed", limit.as_secs_f64());
-                noted(&mut log, &reason).await?;
-                return Ok(Exit::TimedOut(reason));
-            }
-            _ = stop.wait() => {
-                kill_group(pgid);
-                child.wait().await.ok();
-                log.finish().await?;
-                return Ok(Exit::Interrupted);
-            }
-        }
+    let watched = Watched {
+        limit,
+        stop,
+        on_stderr,
+        over_limit: &mut over_limit,
     };
+    let (ended, last_stdout) = watched.watch(&mut child, &mut log).await?;
     // Whatever it left running in its group goes too.
     kill_group(pgid);
-    if let Some(reason) = over_limit() {
-        return limited(&mut log, reason).await;
+    child.wait().await.ok();
+    let ended = match ended {
+        Ended::Exited(status) => over_limit().map_or(Ended::Exited(status), Ended::Limited),
+        other => other,
+    };
+    log.finish().await?;
+    Ok(match ended {
+        Ended::Exited(status) => Exit::Exited {
+            status,
+            result: last_stdout.as_deref().and_then(result_line),
+        },
+        Ended::Limited(reason) => {
+            log.note(&format!("orchestrator: {reason}")).await?;
+            Exit::Limited(reason)
+        }
+        Ended::TimedOut => {
+            let secs = limit.as_secs_f64();
+            let reason = format!("timed out after {secs:.0} s and was killed");
+            log.note(&format!("orchestrator: {reason}")).await?;
+            Exit::TimedOut
+        }
+        Ended::Interrupted => Exit::Interrupted,
+        Ended::Stopped(why) => {
+            log.note(&format!("orchestrator: {why}")).await?;
+            Exit::Stopped(why)
+        }
+    })
+}
+
+/// How a watched child ended, before its process group is killed and its log finished.
+enum Ended<S> {
+    Exited(ExitStatus),
+    Limited(String),
+    TimedOut,
+    Interrupted,
+    Stopped(S),
+}
+
+/// What a child is watched for: its time limit, Ctrl-C, its stderr lines, its jail's limits.
+struct Watched<'a, E, L> {
+    limit: Duration,
+    stop: &'a mut Stop,
+    on_stderr: E,
+    over_limit: &'a mut L,
+}
+
+impl<S, E: FnMut(&str) -> Option<S>, L: FnMut() -> Option<String>> Watched<'_, E, L> {
+    /// Logs `child`'s output until it ends; how, and its last non-empty stdout line.
+    async fn watch(
+        mut self,
+        child: &mut tokio::process::Child,
+        log: &mut BoundedLog,
+    ) -> Result<(Ended<S>, Option<String>)> {
+        let mut stdout = Lines::new(child.stdout.take().expect("piped"));
+        let mut stderr = Lines::new(child.stderr.take().expect("piped"));
+        let mut last_stdout = None;
+        let deadline = tokio::time::sleep(self.limit);
+        tokio::pin!(deadline);
+        let mut checks = tokio::time::interval(LIMITS_EVERY);
+        let (mut out_open, mut err_open) = (true, true);
+        let ended = loop {
+            tokio::select! {
+                _ = checks.tick() => if let Some(reason) = (self.over_limit)() {
+                    break Ended::Limited(reason);
+                },
+                line = stdout.next_line(), if out_open => match line? {
+                    Some(line) => {
+                        log.line(&line).await?;
+                        if !line.trim().is_empty() {
+                            last_stdout = Some(line);
+                        }
+                    }
+                    None => out_open = false,
+                },
+                line = stderr.next_line(), if err_open => match line? {
+                    Some(line) => {
+                        log.line(&line).await?;
+                        if let Some(why) = (self.on_stderr)(&line) {
+                            break Ended::Stopped(why);
+                        }
+                    }
+                    None => err_open = false,
+                },
+                status = child.wait(), if !out_open && !err_open => break Ended::Exited(status?),
+                _ = &mut deadline => break Ended::TimedOut,
+                _ = self.stop.wait() => break Ended::Interrupted,
+            }
+        };
+        Ok((ended, last_stdout))
     }
-    log.finish().await?;
-    let result = last_stdout.as_deref().and_then(result_line);
-    Ok(Exit::Exited { status, result })
-}
-
-async fn limited<S>(log: &mut BoundedLog, reason: String) -> Result<Exit<S>> {
-    noted(log, &reason).await?;
-    Ok(Exit::Limited(reason))
-}
-
-/// Finishes the log of a run the orchestrator ended, with why.
-async fn noted(log: &mut BoundedLog, reason: &str) -> Result<()> {
-    log.finish().await?;
-    log.note(&format!("orchestrator: {reason}")).await
 }
 
 /// What [`Kept`] keeps of `stream`.
@@ -325,7 +356,7 @@ struct BoundedLog {
 }
 
 impl BoundedLog {
-    async fn create(path: &std::path::Path) -> Result<BoundedLog> {
+    async fn create(path: &Path) -> Result<BoundedLog> {
         Ok(BoundedLog {
             file: tokio::fs::File::create(path)
                 .await
@@ -359,6 +390,35 @@ impl BoundedLog {
         self.file.flush().await?;
         Ok(())
     }
+}
+
+/// Cuts a finished job's log to its first and last [`LOG_KEEP`] bytes, as [`run_under_limit`]
+/// keeps them (a Slurm job wrote it whole, on the node).
+pub fn bound_log(log: &Path) -> Result<()> {
+    let mut file = std::fs::File::open(log)?;
+    let len = file.metadata()?.len();
+    let keep = LOG_KEEP as u64;
+    if len <= 2 * keep {
+        return Ok(());
+    }
+    let mut head = vec![0; LOG_KEEP];
+    file.read_exact(&mut head)?;
+    let mut tail = vec![0; LOG_KEEP];
+    file.seek(SeekFrom::End(-(keep as i64)))?;
+    file.read_exact(&mut tail)?;
+    let mut text = head;
+    text.extend_from_slice(
+        format!(
+            "\n[orchestrator: {} bytes of output cut here; the log keeps the first {} KiB and \
+             the last {} KiB]\n",
+            len - 2 * keep,
+            LOG_KEEP >> 10,
+            LOG_KEEP >> 10
+        )
+        .as_bytes(),
+    );
+    text.extend_from_slice(&tail);
+    prepare::atomic::write(log, &text)
 }
 
 /// Makes `command` one for a libtorch program (the trainer or the evaluator, or the sandbox that

@@ -56,7 +56,7 @@ pub fn brief(
         .filter(|r| r.status == Status::Crash)
         .take(FAILURES)
         .map(|r| {
-            let log = std::fs::read_to_string(ledger.log_path(r.seq)).unwrap_or_default();
+            let log = std::fs::read_to_string(ledger.dir().log(r.seq, 0)).unwrap_or_default();
             format!("#{}:\n{}", r.seq, tail(&log, FAILURE_LOG_LINES))
         })
         .collect();
@@ -176,6 +176,7 @@ pub fn history(records: &[Record], noise: Option<Noise>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::run_dir::RunDir;
 
     fn record(seq: u64, status: Status, val: Option<f64>, delta: Option<f64>) -> Record {
         Record {
@@ -209,7 +210,7 @@ mod tests {
     }
 
     fn noise() -> Option<Noise> {
-        ledger::noise_floor(&records())
+        crate::decide::noise_floor(&records())
     }
 
     #[test]
@@ -253,7 +254,7 @@ mod tests {
     fn history_says_where_a_run_was_stopped_early() {
         let mut records = records()[..10].to_vec();
         records.push(Record {
-            stopped: Some(crate::early_stop::Stopped {
+            stopped: Some(crate::ledger::Stopped {
                 seconds: 90.0,
                 step: 41,
                 progress: 0.3,
@@ -293,7 +294,7 @@ mod tests {
     #[test]
     fn the_brief_names_the_configuration_that_runs_and_the_rule_once() {
         let dir = tempfile::tempdir().unwrap();
-        let mut ledger = Ledger::open(&dir.path().join("run")).unwrap();
+        let mut ledger = Ledger::open(&RunDir::at(&dir.path().join("run"))).unwrap();
         for r in records() {
             ledger.append(r).unwrap();
         }
@@ -322,7 +323,7 @@ mod tests {
     #[test]
     fn a_brief_too_long_is_cut_with_notes_the_source_first_kept() {
         let dir = tempfile::tempdir().unwrap();
-        let mut ledger = Ledger::open(&dir.path().join("run")).unwrap();
+        let mut ledger = Ledger::open(&RunDir::at(&dir.path().join("run"))).unwrap();
         for r in records() {
             ledger.append(r).unwrap();
         }

@@ -2,6 +2,7 @@
 //! offline search. Both edit the working tree through `tools::Workspace`.
 
 mod brief;
+mod calls;
 mod endpoint;
 mod offline;
 mod openai;
@@ -43,8 +44,8 @@ impl Agent {
     pub fn new(cfg: &Config, builder: &Builder) -> Result<Agent> {
         Ok(match cfg.agent {
             AgentKind::Offline => Agent::Offline(Arc::new(Mutex::new(OfflineAgent::new(
-                cfg.run_dir().join("offline_agent.json"),
-                cfg.seed,
+                cfg.run_dir.offline_agent(),
+                cfg.settings.seed(),
                 cfg.device,
             )?))),
             AgentKind::Openai => Agent::OpenAi(Box::new(OpenAiAgent::new(cfg, builder.clone()))),

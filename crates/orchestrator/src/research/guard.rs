@@ -6,11 +6,12 @@
 
 use anyhow::Result;
 
+use super::Trials;
 use super::session::{Session, Worker};
-use super::trials::Trials;
 use super::{Decision, Experiment, Failure};
 use crate::cargo_build::Rules;
 use crate::decide;
+use crate::ledger;
 
 /// The end of an experiment that must not be built: a crash when it changed files outside the
 /// trainer, a discard when it changed nothing that could be kept. None lets it build. Why it did
@@ -25,7 +26,7 @@ pub(super) fn before_build(
     let decision = if let Some(why) = &experiment.unfinished {
         Some(Decision::Crash(Failure::Unfinished(why.clone())))
     } else if !outside.is_empty() {
-        Some(Decision::Crash(Failure::Refused(outside.join(", "))))
+        Some(Decision::Crash(Failure::Refused { outside }))
     } else if pending.seq > 0 {
         decide::cosmetic(&w.git.editable_changes(&pending.parent, &pending.commit)?)
             .map(|why| Decision::Discard(format!("{why}: never kept, not run")))
@@ -37,8 +38,7 @@ pub(super) fn before_build(
             Decision::Crash(failure) => failure.to_string(),
             Decision::Keep(rule) | Decision::Discard(rule) | Decision::Stale(rule) => rule.clone(),
         };
-        s.ledger()
-            .write_log(pending.seq, &format!("not run: {why}\n"))?;
+        ledger::write_log(&s.cfg.run_dir, pending.seq, &format!("not run: {why}\n"))?;
     }
     Ok(decision)
 }
@@ -53,11 +53,12 @@ pub(super) async fn after_run(
 ) -> Result<Trials> {
     let outside = w.changed_outside(&s.base)?;
     if !outside.is_empty() {
-        trials.decision = Decision::Crash(Failure::Refused(outside.join(", ")));
+        trials.decision = Decision::Crash(Failure::Refused { outside });
     } else if matches!(trials.decision, Decision::Keep(_))
         && let Rules::Broken(report) = s.builder.rule_tests(&w.worktree, &s.cfg.target_dir).await?
     {
-        s.ledger().append_log(
+        ledger::append_log(
+            &s.cfg.run_dir,
             seq,
             &format!("orchestrator: rule tests failed:\n{report}\n"),
         )?;
