@@ -4,7 +4,7 @@
 //!
 //! ```sh
 //! cargo bench -p orchestrator --bench early_stop                 # the corpus shipped beside it
-//! cargo bench -p orchestrator --bench early_stop -- runs/mytag   # and nights of your own
+//! cargo bench -p orchestrator --bench early_stop -- $PWD/runs/mytag   # and nights of your own
 //! ```
 //!
 //! For the default rule and a grid around it:
@@ -120,7 +120,10 @@ fn grid(default: Rule) -> Vec<Rule> {
 fn describe(nights: &[Night]) {
     println!("early stopping replayed over recorded nights");
     for night in nights {
-        let budget = budget(&night.records[0]).unwrap_or(f64::NAN);
+        let Some(budget) = night.records.first().and_then(budget) else {
+            println!("  {}: no records with a budget", night.name);
+            continue;
+        };
         let firsts = night
             .records
             .iter()
@@ -199,10 +202,10 @@ fn gap(before: &[Record], record: &Record) -> Option<(f64, f64)> {
 fn row(nights: &[Night], judged: &[Judged], rule: Rule, default: bool) {
     let all: f64 = nights.iter().map(|n| training(&n.records)).sum();
     let firsts: f64 = judged.iter().map(|j| j.budget).sum();
-    let saved: f64 = judged
+    let saved = judged
         .iter()
         .filter_map(|j| Some(j.budget - j.stopped?.seconds))
-        .sum();
+        .fold(0.0, |sum, s| sum + s);
     let stopped = judged.iter().filter(|j| j.stopped.is_some()).count();
     let false_stops = judged
         .iter()
