@@ -19,6 +19,7 @@ use prepare::Profile;
 
 use crate::cargo_build::Builder;
 use crate::config::{AgentKind, Config};
+use crate::cost::Tokens;
 use crate::tools::Workspace;
 
 /// One proposed change, already applied to the working tree.
@@ -26,7 +27,7 @@ pub struct Proposal {
     /// One line for the logs and the commit message; why, when it is not finished.
     pub description: String,
     /// LLM tokens spent on it.
-    pub tokens: u64,
+    pub tokens: Tokens,
     /// The agent called it done. An unfinished one (the LLM stopped calling tools, ran out of
     /// rounds or time, or its endpoint failed) is recorded as such and not run.
     pub finished: bool,

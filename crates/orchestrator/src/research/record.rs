@@ -33,6 +33,7 @@ pub(super) async fn append(
     let seq = record.seq;
     let delta = record.delta;
     let record = s.update(&mut w.turn, |state| state.record(&s.pendings, record))?;
+    s.read(&w.turn, |state| s.alert_on_record(&state.ledger.records));
     if seq > 0 {
         w.agent.observe(seq, delta.map_or(-0.1, |d| -d))?;
     }
@@ -102,6 +103,8 @@ fn decide(
         status,
         reason,
         rule,
+        cost_usd: s.cfg.costs.of(record.agent_usage),
+        budget: Some(s.budget),
         ..record
     })
 }
@@ -150,6 +153,7 @@ fn record_of(
         build_seconds,
         run_seconds: trials.seconds + holdout.seconds,
         agent_tokens: pending.agent_tokens,
+        agent_usage: pending.agent_usage,
         program_changed,
         finished_at: chrono::Local::now().to_rfc3339(),
         delta,
@@ -220,6 +224,7 @@ fn settle(
         description,
         think_seconds: 0.0,
         agent_tokens: 0,
+        agent_usage: Default::default(),
     };
     // Pending before this experiment is recorded: a kill in between loses neither.
     s.pendings.write(&reapplied)?;
