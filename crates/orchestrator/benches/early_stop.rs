@@ -19,8 +19,9 @@
 //! - at a 300 s budget, the training of one experiment shrinks by the share saved of all
 //!   training: experiments per hour against the 12 of full runs (training time alone).
 //!
-//! The corpus (`benches/early_stop_corpus/`, see its README) is recorded by the orchestrator itself on
-//! this project's CPU profile; each night is a directory holding its `experiments.jsonl`.
+//! The corpus (`benches/early_stop_corpus/`, see its README) is recorded by the orchestrator
+//! itself, on this project's CPU profile and on the tests' fixture data; each night is a
+//! directory holding its `experiments.jsonl`.
 
 use std::path::{Path, PathBuf};
 
@@ -130,8 +131,8 @@ fn describe(nights: &[Night]) {
             .filter(|r| r.seq > 0 && full_first_run(r, budget))
             .count();
         println!(
-            "  {}: {} experiments, budget {budget} s, {firsts} changes' first runs with a full curve, \
-             {:.0} training seconds in all",
+            "  {}: {} experiments, budget {budget} s, {firsts} changes' first runs with a \
+             full curve, {:.0} training seconds in all",
             night.name,
             night.records.len(),
             training(&night.records)
@@ -232,7 +233,8 @@ fn row(nights: &[Night], judged: &[Judged], rule: Rule, default: bool) {
 
 fn details(judged: &[Judged]) {
     println!(
-        "\nthe default rule, run by run (gap: full run's val_bpb minus the best's, | the loop's threshold):"
+        "\nthe default rule, run by run (gap: the full run's val_bpb minus the best's | the \
+         loop's threshold):"
     );
     for j in judged {
         let gap = j

@@ -205,16 +205,16 @@ pub fn judging(
 }
 
 /// Follows one run's progress lines as they come: its curve, and whether the rule stops it.
-pub struct Watch {
+pub struct Follower {
     curve: Curve,
     reference: Option<Arc<Reference>>,
     stopped: bool,
 }
 
-impl Watch {
+impl Follower {
     /// A run judged against `reference`, or only followed without one.
-    pub fn new(reference: Option<Arc<Reference>>) -> Watch {
-        Watch {
+    pub fn new(reference: Option<Arc<Reference>>) -> Follower {
+        Follower {
             curve: Curve::default(),
             reference,
             stopped: false,
@@ -383,17 +383,17 @@ mod tests {
     }
 
     #[test]
-    fn a_watch_stops_a_run_once_and_keeps_its_whole_curve() {
-        let mut watch = Watch::new(Some(Arc::new(reference(&[baseline()]))));
+    fn a_follower_stops_a_run_once_and_keeps_its_whole_curve() {
+        let mut follower = Follower::new(Some(Arc::new(reference(&[baseline()]))));
         let mut stops = Vec::new();
         for point in curve(0.3) {
-            watch.line("step | loss");
+            follower.line("step | loss");
             let line = format!(
                 "{}{}",
                 crate::curve::MARK,
                 serde_json::to_string(&point).unwrap()
             );
-            stops.extend(watch.line(&line));
+            stops.extend(follower.line(&line));
         }
         assert_eq!(stops.len(), 1);
         assert_eq!(stops[0].seconds, 20.0);
@@ -402,20 +402,20 @@ mod tests {
                 .to_string()
                 .starts_with("stopped early at 20% of the budget (step 20)")
         );
-        let followed = watch.into_curve();
+        let followed = follower.into_curve();
         assert_eq!(followed.len(), 100);
         for (seen, sent) in followed.iter().zip(curve(0.3)) {
             assert_eq!(seen.step, sent.step);
             assert!((seen.loss.unwrap() - sent.loss.unwrap()).abs() < 1e-12);
         }
         // Without a reference a run is only followed.
-        let mut watch = Watch::new(None);
+        let mut follower = Follower::new(None);
         let line = format!(
             "{}{}",
             crate::curve::MARK,
             r#"{"seconds":30.0,"step":3,"loss":99.0}"#
         );
-        assert_eq!(watch.line(&line), None);
-        assert_eq!(watch.into_curve().len(), 1);
+        assert_eq!(follower.line(&line), None);
+        assert_eq!(follower.into_curve().len(), 1);
     }
 }

@@ -17,7 +17,7 @@ use super::trial::{MODEL_FILE, Trainers, finished, scored};
 use super::{Executor, Job, Outcome, Running};
 use crate::Stop;
 use crate::config::Config;
-use crate::early_stop::Watch;
+use crate::early_stop::Follower;
 use crate::ledger::Stopped;
 use crate::process::{Exit, run_under_limit};
 use crate::progress::Progress;
@@ -52,10 +52,12 @@ impl Local {
         let model = self.run_dir.model(job.seq, job.index);
         std::fs::remove_file(&model).ok();
         let started = Instant::now();
-        let mut watch = Watch::new(job.early_stop.clone());
-        let exit = self.train(job, &model, &mut watch, stop, progress).await?;
+        let mut follower = Follower::new(job.early_stop.clone());
+        let exit = self
+            .train(job, &model, &mut follower, stop, progress)
+            .await?;
         let run_seconds = started.elapsed().as_secs_f64();
-        match finished(exit, job, watch.into_curve(), run_seconds) {
+        match finished(exit, job, follower.into_curve(), run_seconds) {
             ControlFlow::Continue(run) => {
                 progress.phase("scoring");
                 let score = self
@@ -68,13 +70,13 @@ impl Local {
         }
     }
 
-    /// Runs a copy of the job's trainer in its jail, followed by `watch`; its exported model is
+    /// Runs a copy of the job's trainer in its jail, followed by `follower`; its exported model is
     /// moved to `model`.
     async fn train(
         &self,
         job: &Job,
         model: &Path,
-        watch: &mut Watch,
+        follower: &mut Follower,
         stop: &mut Stop,
         progress: &Progress,
     ) -> Result<Exit<Stopped>> {
@@ -101,7 +103,7 @@ impl Local {
             stop,
             |line| {
                 progress.trainer_line(line);
-                watch.line(line)
+                follower.line(line)
             },
             over_limit,
         )

@@ -11,7 +11,7 @@ use super::Slurm;
 use super::cli::{CancelOnDrop, HOPELESS, State, minutes_text, scancel};
 use super::files::{Done, Handle, field, unix_now};
 use crate::Stop;
-use crate::early_stop::Watch;
+use crate::early_stop::Follower;
 use crate::executor::{Job, JobGone};
 use crate::ledger::Stopped;
 use crate::progress::Progress;
@@ -28,34 +28,38 @@ pub(super) enum Ended {
     /// No results, and why.
     Gone(JobGone),
     Interrupted,
-    /// Cancelled by the trainer's watch: clearly worse than the best's runs.
+    /// Cancelled by the trainer's follower: clearly worse than the best's runs.
     Stopped(Stopped),
 }
 
 /// A trainer's job as it is followed: its log's new lines move the status line and feed the
-/// watch that may stop it.
+/// follower that may stop it.
 pub(super) struct Following<'a> {
     progress: &'a Progress,
     tail: LogTail,
-    watch: &'a mut Watch,
+    follower: &'a mut Follower,
 }
 
 impl<'a> Following<'a> {
-    pub(super) fn new(progress: &'a Progress, log: &Path, watch: &'a mut Watch) -> Following<'a> {
+    pub(super) fn new(
+        progress: &'a Progress,
+        log: &Path,
+        follower: &'a mut Follower,
+    ) -> Following<'a> {
         Following {
             progress,
             tail: LogTail::new(log),
-            watch,
+            follower,
         }
     }
 
-    /// Feeds the log's new lines on; where the watch stops the run, when it does.
+    /// Feeds the log's new lines on; where the follower stops the run, when it does.
     fn feed(&mut self) -> Option<Stopped> {
-        let (progress, watch) = (self.progress, &mut *self.watch);
+        let (progress, follower) = (self.progress, &mut *self.follower);
         let mut stopped = None;
         self.tail.feed(|line| {
             progress.trainer_line(line);
-            stopped = stopped.or(watch.line(line));
+            stopped = stopped.or(follower.line(line));
         });
         stopped
     }
@@ -112,7 +116,8 @@ impl Slurm {
     }
 
     /// Follows job `handle` until it ends: its `done` file, or why there is none. `stop`
-    /// cancels it; a trainer's job is `following` its log, and cancelled when its watch stops it.
+    /// cancels it; a trainer's job is `following` its log, and cancelled when its follower stops
+    /// it.
     pub(super) async fn follow(
         &self,
         handle: &Handle,

@@ -42,7 +42,7 @@ use super::trial::{MODEL_FILE, Trainers, stopped_run};
 use super::{Crash, Executor, Job, Outcome, Running};
 use crate::Stop;
 use crate::config::Config;
-use crate::early_stop::Watch;
+use crate::early_stop::Follower;
 use crate::process::bound_log;
 use crate::progress::Progress;
 use crate::run_dir::RunDir;
@@ -128,11 +128,11 @@ impl Slurm {
             Some(handle) => handle,
             None => self.submit(job, &dir, progress).await?,
         };
-        let mut watch = Watch::new(job.early_stop.clone());
-        let following = Following::new(progress, &job.log, &mut watch);
+        let mut follower = Follower::new(job.early_stop.clone());
+        let following = Following::new(progress, &job.log, &mut follower);
         let ended = self.follow(&handle, Some(stop), Some(following)).await?;
         bound_log(&job.log).ok();
-        let curve = watch.into_curve();
+        let curve = follower.into_curve();
         match ended {
             Ended::Interrupted => Ok(Outcome::Interrupted),
             Ended::Stopped(stopped) => {
