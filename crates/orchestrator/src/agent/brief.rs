@@ -56,7 +56,7 @@ pub fn brief(
         .filter(|r| r.status == Status::Crash)
         .take(FAILURES)
         .map(|r| {
-            let log = std::fs::read_to_string(ledger.log_path(r.seq)).unwrap_or_default();
+            let log = std::fs::read_to_string(ledger.dir().log(r.seq, 0)).unwrap_or_default();
             format!("#{}:\n{}", r.seq, tail(&log, FAILURE_LOG_LINES))
         })
         .collect();
@@ -134,6 +134,9 @@ pub fn history(records: &[Record], noise: Option<Noise>) -> String {
         if let Some(reason) = &r.reason {
             line += &format!(" [{}]", one_line(reason, 200));
         }
+        if let Some(stopped) = &r.stopped {
+            line += &format!(" [{stopped}]");
+        }
         if let Some(by) = records.iter().find(|later| later.revoked == Some(r.seq)) {
             line += &format!(
                 " [keep revoked by #{}: judged non-causal on a re-run]",
@@ -173,6 +176,7 @@ pub fn history(records: &[Record], noise: Option<Noise>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::run_dir::RunDir;
 
     fn record(seq: u64, status: Status, val: Option<f64>, delta: Option<f64>) -> Record {
         Record {
@@ -206,7 +210,7 @@ mod tests {
     }
 
     fn noise() -> Option<Noise> {
-        ledger::noise_floor(&records())
+        crate::decide::noise_floor(&records())
     }
 
     #[test]
@@ -247,6 +251,27 @@ mod tests {
     }
 
     #[test]
+    fn history_says_where_a_run_was_stopped_early() {
+        let mut records = records()[..10].to_vec();
+        records.push(Record {
+            stopped: Some(crate::ledger::Stopped {
+                seconds: 90.0,
+                step: 41,
+                progress: 0.3,
+                loss: 3.5,
+                best_loss: 3.2,
+                threshold: 0.05,
+            }),
+            ..record(10, Status::Discard, None, None)
+        });
+        let text = history(&records, noise());
+        assert!(
+            text.contains("#10 discard [stopped early at 30% of the budget (step 41): training loss 3.5000 against the best's 3.2000, more than 0.0500 worse]: change 10"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn history_marks_a_revoked_keep_and_leaves_it_out_of_the_best() {
         let mut records = records()[..19].to_vec();
         records.push(Record {
@@ -269,7 +294,7 @@ mod tests {
     #[test]
     fn the_brief_names_the_configuration_that_runs_and_the_rule_once() {
         let dir = tempfile::tempdir().unwrap();
-        let mut ledger = Ledger::open(&dir.path().join("run")).unwrap();
+        let mut ledger = Ledger::open(&RunDir::at(&dir.path().join("run"))).unwrap();
         for r in records() {
             ledger.append(r).unwrap();
         }
@@ -298,7 +323,7 @@ mod tests {
     #[test]
     fn a_brief_too_long_is_cut_with_notes_the_source_first_kept() {
         let dir = tempfile::tempdir().unwrap();
-        let mut ledger = Ledger::open(&dir.path().join("run")).unwrap();
+        let mut ledger = Ledger::open(&RunDir::at(&dir.path().join("run"))).unwrap();
         for r in records() {
             ledger.append(r).unwrap();
         }

@@ -74,10 +74,9 @@ impl Conversation {
         messages
     }
 
-    /// `round` becomes the last round, having read the file `read`, if any. The round before it
-    /// becomes the past: a line per call (already in `done`), and its file read unless this
-    /// round read another.
-    pub fn end_round(&mut self, round: Vec<Value>, read: Option<String>) {
+    /// The last round becomes `round`, and the one before it the past: a line per call
+    /// (already in `done`), and its file read unless `read` (this round's) is another.
+    pub fn compact(&mut self, round: Vec<Value>, read: Option<String>) {
         self.last = round;
         let previous_read = std::mem::replace(&mut self.read_in_last, read);
         if self.read_in_last.is_some() {

@@ -2,12 +2,12 @@
 //! offline search. Both edit the working tree through `tools::Workspace`.
 
 mod brief;
+mod calls;
 mod conversation;
 mod endpoint;
 mod offline;
 mod openai;
 mod stream;
-mod toolbox;
 
 pub use brief::{Rules, brief, history};
 pub use endpoint::{Endpoint, EndpointError, Wait};
@@ -21,6 +21,7 @@ use prepare::Profile;
 
 use crate::cargo_build::Builder;
 use crate::config::{AgentKind, Config};
+use crate::cost::Tokens;
 use crate::tools::Workspace;
 
 /// One proposed change, already applied to the working tree.
@@ -28,7 +29,7 @@ pub struct Proposal {
     /// One line for the logs and the commit message; why, when it is not finished.
     pub description: String,
     /// LLM tokens spent on it.
-    pub tokens: u64,
+    pub tokens: Tokens,
     /// The agent called it done. An unfinished one (the LLM stopped calling tools, ran out of
     /// rounds or time, or its endpoint failed) is recorded as such and not run.
     pub finished: bool,
@@ -46,8 +47,8 @@ impl Agent {
     pub fn new(cfg: &Config, builder: &Builder) -> Result<Agent> {
         Ok(match cfg.agent {
             AgentKind::Offline => Agent::Offline(Arc::new(Mutex::new(OfflineAgent::new(
-                cfg.run_dir().join("offline_agent.json"),
-                cfg.seed,
+                cfg.run_dir.offline_agent(),
+                cfg.settings.seed(),
                 cfg.device,
             )?))),
             AgentKind::Openai => Agent::OpenAi(Box::new(OpenAiAgent::new(cfg, builder.clone()))),

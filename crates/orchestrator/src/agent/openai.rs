@@ -1,9 +1,10 @@
 //! The LLM agent: any OpenAI-compatible chat-completions endpoint, with function calling over
 //! the six file and build tools (docs/orchestrator.md) and `history`, the run's past experiments.
-//! One conversation per experiment (`conversation`), bounded in rounds and in time, and sized
-//! to the model's context: the brief fits with room for the reply, and every tool result
-//! (`toolbox`) is cut to its share. A bad call or a reply without one gets a short correction;
-//! the endpoint's failures are retried, and in the end recorded rather than ending the night.
+//! One conversation per experiment (`conversation`, compacted each round), bounded in rounds
+//! and in time, and sized to the model's context: the brief fits with room for the reply, and
+//! every tool result (`calls`) is cut to its share. A bad call or a reply without one gets a
+//! short correction; the endpoint's failures are retried, and in the end recorded rather than
+//! ending the night.
 
 use std::time::{Duration, Instant};
 
@@ -12,11 +13,12 @@ use serde_json::{Value, json};
 
 use super::Proposal;
 use super::brief::{BYTES_PER_TOKEN, cut};
+use super::calls::{Calls, tool_specs};
 use super::conversation::{CORRECTION, Conversation, SYSTEM};
 use super::endpoint::{Endpoint, EndpointError, Wait};
-use super::toolbox::{Toolbox, tool_specs};
 use crate::cargo_build::Builder;
 use crate::config::Config;
+use crate::cost::Tokens;
 use crate::text::one_line;
 use crate::tools::Workspace;
 
@@ -40,7 +42,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(900);
 pub struct OpenAiAgent {
     endpoint: Endpoint,
     model: String,
-    tools: Toolbox,
+    /// What the model's tool calls act on.
+    calls: Calls,
     /// The model's context in tokens: the setting, else what the server states (see `connect`).
     context: u64,
     context_setting: Option<u64>,
@@ -53,6 +56,16 @@ pub struct OpenAiAgent {
     talk: Conversation,
 }
 
+/// What a round's tool calls came to.
+struct Answers {
+    /// One of them was usable (see `calls::Outcome`).
+    usable: bool,
+    /// The file one of them read, as the conversation keeps it.
+    read: Option<String>,
+    /// The description of a `finish`.
+    finished: Option<String>,
+}
+
 /// How a conversation ended.
 enum Turn {
     Finished(String),
@@ -63,22 +76,18 @@ enum Turn {
 impl OpenAiAgent {
     pub fn new(cfg: &Config, builder: Builder) -> OpenAiAgent {
         let base_url = cfg
+            .settings
             .base_url
             .as_deref()
             .unwrap_or("https://api.openai.com/v1");
         OpenAiAgent {
-            endpoint: Endpoint::new(base_url, cfg.api_key.clone(), cfg.stream),
-            model: cfg.model.clone(),
-            tools: Toolbox {
-                builder: Box::new(builder),
-                target_dir: cfg.target_dir.clone(),
-                run_dir: cfg.run_dir(),
-                noise_sigma: cfg.noise_sigma,
-            },
-            context: cfg.context_tokens.unwrap_or(DEFAULT_CONTEXT),
-            context_setting: cfg.context_tokens,
-            proposal_timeout: Duration::from_secs_f64(cfg.proposal_timeout),
-            outage: Duration::from_secs_f64(cfg.outage),
+            endpoint: Endpoint::new(base_url, cfg.api_key.clone(), cfg.settings.stream()),
+            model: cfg.settings.model().to_string(),
+            calls: Calls::new(cfg, builder),
+            context: cfg.settings.context_tokens.unwrap_or(DEFAULT_CONTEXT),
+            context_setting: cfg.settings.context_tokens,
+            proposal_timeout: Duration::from_secs_f64(cfg.settings.proposal_timeout()),
+            outage: Duration::from_secs_f64(cfg.settings.outage()),
             failing_since: None,
             talk: Conversation::default(),
         }
@@ -105,11 +114,7 @@ impl OpenAiAgent {
         );
         let probe = json!({"model": self.model, "max_tokens": 1,
             "messages": [{"role": "user", "content": "Say ok."}]});
-        match self
-            .endpoint
-            .chat(&probe, Wait::at_most(REQUEST_TIMEOUT))
-            .await
-        {
+        match self.endpoint.chat(&probe, Wait::at_most(REQUEST_TIMEOUT)).await {
             Ok(_) => Ok(()),
             Err(e) if e.misconfigured() => bail!(
                 "the LLM endpoint refused the model {:?}: {e}. Check OPENAI_BASE_URL, \
@@ -181,7 +186,7 @@ impl OpenAiAgent {
         brief: Option<&dyn Fn(usize) -> String>,
         ws: &Workspace,
     ) -> Result<Proposal> {
-        let mut tokens = 0;
+        let mut tokens = Tokens::default();
         let turn = match self.turns(brief, ws, &mut tokens).await {
             Ok(turn) => turn,
             Err(e) => {
@@ -215,7 +220,7 @@ impl OpenAiAgent {
         &mut self,
         brief: Option<&dyn Fn(usize) -> String>,
         ws: &Workspace,
-        tokens: &mut u64,
+        tokens: &mut Tokens,
     ) -> Result<Turn, EndpointError> {
         let deadline = self.talk.deadline.unwrap_or_else(Instant::now);
         let seconds = self.proposal_timeout.as_secs();
@@ -237,56 +242,63 @@ impl OpenAiAgent {
                 }
                 response => response?,
             };
-            *tokens += response["usage"]["total_tokens"].as_u64().unwrap_or(0);
-            if let Some(turn) = self.answer(&response["choices"][0]["message"], ws).await {
-                return Ok(turn);
+            *tokens += Tokens::of_response(&response);
+            let message = &response["choices"][0]["message"];
+            let calls = message["tool_calls"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let content = message["content"].as_str().unwrap_or("");
+            let mut reply = json!({"role": "assistant", "content": one_line(content, 1000)});
+            if !calls.is_empty() {
+                reply["tool_calls"] = Value::Array(calls.clone());
             }
+            let mut round = vec![reply];
+            let Answers {
+                usable,
+                read,
+                finished,
+            } = self.answer(&calls, ws, &mut round).await;
+            if let Some(description) = finished {
+                return Ok(Turn::Finished(description));
+            }
+            if usable {
+                self.talk.misses = 0;
+            } else {
+                self.talk.misses += 1;
+                if self.talk.misses >= MAX_MISSES {
+                    return Ok(Turn::Gave(format!(
+                        "no change: the model answered {MAX_MISSES} times in a row without a \
+                         usable tool call"
+                    )));
+                }
+                round.push(json!({"role": "user", "content": CORRECTION}));
+            }
+            self.talk.compact(round, read);
         }
     }
 
-    /// Runs the tool calls of the model's reply `message`, which with their results becomes the
-    /// conversation's last round; Some when it ends the conversation.
-    async fn answer(&mut self, message: &Value, ws: &Workspace) -> Option<Turn> {
-        let calls = message["tool_calls"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        let content = message["content"].as_str().unwrap_or("");
-        let mut reply = json!({"role": "assistant", "content": one_line(content, 1000)});
-        if !calls.is_empty() {
-            reply["tool_calls"] = Value::Array(calls.clone());
-        }
-        let mut round = vec![reply];
-        let (mut usable, mut read, mut finished) = (false, None, None);
+    /// Runs the round's tool `calls`, their answers appended to `round`.
+    async fn answer(&mut self, calls: &[Value], ws: &Workspace, round: &mut Vec<Value>) -> Answers {
+        let mut answers = Answers {
+            usable: false,
+            read: None,
+            finished: None,
+        };
         let (_, tool_bytes) = self.shares();
-        for call in &calls {
-            let outcome = self.tools.call(call, ws).await;
-            usable |= outcome.usable;
-            finished = finished.or(outcome.finish);
+        for call in calls {
+            let outcome = self.calls.call(call, ws).await;
+            answers.usable |= outcome.usable;
+            answers.finished = answers.finished.or(outcome.finish);
             let text = cut(&outcome.reply, tool_bytes / calls.len(), "this result");
             if outcome.read {
-                read = Some(text.clone());
+                answers.read = Some(text.clone());
             }
             self.talk.done.push(outcome.summary);
-            round.push(json!({"role": "tool", "tool_call_id": call["id"].as_str().unwrap_or(""), "content": text}));
+            let id = call["id"].as_str().unwrap_or("");
+            round.push(json!({"role": "tool", "tool_call_id": id, "content": text}));
         }
-        if let Some(description) = finished {
-            return Some(Turn::Finished(description));
-        }
-        if usable {
-            self.talk.misses = 0;
-        } else {
-            self.talk.misses += 1;
-            if self.talk.misses >= MAX_MISSES {
-                return Some(Turn::Gave(format!(
-                    "no change: the model answered {MAX_MISSES} times in a row without a usable \
-                     tool call"
-                )));
-            }
-            round.push(json!({"role": "user", "content": CORRECTION}));
-        }
-        self.talk.end_round(round, read);
-        None
+        answers
     }
 
     /// One reply, retried with backoff on transient failures and shrunk when it overflows the

@@ -29,7 +29,7 @@ mod follow;
 mod probe;
 mod script;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -37,21 +37,23 @@ use prepare::{Profile, Split};
 
 use self::cli::{CLIENTS, State, on_path, scancel};
 use self::files::{Handle, note, timing, unix_now};
-use self::follow::{Ended, POLL};
-use super::trial::{MODEL_FILE, Trainers};
+use self::follow::{Ended, Following, POLL};
+use super::trial::{MODEL_FILE, Trainers, stopped_run};
 use super::{Crash, Executor, Job, Outcome, Running};
 use crate::Stop;
 use crate::config::Config;
+use crate::early_stop::Follower;
 use crate::process::bound_log;
 use crate::progress::Progress;
+use crate::run_dir::RunDir;
 use crate::sandbox::Sandbox;
 use crate::scoring::{Evaluator, Score, ScoreError};
 
 pub struct Slurm {
     evaluator: Evaluator,
     trainers: Trainers,
-    /// `runs/<tag>/slurm`: the jobs' scripts and results, shared with the nodes.
-    dir: PathBuf,
+    /// `runs/<tag>/`, whose `slurm/` holds the jobs' scripts and results, shared with the nodes.
+    run_dir: RunDir,
     tag: String,
     /// What every job is submitted with: ours, then `[slurm]`'s partition and account; its
     /// `extra` options come last, after the GPU a trial asks for (`--gres`).
@@ -79,7 +81,7 @@ impl Slurm {
             );
         }
         let sandbox = sandbox.for_nodes();
-        let dir = cfg.run_dir().join("slurm");
+        let dir = cfg.run_dir.slurm_dir();
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let mut options: Vec<String> = [
             // The orchestrator's environment (its API key among it) stays here: the scripts
@@ -93,7 +95,7 @@ impl Slurm {
         ]
         .map(String::from)
         .into();
-        let s = &cfg.slurm;
+        let s = &cfg.settings.slurm();
         let gres = s
             .gres
             .clone()
@@ -104,7 +106,7 @@ impl Slurm {
         let slurm = Slurm {
             evaluator: evaluator.for_nodes(),
             trainers: Trainers::new(cfg, sandbox, None)?,
-            dir,
+            run_dir: cfg.run_dir.clone(),
             tag: cfg.tag.clone(),
             options,
             gres,
@@ -121,17 +123,24 @@ impl Slurm {
         stop: &mut Stop,
         progress: &Progress,
     ) -> Result<Outcome> {
-        let dir = self.dir.join(format!("{}.{}", job.seq, job.index));
+        let dir = self.run_dir.slurm_trial(job.seq, job.index);
         let handle = match self.attach(job, &dir, progress).await? {
             Some(handle) => handle,
             None => self.submit(job, &dir, progress).await?,
         };
-        let ended = self
-            .follow(&handle, Some(stop), Some(progress), Some(&job.log))
-            .await?;
+        let mut follower = Follower::new(job.early_stop.clone());
+        let following = Following::new(progress, &job.log, &mut follower);
+        let ended = self.follow(&handle, Some(stop), Some(following)).await?;
         bound_log(&job.log).ok();
+        let curve = follower.into_curve();
         match ended {
             Ended::Interrupted => Ok(Outcome::Interrupted),
+            Ended::Stopped(stopped) => {
+                note(&job.log, &format!("orchestrator: {stopped}"));
+                // Without the job's `done` file its wall time is unknown: the training counted
+                // until the stop stands in for it.
+                Ok(stopped_run(job, stopped, curve, stopped.seconds))
+            }
             Ended::Gone(why) => {
                 note(&job.log, &format!("orchestrator: {why}"));
                 Ok(Outcome::Failed {
@@ -141,7 +150,7 @@ impl Slurm {
             }
             Ended::Done(done) => {
                 note(&job.log, &timing(&handle, &done));
-                self.outcome(job, &dir, &done)
+                self.outcome(job, &dir, &done, curve)
             }
         }
     }
@@ -222,7 +231,7 @@ impl Executor for Slurm {
                         tokio::time::sleep(POLL).await;
                     }
                 }
-                if h.dir.starts_with(&self.dir) {
+                if h.dir.starts_with(self.run_dir.slurm_dir()) {
                     std::fs::remove_file(h.dir.join("train")).ok();
                     std::fs::remove_file(h.dir.join(MODEL_FILE)).ok();
                     std::fs::remove_dir_all(h.dir.join("export")).ok();

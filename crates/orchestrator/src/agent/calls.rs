@@ -1,6 +1,5 @@
-//! The LLM's tools: their specifications as the endpoint is sent them, and what a call does.
-//! The six file and build tools work on the experiment's `Workspace` (docs/orchestrator.md);
-//! `history` reads the run's ledger.
+//! The tools an LLM agent calls (docs/orchestrator.md#the-agents-tools): what each does, and
+//! what goes back into the conversation.
 
 use std::path::{Path, PathBuf};
 
@@ -8,43 +7,63 @@ use serde_json::{Value, json};
 
 use super::history;
 use crate::cargo_build::{Build, Builder, Rules};
+use crate::config::Config;
 use crate::ledger;
+use crate::run_dir::RunDir;
 use crate::text::one_line;
 use crate::tools::Workspace;
 
+/// What the tools act on besides the worktree.
 #[derive(Clone)]
-pub struct Toolbox {
+pub struct Calls {
     /// The `check` tool's build, in the sandbox, into `target_dir`.
-    pub builder: Box<Builder>,
-    pub target_dir: PathBuf,
+    builder: Box<Builder>,
+    target_dir: PathBuf,
     /// The run's directory, whose ledger the `history` tool reads.
-    pub run_dir: PathBuf,
+    run_dir: RunDir,
     /// autoresearch.toml's `noise_sigma`, which `history` states as the decisions use it.
-    pub noise_sigma: Option<f64>,
+    noise_sigma: Option<f64>,
 }
 
-/// One tool call's effect on the conversation.
-pub struct Outcome {
-    pub reply: String,
-    /// The call named a tool and gave it arguments it could read (its effect may be an error).
-    pub usable: bool,
-    /// The description, if the call was `finish`.
-    pub finish: Option<String>,
-    /// A file's text, which the compacted conversation keeps until another is read.
-    pub read: bool,
-    /// One line for the compacted conversation.
-    pub summary: String,
-}
+impl Calls {
+    pub fn new(cfg: &Config, builder: Builder) -> Calls {
+        Calls {
+            builder: Box::new(builder),
+            target_dir: cfg.target_dir.clone(),
+            run_dir: cfg.run_dir.clone(),
+            noise_sigma: cfg.settings.noise_sigma,
+        }
+    }
 
-impl Toolbox {
+    /// The `check` tool: the build's errors, else the rule tests' failures, else "ok".
+    async fn check(&self, repo: &Path) -> String {
+        let checked = match self.builder.trainer(repo, &self.target_dir).await {
+            Ok(Build::Built { .. }) => self.builder.rule_tests(repo, &self.target_dir).await,
+            Ok(Build::Failed { diagnostics }) => return diagnostics,
+            Err(e) => Err(e),
+        };
+        match checked {
+            Ok(Rules::Hold) => "ok".into(),
+            Ok(Rules::Broken(report)) => format!(
+                "it builds, but breaks the trainer's rule tests (a change that breaks them is \
+                 never kept):\n{}",
+                report
+            ),
+            Err(e) => format!("error: {e:#}"),
+        }
+    }
+
+    /// The `history` tool: the run so far, with the keep rule as the decisions apply it now.
+    fn history(&self) -> Result<String, String> {
+        let records = ledger::read_records(&self.run_dir).map_err(|e| format!("error: {e:#}"))?;
+        let noise = crate::decide::noise_in_force(&records, self.noise_sigma);
+        Ok(history(&records, noise))
+    }
+
     /// Runs one tool call.
     pub async fn call(&self, call: &Value, ws: &Workspace) -> Outcome {
         let name = call["function"]["name"].as_str().unwrap_or("");
-        let args: Option<Value> = call["function"]["arguments"]
-            .as_str()
-            .and_then(|a| serde_json::from_str(a).ok())
-            .or_else(|| Some(call["function"]["arguments"].clone()))
-            .filter(Value::is_object);
+        let args = arguments(call);
         let summary_of = |reply: &str| {
             let path = args.as_ref().and_then(|a| a["path"].as_str()).unwrap_or("");
             format!("{name} {path}: {}", one_line(reply, 120))
@@ -96,30 +115,29 @@ impl Toolbox {
             ..Outcome::used(summary_of(&reply), reply)
         }
     }
+}
 
-    /// The `check` tool: the build's errors, else the rule tests' failures, else "ok".
-    async fn check(&self, repo: &Path) -> String {
-        let checked = match self.builder.trainer(repo, &self.target_dir).await {
-            Ok(Build::Built { .. }) => self.builder.rule_tests(repo, &self.target_dir).await,
-            Ok(Build::Failed { diagnostics }) => return diagnostics,
-            Err(e) => Err(e),
-        };
-        match checked {
-            Ok(Rules::Hold) => "ok".into(),
-            Ok(Rules::Broken(report)) => format!(
-                "it builds, but breaks the trainer's rule tests (a change that breaks them is \
-                 never kept):\n{}",
-                report
-            ),
-            Err(e) => format!("error: {e:#}"),
-        }
-    }
+/// A call's arguments, when they are a JSON object (as a JSON string, or as the object itself).
+fn arguments(call: &Value) -> Option<Value> {
+    let arguments = &call["function"]["arguments"];
+    arguments
+        .as_str()
+        .and_then(|a| serde_json::from_str(a).ok())
+        .or_else(|| Some(arguments.clone()))
+        .filter(Value::is_object)
+}
 
-    fn history(&self) -> Result<String, String> {
-        ledger::read_records(&self.run_dir)
-            .map(|records| history(&records, ledger::noise_in_force(&records, self.noise_sigma)))
-            .map_err(|e| format!("error: {e:#}"))
-    }
+/// One tool call's effect on the conversation.
+pub struct Outcome {
+    pub reply: String,
+    /// The call named a tool and gave it arguments it could read (its effect may be an error).
+    pub usable: bool,
+    /// The description, if the call was `finish`.
+    pub finish: Option<String>,
+    /// A file's text, which the compacted conversation keeps until another is read.
+    pub read: bool,
+    /// One line for the compacted conversation.
+    pub summary: String,
 }
 
 impl Outcome {
@@ -141,7 +159,7 @@ impl Outcome {
     }
 }
 
-/// The tools as the endpoint is sent them.
+/// The tools as the request offers them.
 pub fn tool_specs() -> Value {
     let tool = |name: &str, description: &str, params: &[&str]| {
         let properties: serde_json::Map<String, Value> = params
