@@ -156,6 +156,14 @@ impl Printed {
             Printed::Other(_) => None,
         }
     }
+
+    /// The seconds the trainer counted, also from a crash's partial line: its training was spent.
+    pub fn training_seconds(&self) -> Option<f64> {
+        match self {
+            Printed::Line(line) => Some(line.training_seconds),
+            Printed::Other(json) => json.get("training_seconds")?.as_f64(),
+        }
+    }
 }
 
 /// The run's fixed ground, pinned in its first record: a `--resume` with another evaluator or
