@@ -117,6 +117,8 @@ struct LimitSettings {
     /// Seconds one build may take; default 1800 (the first build of a fresh target compiles
     /// libtorch's C++ wrapper, minutes; later trainer builds take seconds).
     build_seconds: Option<u64>,
+    /// The share of its GPU's memory a trainer or the evaluator may allocate; default all of it.
+    gpu_memory_share: Option<f64>,
 }
 
 #[derive(ValueEnum, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
@@ -384,6 +386,7 @@ fn resources(from: &Origins, limits: LimitSettings, workers: usize) -> Result<Re
     );
     let processes = from.file("limits.processes", limits.processes);
     let build_seconds = from.file("limits.build_seconds", limits.build_seconds);
+    let gpu_memory_share = from.file("limits.gpu_memory_share", limits.gpu_memory_share);
     for setting in [&memory, &export, &tmp] {
         check(
             setting,
@@ -401,6 +404,11 @@ fn resources(from: &Origins, limits: LimitSettings, workers: usize) -> Result<Re
         |s| (1..=DAY as u64).contains(s),
         "a number of seconds from 1 to 86400",
     )?;
+    check(
+        &gpu_memory_share,
+        |s| s.is_finite() && *s > 0.0 && *s <= 1.0,
+        "a share of the GPU's memory > 0 and <= 1",
+    )?;
     let bytes = |setting: Option<Setting<f64>>| value(setting).map(|g| (g * GIB) as u64);
     // Each worker's jails in turn, and the odd build or evaluation beside them: a quarter of
     // the machine stays for the orchestrator, the system and the page cache.
@@ -411,6 +419,7 @@ fn resources(from: &Origins, limits: LimitSettings, workers: usize) -> Result<Re
         export_bytes: bytes(export).unwrap_or(4 << 30),
         tmp_bytes: bytes(tmp).unwrap_or(1 << 30),
         build_seconds: value(build_seconds).unwrap_or(1800),
+        gpu_memory_share: value(gpu_memory_share),
     })
 }
 
@@ -540,7 +549,8 @@ mod tests {
         let repo = tempfile::tempdir().unwrap();
         std::fs::write(
             repo.path().join("autoresearch.toml"),
-            "tag = \"fromfile\"\ntime_budget = 60\nagent = \"offline\"\n",
+            "tag = \"fromfile\"\ntime_budget = 60\nagent = \"offline\"\n\
+             [limits]\ngpu_memory_share = 0.5\n",
         )
         .unwrap();
         let cfg = Config::resolve(
@@ -554,6 +564,7 @@ mod tests {
         assert_eq!(cfg.tag, "fromfile");
         assert_eq!(cfg.time_budget, Some(5.0));
         assert_eq!(cfg.agent, AgentKind::Offline);
+        assert_eq!(cfg.resources.gpu_memory_share, Some(0.5));
         assert_eq!(cfg.limits(5.0, &[]).train, Duration::from_secs(70));
         assert_eq!(cfg.limits(300.0, &[]).train, Duration::from_secs(420));
     }
@@ -606,6 +617,11 @@ mod tests {
             ),
             ("[limits]\nprocesses = 1", "limits.processes is 1 ("),
             ("[limits]\nbuild_seconds = 0", "limits.build_seconds is 0 ("),
+            (
+                "[limits]\ngpu_memory_share = 1.5",
+                "limits.gpu_memory_share is 1.5 (",
+            ),
+            ("[limits]\ngpu_memory_share = 0", "limits.gpu_memory_share is 0 ("),
         ] {
             let err = error(RunArgs::default(), file);
             assert!(

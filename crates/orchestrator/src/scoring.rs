@@ -19,7 +19,7 @@ use crate::cargo_build::{Build, Builder};
 use crate::config::Config;
 use crate::ledger::Pins;
 use crate::process::{Lines, libtorch};
-use crate::sandbox::{Sandbox, env};
+use crate::sandbox::{Group, Sandbox, env};
 
 /// What the evaluator says of one exported model on one split.
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -133,15 +133,26 @@ impl Evaluator {
         }
     }
 
-    /// Scores `model` on `split` under a hard time limit.
+    /// Scores `model` on `split` under a hard time limit, on `gpu` (the `CUDA_VISIBLE_DEVICES`
+    /// value of the worker whose trainer exported it) where the machine has GPUs.
     pub async fn score(
         &self,
         model: &Path,
         split: Split,
         limit: Duration,
+        gpu: Option<&str>,
     ) -> Result<Score, ScoreError> {
         self.check()?;
-        self.run(model, split, limit).await
+        let group = self
+            .sandbox
+            .group()
+            .map_err(|e| ScoreError::Failed(format!("the evaluator's control group: {e:#}")))?;
+        let score = self.run(model, split, limit, gpu, group.as_ref()).await;
+        // A limit the jail hit is the reason, whatever the evaluator made of it.
+        match group.as_ref().and_then(Group::exceeded) {
+            Some(why) => Err(ScoreError::Failed(format!("the protected evaluation: {why}"))),
+            None => score,
+        }
     }
 
     /// Whether the evaluator and the scored data still hash as they did at start: checked
@@ -173,9 +184,24 @@ impl Evaluator {
     /// The evaluator in its jail, scoring `model` on `split` and writing its verdict to
     /// descriptor `fd`: run here by [`Evaluator::score`], or written into a job's script by
     /// the Slurm executor, which runs it on a node. Of the data the jail holds only what scoring
-    /// `split` reads: the model never shares a jail with the other split.
-    pub fn command(&self, model: &Path, split: Split, fd: i32) -> tokio::process::Command {
+    /// `split` reads: the model never shares a jail with the other split. The jail gets only the
+    /// device nodes of `gpu`, where given, and runs in `group`, where there is one.
+    pub fn command(
+        &self,
+        model: &Path,
+        split: Split,
+        fd: i32,
+        gpu: Option<&str>,
+        group: Option<&Group>,
+    ) -> tokio::process::Command {
         let mut jail = self.sandbox.jail();
+        if let Some(group) = group {
+            jail.join(group);
+        }
+        if let Some(gpu) = gpu {
+            jail.env("CUDA_VISIBLE_DEVICES", gpu);
+            jail.gpus(gpu);
+        }
         let evaluator = jail.read_as(&self.binary, Path::new(JAIL_EVALUATOR));
         let model = jail.read_as(model, Path::new(JAIL_MODEL));
         let files = prepare::scored_files(split);
@@ -215,12 +241,19 @@ impl Evaluator {
     /// Runs the evaluator on `model`. Its verdict comes back through a pipe of its own, passed as
     /// `--result-fd`: the scored model runs inside the evaluator and may print to stdout, so a
     /// line there could be the model's forgery.
-    async fn run(&self, model: &Path, split: Split, limit: Duration) -> Result<Score, ScoreError> {
+    async fn run(
+        &self,
+        model: &Path,
+        split: Split,
+        limit: Duration,
+        gpu: Option<&str>,
+        group: Option<&Group>,
+    ) -> Result<Score, ScoreError> {
         let failed = |e: std::io::Error| ScoreError::Failed(format!("the evaluator: {e}"));
         let (mut reader, writer) = std::io::pipe().map_err(failed)?;
         let fd = writer.as_raw_fd();
         exported(model)?;
-        let mut command = self.command(model, split, fd);
+        let mut command = self.command(model, split, fd, gpu, group);
         command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -348,7 +381,7 @@ async fn build(cfg: &Config, builder: &Builder, worktree: &Path) -> Result<PathB
     let target = cfg.target_dir.with_file_name(name);
     match builder.evaluator(worktree, &target).await? {
         Build::Built { binary } => Ok(binary),
-        Build::Failed { diagnostics } => {
+        Build::Failed { diagnostics, .. } => {
             bail!("the protected evaluator (crates/train/evaluate) does not build:\n{diagnostics}")
         }
     }

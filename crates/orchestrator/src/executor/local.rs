@@ -59,6 +59,9 @@ const JAIL_DATA: &str = "/autoresearch/data";
 const JAIL_EXPORT: &str = "/autoresearch/export";
 /// The exported model's name in the export directory.
 pub(super) const MODEL_FILE: &str = "model.pt";
+/// What libtorch's CUDA caching allocator says when an allocation would pass the device or the
+/// share of it the trainer is held to (`limits.gpu_memory_share`).
+const GPU_OUT_OF_MEMORY: &str = "CUDA out of memory";
 
 impl Local {
     /// Runs under `runs/<tag>/bin`, beside the evaluator.
@@ -120,16 +123,33 @@ impl Local {
                     .then(|| format!("export over {}", gib(export_limit)))
             })
         };
+        let mut out_of_gpu_memory = false;
+        let on_stderr = |line: &str| {
+            progress.trainer_line(line);
+            out_of_gpu_memory |= line.contains(GPU_OUT_OF_MEMORY);
+        };
         let exit = run_under_limit(
             command,
             &job.log,
             job.limits.train,
             stop,
-            |line| progress.trainer_line(line),
+            on_stderr,
             over_limit,
         )
         .await;
         drop(group);
+        // A trainer may catch the allocator's error and go on with less; only one that failed
+        // after it ran out of GPU memory for that.
+        let exit = match exit {
+            Ok(Exit::Exited { status, .. }) if !status.success() && out_of_gpu_memory => {
+                let resources = self.trainers.sandbox.resources();
+                Ok(Exit::Limited(format!(
+                    "{status}: GPU out of memory (limit {})",
+                    resources.describe_gpu_memory()
+                )))
+            }
+            exit => exit,
+        };
         std::fs::remove_file(&copy).ok();
         // Only a plain file is taken (not a link the trainer planted); whatever else it left
         // there goes.
@@ -151,7 +171,7 @@ impl Local {
     ) -> Result<Outcome> {
         let score = self
             .evaluator
-            .score(&model, Split::Val, job.limits.eval)
+            .score(&model, Split::Val, job.limits.eval, job.gpu.as_deref())
             .await;
         scored(job, result, model, run_seconds, score)
     }
@@ -328,7 +348,8 @@ impl Executor for Local {
         &'a self,
         model: &'a Path,
         limit: Duration,
+        gpu: Option<&'a str>,
     ) -> Running<'a, Result<Score, ScoreError>> {
-        Box::pin(self.evaluator.score(model, Split::Test, limit))
+        Box::pin(self.evaluator.score(model, Split::Test, limit, gpu))
     }
 }

@@ -30,8 +30,28 @@ pub(super) async fn with_repairs(
     let pending = &mut experiment.pending;
     w.progress.phase("building");
     let mut build = s.builder.trainer(&w.worktree, &s.cfg.target_dir).await?;
+    if let (0, Build::Failed { diagnostics, timed_out: true }) = (pending.seq, &build) {
+        // The unmodified trainer built before it was committed: a loaded machine is the
+        // likelier cause, so it is built once more before the night ends for it.
+        w.progress.println(&format!(
+            "{}#0 the baseline's build was stopped ({diagnostics}); it builds once more",
+            w.name
+        ));
+        build = s.builder.trainer(&w.worktree, &s.cfg.target_dir).await?;
+    }
     let mut repairs = 0;
-    while let Build::Failed { diagnostics } = &build {
+    while let Build::Failed {
+        diagnostics,
+        timed_out,
+    } = &build
+    {
+        if pending.seq == 0 && *timed_out {
+            bail!(
+                "the unmodified trainer's build was stopped twice ({diagnostics}): raise \
+                 limits.build_seconds in autoresearch.toml or lighten the machine's load, then \
+                 continue with --resume"
+            );
+        }
         if pending.seq == 0 {
             bail!("the unmodified trainer does not build; fix it before a run:\n{diagnostics}");
         }
@@ -60,7 +80,7 @@ pub(super) async fn with_repairs(
     experiment.build_seconds = started.elapsed().as_secs_f64();
     Ok(match build {
         Build::Built { binary } => Built::Binary(binary),
-        Build::Failed { diagnostics } => {
+        Build::Failed { diagnostics, .. } => {
             s.ledger().write_log(
                 experiment.pending.seq,
                 &format!("build failed after {repairs} repair rounds:\n\n{diagnostics}\n"),

@@ -37,7 +37,10 @@ pub(super) async fn score(s: &Session, w: &Worker, seq: u64, trials: &Trials) ->
         (&trials.decision, trials.runs.first(), still_best)
     {
         w.progress.phase("holdout");
-        match s.executor.holdout(&first.model, s.limits().eval).await {
+        match s
+            .executor
+            .holdout(&first.model, s.limits().eval, w.gpu.as_deref())
+            .await {
             Ok(score) => {
                 holdout.eval_seconds = score.seconds;
                 holdout.test_bpb = score.bpb;

@@ -29,7 +29,30 @@ pub struct Resources {
     pub tmp_bytes: u64,
     /// Wall-clock seconds of one build (cargo and the compilers it starts).
     pub build_seconds: u64,
+    /// The share of its GPU's memory a trainer's or the evaluator's libtorch may allocate (the
+    /// CUDA caching allocator's `per_process_memory_fraction`); None: the whole device.
+    pub gpu_memory_share: Option<f64>,
 }
+
+impl Resources {
+    /// The environment that holds libtorch's CUDA caching allocator to `gpu_memory_share`: read
+    /// by the allocator when it starts, before the program's first allocation on the GPU.
+    pub fn gpu_allocator_env(&self) -> Option<(&'static str, String)> {
+        self.gpu_memory_share
+            .map(|share| (GPU_ALLOCATOR_ENV, format!("per_process_memory_fraction:{share}")))
+    }
+
+    /// The GPU memory limit in words, for crash reasons and the sandbox line.
+    pub fn describe_gpu_memory(&self) -> String {
+        match self.gpu_memory_share {
+            Some(share) => format!("{share} of its GPU's memory (limits.gpu_memory_share)"),
+            None => "the whole GPU's memory".into(),
+        }
+    }
+}
+
+/// libtorch's CUDA caching allocator's settings.
+pub const GPU_ALLOCATOR_ENV: &str = "PYTORCH_CUDA_ALLOC_CONF";
 
 /// `bytes` in GiB, one decimal, as the limits are named in crash reasons.
 pub fn gib(bytes: u64) -> String {
@@ -331,6 +354,7 @@ mod tests {
             export_bytes: 1 << 30,
             tmp_bytes: 1 << 30,
             build_seconds: 60,
+            gpu_memory_share: None,
         }
     }
 

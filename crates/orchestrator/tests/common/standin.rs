@@ -308,7 +308,8 @@ fn the_export_reads_back() {
 /// [--result-fd N]`, the verdict on descriptor N (stdout without the flag).
 const EVALUATOR: &str = r##"//! The stand-in protected evaluator: reads the score a stand-in model holds and writes the
 //! verdict, one JSON line, to the descriptor named by --result-fd (stdout without it). The test
-//! split scores a little higher than the validation split.
+//! split scores a little higher than the validation split. A model may say what its causality
+//! probe would find (`probe_max_diff X`, 0 without it): above 1e-3 it is judged non-causal.
 
 use std::io::Write;
 use std::os::fd::FromRawFd;
@@ -356,10 +357,15 @@ fn main() {
         .find_map(|l| l.strip_prefix("bpb ")?.trim().parse::<f64>().ok())
         .unwrap_or_else(|| fail(&format!("{model} is not a stand-in model")));
     let bpb = bpb + offset;
-    let bpb = if bpb.is_finite() { bpb.to_string() } else { "null".into() };
+    let probe_max_diff = text
+        .lines()
+        .find_map(|l| l.strip_prefix("probe_max_diff ")?.trim().parse::<f64>().ok())
+        .unwrap_or(0.0);
+    let causal = probe_max_diff <= 1e-3;
+    let bpb = if bpb.is_finite() && causal { bpb.to_string() } else { "null".into() };
     let line = format!(
-        "{{\"split\": \"{split}\", \"bpb\": {bpb}, \"scored_bytes\": 1000, \"causal\": true, \
-         \"probe_max_diff\": 0.0, \"probes\": 8, \"seconds\": {}}}\n",
+        "{{\"split\": \"{split}\", \"bpb\": {bpb}, \"scored_bytes\": 1000, \"causal\": {causal}, \
+         \"probe_max_diff\": {probe_max_diff:?}, \"probes\": 8, \"seconds\": {}}}\n",
         started.elapsed().as_secs_f64()
     );
     let written = match fd {
