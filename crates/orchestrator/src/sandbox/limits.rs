@@ -1,8 +1,10 @@
 //! What one jail may consume, and the control groups that hold it to that: each jail that runs
-//! the agent's code (its build, the trainer, the rule tests) gets a group of its own, made before
-//! it starts and removed after it, with a memory limit (swap included) and a process limit. The
-//! kernel enforces both: a memory hog is killed by the group's OOM killer, a fork bomb's forks
-//! fail, and the rest of the machine does not notice. The group then says which limit was hit.
+//! the agent's code (its build, the trainer, the rule tests, the evaluator running the trainer's
+//! model) gets a group of its own, made before it starts and removed after it, with a memory
+//! limit (swap included) and a process limit. The kernel enforces both: a memory hog is killed by
+//! the group's OOM killer, a fork bomb's forks fail, and the rest of the machine does not notice.
+//! The group then says which limit was hit. GPU memory is libtorch's own to hold, through its
+//! caching allocator's settings in the jail's environment ([`Resources::gpu_allocator_env`]).
 //!
 //! cgroup v2 is used where the orchestrator's own group lets it make children with the memory and
 //! pids controllers, else cgroup v1's memory and pids hierarchies where they are mounted and
