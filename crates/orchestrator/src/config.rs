@@ -621,7 +621,10 @@ mod tests {
                 "[limits]\ngpu_memory_share = 1.5",
                 "limits.gpu_memory_share is 1.5 (",
             ),
-            ("[limits]\ngpu_memory_share = 0", "limits.gpu_memory_share is 0 ("),
+            (
+                "[limits]\ngpu_memory_share = 0",
+                "limits.gpu_memory_share is 0 (",
+            ),
         ] {
             let err = error(RunArgs::default(), file);
             assert!(

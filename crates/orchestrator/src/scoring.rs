@@ -150,7 +150,9 @@ impl Evaluator {
         let score = self.run(model, split, limit, gpu, group.as_ref()).await;
         // A limit the jail hit is the reason, whatever the evaluator made of it.
         match group.as_ref().and_then(Group::exceeded) {
-            Some(why) => Err(ScoreError::Failed(format!("the protected evaluation: {why}"))),
+            Some(why) => Err(ScoreError::Failed(format!(
+                "the protected evaluation: {why}"
+            ))),
             None => score,
         }
     }

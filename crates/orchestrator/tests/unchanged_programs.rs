@@ -148,7 +148,12 @@ fn a_baseline_build_stopped_at_its_limit_builds_once_more() {
     let standin = Standin::new();
     std::fs::write(standin.repo.join("crates/train/build.rs"), SLOW_ONCE).unwrap();
     standin.git(&["add", "crates/train/build.rs"]);
-    standin.git(&["commit", "--quiet", "-m", "a build script that is slow once"]);
+    standin.git(&[
+        "commit",
+        "--quiet",
+        "-m",
+        "a build script that is slow once",
+    ]);
     // Long enough for the stand-in's build on a loaded machine, short of the sleep.
     standin.settings("[limits]\nbuild_seconds = 60\n");
     let out = standin.run(&strs(&offline(1)));
@@ -195,7 +200,13 @@ fn a_best_judged_non_causal_on_a_re_run_loses_its_keep() {
                 finish("a gain within the noise"),
             ],
         ),
-        (3, vec![edit(SCORE, &lower("0.99 +")), finish("from the baseline again")]),
+        (
+            3,
+            vec![
+                edit(SCORE, &lower("0.99 +")),
+                finish("from the baseline again"),
+            ],
+        ),
     ]));
     let out = standin
         .command(&[
@@ -233,15 +244,16 @@ fn a_best_judged_non_causal_on_a_re_run_loses_its_keep() {
         rule.contains("the best #1 it ran beside was judged non-causal on a re-run"),
         "{rule}"
     );
-    assert!(
-        flags(beside).contains("its keep is revoked"),
-        "{beside:#}"
-    );
+    assert!(flags(beside).contains("its keep is revoked"), "{beside:#}");
     // The branch went back to the keep before #1, and #1's head is kept reachable.
     let branch = standin.git(&["rev-parse", &format!("autoresearch/{TAG}")]);
     let next = record(&records, 3);
     assert_eq!(next["parent"], baseline["commit"], "{next:#}");
-    let superseded = standin.git(&["for-each-ref", "--format=%(objectname)", "refs/autoresearch/"]);
+    let superseded = standin.git(&[
+        "for-each-ref",
+        "--format=%(objectname)",
+        "refs/autoresearch/",
+    ]);
     assert!(
         superseded.contains(peeker["commit"].as_str().unwrap()),
         "{superseded}"

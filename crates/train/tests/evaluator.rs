@@ -156,7 +156,10 @@ fn an_honest_score_is_bit_identical_confined_and_unconfined() {
     let model = export_traced(&f, "wide", Kind::Float, 512, None);
     let verdict = evaluate(&f, &model);
     assert!(
-        verdict["confinement"].as_str().unwrap().contains("landlock abi"),
+        verdict["confinement"]
+            .as_str()
+            .unwrap()
+            .contains("landlock abi"),
         "{verdict}"
     );
     let confined = verdict["bpb"].as_f64().unwrap();
@@ -176,7 +179,13 @@ fn a_peek_that_spares_fixed_positions_is_caught() {
     let mask: Vec<f32> = (0..t)
         .map(|i| if spared.contains(&i) { 0.0 } else { 1.0 })
         .collect();
-    let model = export_traced(&f, "spares", Kind::Float, 16, Some(&Tensor::from_slice(&mask)));
+    let model = export_traced(
+        &f,
+        "spares",
+        Kind::Float,
+        16,
+        Some(&Tensor::from_slice(&mask)),
+    );
     // The probe draws its cuts anew each call: every call must catch it.
     for _ in 0..3 {
         assert_refused(&evaluate(&f, &model));
@@ -189,7 +198,13 @@ fn a_peek_at_two_of_sixty_four_positions_is_caught() {
     let mask: Vec<f32> = (0..f.seq_len)
         .map(|i| if i == 17 || i == 42 { 1.0 } else { 0.0 })
         .collect();
-    let model = export_traced(&f, "rare", Kind::Float, 16, Some(&Tensor::from_slice(&mask)));
+    let model = export_traced(
+        &f,
+        "rare",
+        Kind::Float,
+        16,
+        Some(&Tensor::from_slice(&mask)),
+    );
     // A probe catches it when its cut falls on 17 or 42: 2 of 63 cuts, so 342 probes or more
     // miss it with probability below 2e-5.
     for _ in 0..3 {

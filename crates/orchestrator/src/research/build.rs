@@ -30,7 +30,14 @@ pub(super) async fn with_repairs(
     let pending = &mut experiment.pending;
     w.progress.phase("building");
     let mut build = s.builder.trainer(&w.worktree, &s.cfg.target_dir).await?;
-    if let (0, Build::Failed { diagnostics, timed_out: true }) = (pending.seq, &build) {
+    if let (
+        0,
+        Build::Failed {
+            diagnostics,
+            timed_out: true,
+        },
+    ) = (pending.seq, &build)
+    {
         // The unmodified trainer built before it was committed: a loaded machine is the
         // likelier cause, so it is built once more before the night ends for it.
         w.progress.println(&format!(

@@ -40,7 +40,8 @@ pub(super) async fn score(s: &Session, w: &Worker, seq: u64, trials: &Trials) ->
         match s
             .executor
             .holdout(&first.model, s.limits().eval, w.gpu.as_deref())
-            .await {
+            .await
+        {
             Ok(score) => {
                 holdout.eval_seconds = score.seconds;
                 holdout.test_bpb = score.bpb;

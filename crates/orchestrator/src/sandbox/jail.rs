@@ -409,7 +409,9 @@ mod tests {
 
     #[test]
     fn libtorch_s_gpu_allocator_is_held_to_its_share() {
-        let command = sandbox().jail().std_command(Path::new("/usr/bin/true"), &[]);
+        let command = sandbox()
+            .jail()
+            .std_command(Path::new("/usr/bin/true"), &[]);
         let set: Vec<_> = command.get_envs().collect();
         assert!(set.contains(&(
             std::ffi::OsStr::new("PYTORCH_CUDA_ALLOC_CONF"),

@@ -40,8 +40,12 @@ impl Resources {
     /// The environment that holds libtorch's CUDA caching allocator to `gpu_memory_share`: read
     /// by the allocator when it starts, before the program's first allocation on the GPU.
     pub fn gpu_allocator_env(&self) -> Option<(&'static str, String)> {
-        self.gpu_memory_share
-            .map(|share| (GPU_ALLOCATOR_ENV, format!("per_process_memory_fraction:{share}")))
+        self.gpu_memory_share.map(|share| {
+            (
+                GPU_ALLOCATOR_ENV,
+                format!("per_process_memory_fraction:{share}"),
+            )
+        })
     }
 
     /// The GPU memory limit in words, for crash reasons and the sandbox line.
