@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
+use crate::curve::Point;
 use crate::decide::{self, Noise};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -127,6 +128,9 @@ pub struct Trial {
     /// budget they move the score as much as a change can, so every comparison shows them.
     #[serde(default)]
     pub num_steps: Option<u64>,
+    /// The run's progress as the trainer reported it while training (absent in older records).
+    #[serde(default)]
+    pub curve: Vec<Point>,
 }
 
 impl Record {
@@ -742,6 +746,7 @@ mod tests {
                 run_seconds: 1.0,
                 eval_seconds: 0.0,
                 num_steps: Some(60),
+                curve: Vec::new(),
             })
             .collect()
     }

@@ -150,6 +150,7 @@ mod tests {
                 run_seconds,
                 eval_seconds,
                 num_steps: Some(9),
+                curve: Vec::new(),
             })
             .collect()
     }

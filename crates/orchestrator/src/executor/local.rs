@@ -17,6 +17,7 @@ use serde::Deserialize;
 use super::{Executor, Job, Limits, Outcome, Running, Scored, TrialFailure};
 use crate::Stop;
 use crate::config::Config;
+use crate::curve;
 use crate::ledger::Trial;
 use crate::process::{Exit, libtorch, run_under_limit};
 use crate::progress::Progress;
@@ -267,6 +268,9 @@ pub(super) fn scored(
             run_seconds,
             eval_seconds: score.seconds,
             num_steps: result["num_steps"].as_u64(),
+            curve: curve::parse(&String::from_utf8_lossy(
+                &std::fs::read(&job.log).unwrap_or_default(),
+            )),
         },
         result,
         model,

@@ -173,6 +173,11 @@ fn model_text(bpb: f64, seed: u64) -> String {
     format!("standin-model 1\nbpb {bpb:.9}\nseed {seed}\n")
 }
 
+/// The runtime's progress line (docs/contract.md), which the orchestrator follows.
+fn progress_line(seconds: f64, step: u64, loss: Option<f64>) -> String {
+    let loss = loss.map_or("null".to_string(), |l| format!("{l:.4}"));
+    format!("@progress {{\"seconds\":{seconds:.2},\"step\":{step},\"loss\":{loss}}}")
+}
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     match std::env::var(name) {
@@ -212,6 +217,7 @@ fn main() {
     let diverges = k.lr >= DIVERGES_AT;
     let mut steps = 0u64;
     let mut status = "ok";
+    let bpb = score(&k, cuda, seed);
     loop {
         let elapsed = started.elapsed();
         if elapsed >= budget_time {
@@ -219,26 +225,30 @@ fn main() {
         }
         if diverges && elapsed >= diverge_time {
             eprintln!("step {steps:05}: loss NaN, diverged");
+            eprintln!("{}", progress_line(elapsed.as_secs_f64(), steps + 1, None));
             status = "diverged";
             break;
         }
         std::thread::sleep((budget_time - elapsed).min(step));
         steps += 1;
-        if steps.is_multiple_of(20) {
-            let progress = (started.elapsed().as_secs_f64() / budget).min(1.0);
+        let seconds = started.elapsed().as_secs_f64();
+        if steps.is_multiple_of(20) || seconds >= budget {
+            // The loss falls to the final score, so a worse program is behind all along.
+            let progress = (seconds / budget).min(1.0);
+            let loss = bpb + 3.0 * (1.0 - progress).powi(2);
             eprintln!(
-                "step {steps:05} ({:.1}%) | loss {:.4} | remaining {:.0}s",
+                "step {steps:05} ({:.1}%) | loss {loss:.4} | remaining {:.0}s",
                 100.0 * progress,
-                4.0 - 2.5 * progress,
-                (budget - started.elapsed().as_secs_f64()).max(0.0)
+                (budget - seconds).max(0.0)
             );
+            eprintln!("{}", progress_line(seconds, steps, Some(loss)));
         }
     }
     let training_seconds = started.elapsed().as_secs_f64();
     if status == "ok" {
         match std::env::var_os("AUTORESEARCH_EXPORT") {
             Some(path) => {
-                if let Err(e) = std::fs::write(&path, model_text(score(&k, cuda, seed), seed)) {
+                if let Err(e) = std::fs::write(&path, model_text(bpb, seed)) {
                     eprintln!("exporting to {}: {e}", std::path::Path::new(&path).display());
                     std::process::exit(1);
                 }
