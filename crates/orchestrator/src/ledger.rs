@@ -8,6 +8,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use prepare::ResultLine;
 use serde::{Deserialize, Serialize};
 
 use crate::curve::Point;
@@ -48,7 +49,7 @@ pub struct Record {
     pub val_bpb: Option<f64>,
     pub peak_memory_mb: Option<f64>,
     /// The trainer's whole result line.
-    pub result: Option<serde_json::Value>,
+    pub result: Option<Printed>,
     pub think_seconds: f64,
     pub build_seconds: f64,
     pub run_seconds: f64,
@@ -96,6 +97,24 @@ pub struct Record {
     /// before it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoked: Option<u64>,
+}
+
+/// What a trainer printed as its result line: the line of docs/contract.md, or, from a trainer
+/// that broke the contract, whatever JSON object it printed instead (its crash's evidence).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Printed {
+    Line(ResultLine),
+    Other(serde_json::Value),
+}
+
+impl Printed {
+    pub fn line(&self) -> Option<&ResultLine> {
+        match self {
+            Printed::Line(line) => Some(line),
+            Printed::Other(_) => None,
+        }
+    }
 }
 
 /// The run's fixed ground, pinned in its first record: a `--resume` with another evaluator or
