@@ -247,16 +247,7 @@ impl Evaluator {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        // SAFETY: fcntl is async-signal-safe and touches only the child's copy of the descriptor,
-        // which std opened close-on-exec.
-        unsafe {
-            command.pre_exec(move || {
-                if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        inherit(&mut command, fd);
         let mut child = command.spawn().map_err(failed)?;
         // Only the child holds the write end now, so the read ends when it exits (or is killed
         // on a timeout, when the futures below are dropped). Bounded: the model runs inside the
@@ -296,6 +287,19 @@ impl Evaluator {
             Err(_) => return Err(Unscored::TimedOut { limit }.into()),
         };
         verdict_of(&verdict.map_err(failed)?, status, &stderr)
+    }
+}
+
+/// Lets the child of `command` inherit descriptor `fd`, which std opened close-on-exec.
+fn inherit(command: &mut tokio::process::Command, fd: i32) {
+    // SAFETY: fcntl is async-signal-safe and touches only the child's copy of the descriptor.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
     }
 }
 

@@ -21,6 +21,39 @@ pub(super) enum Built {
     Failed(Failure),
 }
 
+/// The unmodified trainer's `build`, which must succeed: it built before it was committed, so
+/// one stopped at its time limit is built once more (a loaded machine is the likelier cause);
+/// any other failure, or a second stop, ends the run.
+async fn baseline(s: &Session, w: &Worker, build: Build) -> Result<Build> {
+    let build = match build {
+        Build::Failed {
+            diagnostics,
+            timed_out: true,
+        } => {
+            w.progress.println(&format!(
+                "{}#0 the baseline's build was stopped ({diagnostics}); it builds once more",
+                w.name
+            ));
+            s.builder.trainer(&w.worktree, &s.cfg.target_dir).await?
+        }
+        build => build,
+    };
+    match &build {
+        Build::Built { .. } => Ok(build),
+        Build::Failed {
+            diagnostics,
+            timed_out: true,
+        } => bail!(
+            "the unmodified trainer's build was stopped twice ({diagnostics}): raise \
+             limits.build_seconds in autoresearch.toml or lighten the machine's load, then \
+             continue with --resume"
+        ),
+        Build::Failed { diagnostics, .. } => {
+            bail!("the unmodified trainer does not build; fix it before a run:\n{diagnostics}")
+        }
+    }
+}
+
 pub(super) async fn with_repairs(
     s: &Session,
     w: &mut Worker,
@@ -30,38 +63,11 @@ pub(super) async fn with_repairs(
     let pending = &mut experiment.pending;
     w.progress.phase("building");
     let mut build = s.builder.trainer(&w.worktree, &s.cfg.target_dir).await?;
-    if let (
-        0,
-        Build::Failed {
-            diagnostics,
-            timed_out: true,
-        },
-    ) = (pending.seq, &build)
-    {
-        // The unmodified trainer built before it was committed: a loaded machine is the
-        // likelier cause, so it is built once more before the night ends for it.
-        w.progress.println(&format!(
-            "{}#0 the baseline's build was stopped ({diagnostics}); it builds once more",
-            w.name
-        ));
-        build = s.builder.trainer(&w.worktree, &s.cfg.target_dir).await?;
+    if pending.seq == 0 {
+        build = baseline(s, w, build).await?;
     }
     let mut repairs = 0;
-    while let Build::Failed {
-        diagnostics,
-        timed_out,
-    } = &build
-    {
-        if pending.seq == 0 && *timed_out {
-            bail!(
-                "the unmodified trainer's build was stopped twice ({diagnostics}): raise \
-                 limits.build_seconds in autoresearch.toml or lighten the machine's load, then \
-                 continue with --resume"
-            );
-        }
-        if pending.seq == 0 {
-            bail!("the unmodified trainer does not build; fix it before a run:\n{diagnostics}");
-        }
+    while let Build::Failed { diagnostics, .. } = &build {
         w.progress.println(&format!(
             "{}#{} build failed:\n{}",
             w.name,
