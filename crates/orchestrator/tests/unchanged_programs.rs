@@ -208,23 +208,7 @@ fn a_best_judged_non_causal_on_a_re_run_loses_its_keep() {
             ],
         ),
     ]));
-    let out = standin
-        .command(&[
-            "--agent",
-            "openai",
-            "--model",
-            "scripted",
-            "--tag",
-            TAG,
-            "--time-budget",
-            "1",
-            "--max-experiments",
-            "4",
-        ])
-        .env("OPENAI_BASE_URL", &server.base_url)
-        .env("OPENAI_API_KEY", "sk-unused")
-        .output()
-        .unwrap();
+    let out = standin.run_with_llm(&server.base_url, TAG, 4);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
 

@@ -1,0 +1,46 @@
+//! The protected evaluator's jail holds the model it runs to the limits the trainer has, through
+//! the real loop on the stand-in trainer of `common/standin.rs` with a scripted agent (see
+//! `common::llm`); the real evaluator meets the same attack in `scoring_attacks.rs`.
+//!
+//! - `a_model_that_fills_the_evaluators_memory_is_a_crash_that_says_so`: the change exports a
+//!   model that takes 2 GiB while it is scored, with `limits.memory_gib` 1: the evaluator's own
+//!   control group stops it, the record says "the protected evaluation: out of memory (limit
+//!   1.0 GiB)", and the night goes on.
+
+mod common;
+#[path = "common/standin.rs"]
+mod standin;
+
+use common::llm::{Script, Server, edit, finish, record};
+use standin::Standin;
+
+#[test]
+fn a_model_that_fills_the_evaluators_memory_is_a_crash_that_says_so() {
+    let standin = Standin::new();
+    standin.settings("noise_seeds = 1\n\n[limits]\nmemory_gib = 1\n");
+    let model_text = r#"format!("standin-model 1\nbpb {bpb:.9}\nseed {seed}\n")"#;
+    let hog = r#"format!("standin-model 1\nbpb {bpb:.9}\nseed {seed}\nhog {}\n", 2usize << 30)"#;
+    let score = "    1.0 + bowl(k.lr, lr, 0.02)";
+    let server = Server::start(Script::new([
+        (
+            1,
+            vec![edit(model_text, hog), finish("a model that fills memory")],
+        ),
+        (
+            2,
+            vec![edit(score, "    0.99 + bowl(k.lr, lr, 0.02)"), finish("a better one")],
+        ),
+    ]));
+    let out = standin.run_with_llm(&server.base_url, "e", 3);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let records = standin.records("e");
+    let hog = record(&records, 1);
+    assert_eq!(hog["status"], "crash", "{hog:#}");
+    assert_eq!(
+        hog["reason"], "the protected evaluation: out of memory (limit 1.0 GiB)",
+        "{hog:#}"
+    );
+    // The night went on.
+    assert_eq!(record(&records, 2)["status"], "keep");
+}
