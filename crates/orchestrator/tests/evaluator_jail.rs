@@ -17,18 +17,37 @@ use standin::Standin;
 #[test]
 fn a_model_that_fills_the_evaluators_memory_is_a_crash_that_says_so() {
     let standin = Standin::new();
-    standin.settings("noise_seeds = 1\n\n[limits]\nmemory_gib = 1\n");
+    // A baseline whose scoring takes 4 s, as a real one does: the evaluation's limit follows it,
+    // and leaves the kernel time to find the hog on a loaded machine (7.6 s for 2 GiB against
+    // 1 GiB, measured beside other work on 2 cores).
+    let main_rs = standin.repo.join("crates/train/src/main.rs");
     let model_text = r#"format!("standin-model 1\nbpb {bpb:.9}\nseed {seed}\n")"#;
-    let hog = r#"format!("standin-model 1\nbpb {bpb:.9}\nseed {seed}\nhog {}\n", 2usize << 30)"#;
+    let slow = r#"format!("standin-model 1\nbpb {bpb:.9}\nseed {seed}\nscoring_seconds 4\n")"#;
+    let source = std::fs::read_to_string(&main_rs).unwrap();
+    assert!(source.contains(model_text));
+    std::fs::write(&main_rs, source.replace(model_text, slow)).unwrap();
+    standin.git(&[
+        "commit",
+        "--quiet",
+        "-am",
+        "a baseline whose scoring takes 4 s",
+    ]);
+    standin.settings("noise_seeds = 1\n\n[limits]\nmemory_gib = 1\n");
+    // Two lines: a change of lines that all name the seed would be refused as a reseed.
+    let hog = "let hog = 2usize << 30;\n    \
+               format!(\"standin-model 1\\nbpb {bpb:.9}\\nseed {seed}\\nscoring_seconds 4\\nhog {hog}\\n\")";
     let score = "    1.0 + bowl(k.lr, lr, 0.02)";
     let server = Server::start(Script::new([
         (
             1,
-            vec![edit(model_text, hog), finish("a model that fills memory")],
+            vec![edit(slow, hog), finish("a model that fills memory")],
         ),
         (
             2,
-            vec![edit(score, "    0.99 + bowl(k.lr, lr, 0.02)"), finish("a better one")],
+            vec![
+                edit(score, "    0.99 + bowl(k.lr, lr, 0.02)"),
+                finish("a better one"),
+            ],
         ),
     ]));
     let out = standin.run_with_llm(&server.base_url, "e", 3);
