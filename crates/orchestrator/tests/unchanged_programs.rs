@@ -16,8 +16,8 @@
 //!   keep.
 //!
 //! The failing runs are told apart by their export directory (`export-<seq>.<run>`), which the
-//! trainer sees with the sandbox off; the slow build by a marker it leaves in the target
-//! directory, the one thing a build's jail keeps.
+//! trainer sees with the sandbox off; the slow build by the runs its build script counts in the
+//! target directory, the one thing a build's jail keeps.
 
 mod common;
 #[path = "common/standin.rs"]
@@ -128,17 +128,18 @@ fn a_baseline_that_fails_twice_ends_the_night_with_a_clear_message() {
     }
 }
 
-/// A build script that sleeps past any build limit the first time it runs for the trainers'
-/// target directory, leaving a marker there that makes every later run return at once.
+/// A build script that sleeps past any build limit the second time it runs: the evaluator's
+/// build at start runs it first, the baseline's build again (its sources are touched before
+/// it), the baseline's second build a third time. It counts its runs in the target directory.
 const SLOW_ONCE: &str = r#"fn main() {
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR").unwrap());
-    // <target>/release/build/train-<hash>/out: the marker goes in <target>/release.
-    let marker = out.ancestors().nth(3).unwrap().join("slow-build-once");
-    if out.to_string_lossy().contains("-evaluator") || marker.exists() {
-        return;
+    // <target>/release/build/train-<hash>/out: the count goes in <target>/release.
+    let count = out.ancestors().nth(3).unwrap().join("build-script-runs");
+    let runs = std::fs::read_to_string(&count).unwrap_or_default().len();
+    std::fs::write(&count, "x".repeat(runs + 1)).unwrap();
+    if runs == 1 {
+        std::thread::sleep(std::time::Duration::from_secs(600));
     }
-    std::fs::write(&marker, "").unwrap();
-    std::thread::sleep(std::time::Duration::from_secs(600));
 }
 "#;
 
@@ -166,7 +167,9 @@ fn a_baseline_build_stopped_at_its_limit_builds_once_more() {
         ),
         "{stderr}"
     );
-    assert!(standin.target.join("release/slow-build-once").exists());
+    let runs = std::fs::read_to_string(standin.target.join("release/build-script-runs")).unwrap();
+    // The evaluator's build, the stopped one, the one after it (and the rule tests' builds).
+    assert!(runs.len() >= 3, "{runs}");
     assert_eq!(record(&standin.records(TAG), 0)["status"], "keep");
 }
 
