@@ -19,8 +19,8 @@ use crate::ledger::Ledger;
 pub fn open(cfg: &Config, ledger: &Ledger, workers: usize) -> Result<Vec<PathBuf>> {
     let checkout = Git::new(&cfg.repo);
     let branch = cfg.branch();
-    let dirs: Vec<PathBuf> = (0..workers).map(|k| dir(cfg, k)).collect();
-    if cfg.resume {
+    let dirs: Vec<PathBuf> = (0..workers).map(|k| cfg.run_dir.worktree(k)).collect();
+    if cfg.settings.resume {
         if !checkout.branch_exists(&branch) {
             bail!("there is no branch {branch} to resume; start it without --resume");
         }
@@ -66,14 +66,6 @@ pub fn open(cfg: &Config, ledger: &Ledger, workers: usize) -> Result<Vec<PathBuf
         add(&checkout, dir, &branch)?;
     }
     Ok(dirs)
-}
-
-/// Worker `k`'s worktree.
-fn dir(cfg: &Config, k: usize) -> PathBuf {
-    match k {
-        0 => cfg.run_dir().join("worktree"),
-        k => cfg.run_dir().join("workers").join(k.to_string()),
-    }
 }
 
 fn add(checkout: &Git, dir: &Path, branch: &str) -> Result<()> {

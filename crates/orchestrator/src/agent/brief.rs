@@ -56,7 +56,7 @@ pub fn brief(
         .filter(|r| r.status == Status::Crash)
         .take(FAILURES)
         .map(|r| {
-            let log = std::fs::read_to_string(ledger.log_path(r.seq)).unwrap_or_default();
+            let log = std::fs::read_to_string(ledger.dir().log(r.seq, 0)).unwrap_or_default();
             format!("#{}:\n{}", r.seq, tail(&log, FAILURE_LOG_LINES))
         })
         .collect();
@@ -173,6 +173,7 @@ pub fn history(records: &[Record], noise: Option<Noise>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::run_dir::RunDir;
 
     fn record(seq: u64, status: Status, val: Option<f64>, delta: Option<f64>) -> Record {
         Record {
@@ -206,7 +207,7 @@ mod tests {
     }
 
     fn noise() -> Option<Noise> {
-        ledger::noise_floor(&records())
+        crate::decide::noise_floor(&records())
     }
 
     #[test]
@@ -269,7 +270,7 @@ mod tests {
     #[test]
     fn the_brief_names_the_configuration_that_runs_and_the_rule_once() {
         let dir = tempfile::tempdir().unwrap();
-        let mut ledger = Ledger::open(&dir.path().join("run")).unwrap();
+        let mut ledger = Ledger::open(&RunDir::at(&dir.path().join("run"))).unwrap();
         for r in records() {
             ledger.append(r).unwrap();
         }
@@ -298,7 +299,7 @@ mod tests {
     #[test]
     fn a_brief_too_long_is_cut_with_notes_the_source_first_kept() {
         let dir = tempfile::tempdir().unwrap();
-        let mut ledger = Ledger::open(&dir.path().join("run")).unwrap();
+        let mut ledger = Ledger::open(&RunDir::at(&dir.path().join("run"))).unwrap();
         for r in records() {
             ledger.append(r).unwrap();
         }

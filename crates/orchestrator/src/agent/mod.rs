@@ -2,6 +2,7 @@
 //! offline search. Both edit the working tree through `tools::Workspace`.
 
 mod brief;
+mod calls;
 mod endpoint;
 mod offline;
 mod openai;
@@ -18,6 +19,7 @@ use prepare::Profile;
 
 use crate::cargo_build::Builder;
 use crate::config::{AgentKind, Config};
+use crate::cost::Tokens;
 use crate::tools::Workspace;
 
 /// One proposed change, already applied to the working tree.
@@ -25,7 +27,7 @@ pub struct Proposal {
     /// One line for the logs and the commit message; why, when it is not finished.
     pub description: String,
     /// LLM tokens spent on it.
-    pub tokens: u64,
+    pub tokens: Tokens,
     /// The agent called it done. An unfinished one (the LLM stopped calling tools, ran out of
     /// rounds or time, or its endpoint failed) is recorded as such and not run.
     pub finished: bool,
@@ -43,8 +45,8 @@ impl Agent {
     pub fn new(cfg: &Config, builder: &Builder) -> Result<Agent> {
         Ok(match cfg.agent {
             AgentKind::Offline => Agent::Offline(Arc::new(Mutex::new(OfflineAgent::new(
-                cfg.run_dir().join("offline_agent.json"),
-                cfg.seed,
+                cfg.run_dir.offline_agent(),
+                cfg.settings.seed(),
                 cfg.device,
             )?))),
             AgentKind::Openai => Agent::OpenAi(Box::new(OpenAiAgent::new(cfg, builder.clone()))),

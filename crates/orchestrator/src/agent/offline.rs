@@ -12,6 +12,7 @@ use prepare::rng::SplitMix64;
 use serde::{Deserialize, Serialize};
 
 use super::{Proposal, device_prefixes};
+use crate::cost::Tokens;
 use crate::tools::Workspace;
 
 const SOURCE: &str = "crates/train/src/main.rs";
@@ -140,7 +141,7 @@ impl OfflineAgent {
             self.save()?;
             return Ok(Proposal {
                 description: description.join(", "),
-                tokens: 0,
+                tokens: Tokens::default(),
                 finished: true,
             });
         }

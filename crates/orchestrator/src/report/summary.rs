@@ -3,7 +3,10 @@
 
 use serde::Serialize;
 
-use crate::ledger::{Printed, Record, Status, best, noise_floor, tally};
+use crate::confirm::records::Confirmation;
+use crate::cost::Tokens;
+use crate::decide::noise_floor;
+use crate::ledger::{Printed, Record, Status, best, tally};
 
 #[derive(Debug, Serialize)]
 pub struct Summary {
@@ -36,6 +39,12 @@ pub struct Summary {
     /// The agent's time to propose changes.
     pub think_seconds: f64,
     pub agent_tokens: u64,
+    /// The agent's tokens read and written.
+    pub agent_usage: Tokens,
+    /// What they cost in USD, the records whose price was known; None when none was.
+    pub cost_usd: Option<f64>,
+    /// The latest confirmation of the best (`orchestrator confirm`), when there is one.
+    pub confirm: Option<Confirmation>,
     /// Every keep with its validation and holdout (test split) scores side by side.
     pub holdout: Vec<HoldoutRow>,
     /// The records' warnings for people, as "#seq: warning".
@@ -67,7 +76,7 @@ pub struct HoldoutRow {
 }
 
 /// The best's val_bpb after each record, the latest keep's (None until the first scored keep).
-pub(super) fn running_best(records: &[Record]) -> Vec<Option<f64>> {
+pub(crate) fn running_best(records: &[Record]) -> Vec<Option<f64>> {
     let mut best: Option<f64> = None;
     records
         .iter()
@@ -80,7 +89,35 @@ pub(super) fn running_best(records: &[Record]) -> Vec<Option<f64>> {
         .collect()
 }
 
+/// The noise floor in force at each record: the latest one recorded so far.
+pub(crate) fn running_sigma(records: &[Record]) -> Vec<Option<f64>> {
+    let mut sigma = None;
+    records
+        .iter()
+        .map(|r| {
+            sigma = r.sigma.or(sigma);
+            sigma
+        })
+        .collect()
+}
+
+/// A record's training seconds, what the trainer counted: its run_seconds spans its whole run
+/// phase (every trial's start-up, training and evaluation, the best's re-runs beside it
+/// included, and the holdout).
+fn training_seconds(r: &Record) -> f64 {
+    if r.trials.is_empty() {
+        r.result
+            .as_ref()
+            .and_then(Printed::line)
+            .map_or(0.0, |line| line.training_seconds)
+    } else {
+        let trials = r.trials.iter().chain(&r.best_trials);
+        trials.map(|t| t.training_seconds).sum()
+    }
+}
+
 pub fn summarize(tag: &str, records: &[Record]) -> Summary {
+    let (agent_usage, cost_usd) = cost(records);
     let tally = tally(records);
     let changes = records.iter().filter(|r| r.seq > 0).count();
     let baseline_bpb = records.iter().find(|r| r.seq == 0).and_then(|r| r.val_bpb);
@@ -93,24 +130,7 @@ pub fn summarize(tag: &str, records: &[Record]) -> Summary {
     let kept = kept_changes(records);
     let holdout = holdout_rows(records);
 
-    // A record's run_seconds spans its whole run phase: every trial's start-up, training and
-    // evaluation (the best's re-runs beside it included), and the holdout; its training share
-    // is what the trainer counted.
-    let training = |r: &Record| {
-        if r.trials.is_empty() {
-            r.result
-                .as_ref()
-                .and_then(Printed::line)
-                .map_or(0.0, |line| line.training_seconds)
-        } else {
-            r.trials
-                .iter()
-                .chain(&r.best_trials)
-                .map(|t| t.training_seconds)
-                .sum()
-        }
-    };
-    let training_seconds: f64 = records.iter().map(training).sum();
+    let training_seconds: f64 = records.iter().map(training_seconds).sum();
     let spent: f64 = records
         .iter()
         .map(|r| r.build_seconds + r.run_seconds)
@@ -137,6 +157,9 @@ pub fn summarize(tag: &str, records: &[Record]) -> Summary {
         eval_seconds: records.iter().map(|r| r.eval_seconds).sum(),
         think_seconds: records.iter().map(|r| r.think_seconds).sum(),
         agent_tokens: records.iter().map(|r| r.agent_tokens).sum(),
+        agent_usage,
+        cost_usd,
+        confirm: None,
         holdout,
         warnings: records
             .iter()
@@ -148,7 +171,6 @@ pub fn summarize(tag: &str, records: &[Record]) -> Summary {
 impl Summary {
     /// The summary for people.
     pub fn text(&self) -> String {
-        let bpb = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.6}"));
         let mut out = format!(
             "run {}: {} experiments (the baseline and {} changes)\n",
             self.tag,
@@ -184,7 +206,22 @@ impl Summary {
             duration(self.think_seconds),
             self.agent_tokens
         );
+        out += &self.cost_line();
+        out += &self.kept_text();
+        out += &self.holdout_text();
+        out += &self.confirm_text();
+        if !self.warnings.is_empty() {
+            out += "\nwarnings:\n";
+            for w in &self.warnings {
+                out += &format!("  {w}\n");
+            }
+        }
+        out
+    }
 
+    /// The kept changes, largest gain first.
+    fn kept_text(&self) -> String {
+        let mut out = String::new();
         if !self.kept.is_empty() {
             out += "\nkept changes, largest gain first:\n";
             for k in &self.kept {
@@ -205,7 +242,12 @@ impl Summary {
             }
         }
 
-        out += "\nholdout: each keep on the validation and the test split\n";
+        out
+    }
+
+    /// Each keep's scores on the validation and the test split.
+    fn holdout_text(&self) -> String {
+        let mut out = String::from("\nholdout: each keep on the validation and the test split\n");
         out += "  seq    val_bpb   test_bpb\n";
         for h in &self.holdout {
             out += &format!(
@@ -221,15 +263,47 @@ impl Summary {
                 h.description
             );
         }
-
-        if !self.warnings.is_empty() {
-            out += "\nwarnings:\n";
-            for w in &self.warnings {
-                out += &format!("  {w}\n");
-            }
-        }
         out
     }
+}
+
+impl Summary {
+    fn cost_line(&self) -> String {
+        self.cost_usd.map_or(String::new(), |cost| {
+            format!(
+                "  LLM cost: ${cost:.4} ({} tokens in, {} out)\n",
+                self.agent_usage.input, self.agent_usage.output
+            )
+        })
+    }
+
+    fn confirm_text(&self) -> String {
+        match &self.confirm {
+            Some(confirm) => format!("\n{}", confirm.text()),
+            None if self.kept.is_empty() => String::new(),
+            None => "\nnot confirmed: `confirm --ablate` re-checks the kept changes with fresh \
+                     seeds\n"
+                .into(),
+        }
+    }
+}
+
+/// The agent's tokens in all, and their cost where the price was known (None where it never was).
+fn cost(records: &[Record]) -> (Tokens, Option<f64>) {
+    let mut tokens = Tokens::default();
+    for r in records {
+        tokens += r.agent_usage;
+    }
+    let usd = records
+        .iter()
+        .filter_map(|r| r.cost_usd)
+        .reduce(|a, b| a + b);
+    (tokens, usd)
+}
+
+/// A score as the summary shows it, `-` for none.
+fn bpb(v: Option<f64>) -> String {
+    v.map_or("-".into(), |v| format!("{v:.6}"))
 }
 
 fn duration(seconds: f64) -> String {

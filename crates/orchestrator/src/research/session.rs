@@ -3,7 +3,7 @@
 //! it (or checked against the pins of the run's first record), the agent and the executor, and
 //! the facts every phase shares: the budget, resolved here once, and the hard limits.
 
-use std::cell::{Ref, RefCell, RefMut};
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::PathBuf;
 
@@ -11,20 +11,21 @@ use anyhow::{Result, bail};
 use prepare::Profile;
 use tokio::sync::Notify;
 
+use super::watch::{self, Watch};
 use crate::Stop;
 use crate::agent::Agent;
 use crate::cargo_build::{self, Builder};
 use crate::config::{AgentKind, Config, ExecutorKind};
-use crate::decide::Noise;
-use crate::executor::{Executor, Limits, Local, Slurm};
+use crate::decide::{self, Noise};
+use crate::executor::{Executor, Limits};
 use crate::git::{EDITABLE, Git};
-use crate::ledger::{self, Ledger, Pending, Pins};
+use crate::ledger::{self, Ledger, Pending, Pendings, Pins, Record};
+use crate::notify::{End, Notifier};
 use crate::program::Program;
 use crate::progress::Progress;
 use crate::sandbox::Sandbox;
-use crate::scoring::Evaluator;
 use crate::tools::Workspace;
-use crate::{setup, worktree};
+use crate::{rig, setup, worktree};
 
 pub(super) struct Session {
     pub cfg: Config,
@@ -38,8 +39,16 @@ pub(super) struct Session {
     pub pins: Pins,
     pub executor: Box<dyn Executor>,
     pub progress: Progress,
-    /// What the workers share and change. Never borrowed across an `.await`: the workers are
-    /// futures of one task, and another one runs at every await.
+    /// Where the alerts go, and what they and the cost cap watch.
+    pub notifier: Notifier,
+    pub watch: Watch,
+    /// Ctrl-C, which every worker's clone of it watches.
+    pub stop: Stop,
+    /// The experiments under way, on disk.
+    pub pendings: Pendings,
+    /// What the workers share and change, lent only to the closures of [`Session::read`] and
+    /// [`Session::update`]: a borrow cannot outlive them, so none is held across an `.await`
+    /// (the workers are futures of one task, and another one runs at every await).
     state: RefCell<State>,
     /// Told of every record, for the workers waiting for the baseline's.
     recorded: Notify,
@@ -76,7 +85,14 @@ pub(super) struct Worker {
     pub stop: Stop,
     /// `[w3] ` with several workers, else nothing.
     pub name: String,
+    pub turn: Turn,
 }
+
+/// A worker's turn at the state the workers share: lent to [`Session::read`], and mutably to
+/// [`Session::update`], so that the compiler refuses a read or an update inside an update (which
+/// the `RefCell` would refuse at run time, in the middle of a night). One per worker; only
+/// [`Session::start`] makes them.
+pub(super) struct Turn(());
 
 /// What a worker does next.
 pub(super) enum Next {
@@ -91,91 +107,45 @@ pub(super) enum Next {
 }
 
 impl Session {
-    pub async fn start(cfg: Config) -> Result<(Session, Vec<Worker>)> {
+    /// The session of `cfg`'s night, which shows `progress` and tells `notifier` what happens.
+    pub async fn start(
+        cfg: Config,
+        progress: Progress,
+        notifier: Notifier,
+    ) -> Result<(Session, Vec<Worker>)> {
         let data = setup::ensure_ready(&cfg)?;
-        let budget = cfg.time_budget.unwrap_or(data.contract().time_budget_s);
-        let ledger = Ledger::open(&cfg.run_dir())?;
-        let libtorch = libtorch(&cfg);
-        let readable = [cfg.data_dir.as_path(), &cfg.run_dir()];
-        let sandbox = Sandbox::detect(cfg.sandbox, &libtorch, cfg.resources, &readable)?;
-        let worktrees = worktree::open(&cfg, &ledger, cfg.workers)?;
+        let budget = cfg
+            .settings
+            .time_budget
+            .unwrap_or(data.contract().time_budget_s);
+        let ledger = Ledger::open(&cfg.run_dir)?;
+        let builder = rig::builder(&cfg)?;
+        let worktrees = worktree::open(&cfg, &ledger, cfg.settings.workers())?;
         let git = Git::new(&worktrees[0]);
-        let pendings = ledger.pendings()?;
+        let pendings = Pendings::new(&cfg.run_dir).all()?;
         let base = base_commit(&git, &ledger, &pendings)?;
         cargo_build::fetch(&worktrees[0]).await?;
-        let builder = Builder::new(sandbox.clone(), libtorch);
         // First: a wrong key or model stops the run before anything is built.
         let mut agent = Agent::new(&cfg, &builder)?;
         agent.connect().await?;
-        let first = ledger.records.first();
-        if first.is_some_and(|r| r.pins.is_none()) {
-            eprintln!(
-                "note: this run's first record pins no evaluator or data hashes (it predates \
-                 them); they are not checked on this resume"
-            );
-        }
-        // Built before the agent changes anything, from files checked to be the base commit's.
-        let evaluator = Evaluator::open(
-            &cfg,
-            &builder,
-            &worktrees[0],
-            first.and_then(|r| r.pins.as_ref()),
-        )
-        .await?;
-        let pins = evaluator.pins();
-        let executor: Box<dyn Executor> = match cfg.executor {
-            ExecutorKind::Local => Box::new(Local::new(evaluator, &cfg, sandbox.clone())?),
-            ExecutorKind::Slurm => Box::new(Slurm::new(evaluator, &cfg, sandbox.clone()).await?),
-        };
+        let pinned = ledger.records.first().map(|r| r.pins.clone());
+        let (executor, pins) = rig::executor(&cfg, &builder, &worktrees[0], pinned).await?;
         let baseline = ledger.records.iter().find(|r| r.seq == 0);
-        let limits = cfg.limits(budget, baseline.map_or(&[], |r| &r.trials));
-        announce(&cfg, budget, limits, data.contract_hash(), &sandbox);
-        let progress = Progress::new();
+        let baseline = baseline.map_or(&[][..], |r| &r.trials);
+        let limits = Limits::measured(budget, cfg.settings.grace(), baseline);
+        announce(&cfg, budget, limits, data.contract_hash(), &builder.sandbox);
         let stop = Stop::on_ctrl_c();
-        let several = worktrees.len() > 1;
-        let workers = worktrees
-            .into_iter()
-            .enumerate()
-            .map(|(k, worktree)| Worker {
-                git: Git::new(&worktree),
-                ws: Workspace::new(&worktree),
-                agent: agent.for_another_worker(),
-                progress: if several {
-                    progress.another()
-                } else {
-                    progress.clone()
-                },
-                gpu: cfg.gpus.get(k).cloned(),
-                stop: stop.clone(),
-                name: if several {
-                    format!("[w{k}] ")
-                } else {
-                    String::new()
-                },
-                worktree,
-            })
-            .collect();
-        let highest = pendings.iter().map(|p| p.seq + 1).max().unwrap_or(0);
-        let next_seq = ledger.next_seq().max(highest);
-        let used: BTreeSet<u64> = ledger
-            .records
-            .iter()
-            .map(|r| r.seq)
-            .chain(pendings.iter().map(|p| p.seq))
-            .collect();
-        let state = State {
-            // The person's file, in the person's checkout.
-            program: Program::watch(&cfg.repo.join("program.md"), &progress),
-            empty_proposals: 0,
-            queue: pendings.into_iter().map(Next::Resume).collect(),
-            running: BTreeMap::new(),
-            run_seconds: BTreeMap::new(),
-            free: (0..next_seq).filter(|n| !used.contains(n)).collect(),
-            next_seq,
-            ledger,
-        };
+        let workers = workers(&cfg, worktrees, &agent, &progress, &stop);
+        let watch = Watch::new(&cfg.costs, &ledger.records, &pendings);
+        // The person's file, in the person's checkout.
+        let program = Program::watch(&cfg.repo.join("program.md"), &progress);
+        let state = State::new(ledger, pendings, program);
         let session = Session {
             progress,
+            notifier,
+            watch,
+            stop,
+            pendings: Pendings::new(&cfg.run_dir),
             base,
             budget,
             builder,
@@ -188,12 +158,20 @@ impl Session {
         Ok((session, workers))
     }
 
-    pub fn state(&self) -> RefMut<'_, State> {
-        self.state.borrow_mut()
+    /// What `f` reads of the shared state; `f` cannot await, nor reach the state again.
+    pub fn read<T>(&self, _turn: &Turn, f: impl FnOnce(&State) -> T) -> T {
+        f(&self.state.borrow())
     }
 
-    pub fn ledger(&self) -> Ref<'_, Ledger> {
-        Ref::map(self.state.borrow(), |s| &s.ledger)
+    /// What `f` changes of the shared state, at once; `f` cannot await, nor reach the state
+    /// again.
+    pub fn update<T>(&self, _turn: &mut Turn, f: impl FnOnce(&mut State) -> T) -> T {
+        f(&mut self.state.borrow_mut())
+    }
+
+    /// The best kept record now.
+    pub fn best(&self, turn: &Turn) -> Option<Record> {
+        self.read(turn, |state| state.ledger.best().cloned())
     }
 
     /// What `worker` does next; None once the run is to stop. Until the baseline is recorded
@@ -204,13 +182,16 @@ impl Session {
                 return None;
             }
             {
-                let mut state = self.state();
+                let mut state = self.state.borrow_mut();
                 if let Some(next) = state.queue.pop_front() {
                     return Some(next);
                 }
                 let baseline_running = state.ledger.best().is_none() && state.next_seq > 0;
+                if !baseline_running && !self.cost_allows() {
+                    return None;
+                }
                 if !baseline_running {
-                    let seq = state.allocate(self.cfg.max_experiments)?;
+                    let seq = state.allocate(self.cfg.settings.max_experiments)?;
                     let next = if seq == 0 {
                         Next::Baseline
                     } else {
@@ -218,7 +199,7 @@ impl Session {
                     };
                     worker
                         .progress
-                        .set_context(self.context(&state, seq, worker));
+                        .set_context(self.context(&state, seq, &worker.name));
                     return Some(next);
                 }
             }
@@ -238,42 +219,74 @@ impl Session {
 
     /// The hard limits of a run now: measured from the baseline's runs once they are recorded
     /// (they are in its record, so a `--resume` finds them again).
-    pub fn limits(&self) -> Limits {
-        let ledger = self.ledger();
-        let baseline = ledger.records.iter().find(|r| r.seq == 0);
-        self.cfg
-            .limits(self.budget, baseline.map_or(&[], |r| &r.trials))
+    pub fn limits(&self, turn: &Turn) -> Limits {
+        self.read(turn, |state| {
+            let baseline = state.ledger.records.iter().find(|r| r.seq == 0);
+            let baseline = baseline.map_or(&[][..], |r| &r.trials);
+            Limits::measured(self.budget, self.cfg.settings.grace(), baseline)
+        })
     }
 
     /// The noise floor the decisions use now.
-    pub fn noise(&self) -> Option<Noise> {
-        ledger::noise_in_force(&self.ledger().records, self.cfg.noise_sigma)
+    pub fn noise(&self, turn: &Turn) -> Option<Noise> {
+        self.read(turn, |state| {
+            decide::noise_in_force(&state.ledger.records, self.cfg.settings.noise_sigma)
+        })
     }
 
-    pub fn stopped(&self) {
+    /// How the night ended, said on the console.
+    pub fn stopped(&self) -> End {
         self.progress.println(&format!(
             "stopped; results in {}",
-            self.cfg.run_dir().join("results.tsv").display()
+            self.cfg.run_dir.results_tsv().display()
         ));
+        match (self.stop.requested(), self.watch.capped()) {
+            (true, _) => End::Stopped,
+            (false, true) => End::CostCap,
+            (false, false) => End::Finished,
+        }
     }
 
-    /// Experiment number, best, noise and tallies, shown with every phase.
-    pub fn context(&self, state: &State, seq: u64, worker: &Worker) -> String {
+    /// Experiment number, best, noise and tallies, shown with every phase of worker `name`.
+    pub fn context(&self, state: &State, seq: u64, name: &str) -> String {
         let records = &state.ledger.records;
         let tally = ledger::tally(records);
         let best = ledger::best(records)
             .and_then(|b| b.val_bpb)
             .map_or("-".into(), |b| format!("{b:.6}"));
-        let sigma = ledger::noise_in_force(records, self.cfg.noise_sigma)
+        let sigma = decide::noise_in_force(records, self.cfg.settings.noise_sigma)
             .map_or(String::new(), |n| format!(" (sigma {:.6})", n.sigma));
         format!(
-            "{}#{seq} best {best}{sigma} | {} keep {} discard {} crash",
-            worker.name, tally.keeps, tally.discards, tally.crashes
+            "{name}#{seq} best {best}{sigma} | {} keep {} discard {} crash",
+            tally.keeps, tally.discards, tally.crashes
         )
     }
 }
 
 impl State {
+    /// The shared state of a run whose records are `ledger`, with the experiments `pendings`
+    /// interrupted by a stop or a kill queued to run first.
+    fn new(ledger: Ledger, pendings: Vec<Pending>, program: Program) -> State {
+        let highest = pendings.iter().map(|p| p.seq + 1).max().unwrap_or(0);
+        let next_seq = ledger.next_seq().max(highest);
+        let used: BTreeSet<u64> = ledger
+            .records
+            .iter()
+            .map(|r| r.seq)
+            .chain(pendings.iter().map(|p| p.seq))
+            .collect();
+        State {
+            program,
+            empty_proposals: 0,
+            queue: pendings.into_iter().map(Next::Resume).collect(),
+            running: BTreeMap::new(),
+            run_seconds: BTreeMap::new(),
+            free: (0..next_seq).filter(|n| !used.contains(n)).collect(),
+            next_seq,
+            ledger,
+        }
+    }
+
     /// A number for a new experiment, or None when `max` experiments have had theirs.
     pub fn allocate(&mut self, max: Option<u64>) -> Option<u64> {
         if let Some(seq) = self.free.pop_first() {
@@ -291,9 +304,23 @@ impl State {
         self.free.insert(seq);
     }
 
-    /// A re-applied change waits for the next free worker.
+    /// A re-applied change waits for the next free worker, and counts as running.
     pub fn enqueue(&mut self, reapplied: Pending) {
+        let running = reapplied.description.clone();
+        self.running.insert(reapplied.seq, running);
         self.queue.push_back(Next::Reapplied(reapplied));
+    }
+
+    /// Appends `record`: its experiment is no longer under way, and the kept trainers of
+    /// commits that are no longer the best go. The record as appended.
+    pub fn record(&mut self, pendings: &Pendings, record: Record) -> Result<Record> {
+        let seq = record.seq;
+        self.ledger.append(record)?;
+        pendings.clear(seq)?;
+        self.ledger.prune_best_binaries()?;
+        self.running.remove(&seq);
+        self.run_seconds.remove(&seq);
+        Ok(self.ledger.records.last().expect("just appended").clone())
     }
 }
 
@@ -304,12 +331,38 @@ impl Worker {
     }
 }
 
-/// The libtorch the builds link: `LIBTORCH`, else the checkout's `.libtorch` (a link, kept as one:
-/// the path is part of cargo's fingerprint of libtorch's bindings).
-fn libtorch(cfg: &Config) -> PathBuf {
-    let path =
-        std::env::var_os("LIBTORCH").map_or_else(|| cfg.repo.join(".libtorch"), PathBuf::from);
-    std::path::absolute(&path).unwrap_or(path)
+/// One worker per worktree, each with its own agent, status line and GPU.
+fn workers(
+    cfg: &Config,
+    worktrees: Vec<PathBuf>,
+    agent: &Agent,
+    progress: &Progress,
+    stop: &Stop,
+) -> Vec<Worker> {
+    let several = worktrees.len() > 1;
+    worktrees
+        .into_iter()
+        .enumerate()
+        .map(|(k, worktree)| Worker {
+            git: Git::new(&worktree),
+            ws: Workspace::new(&worktree),
+            agent: agent.for_another_worker(),
+            progress: if several {
+                progress.another()
+            } else {
+                progress.clone()
+            },
+            gpu: cfg.gpus.get(k).cloned(),
+            stop: stop.clone(),
+            name: if several {
+                format!("[w{k}] ")
+            } else {
+                String::new()
+            },
+            worktree,
+            turn: Turn(()),
+        })
+        .collect()
 }
 
 /// The baseline's commit (or the commit the first, interrupted experiment started from), after
@@ -337,14 +390,15 @@ fn announce(cfg: &Config, budget: f64, limits: Limits, contract: &str, sandbox: 
     let model = match cfg.agent {
         AgentKind::Openai => {
             let endpoint = cfg
+                .settings
                 .base_url
                 .as_deref()
                 .map_or("api.openai.com".into(), host);
-            format!(" | model {} at {endpoint}", cfg.model)
+            format!(" | model {} at {endpoint}", cfg.settings.model())
         }
         AgentKind::Offline => String::new(),
     };
-    let noise = match (cfg.noise_sigma, cfg.noise_seeds) {
+    let noise = match (cfg.settings.noise_sigma, cfg.settings.noise_seeds()) {
         (Some(sigma), _) => format!("sigma {sigma} as configured"),
         (None, 1) => "not measured (1 seed): any gain is kept".into(),
         (None, n) => format!("measured with {n} seeds"),
@@ -355,10 +409,10 @@ fn announce(cfg: &Config, budget: f64, limits: Limits, contract: &str, sandbox: 
         cfg.branch(),
         limits.train.as_secs_f64(),
         cfg.device.device(),
-        cfg.run_dir().display()
+        cfg.run_dir.path().display()
     );
-    if cfg.workers > 1 {
-        let placement = match (cfg.executor, cfg.device) {
+    if cfg.settings.workers() > 1 {
+        let placement = match (cfg.settings.executor(), cfg.device) {
             (ExecutorKind::Slurm, _) => "each trial a Slurm job".to_string(),
             (ExecutorKind::Local, Profile::Gpu) => format!("GPUs {}", cfg.gpus.join(",")),
             (ExecutorKind::Local, Profile::Cpu) => format!(
@@ -368,7 +422,10 @@ fn announce(cfg: &Config, budget: f64, limits: Limits, contract: &str, sandbox: 
                 std::thread::available_parallelism().map_or(1, |n| n.get())
             ),
         };
-        eprintln!("workers | {} experiments at once, {placement}", cfg.workers);
+        eprintln!(
+            "workers | {} experiments at once, {placement}",
+            cfg.settings.workers()
+        );
     }
     if sandbox.confined() {
         eprintln!("sandbox | {}", sandbox.support());
@@ -380,6 +437,7 @@ fn announce(cfg: &Config, budget: f64, limits: Limits, contract: &str, sandbox: 
             sandbox.support()
         );
     }
+    watch::announce(cfg);
     if cfg.agent == AgentKind::Offline {
         eprintln!(
             "offline agent: tuning the trainer's constants. For real research ideas connect an LLM: \
