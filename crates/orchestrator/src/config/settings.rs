@@ -92,6 +92,9 @@ pub struct Settings {
     /// Most of the training time that re-runs of ambiguous results may take.
     #[arg(skip)]
     pub rerun_share: Option<f64>,
+    /// Stop a change's run that is clearly worse than the best's runs were at the same point.
+    #[arg(skip)]
+    pub early_stop: Option<bool>,
     /// `off` runs the agent's code unconfined where the machine has no sandbox.
     #[arg(skip)]
     pub sandbox: Option<Mode>,
@@ -386,6 +389,10 @@ impl Settings {
 
     pub fn rerun_share(&self) -> f64 {
         self.rerun_share.unwrap_or(0.25)
+    }
+
+    pub fn early_stop(&self) -> bool {
+        self.early_stop.unwrap_or(true)
     }
 
     pub fn sandbox(&self) -> Mode {
