@@ -24,10 +24,19 @@ pub enum Build {
     Built {
         binary: PathBuf,
     },
-    /// Compiler errors as rustc renders them, for the agent to repair.
+    /// Compiler errors as rustc renders them, for the agent to repair, or why the build was
+    /// stopped.
     Failed {
         diagnostics: String,
+        /// Stopped at its time limit: a loaded machine may be the cause rather than the code.
+        timed_out: bool,
     },
+}
+
+/// Why cargo was stopped before it finished.
+struct Stopped {
+    why: String,
+    timed_out: bool,
 }
 
 /// Longer than the rule tests take on 2 cores (about 10 s), short enough not to buy training.
@@ -117,7 +126,7 @@ impl Builder {
         };
         let tests = match compiled {
             Build::Built { binary } => binary,
-            Build::Failed { diagnostics } => return Ok(Rules::Broken(diagnostics)),
+            Build::Failed { diagnostics, .. } => return Ok(Rules::Broken(diagnostics)),
         };
         let mut jail = self.sandbox.jail();
         let group = self.sandbox.group()?;
@@ -177,7 +186,7 @@ impl Builder {
         target_dir: &Path,
         args: &[&str],
         limit: u64,
-    ) -> Result<Result<Bounded, String>> {
+    ) -> Result<Result<Bounded, Stopped>> {
         std::fs::create_dir_all(target_dir)
             .with_context(|| format!("creating {}", target_dir.display()))?;
         let (cargo_home, rustup_home) = env::toolchain_homes();
@@ -212,13 +221,17 @@ impl Builder {
             .await
             .with_context(|| format!("running cargo {}", args[0].to_string_lossy()))?;
         if let Some(why) = group.as_ref().and_then(Group::exceeded) {
-            return Ok(Err(format!("the build: {why}")));
+            return Ok(Err(Stopped {
+                why: format!("the build: {why}"),
+                timed_out: false,
+            }));
         }
         Ok(match out.status {
             Some(_) => Ok(out),
-            None => Err(format!(
-                "build over {limit} s: stopped (limits.build_seconds)"
-            )),
+            None => Err(Stopped {
+                why: format!("build over {limit} s: stopped (limits.build_seconds)"),
+                timed_out: true,
+            }),
         })
     }
 }
@@ -260,12 +273,13 @@ fn own_copy(build: Build, to: &Path) -> Result<Build> {
 
 /// The executable cargo built for target `bin` (with `--message-format=json`), or the compiler's
 /// errors, or why the build was stopped.
-fn compiled(out: Result<Bounded, String>, bin: &str) -> Result<Build> {
+fn compiled(out: Result<Bounded, Stopped>, bin: &str) -> Result<Build> {
     let out = match out {
         Ok(out) => out,
-        Err(stopped) => {
+        Err(Stopped { why, timed_out }) => {
             return Ok(Build::Failed {
-                diagnostics: stopped,
+                diagnostics: why,
+                timed_out,
             });
         }
     };
@@ -290,6 +304,7 @@ fn compiled(out: Result<Bounded, String>, bin: &str) -> Result<Build> {
             }
             Ok(Build::Failed {
                 diagnostics: errors.join("\n"),
+                timed_out: false,
             })
         }
     }

@@ -19,7 +19,7 @@ use crate::cargo_build::{Build, Builder};
 use crate::config::Config;
 use crate::ledger::Pins;
 use crate::process::{Lines, libtorch};
-use crate::sandbox::{Sandbox, env};
+use crate::sandbox::{Group, Sandbox, env};
 
 /// What the evaluator says of one exported model on one split.
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -132,15 +132,26 @@ impl Evaluator {
         }
     }
 
-    /// Scores `model` on `split` under a hard time limit.
+    /// Scores `model` on `split` under a hard time limit, on `gpu` (the `CUDA_VISIBLE_DEVICES`
+    /// value of the worker whose trainer exported it) where the machine has GPUs.
     pub async fn score(
         &self,
         model: &Path,
         split: Split,
         limit: Duration,
+        gpu: Option<&str>,
     ) -> Result<Score, ScoreError> {
         self.check()?;
-        self.run(model, split, limit).await
+        let group = self.sandbox.group().map_err(|e| {
+            let why = format!("its control group: {e:#}");
+            Unscored::Evaluator(std::io::Error::other(why))
+        })?;
+        let score = self.run(model, split, limit, gpu, group.as_ref()).await;
+        // A limit the jail hit is the reason, whatever the evaluator made of it.
+        match group.as_ref().and_then(Group::exceeded) {
+            Some(why) => Err(Unscored::Limited { why }.into()),
+            None => score,
+        }
     }
 
     /// Whether the evaluator and the scored data still hash as they did at start: checked
@@ -161,9 +172,24 @@ impl Evaluator {
     /// The evaluator in its jail, scoring `model` on `split` and writing its verdict to
     /// descriptor `fd`: run here by [`Evaluator::score`], or written into a job's script by
     /// the Slurm executor, which runs it on a node. Of the data the jail holds only what scoring
-    /// `split` reads: the model never shares a jail with the other split.
-    pub fn command(&self, model: &Path, split: Split, fd: i32) -> tokio::process::Command {
+    /// `split` reads: the model never shares a jail with the other split. The jail gets only the
+    /// device nodes of `gpu`, where given, and runs in `group`, where there is one.
+    pub fn command(
+        &self,
+        model: &Path,
+        split: Split,
+        fd: i32,
+        gpu: Option<&str>,
+        group: Option<&Group>,
+    ) -> tokio::process::Command {
         let mut jail = self.sandbox.jail();
+        if let Some(group) = group {
+            jail.join(group);
+        }
+        if let Some(gpu) = gpu {
+            jail.env("CUDA_VISIBLE_DEVICES", gpu);
+            jail.gpus(gpu);
+        }
         let evaluator = jail.read_as(&self.binary, Path::new(JAIL_EVALUATOR));
         let model = jail.read_as(model, Path::new(JAIL_MODEL));
         let files = prepare::scored_files(split);
@@ -203,26 +229,24 @@ impl Evaluator {
     /// Runs the evaluator on `model`. Its verdict comes back through a pipe of its own, passed as
     /// `--result-fd`: the scored model runs inside the evaluator and may print to stdout, so a
     /// line there could be the model's forgery.
-    async fn run(&self, model: &Path, split: Split, limit: Duration) -> Result<Score, ScoreError> {
+    async fn run(
+        &self,
+        model: &Path,
+        split: Split,
+        limit: Duration,
+        gpu: Option<&str>,
+        group: Option<&Group>,
+    ) -> Result<Score, ScoreError> {
         let failed = |e: std::io::Error| ScoreError::from(Unscored::Evaluator(e));
         let (mut reader, writer) = std::io::pipe().map_err(failed)?;
         let fd = writer.as_raw_fd();
         exported(model)?;
-        let mut command = self.command(model, split, fd);
+        let mut command = self.command(model, split, fd, gpu, group);
         command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        // SAFETY: fcntl is async-signal-safe and touches only the child's copy of the descriptor,
-        // which std opened close-on-exec.
-        unsafe {
-            command.pre_exec(move || {
-                if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        inherit(&mut command, fd);
         let mut child = command.spawn().map_err(failed)?;
         // Only the child holds the write end now, so the read ends when it exits (or is killed
         // on a timeout, when the futures below are dropped). Bounded: the model runs inside the
@@ -262,6 +286,19 @@ impl Evaluator {
             Err(_) => return Err(Unscored::TimedOut { limit }.into()),
         };
         verdict_of(&verdict.map_err(failed)?, status, &stderr)
+    }
+}
+
+/// Lets the child of `command` inherit descriptor `fd`, which std opened close-on-exec.
+fn inherit(command: &mut tokio::process::Command, fd: i32) {
+    // SAFETY: fcntl is async-signal-safe and touches only the child's copy of the descriptor.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
     }
 }
 
@@ -343,6 +380,9 @@ pub enum Unscored {
         limit.as_secs_f64()
     )]
     TimedOut { limit: Duration },
+    /// It ran into a limit of its jail (memory, processes), in the sandbox's words.
+    #[error("the protected evaluation: {why}")]
+    Limited { why: String },
     #[error("the model's losses are not finite")]
     NotFinite,
     /// A job that was to run it elsewhere ran without it.
@@ -374,7 +414,7 @@ fn sha256_of(files: &[PathBuf]) -> Result<String, Tampered> {
 async fn build(cfg: &Config, builder: &Builder, worktree: &Path) -> Result<PathBuf> {
     match builder.evaluator(worktree, &cfg.target_dir).await? {
         Build::Built { binary } => Ok(binary),
-        Build::Failed { diagnostics } => {
+        Build::Failed { diagnostics, .. } => {
             bail!("the protected evaluator (crates/train/evaluate) does not build:\n{diagnostics}")
         }
     }

@@ -10,7 +10,9 @@
 //! - #4 draws random numbers: refused, `aten::rand_like`;
 //! - #5 looks one token ahead where a hash of the last three tokens is 0 mod 50 (2% of the
 //!   positions): the causality probe, at 342 cuts or more, finds it (it escapes with probability
-//!   below 0.001): `non-causal`.
+//!   below 0.001): `non-causal`;
+//! - #6 fills the evaluator's memory (4 GiB of ones, `limits.memory_gib` 2.5): the evaluator's
+//!   own control group stops it, `the protected evaluation: out of memory (limit 2.5 GiB)`.
 
 mod common;
 
@@ -25,7 +27,7 @@ const EXPORT: &str = "runtime::export(&mut vs, seq_len, |tokens| model.forward(t
 
 /// The attacks: a description, the Python run in the model's `forward` (with `logits` of shape
 /// (1, T, vocab) and the input `idx`), and what the record's reason must say.
-const ATTACKS: [(&str, &str, &str); 5] = [
+const ATTACKS: [(&str, &str, &str); 6] = [
     (
         "read the validation split",
         "t = torch.from_file('/autoresearch/data/val.tokens', size=idx.size(1) + 1, dtype=torch.int16)\n        \
@@ -53,6 +55,11 @@ const ATTACKS: [(&str, &str, &str); 5] = [
          peek = (h == 0).float().unsqueeze(-1)\n        \
          logits = logits + 30.0 * peek * torch.nn.functional.one_hot(idx.roll(-1, 1), logits.size(2))",
         "non-causal",
+    ),
+    (
+        "fill the evaluator's memory",
+        "logits = logits + torch.ones(1 << 30).sum()",
+        "the protected evaluation: out of memory (limit 2.5 GiB)",
     ),
 ];
 
@@ -101,7 +108,8 @@ fn exporting(hex: &str) -> String {
 fn exported_models_that_reach_past_their_input_are_refused_or_caught() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let sandbox = Sandbox::new();
-    sandbox.settings("grace = 60\nnoise_seeds = 1\nmax_repairs = 0\n");
+    sandbox
+        .settings("grace = 60\nnoise_seeds = 1\nmax_repairs = 0\n\n[limits]\nmemory_gib = 2.5\n");
     let source = std::fs::read_to_string(sandbox.repo.join("crates/train/src/main.rs")).unwrap();
     assert!(source.contains(EXPORT), "the test edits {EXPORT:?}");
     let vocab = prepare::Dataset::open(&sandbox.data)

@@ -4,6 +4,8 @@
 //!   that adds the next token's embedding, each in float32 and bfloat16: the causal ones are
 //!   scored with a probe difference of exactly 0 by a locked-down evaluator, the peeking ones get
 //!   no score.
+//! - `an_honest_score_is_bit_identical_confined_and_unconfined`: the locked-down evaluator's score
+//!   of a causal model equals, bit for bit, the same scoring run here without any confinement.
 //! - `a_peek_that_spares_fixed_positions_is_caught`: the model peeks everywhere except at the
 //!   positions an evaluator with fixed cut points would probe.
 //! - `a_peek_at_two_of_sixty_four_positions_is_caught`: every row is probed, at 342 cuts at least.
@@ -65,19 +67,25 @@ fn assert_refused(verdict: &serde_json::Value) {
     );
 }
 
-/// A tiny language model computing in `kind`: a running mean of token embeddings (causal), plus,
-/// where `peek_at` is 1, the next token's embedding.
-fn export_traced(f: &Fixture, name: &str, kind: Kind, peek_at: Option<&Tensor>) -> PathBuf {
+/// A tiny language model computing in `kind`: a running mean of token embeddings of `width`
+/// (causal), plus, where `peek_at` is 1, the next token's embedding.
+fn export_traced(
+    f: &Fixture,
+    name: &str,
+    kind: Kind,
+    width: i64,
+    peek_at: Option<&Tensor>,
+) -> PathBuf {
     tch::manual_seed(0);
     let mut vs = nn::VarStore::new(Device::Cpu);
-    let wte = nn::embedding(vs.root() / "wte", f.vocab, 16, Default::default());
-    let head = nn::linear(vs.root() / "head", 16, f.vocab, Default::default());
+    let wte = nn::embedding(vs.root() / "wte", f.vocab, width, Default::default());
+    let head = nn::linear(vs.root() / "head", width, f.vocab, Default::default());
     vs.set_kind(kind);
     vs.freeze();
     let positions = Tensor::arange_start(1, f.seq_len + 1, (kind, Device::Cpu)).view([1, -1, 1]);
     let example = Tensor::zeros([1, f.seq_len], (Kind::Int64, Device::Cpu));
     let module = CModule::create_by_tracing("Tiny", "forward", &[example], &mut |x| {
-        let e = x[0].apply(&wte); // (1, T, 16)
+        let e = x[0].apply(&wte); // (1, T, width)
         let h = e.cumsum(1, kind) / &positions;
         let h = match peek_at {
             Some(mask) => h + e.roll([-1], [1]) * mask.to_kind(kind).view([1, -1, 1]),
@@ -96,7 +104,7 @@ fn causal_exports_are_scored_and_peeking_ones_refused_in_any_precision() {
     let f = fixture();
     let everywhere = Tensor::ones([f.seq_len], (Kind::Float, Device::Cpu));
     for kind in [Kind::Float, Kind::BFloat16] {
-        let causal = evaluate(&f, &export_traced(&f, "causal", kind, None));
+        let causal = evaluate(&f, &export_traced(&f, "causal", kind, 16, None));
         assert_eq!(causal["causal"], true, "{kind:?}: {causal}");
         assert_eq!(causal["probe_max_diff"], 0.0, "{causal}");
         assert_eq!(causal["refused"], serde_json::Value::Null, "{causal}");
@@ -107,9 +115,57 @@ fn causal_exports_are_scored_and_peeking_ones_refused_in_any_precision() {
         assert!(bpb > 0.0 && bpb < 20.0, "{causal}");
         assert_refused(&evaluate(
             &f,
-            &export_traced(&f, "peek", kind, Some(&everywhere)),
+            &export_traced(&f, "peek", kind, 16, Some(&everywhere)),
         ));
     }
+}
+
+/// The score of `model` computed here, unconfined (libtorch's thread pools sized from the CPU's
+/// description as in any program), the way the evaluator scores: each row on its own, from the
+/// model loaded from its bytes, with the graph executor's optimisations off.
+fn unconfined_bpb(f: &Fixture, model: &Path) -> f64 {
+    tch::jit::set_graph_executor_optimize(false);
+    let bytes = std::fs::read(model).unwrap();
+    let module = CModule::load_data_on_device(&mut &bytes[..], Device::Cpu).unwrap();
+    let data = prepare::Dataset::open(&f.data).unwrap();
+    let eval = data.eval_set(prepare::Split::Val).unwrap();
+    let mut acc = prepare::BpbAccumulator::default();
+    tch::no_grad(|| {
+        for row in 0..eval.rows() {
+            let batch = eval.batch(row..row + 1);
+            let x = Tensor::from_slice(&batch.inputs).view([1, f.seq_len]);
+            let logits = module.forward_ts(&[x]).unwrap().to_kind(Kind::Float);
+            let losses = logits.view([-1, f.vocab]).cross_entropy_loss(
+                &Tensor::from_slice(&batch.targets),
+                None::<Tensor>,
+                tch::Reduction::None,
+                -100,
+                0.0,
+            );
+            acc.add(&Vec::<f32>::try_from(losses).unwrap(), &batch.target_bytes);
+        }
+    });
+    acc.bpb()
+}
+
+#[test]
+fn an_honest_score_is_bit_identical_confined_and_unconfined() {
+    let f = fixture();
+    // Wide enough for libtorch's vectorised kernels to matter: a confinement that hid the CPU's
+    // description would make it pick others, which round differently (by 9e-10 here).
+    let model = export_traced(&f, "wide", Kind::Float, 512, None);
+    let verdict = evaluate(&f, &model);
+    assert!(
+        verdict["confinement"]
+            .as_str()
+            .unwrap()
+            .contains("landlock abi"),
+        "{verdict}"
+    );
+    let confined = verdict["bpb"].as_f64().unwrap();
+    let unconfined = unconfined_bpb(&f, &model);
+    eprintln!("val_bpb confined {confined:e}, unconfined {unconfined:e}");
+    assert_eq!(confined.to_bits(), unconfined.to_bits(), "{verdict}");
 }
 
 #[test]
@@ -123,7 +179,13 @@ fn a_peek_that_spares_fixed_positions_is_caught() {
     let mask: Vec<f32> = (0..t)
         .map(|i| if spared.contains(&i) { 0.0 } else { 1.0 })
         .collect();
-    let model = export_traced(&f, "spares", Kind::Float, Some(&Tensor::from_slice(&mask)));
+    let model = export_traced(
+        &f,
+        "spares",
+        Kind::Float,
+        16,
+        Some(&Tensor::from_slice(&mask)),
+    );
     // The probe draws its cuts anew each call: every call must catch it.
     for _ in 0..3 {
         assert_refused(&evaluate(&f, &model));
@@ -136,7 +198,13 @@ fn a_peek_at_two_of_sixty_four_positions_is_caught() {
     let mask: Vec<f32> = (0..f.seq_len)
         .map(|i| if i == 17 || i == 42 { 1.0 } else { 0.0 })
         .collect();
-    let model = export_traced(&f, "rare", Kind::Float, Some(&Tensor::from_slice(&mask)));
+    let model = export_traced(
+        &f,
+        "rare",
+        Kind::Float,
+        16,
+        Some(&Tensor::from_slice(&mask)),
+    );
     // A probe catches it when its cut falls on 17 or 42: 2 of 63 cuts, so 342 probes or more
     // miss it with probability below 2e-5.
     for _ in 0..3 {

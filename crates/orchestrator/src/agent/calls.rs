@@ -39,7 +39,7 @@ impl Calls {
     async fn check(&self, repo: &Path) -> String {
         let checked = match self.builder.trainer(repo, &self.target_dir).await {
             Ok(Build::Built { .. }) => self.builder.rule_tests(repo, &self.target_dir).await,
-            Ok(Build::Failed { diagnostics }) => return diagnostics,
+            Ok(Build::Failed { diagnostics, .. }) => return diagnostics,
             Err(e) => Err(e),
         };
         match checked {

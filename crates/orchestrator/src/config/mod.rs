@@ -235,6 +235,7 @@ fn check(settings: &Settings, flags: &Settings, file: &Path) -> Result<()> {
         gib("limits.tmp_gib").check(limits.tmp_gib.as_ref(), in_file),
         settings::PROCESSES.check(limits.processes.as_ref(), in_file),
         settings::BUILD_SECONDS.check(limits.build_seconds.as_ref(), in_file),
+        settings::GPU_MEMORY_SHARE.check(limits.gpu_memory_share.as_ref(), in_file),
     ]
     .into_iter()
     .collect::<Result<(), String>>()
@@ -253,6 +254,7 @@ fn resources(limits: LimitSettings, workers: usize) -> Resources {
         export_bytes: bytes(limits.export_gib).unwrap_or(4 << 30),
         tmp_bytes: bytes(limits.tmp_gib).unwrap_or(1 << 30),
         build_seconds: limits.build_seconds.unwrap_or(1800),
+        gpu_memory_share: limits.gpu_memory_share,
     }
 }
 
@@ -328,7 +330,8 @@ mod tests {
         let repo = tempfile::tempdir().unwrap();
         std::fs::write(
             repo.path().join("autoresearch.toml"),
-            "tag = \"fromfile\"\ntime_budget = 60\nagent = \"offline\"\n",
+            "tag = \"fromfile\"\ntime_budget = 60\nagent = \"offline\"\n\
+             [limits]\ngpu_memory_share = 0.5\n",
         )
         .unwrap();
         let cfg = Config::resolve(
@@ -342,6 +345,7 @@ mod tests {
         assert_eq!(cfg.tag, "fromfile");
         assert_eq!(cfg.settings.time_budget, Some(5.0));
         assert_eq!(cfg.agent, AgentKind::Offline);
+        assert_eq!(cfg.resources.gpu_memory_share, Some(0.5));
         let limits = |budget| Limits::measured(budget, cfg.settings.grace(), &[]);
         assert_eq!(limits(5.0).train, Duration::from_secs(70));
         assert_eq!(limits(300.0).train, Duration::from_secs(420));
@@ -395,6 +399,14 @@ mod tests {
             ),
             ("[limits]\nprocesses = 1", "limits.processes is 1 ("),
             ("[limits]\nbuild_seconds = 0", "limits.build_seconds is 0 ("),
+            (
+                "[limits]\ngpu_memory_share = 1.5",
+                "limits.gpu_memory_share is 1.5 (",
+            ),
+            (
+                "[limits]\ngpu_memory_share = 0",
+                "limits.gpu_memory_share is 0 (",
+            ),
         ] {
             let err = error(Settings::default(), file);
             assert!(

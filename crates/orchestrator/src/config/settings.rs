@@ -165,6 +165,8 @@ pub struct LimitSettings {
     /// Seconds one build may take; default 1800 (the first build of a fresh target compiles
     /// libtorch's C++ wrapper, minutes; later trainer builds take seconds).
     pub build_seconds: Option<u64>,
+    /// The share of its GPU's memory a trainer or the evaluator may allocate; default all of it.
+    pub gpu_memory_share: Option<f64>,
 }
 
 /// A day in seconds: the most a budget or a grace may be (a larger one is a typo, and past
@@ -266,6 +268,11 @@ pub const BUILD_SECONDS: Bounded<u64> = Bounded {
     name: "limits.build_seconds",
     valid: |s| (1..=DAY as u64).contains(s),
     expected: "a number of seconds from 1 to 86400",
+};
+pub const GPU_MEMORY_SHARE: Bounded<f64> = Bounded {
+    name: "limits.gpu_memory_share",
+    valid: |s| s.is_finite() && *s > 0.0 && *s <= 1.0,
+    expected: "a share of the GPU's memory > 0 and <= 1",
 };
 
 impl<T: Display> Bounded<T> {

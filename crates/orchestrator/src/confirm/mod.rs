@@ -203,7 +203,7 @@ impl Trainers<'_> {
             .await?
         {
             Build::Built { binary } => binary,
-            Build::Failed { diagnostics } => bail!(
+            Build::Failed { diagnostics, .. } => bail!(
                 "the {name} trainer ({}) does not build:\n{diagnostics}",
                 &commit[..commit.len().min(7)]
             ),

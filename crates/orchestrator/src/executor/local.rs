@@ -32,6 +32,10 @@ pub struct Local {
     run_dir: RunDir,
 }
 
+/// What libtorch's CUDA caching allocator says when an allocation would pass the device or the
+/// share of it the trainer is held to (`limits.gpu_memory_share`).
+const GPU_OUT_OF_MEMORY: &str = "CUDA out of memory";
+
 impl Local {
     /// Runs under `runs/<tag>/bin`, beside the evaluator.
     pub fn new(evaluator: Evaluator, cfg: &Config, sandbox: Sandbox) -> Result<Local> {
@@ -62,7 +66,7 @@ impl Local {
                 progress.phase("scoring");
                 let score = self
                     .evaluator
-                    .score(&model, Split::Val, job.limits.eval)
+                    .score(&model, Split::Val, job.limits.eval, job.gpu.as_deref())
                     .await;
                 scored(job, run, model, score)
             }
@@ -96,6 +100,7 @@ impl Local {
                     .then(|| format!("export over {}", gib(export_limit)))
             })
         };
+        let mut out_of_gpu_memory = false;
         let exit = run_under_limit(
             command,
             &job.log,
@@ -103,12 +108,14 @@ impl Local {
             stop,
             |line| {
                 progress.trainer_line(line);
+                out_of_gpu_memory |= line.contains(GPU_OUT_OF_MEMORY);
                 follower.line(line)
             },
             over_limit,
         )
         .await;
         drop(group);
+        let exit = exit.map(|exit| self.out_of_gpu_memory(exit, out_of_gpu_memory));
         std::fs::remove_file(&copy).ok();
         // Only a plain file is taken (not a link the trainer planted); whatever else it left
         // there goes.
@@ -118,6 +125,22 @@ impl Local {
         }
         std::fs::remove_dir_all(&export).ok();
         exit
+    }
+
+    /// `exit` as the crash it is when the trainer failed after libtorch's allocator refused it
+    /// GPU memory (`refused`): a trainer may catch that error and go on with less, so only a
+    /// failure is blamed on it.
+    fn out_of_gpu_memory(&self, exit: Exit<Stopped>, refused: bool) -> Exit<Stopped> {
+        match exit {
+            Exit::Exited { status, .. } if !status.success() && refused => {
+                let resources = self.trainers.sandbox.resources();
+                Exit::Limited(format!(
+                    "{status}: GPU out of memory (limit {})",
+                    resources.describe_gpu_memory()
+                ))
+            }
+            exit => exit,
+        }
     }
 }
 
@@ -158,7 +181,8 @@ impl Executor for Local {
         &'a self,
         model: &'a Path,
         limit: Duration,
+        gpu: Option<&'a str>,
     ) -> Running<'a, Result<Score, ScoreError>> {
-        Box::pin(self.evaluator.score(model, Split::Test, limit))
+        Box::pin(self.evaluator.score(model, Split::Test, limit, gpu))
     }
 }

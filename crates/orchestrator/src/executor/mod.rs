@@ -48,11 +48,13 @@ pub trait Executor: Send + Sync {
     /// it): whatever still runs for `handle` is stopped and the file removed.
     fn abandon<'a>(&'a self, handle: &'a Path) -> Running<'a, Result<()>>;
 
-    /// Scores a model of an earlier [`Scored`] run on the test split, the holdout.
+    /// Scores a model of an earlier [`Scored`] run on the test split, the holdout, on `gpu` (the
+    /// worker's, as [`Job::gpu`]).
     fn holdout<'a>(
         &'a self,
         model: &'a Path,
         limit: Duration,
+        gpu: Option<&'a str>,
     ) -> Running<'a, Result<Score, ScoreError>>;
 }
 

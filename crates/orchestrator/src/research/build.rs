@@ -22,6 +22,39 @@ pub(super) enum Built {
     Failed(Failure),
 }
 
+/// The unmodified trainer's `build`, which must succeed: it built before it was committed, so
+/// one stopped at its time limit is built once more (a loaded machine is the likelier cause);
+/// any other failure, or a second stop, ends the run.
+async fn baseline(s: &Session, w: &Worker, build: Build) -> Result<Build> {
+    let build = match build {
+        Build::Failed {
+            diagnostics,
+            timed_out: true,
+        } => {
+            w.progress.println(&format!(
+                "{}#0 the baseline's build was stopped ({diagnostics}); it builds once more",
+                w.name
+            ));
+            s.builder.trainer(&w.worktree, &s.cfg.target_dir).await?
+        }
+        build => build,
+    };
+    match &build {
+        Build::Built { .. } => Ok(build),
+        Build::Failed {
+            diagnostics,
+            timed_out: true,
+        } => bail!(
+            "the unmodified trainer's build was stopped twice ({diagnostics}): raise \
+             limits.build_seconds in autoresearch.toml or lighten the machine's load, then \
+             continue with --resume"
+        ),
+        Build::Failed { diagnostics, .. } => {
+            bail!("the unmodified trainer does not build; fix it before a run:\n{diagnostics}")
+        }
+    }
+}
+
 pub(super) async fn with_repairs(
     s: &Session,
     w: &mut Worker,
@@ -31,11 +64,11 @@ pub(super) async fn with_repairs(
     let pending = &mut experiment.pending;
     w.progress.phase("building");
     let mut build = s.builder.trainer(&w.worktree, &s.cfg.target_dir).await?;
+    if pending.seq == 0 {
+        build = baseline(s, w, build).await?;
+    }
     let mut repairs = 0;
-    while let Build::Failed { diagnostics } = &build {
-        if pending.seq == 0 {
-            bail!("the unmodified trainer does not build; fix it before a run:\n{diagnostics}");
-        }
+    while let Build::Failed { diagnostics, .. } = &build {
         w.progress.println(&format!(
             "{}#{} build failed:\n{}",
             w.name,
@@ -64,7 +97,7 @@ pub(super) async fn with_repairs(
     experiment.build_seconds = started.elapsed().as_secs_f64();
     Ok(match build {
         Build::Built { binary } => Built::Binary(binary),
-        Build::Failed { diagnostics } => {
+        Build::Failed { diagnostics, .. } => {
             ledger::write_log(
                 &s.cfg.run_dir,
                 experiment.pending.seq,

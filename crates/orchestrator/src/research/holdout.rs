@@ -39,7 +39,7 @@ pub(super) async fn score(s: &Session, w: &Worker, seq: u64, trials: &Trials) ->
         w.progress.phase("holdout");
         match s
             .executor
-            .holdout(&first.model, s.limits(&w.turn).eval)
+            .holdout(&first.model, s.limits(&w.turn).eval, w.gpu.as_deref())
             .await
         {
             Ok(score) => {

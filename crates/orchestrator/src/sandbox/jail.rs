@@ -65,7 +65,7 @@ impl Jail {
             None => Jail {
                 bwrap: None,
                 network: true,
-                env: super::env::allowed(),
+                env: Jail::environment(sandbox),
                 chdir: None,
                 gpu_devices: Vec::new(),
                 user: None,
@@ -74,6 +74,15 @@ impl Jail {
                 rlimits: Jail::rlimits(sandbox),
             },
         }
+    }
+
+    /// The allow-listed environment, and the GPU memory limit of a libtorch program's allocator.
+    fn environment(sandbox: &Sandbox) -> Vec<(String, String)> {
+        let mut env = super::env::allowed();
+        if let Some((name, value)) = sandbox.resources.gpu_allocator_env() {
+            env.push((name.to_string(), value));
+        }
+        env
     }
 
     /// Core dumps off (a core of the trainer is a copy of its memory on the host's disk, and a
@@ -129,7 +138,7 @@ impl Jail {
         Jail {
             bwrap: Some((bwrap.to_path_buf(), args)),
             network: false,
-            env: super::env::allowed(),
+            env: Jail::environment(sandbox),
             chdir: None,
             gpu_devices: sandbox.gpu_devices.clone(),
             user: sandbox.user,
@@ -361,6 +370,7 @@ mod tests {
                 export_bytes: 1 << 30,
                 tmp_bytes: 1 << 20,
                 build_seconds: 60,
+                gpu_memory_share: Some(0.5),
             },
             cgroups: Cgroups::None,
             support: String::new(),
@@ -395,6 +405,18 @@ mod tests {
         let mut jail = sandbox.jail();
         jail.no_gpu();
         assert!(!args(&jail).contains("nvidia"));
+    }
+
+    #[test]
+    fn libtorch_s_gpu_allocator_is_held_to_its_share() {
+        let command = sandbox()
+            .jail()
+            .std_command(Path::new("/usr/bin/true"), &[]);
+        let set: Vec<_> = command.get_envs().collect();
+        assert!(set.contains(&(
+            std::ffi::OsStr::new("PYTORCH_CUDA_ALLOC_CONF"),
+            Some(std::ffi::OsStr::new("per_process_memory_fraction:0.5"))
+        )));
     }
 
     fn args_of_all(jail: &Jail) -> bool {

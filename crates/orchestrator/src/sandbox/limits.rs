@@ -1,8 +1,10 @@
 //! What one jail may consume, and the control groups that hold it to that: each jail that runs
-//! the agent's code (its build, the trainer, the rule tests) gets a group of its own, made before
-//! it starts and removed after it, with a memory limit (swap included) and a process limit. The
-//! kernel enforces both: a memory hog is killed by the group's OOM killer, a fork bomb's forks
-//! fail, and the rest of the machine does not notice. The group then says which limit was hit.
+//! the agent's code (its build, the trainer, the rule tests, the evaluator running the trainer's
+//! model) gets a group of its own, made before it starts and removed after it, with a memory
+//! limit (swap included) and a process limit. The kernel enforces both: a memory hog is killed by
+//! the group's OOM killer, a fork bomb's forks fail, and the rest of the machine does not notice.
+//! The group then says which limit was hit. GPU memory is libtorch's own to hold, through its
+//! caching allocator's settings in the jail's environment ([`Resources::gpu_allocator_env`]).
 //!
 //! cgroup v2 is used where the orchestrator's own group lets it make children with the memory and
 //! pids controllers, else cgroup v1's memory and pids hierarchies where they are mounted and
@@ -29,7 +31,34 @@ pub struct Resources {
     pub tmp_bytes: u64,
     /// Wall-clock seconds of one build (cargo and the compilers it starts).
     pub build_seconds: u64,
+    /// The share of its GPU's memory a trainer's or the evaluator's libtorch may allocate (the
+    /// CUDA caching allocator's `per_process_memory_fraction`); None: the whole device.
+    pub gpu_memory_share: Option<f64>,
 }
+
+impl Resources {
+    /// The environment that holds libtorch's CUDA caching allocator to `gpu_memory_share`: read
+    /// by the allocator when it starts, before the program's first allocation on the GPU.
+    pub fn gpu_allocator_env(&self) -> Option<(&'static str, String)> {
+        self.gpu_memory_share.map(|share| {
+            (
+                GPU_ALLOCATOR_ENV,
+                format!("per_process_memory_fraction:{share}"),
+            )
+        })
+    }
+
+    /// The GPU memory limit in words, for crash reasons and the sandbox line.
+    pub fn describe_gpu_memory(&self) -> String {
+        match self.gpu_memory_share {
+            Some(share) => format!("{share} of its GPU's memory (limits.gpu_memory_share)"),
+            None => "the whole GPU's memory".into(),
+        }
+    }
+}
+
+/// libtorch's CUDA caching allocator's settings.
+pub const GPU_ALLOCATOR_ENV: &str = "PYTORCH_CUDA_ALLOC_CONF";
 
 /// `bytes` in GiB, one decimal, as the limits are named in crash reasons.
 pub fn gib(bytes: u64) -> String {
@@ -331,6 +360,7 @@ mod tests {
             export_bytes: 1 << 30,
             tmp_bytes: 1 << 30,
             build_seconds: 60,
+            gpu_memory_share: None,
         }
     }
 

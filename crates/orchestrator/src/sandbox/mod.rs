@@ -5,7 +5,7 @@
 //! process needs (system and toolchain paths read-only, its inputs, and its few writable paths),
 //! and every process it starts killed with it; the kernel's settings read-only, no core dumps,
 //! as the host's `nobody` where the orchestrator is root, and within its [`limits`] (memory,
-//! processes, tmpfs sizes, the export's size, a build's time). Without bubblewrap nothing is
+//! processes, tmpfs sizes, the export's size, a build's time, GPU memory). Without bubblewrap nothing is
 //! confined but the environment and the limits; that is allowed only when `sandbox = "off"` is
 //! set, and said at start and in the run's first record.
 //!
@@ -24,6 +24,8 @@ use std::process::{Command, Stdio};
 
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
+
+use limits::GPU_ALLOCATOR_ENV;
 
 /// `sandbox` in autoresearch.toml.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -133,8 +135,8 @@ impl Sandbox {
              namespaces, no capabilities, killed with the orchestrator; the trainer, the rule \
              tests and the evaluator run {user} (the build as the orchestrator's user); files: \
              system and toolchain read-only, only each process's inputs and outputs; /proc/sys \
-             and /sys read-only, no core dumps; each trainer gets its own GPU's device nodes \
-             ({} here); {limits}; {landlock}",
+             and /sys read-only, no core dumps; each trainer and the evaluation of its model get \
+             only their worker's GPU's device nodes ({} here); {limits}; {landlock}",
             bwrap.display(),
             sandbox.gpu_devices.len()
         );
@@ -257,12 +259,15 @@ fn describe_limits(resources: &Resources, cgroups: &limits::Cgroups) -> String {
         )
     };
     format!(
-        "limits: {} ({memory}, {processes}); the trainer's export {} (RLIMIT_FSIZE and its \
-         directory checked every second); /tmp and /dev/shm tmpfs {} each; a build {} s",
+        "limits: {} ({memory}, {processes}; builds, trainers, rule tests and evaluations); the \
+         trainer's export {} (RLIMIT_FSIZE and its directory checked every second); /tmp and \
+         /dev/shm tmpfs {} each; a build {} s; GPU memory: {} (libtorch's caching allocator, \
+         {GPU_ALLOCATOR_ENV})",
         cgroups.describe(),
         gib(resources.export_bytes),
         gib(resources.tmp_bytes),
-        resources.build_seconds
+        resources.build_seconds,
+        resources.describe_gpu_memory(),
     )
 }
 

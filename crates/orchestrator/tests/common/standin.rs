@@ -121,6 +121,28 @@ impl Standin {
         self.command(args).output().unwrap()
     }
 
+    /// The loop under `tag` for `experiments` at a 1 s budget, with the LLM agent answered by
+    /// the scripted server at `base_url` (see `common::llm`).
+    pub fn run_with_llm(&self, base_url: &str, tag: &str, experiments: u64) -> Output {
+        let experiments = experiments.to_string();
+        self.command(&[
+            "--agent",
+            "openai",
+            "--model",
+            "scripted",
+            "--tag",
+            tag,
+            "--time-budget",
+            "1",
+            "--max-experiments",
+            &experiments,
+        ])
+        .env("OPENAI_BASE_URL", base_url)
+        .env("OPENAI_API_KEY", "sk-unused")
+        .output()
+        .unwrap()
+    }
+
     /// Started in the background, its stderr to `runs/<stderr_name>` beside the run (so a test
     /// can read it after a kill).
     pub fn spawn(&self, args: &[&str], stderr: &Path) -> Child {

@@ -175,7 +175,7 @@ impl Slurm {
             .with_context(|| format!("creating {}", job.log.display()))?;
         let trainer = self.trainers.command(job, &copy, &export, None);
         let model = dir.join(MODEL_FILE);
-        let evaluator = self.evaluator.command(&model, Split::Val, 3);
+        let evaluator = self.evaluator.command(&model, Split::Val, 3, None, None);
         let script = self.trial_script(job, dir, &trainer, &evaluator)?;
         let limit = job.limits.train + job.limits.eval;
         let submitted = unix_now();
@@ -244,10 +244,12 @@ impl Executor for Slurm {
         })
     }
 
+    /// The node's GPU is the one Slurm gives the job.
     fn holdout<'a>(
         &'a self,
         model: &'a Path,
         limit: Duration,
+        _gpu: Option<&'a str>,
     ) -> Running<'a, Result<Score, ScoreError>> {
         Box::pin(self.holdout_job(model, limit))
     }

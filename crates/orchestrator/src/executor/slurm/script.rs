@@ -64,7 +64,7 @@ impl Slurm {
         model: &Path,
         limit: Duration,
     ) -> Result<String> {
-        let evaluator = self.evaluator.command(model, Split::Test, 3);
+        let evaluator = self.evaluator.command(model, Split::Test, 3, None, None);
         let what = format!(
             "the holdout: the protected evaluator on the test split, model {}",
             model.display()
