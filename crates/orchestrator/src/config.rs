@@ -61,6 +61,13 @@ pub struct RunArgs {
     /// Continue an existing tag after a stop or crash.
     #[arg(long)]
     pub resume: bool,
+    /// Start the tag from REF instead of the checkout's HEAD: a commit, a branch, or TAG:SEQ (an
+    /// experiment of an earlier run, kept or discarded).
+    #[arg(long, value_name = "REF", conflicts_with = "resume")]
+    pub from: Option<String>,
+    /// Start without the memory of earlier runs (memory.md is neither read nor updated).
+    #[arg(long)]
+    pub fresh: bool,
     /// Seed of the offline agent's search.
     #[arg(long)]
     pub seed: Option<u64>,
@@ -152,6 +159,8 @@ struct FileConfig {
     noise_sigma: Option<f64>,
     /// Most of the training time that re-runs of ambiguous results may take.
     rerun_share: Option<f64>,
+    /// With an LLM: the share of experiments the model-based search proposes.
+    tune_share: Option<f64>,
     /// `off` runs the agent's code unconfined where the machine has no sandbox.
     sandbox: Option<crate::sandbox::Mode>,
     workers: Option<usize>,
@@ -174,6 +183,10 @@ pub struct Config {
     /// From OPENAI_API_KEY only; never printed, logged or written.
     pub api_key: Option<String>,
     pub resume: bool,
+    /// `--from`: what the tag starts from, as given.
+    pub from: Option<String>,
+    /// `--fresh`: no memory of earlier runs.
+    pub fresh: bool,
     pub seed: u64,
     /// The LLM's context in tokens, when autoresearch.toml sets it.
     pub context_tokens: Option<u64>,
@@ -186,6 +199,9 @@ pub struct Config {
     pub noise_seeds: usize,
     pub noise_sigma: Option<f64>,
     pub rerun_share: f64,
+    /// With an LLM: the share of experiments the model-based search proposes, tuning the
+    /// best's constants between the LLM's changes.
+    pub tune_share: f64,
     /// Where the trainer's data lives ($AUTORESEARCH_DATA, default data/enwik8).
     pub data_dir: PathBuf,
     /// Cargo's target directory for trainer builds (CARGO_TARGET_DIR, default <repo>/target).
@@ -244,6 +260,7 @@ impl Config {
         let grace = from.file("grace", file.grace);
         let noise_sigma = from.file("noise_sigma", file.noise_sigma);
         let rerun_share = from.file("rerun_share", file.rerun_share);
+        let tune_share = from.file("tune_share", file.tune_share);
         let workers_env = env(WORKERS_ENV)
             .map(|w| {
                 w.parse::<usize>()
@@ -302,6 +319,11 @@ impl Config {
             |r| r.is_finite() && (0.0..=1.0).contains(r),
             "a share of the training time from 0 to 1",
         )?;
+        check(
+            &tune_share,
+            |r| r.is_finite() && (0.0..=1.0).contains(r),
+            "a share of the experiments from 0 to 1",
+        )?;
         check(&workers, |w| (1..=256).contains(w), "from 1 to 256")?;
         let workers = value(workers).unwrap_or(1);
         let resources = resources(&from, file.limits.unwrap_or_default(), workers)?;
@@ -337,6 +359,8 @@ impl Config {
             base_url,
             api_key,
             resume: args.resume,
+            from: args.from,
+            fresh: args.fresh,
             seed: args.seed.or(file.seed).unwrap_or(0),
             context_tokens: value(context_tokens),
             proposal_timeout: value(proposal_timeout).unwrap_or(1800.0),
@@ -346,6 +370,7 @@ impl Config {
             noise_seeds: value(noise_seeds).unwrap_or(3),
             noise_sigma: value(noise_sigma),
             rerun_share: value(rerun_share).unwrap_or(0.25),
+            tune_share: value(tune_share).unwrap_or(0.3),
             data_dir: env(prepare::DATA_ENV)
                 .map_or_else(|| repo.join("data").join("enwik8"), PathBuf::from),
             target_dir: env("CARGO_TARGET_DIR").map_or_else(|| repo.join("target"), PathBuf::from),
@@ -510,7 +535,7 @@ fn read_file_config(path: &Path) -> Result<FileConfig> {
         Ok(text) => toml::from_str(&text).map_err(|e| {
             anyhow::anyhow!(
                 "{} is not valid ({}): it takes tag, time_budget, max_experiments, agent, model, \
-                 base_url, seed, max_repairs, grace, noise_seeds, noise_sigma, rerun_share, sandbox, workers, gpus, executor, [slurm] and [limits] \
+                 base_url, seed, max_repairs, grace, noise_seeds, noise_sigma, rerun_share, tune_share, sandbox, workers, gpus, executor, [slurm] and [limits] \
                  (API keys belong in OPENAI_API_KEY)",
                 path.display(),
                 e.message().trim()
@@ -597,6 +622,7 @@ mod tests {
             ("noise_sigma = -inf", "noise_sigma is -inf ("),
             ("rerun_share = 1.5", "rerun_share is 1.5 ("),
             ("rerun_share = nan", "rerun_share is NaN ("),
+            ("tune_share = -0.1", "tune_share is -0.1 ("),
             ("noise_seeds = 0", "noise_seeds is 0 ("),
             ("max_repairs = 1000", "max_repairs is 1000 ("),
             ("max_experiments = 0", "max_experiments is 0 ("),

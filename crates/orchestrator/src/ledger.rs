@@ -95,6 +95,20 @@ pub struct Record {
     /// before it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoked: Option<u64>,
+    /// On the first record only: where the run started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<Start>,
+}
+
+/// Where a run started: the commit its branch was made at, what `--from` named (none: the
+/// checkout's HEAD), and the earlier runs its memory held.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Start {
+    pub commit: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    #[serde(default)]
+    pub memory: Vec<String>,
 }
 
 /// The run's fixed ground, pinned in its first record: a `--resume` with another evaluator or
@@ -160,6 +174,7 @@ impl Record {
             eval_seconds: 0.0,
             pins: None,
             revoked: None,
+            start: None,
         }
     }
 

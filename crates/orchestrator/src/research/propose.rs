@@ -88,6 +88,7 @@ async fn ask_agent(
         budget: s.budget,
         noise: s.noise(),
         device: s.cfg.device,
+        memory: s.memory.clone(),
         running: s
             .state()
             .running

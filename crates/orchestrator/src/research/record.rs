@@ -12,6 +12,7 @@ use super::session::{Session, State, Worker};
 use super::trials::Trials;
 use super::{Decision, Experiment, Failure};
 use crate::git::EDITABLE;
+use crate::agent::search::history::SOURCE;
 use crate::ledger::{self, Pending, Record, Status};
 
 pub(super) async fn append(
@@ -116,16 +117,16 @@ pub(super) async fn append(
         best_trials: best_runs,
         pins: state.ledger.records.is_empty().then(|| s.pins.clone()),
         revoked,
+        start: state.ledger.records.is_empty().then(|| s.start.clone()),
     };
     state.ledger.append(record)?;
     state.ledger.clear_pending(seq)?;
     state.ledger.prune_best_binaries()?;
     state.running.remove(&seq);
     state.run_seconds.remove(&seq);
-    if seq > 0 {
-        w.agent.observe(seq, delta.map_or(-0.1, |d| -d))?;
-    }
     let record = state.ledger.records.last().expect("just appended");
+    let source = w.git.file_at(&record.commit, SOURCE)?;
+    w.agent.observe(record, &source)?;
     w.progress
         .println(&format!("{}{}", w.name, record.summary()));
     if let Some(runs) = record.runs() {
@@ -183,8 +184,7 @@ fn settle(
             best.seq
         )));
     };
-    let source =
-        std::fs::read_to_string(w.worktree.join(EDITABLE).join("main.rs")).unwrap_or_default();
+    let source = std::fs::read_to_string(w.worktree.join(SOURCE)).unwrap_or_default();
     w.agent.note(&source)?;
     let reapplied = Pending {
         seq,

@@ -18,7 +18,9 @@ use crate::config::{AgentKind, Config, ExecutorKind};
 use crate::decide::Noise;
 use crate::executor::{Executor, Limits, Local, Slurm};
 use crate::git::{EDITABLE, Git};
-use crate::ledger::{self, Ledger, Pending, Pins};
+use crate::agent::search::{Trial, history};
+use crate::ledger::{self, Ledger, Pending, Pins, Record, Start};
+use crate::memory;
 use crate::program::Program;
 use crate::progress::Progress;
 use crate::sandbox::Sandbox;
@@ -36,6 +38,10 @@ pub(super) struct Session {
     pub builder: Builder,
     /// What the run's first record pins.
     pub pins: Pins,
+    /// Where the run started, for its first record.
+    pub start: Start,
+    /// The sections of `memory.md`, for the LLM's brief; empty with `--fresh`.
+    pub memory: String,
     pub executor: Box<dyn Executor>,
     pub progress: Progress,
     /// What the workers share and change. Never borrowed across an `.await`: the workers are
@@ -95,6 +101,8 @@ impl Session {
         let data = setup::ensure_ready(&cfg)?;
         let budget = cfg.time_budget.unwrap_or(data.contract().time_budget_s);
         let ledger = Ledger::open(&cfg.run_dir())?;
+        // Before the branch is made: a memory that does not parse stops a start that left nothing.
+        let memory = memory::open(&cfg)?;
         let libtorch = libtorch(&cfg);
         let readable = [cfg.data_dir.as_path(), &cfg.run_dir()];
         let sandbox = Sandbox::detect(cfg.sandbox, &libtorch, cfg.resources, &readable)?;
@@ -104,8 +112,15 @@ impl Session {
         let base = base_commit(&git, &ledger, &pendings)?;
         cargo_build::fetch(&worktrees[0]).await?;
         let builder = Builder::new(sandbox.clone(), libtorch);
+        let context = history::Context {
+            contract: data.contract_hash().to_string(),
+            device: cfg.device.device().to_string(),
+            budget,
+        };
+        let runs = memory.as_ref().map_or(&[][..], |(_, runs)| runs);
+        let trials = known_trials(&cfg, &ledger.records, runs, &context)?;
         // First: a wrong key or model stops the run before anything is built.
-        let mut agent = Agent::new(&cfg, &builder)?;
+        let mut agent = Agent::new(&cfg, &builder, trials)?;
         agent.connect().await?;
         let first = ledger.records.first();
         if first.is_some_and(|r| r.pins.is_none()) {
@@ -174,8 +189,15 @@ impl Session {
             next_seq,
             ledger,
         };
+        let start = Start {
+            commit: base.clone(),
+            from: cfg.from.clone(),
+            memory: runs.iter().map(|(tag, _)| tag.clone()).collect(),
+        };
         let session = Session {
             progress,
+            start,
+            memory: memory.map_or(String::new(), |(m, _)| m.sections()),
             base,
             budget,
             builder,
@@ -310,6 +332,22 @@ fn libtorch(cfg: &Config) -> PathBuf {
     let path =
         std::env::var_os("LIBTORCH").map_or_else(|| cfg.repo.join(".libtorch"), PathBuf::from);
     std::path::absolute(&path).unwrap_or(path)
+}
+
+/// What the search starts knowing: the trials of the earlier `runs` the memory holds and of
+/// this run so far, those whose scores compare with this run's (`context`).
+fn known_trials(
+    cfg: &Config,
+    records: &[Record],
+    runs: &[(String, Vec<Record>)],
+    context: &history::Context,
+) -> Result<Vec<Trial>> {
+    let git = Git::new(&cfg.repo);
+    let mut trials = Vec::new();
+    for records in runs.iter().map(|(_, r)| r.as_slice()).chain([records]) {
+        trials.extend(history::trials(&git, records, context)?);
+    }
+    Ok(trials)
 }
 
 /// The baseline's commit (or the commit the first, interrupted experiment started from), after
