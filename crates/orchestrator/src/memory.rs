@@ -51,8 +51,7 @@ impl Memory {
         let text = match std::fs::read_to_string(path) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                format!("{HEADER}\n{TAGS}\n")
-                    + &SECTIONS.map(|s| format!("\n## {s}\n")).concat()
+                format!("{HEADER}\n{TAGS}\n") + &SECTIONS.map(|s| format!("\n## {s}\n")).concat()
             }
             Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
         };
@@ -73,7 +72,10 @@ impl Memory {
                     &mut self.sections.last_mut().expect("just pushed").1
                 }
             };
-            let end = section.iter().rposition(|l| !l.trim().is_empty()).map_or(0, |i| i + 1);
+            let end = section
+                .iter()
+                .rposition(|l| !l.trim().is_empty())
+                .map_or(0, |i| i + 1);
             section.splice(end..end, lines);
         }
         self.tags.push(tag.to_string());
@@ -180,7 +182,13 @@ pub fn open(cfg: &Config) -> Result<Option<(Memory, Vec<(String, Vec<Record>)>)>
     }
     let mut runs = Vec::new();
     for tag in memory.tags.iter().filter(|t| **t != cfg.tag) {
-        if cfg.repo.join("runs").join(tag).join("experiments.jsonl").exists() {
+        if cfg
+            .repo
+            .join("runs")
+            .join(tag)
+            .join("experiments.jsonl")
+            .exists()
+        {
             runs.push((tag.clone(), records(cfg, tag)?));
         }
     }
@@ -264,9 +272,15 @@ fn summary(tag: &str, records: &[Record], baseline: Option<f64>, best: Option<&R
         .find(|r| r.seq == 0)
         .and_then(|r| r.result.as_ref())
         .map_or(String::new(), |r| {
-            format!(" on {} with {} s budgets", r["device"].as_str().unwrap_or("?"), r["time_budget_s"])
+            format!(
+                " on {} with {} s budgets",
+                r["device"].as_str().unwrap_or("?"),
+                r["time_budget_s"]
+            )
         });
-    let best = best.map_or("no keep".into(), |b| format!("best {} (#{})", bpb(b.val_bpb), b.seq));
+    let best = best.map_or("no keep".into(), |b| {
+        format!("best {} (#{})", bpb(b.val_bpb), b.seq)
+    });
     format!(
         "- {tag}: baseline {}, {best}, {} experiments{context}",
         bpb(baseline),
@@ -297,7 +311,11 @@ fn diff(git: &Git, r: &Record) -> Option<String> {
         .ok()?;
     let lines: Vec<&str> = diff
         .lines()
-        .filter(|l| (l.starts_with('+') || l.starts_with('-')) && !l.starts_with("+++") && !l.starts_with("---"))
+        .filter(|l| {
+            (l.starts_with('+') || l.starts_with('-'))
+                && !l.starts_with("+++")
+                && !l.starts_with("---")
+        })
         .collect();
     (!lines.is_empty()).then(|| one_line(&lines.join(" "), 240))
 }

@@ -105,7 +105,12 @@ fn start_commit(cfg: &Config, checkout: &Git, reference: &str) -> Result<String>
         _ => reference.to_string(),
     };
     checkout
-        .run(&["rev-parse", "--verify", "--quiet", &format!("{commit}^{{commit}}")])
+        .run(&[
+            "rev-parse",
+            "--verify",
+            "--quiet",
+            &format!("{commit}^{{commit}}"),
+        ])
         .map_err(|_| {
             anyhow::anyhow!(
                 "--from {reference}: {commit} is not a commit, branch or TAG:SEQ (an experiment \

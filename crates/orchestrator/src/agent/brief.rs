@@ -287,7 +287,8 @@ mod tests {
             noise: noise(),
             device: Profile::Cpu,
             running: vec!["#7 CPU_LR 0.25 -> 0.5".into()],
-            memory: "## Best results\n- nov22#3 keep val_bpb 1.400000: MATRIX_LR 0.04 -> 0.06".into(),
+            memory: "## Best results\n- nov22#3 keep val_bpb 1.400000: MATRIX_LR 0.04 -> 0.06"
+                .into(),
         };
         let text = brief("be bold", &rules, &ledger, &ws, usize::MAX);
         assert!(

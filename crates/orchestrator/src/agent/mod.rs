@@ -97,7 +97,8 @@ impl Agent {
         brief: &dyn Fn(usize) -> String,
         ws: &Workspace,
     ) -> Result<Proposal> {
-        let tunes = self.search.is_some() && (self.llm.is_none() || tuning_turn(seq, self.tune_share));
+        let tunes =
+            self.search.is_some() && (self.llm.is_none() || tuning_turn(seq, self.tune_share));
         self.llm_proposed = !tunes;
         match (&mut self.llm, &self.search) {
             (_, Some(search)) if tunes => locked(search).propose(ws),
@@ -161,7 +162,11 @@ mod tests {
 
     #[test]
     fn the_search_takes_its_share_of_the_turns_evenly() {
-        let turns = |share| (1..=20).filter(|&s| tuning_turn(s, share)).collect::<Vec<_>>();
+        let turns = |share| {
+            (1..=20)
+                .filter(|&s| tuning_turn(s, share))
+                .collect::<Vec<_>>()
+        };
         assert_eq!(turns(0.3), [4, 7, 10, 14, 17, 20]);
         assert_eq!(turns(0.0), Vec::<u64>::new());
         assert_eq!(turns(1.0), (1..=20).collect::<Vec<_>>());

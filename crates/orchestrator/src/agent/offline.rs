@@ -87,8 +87,12 @@ impl OfflineAgent {
             )
         };
         for change in &changes {
-            ws.edit_file(SOURCE, &change.knob.line, &change.knob.line_with(change.value))
-                .map_err(anyhow::Error::msg)?;
+            ws.edit_file(
+                SOURCE,
+                &change.knob.line,
+                &change.knob.line_with(change.value),
+            )
+            .map_err(anyhow::Error::msg)?;
         }
         let edited = ws.read_file(SOURCE).map_err(anyhow::Error::msg)?;
         self.memory.tried.insert(Setting::of(&edited).key());
@@ -194,7 +198,13 @@ mod tests {
         for _ in 0..10 {
             std::fs::write(dir.path().join(SOURCE), source).unwrap();
             let proposal = agent.propose(&ws).unwrap();
-            let value: f64 = proposal.description.rsplit(' ').next().unwrap().parse().unwrap();
+            let value: f64 = proposal
+                .description
+                .rsplit(' ')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap();
             assert!(value > 2.0, "{}", proposal.description);
         }
     }
@@ -205,7 +215,9 @@ mod tests {
         let mut agent =
             OfflineAgent::new(dir.path().join("memory.json"), 7, Profile::Cpu, Vec::new()).unwrap();
         for depth in 1..=8 {
-            agent.note(&format!("const CPU_DEPTH: i64 = {depth};\n")).unwrap();
+            agent
+                .note(&format!("const CPU_DEPTH: i64 = {depth};\n"))
+                .unwrap();
         }
         std::fs::write(dir.path().join(SOURCE), "const CPU_DEPTH: i64 = 2;\n").unwrap();
         let err = agent.propose(&ws).err().unwrap().to_string();

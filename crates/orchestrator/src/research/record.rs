@@ -11,8 +11,8 @@ use super::holdout::Holdout;
 use super::session::{Session, State, Worker};
 use super::trials::Trials;
 use super::{Decision, Experiment, Failure};
-use crate::git::EDITABLE;
 use crate::agent::search::history::SOURCE;
+use crate::git::EDITABLE;
 use crate::ledger::{self, Pending, Record, Status};
 
 pub(super) async fn append(

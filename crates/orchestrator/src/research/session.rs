@@ -13,12 +13,12 @@ use tokio::sync::Notify;
 
 use crate::Stop;
 use crate::agent::Agent;
+use crate::agent::search::{Trial, history};
 use crate::cargo_build::{self, Builder};
 use crate::config::{AgentKind, Config, ExecutorKind};
 use crate::decide::Noise;
 use crate::executor::{Executor, Limits, Local, Slurm};
 use crate::git::{EDITABLE, Git};
-use crate::agent::search::{Trial, history};
 use crate::ledger::{self, Ledger, Pending, Pins, Record, Start};
 use crate::memory;
 use crate::program::Program;

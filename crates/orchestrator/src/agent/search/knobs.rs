@@ -130,7 +130,11 @@ impl Setting {
 
     /// The setting as remembered for "never twice": the structure and every `NAME=value`.
     pub fn key(&self) -> String {
-        let values: Vec<String> = self.values.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let values: Vec<String> = self
+            .values
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         format!("{}:{}", self.structure, values.join(","))
     }
 }
@@ -226,7 +230,13 @@ mod tests {
         let names = |knobs: Vec<Knob>| knobs.into_iter().map(|k| k.name).collect::<Vec<_>>();
         assert_eq!(
             names(parse_knobs(SOURCE_TEXT)),
-            ["GPU_DEPTH", "CPU_DEPTH", "MATRIX_LR", "SOFTCAP", "VE_GATE_CHANNELS"]
+            [
+                "GPU_DEPTH",
+                "CPU_DEPTH",
+                "MATRIX_LR",
+                "SOFTCAP",
+                "VE_GATE_CHANNELS"
+            ]
         );
         assert_eq!(
             names(Space::of(SOURCE_TEXT, "GPU_").knobs),
@@ -253,7 +263,10 @@ mod tests {
             let values = space.values_at(&point);
             assert!(values[0] > 0.0 && values[0] < 1.0, "{values:?}");
             assert!(values[1] >= 1.0 && values[1].fract() == 0.0, "{values:?}");
-            let digits = format!("{}", values[2]).trim_start_matches("0.").trim_start_matches('0').len();
+            let digits = format!("{}", values[2])
+                .trim_start_matches("0.")
+                .trim_start_matches('0')
+                .len();
             assert!(digits <= 3, "{values:?}");
         }
         // The edges are a factor 4 away; the middle is the incumbent.

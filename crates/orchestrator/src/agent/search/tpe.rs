@@ -176,7 +176,8 @@ fn truncated_normal(mean: f64, sigma: f64, rng: &mut SplitMix64) -> f64 {
 
 /// Box-Muller.
 fn standard_normal(rng: &mut SplitMix64) -> f64 {
-    let uniform = |rng: &mut SplitMix64| ((rng.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+    let uniform =
+        |rng: &mut SplitMix64| ((rng.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
     let (u, v) = (uniform(rng), uniform(rng));
     (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
 }
@@ -196,7 +197,8 @@ fn erf(x: f64) -> f64 {
     let t = 1.0 / (1.0 + 0.327_591_1 * x.abs());
     let poly = t
         * (0.254_829_592
-            + t * (-0.284_496_736 + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
+            + t * (-0.284_496_736
+                + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
     let y = 1.0 - poly * (-x * x).exp();
     if x < 0.0 { -y } else { y }
 }
@@ -272,7 +274,10 @@ mod tests {
             tpe_wins += usize::from(tpe < random);
             tpe_scores.push(tpe);
         }
-        assert!(tpe_wins >= 8, "TPE beat random search {tpe_wins} times in 10");
+        assert!(
+            tpe_wins >= 8,
+            "TPE beat random search {tpe_wins} times in 10"
+        );
         tpe_scores.sort_by(f64::total_cmp);
         assert!(tpe_scores[5] < 0.01, "median distance² {}", tpe_scores[5]);
     }
@@ -281,7 +286,11 @@ mod tests {
     fn never_returns_a_point_its_caller_refuses() {
         let mut rng = SplitMix64(3);
         let mut tried: Vec<Vec<f64>> = Vec::new();
-        let grid = |p: &[f64]| p.iter().map(|x| (x * 4.0).round() / 4.0).collect::<Vec<_>>();
+        let grid = |p: &[f64]| {
+            p.iter()
+                .map(|x| (x * 4.0).round() / 4.0)
+                .collect::<Vec<_>>()
+        };
         for _ in 0..30 {
             let incumbent = [0.5; 2];
             let observed: Vec<Observed> = tried
