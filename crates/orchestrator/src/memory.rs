@@ -319,3 +319,104 @@ fn diff(git: &Git, r: &Record) -> Option<String> {
         .collect();
     (!lines.is_empty()).then(|| one_line(&lines.join(" "), 240))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn records() -> Vec<Record> {
+        let mut records = vec![
+            Record::sample(0, Status::Keep, Some(2.0)),
+            Record {
+                delta: Some(-0.1),
+                ..Record::sample(1, Status::Keep, Some(1.9))
+            },
+            Record {
+                delta: Some(0.05),
+                ..Record::sample(2, Status::Discard, Some(1.95))
+            },
+            Record {
+                reason: Some("out of memory\n(limit 6.0 GiB)".into()),
+                ..Record::sample(3, Status::Crash, None)
+            },
+        ];
+        for r in &mut records {
+            r.parent = format!("{:040}", r.seq.saturating_sub(1));
+        }
+        records
+    }
+
+    #[test]
+    fn a_run_is_added_a_line_each_and_a_persons_edits_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let git = Git::new(dir.path());
+        let path = dir.path().join(FILE);
+        let mut memory = Memory::read(&path).unwrap();
+        memory.add("nov22", &records(), &git);
+        memory.write().unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("\nTags: nov22\n"), "{text}");
+        for line in [
+            "## Best results\n- nov22: baseline 2.000000, best 1.900000 (#1), 4 experiments\n\
+             - nov22#1 keep val_bpb 1.900000 delta -0.100000: change 1\n\n## Tried",
+            "## Tried without gain\n- nov22#2 discard val_bpb 1.950000 delta +0.050000: change 2\n",
+            "## Crashes\n- nov22#3 crash: change 3 [out of memory (limit 6.0 GiB)]\n",
+        ] {
+            assert!(text.contains(line), "{line:?} in {text}");
+        }
+        // A person rewords a line, deletes another, adds a note; the next run's digest keeps them.
+        let edited = text
+            .replace("change 2", "raising the lr did not help")
+            .replace(
+                "- nov22#3 crash: change 3 [out of memory (limit 6.0 GiB)]\n",
+                "",
+            )
+            + "try a longer warm-down\n";
+        std::fs::write(&path, &edited).unwrap();
+        let mut memory = Memory::read(&path).unwrap();
+        assert_eq!(memory.tags, ["nov22"]);
+        memory.add("nov23", &records(), &git);
+        let text = memory.text();
+        assert!(text.contains("\nTags: nov22, nov23\n"), "{text}");
+        assert!(text.contains("nov22#2 discard val_bpb 1.950000 delta +0.050000: raising the lr did not help\n- nov23#2"), "{text}");
+        assert!(
+            !text.contains("nov22#3 crash") && text.contains("nov23#3 crash"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("## Notes\ntry a longer warm-down\n"),
+            "{text}"
+        );
+        assert!(
+            memory
+                .sections()
+                .starts_with("## Best results\n- nov22: baseline")
+        );
+        assert!(!memory.sections().contains("Edit freely"));
+    }
+
+    #[test]
+    fn a_memory_that_does_not_parse_is_named_with_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE);
+        for (text, expected) in [
+            (
+                "# Memory\nTags: a\n\n## Ideas\n- x\n",
+                "memory.md line 4: unknown section `## Ideas`",
+            ),
+            (
+                "# Memory\n\n## Notes\n- x\n",
+                "memory.md has no `Tags:` line",
+            ),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let err = format!("{:#}", Memory::read(&path).err().unwrap());
+            assert!(err.contains(expected) && err.contains("--fresh"), "{err}");
+            assert_eq!(
+                std::fs::read_to_string(&path).unwrap(),
+                text,
+                "left as it was"
+            );
+        }
+    }
+}
