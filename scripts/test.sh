@@ -4,7 +4,65 @@
 # (AUTORESEARCH_WORKERS=2, which the orchestrator takes when --workers is not given); the attack
 # suites run once, to keep the whole under 45 minutes on 2 cores. The Slurm
 # tests start a one-node cluster on this machine themselves (scripts/slurm-local.sh, root).
+# At the end (also after a failure) it prints the wall time of the build and of each suite.
+#
+#   scripts/test.sh           everything
+#   scripts/test.sh --quick   the unit tests of every crate (the stand-in trainer's rules
+#                             included): no end-to-end run, a minute or two once built
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo test --workspace --release
-AUTORESEARCH_WORKERS=2 cargo test --release -p orchestrator --test offline_loop --test trust
+
+quick=false
+case "${1:-}" in
+  "") ;;
+  --quick) quick=true ;;
+  *) echo "usage: scripts/test.sh [--quick]" >&2; exit 2 ;;
+esac
+
+log=$(mktemp)
+times=$(mktemp)
+trap 'summary; rm -f "$log" "$times"' EXIT
+
+# Runs "$@" with its output shown and kept, and notes its wall time under the label $1.
+timed() {
+  local label=$1 started=$SECONDS
+  shift
+  : >"$log"
+  local status=0
+  "$@" 2>&1 | tee "$log" || status=$?
+  suites "$label" <"$log" >>"$times"
+  printf '%6d s  %s\n' $((SECONDS - started)) "$label (all)" >>"$times"
+  return "$status"
+}
+
+# The wall time of each test binary in cargo's output, from libtest's "finished in" line.
+suites() {
+  awk -v pass="$1" '
+    /^ *Running / {
+      what = $0; sub(/^ *Running /, "", what); sub(/ \(.*$/, "", what)
+      bin = $NF; sub(/^.*\//, "", bin); sub(/-[0-9a-f]+\)$/, "", bin)
+      name = bin ": " what
+    }
+    /^ *Doc-tests / { name = $2 ": doc-tests" }
+    /^test result:/ {
+      seconds = $NF; sub(/s$/, "", seconds)
+      printf "%6.0f s  %s\n", seconds, pass " " name
+    }'
+}
+
+summary() {
+  echo
+  echo "== wall time (s), this run: $(date -u +%FT%TZ), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
+  cat "$times"
+  echo "== total $SECONDS s"
+}
+
+if $quick; then
+  timed build cargo test --workspace --release --lib --bins --examples --no-run
+  timed unit cargo test --workspace --release --lib --bins --examples
+  exit
+fi
+timed build cargo test --workspace --release --no-run
+timed workspace cargo test --workspace --release
+timed "two workers" env AUTORESEARCH_WORKERS=2 \
+  cargo test --release -p orchestrator --test offline_loop --test trust

@@ -79,6 +79,7 @@ impl Builder {
     /// target directory it compiles libtorch's C++ wrapper and every dependency, many minutes on
     /// a small machine: it gets an hour, or the builds' own limit where that is longer.
     pub async fn evaluator(&self, worktree: &Path, target_dir: &Path) -> Result<Build> {
+        let _building = self.one_at_a_time.lock().await;
         let limit = self.sandbox.resources().build_seconds.max(3600);
         self.build(worktree, target_dir, "evaluate", limit).await
     }

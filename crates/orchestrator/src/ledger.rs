@@ -8,8 +8,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use prepare::ResultLine;
 use serde::{Deserialize, Serialize};
 
+use crate::curve::Point;
 use crate::decide::{self, Noise};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,7 +49,7 @@ pub struct Record {
     pub val_bpb: Option<f64>,
     pub peak_memory_mb: Option<f64>,
     /// The trainer's whole result line.
-    pub result: Option<serde_json::Value>,
+    pub result: Option<Printed>,
     pub think_seconds: f64,
     pub build_seconds: f64,
     pub run_seconds: f64,
@@ -111,6 +113,24 @@ pub struct Start {
     pub memory: Vec<String>,
 }
 
+/// What a trainer printed as its result line: the line of docs/contract.md, or, from a trainer
+/// that broke the contract, whatever JSON object it printed instead (its crash's evidence).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Printed {
+    Line(ResultLine),
+    Other(serde_json::Value),
+}
+
+impl Printed {
+    pub fn line(&self) -> Option<&ResultLine> {
+        match self {
+            Printed::Line(line) => Some(line),
+            Printed::Other(_) => None,
+        }
+    }
+}
+
 /// The run's fixed ground, pinned in its first record: a `--resume` with another evaluator or
 /// other scored data refuses to continue, as its scores would not compare.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -141,6 +161,9 @@ pub struct Trial {
     /// budget they move the score as much as a change can, so every comparison shows them.
     #[serde(default)]
     pub num_steps: Option<u64>,
+    /// The run's progress as the trainer reported it while training (absent in older records).
+    #[serde(default)]
+    pub curve: Vec<Point>,
 }
 
 impl Record {
@@ -757,6 +780,7 @@ mod tests {
                 run_seconds: 1.0,
                 eval_seconds: 0.0,
                 num_steps: Some(60),
+                curve: Vec::new(),
             })
             .collect()
     }

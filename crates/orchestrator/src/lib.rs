@@ -48,6 +48,9 @@ pub mod process;
 /// The protected evaluator, hash-checked, whose score is the one recorded.
 pub mod scoring;
 
+/// A run's learning curve, from the trainer's progress lines.
+pub mod curve;
+
 /// Keep, re-run or discard against the measured noise; the keep rule in words.
 pub mod decide;
 

@@ -270,13 +270,10 @@ fn summary(tag: &str, records: &[Record], baseline: Option<f64>, best: Option<&R
     let context = records
         .iter()
         .find(|r| r.seq == 0)
-        .and_then(|r| r.result.as_ref())
+        .and_then(|r| r.result.as_ref()?.line())
         .map_or(String::new(), |r| {
-            format!(
-                " on {} with {} s budgets",
-                r["device"].as_str().unwrap_or("?"),
-                r["time_budget_s"]
-            )
+            let budget = r.time_budget_s.map_or("?".into(), |b| b.to_string());
+            format!(" on {} with {budget} s budgets", r.device)
         });
     let best = best.map_or("no keep".into(), |b| {
         format!("best {} (#{})", bpb(b.val_bpb), b.seq)

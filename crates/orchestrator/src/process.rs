@@ -3,6 +3,8 @@
 //! never left running when the orchestrator dies.
 
 use std::collections::VecDeque;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
 use std::pin::Pin;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
@@ -26,8 +28,8 @@ pub enum Exit {
         status: ExitStatus,
         result: Option<serde_json::Value>,
     },
-    /// It ran past the limit and its process group was killed; the reason, as also logged.
-    TimedOut(String),
+    /// It ran past the limit and its process group was killed.
+    TimedOut,
     /// It hit one of its jail's limits (memory, processes, the export's size) and was killed or
     /// failed; the reason, as also logged.
     Limited(String),
@@ -44,7 +46,7 @@ const LIMITS_EVERY: Duration = Duration::from_secs(1);
 /// process group is killed at once) and once it has exited.
 pub async fn run_under_limit(
     mut command: tokio::process::Command,
-    log: &std::path::Path,
+    log: &Path,
     limit: Duration,
     stop: &mut Stop,
     mut on_stderr: impl FnMut(&str),
@@ -95,7 +97,7 @@ pub async fn run_under_limit(
                 let reason = format!("timed out after {:.0} s and was killed", limit.as_secs_f64());
                 log.finish().await?;
                 log.note(&format!("orchestrator: {reason}")).await?;
-                return Ok(Exit::TimedOut(reason));
+                return Ok(Exit::TimedOut);
             }
             _ = stop.wait() => {
                 kill_group(pgid);
@@ -313,7 +315,7 @@ struct BoundedLog {
 }
 
 impl BoundedLog {
-    async fn create(path: &std::path::Path) -> Result<BoundedLog> {
+    async fn create(path: &Path) -> Result<BoundedLog> {
         Ok(BoundedLog {
             file: tokio::fs::File::create(path)
                 .await
@@ -347,6 +349,35 @@ impl BoundedLog {
         self.file.flush().await?;
         Ok(())
     }
+}
+
+/// Cuts a finished job's log to its first and last [`LOG_KEEP`] bytes, as [`run_under_limit`]
+/// keeps them (a Slurm job wrote it whole, on the node).
+pub fn bound_log(log: &Path) -> Result<()> {
+    let mut file = std::fs::File::open(log)?;
+    let len = file.metadata()?.len();
+    let keep = LOG_KEEP as u64;
+    if len <= 2 * keep {
+        return Ok(());
+    }
+    let mut head = vec![0; LOG_KEEP];
+    file.read_exact(&mut head)?;
+    let mut tail = vec![0; LOG_KEEP];
+    file.seek(SeekFrom::End(-(keep as i64)))?;
+    file.read_exact(&mut tail)?;
+    let mut text = head;
+    text.extend_from_slice(
+        format!(
+            "\n[orchestrator: {} bytes of output cut here; the log keeps the first {} KiB and \
+             the last {} KiB]\n",
+            len - 2 * keep,
+            LOG_KEEP >> 10,
+            LOG_KEEP >> 10
+        )
+        .as_bytes(),
+    );
+    text.extend_from_slice(&tail);
+    prepare::atomic::write(log, &text)
 }
 
 /// Makes `command` one for a libtorch program (the trainer or the evaluator, or the sandbox that

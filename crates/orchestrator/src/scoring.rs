@@ -1,17 +1,17 @@
 //! Protected scoring: the score that is recorded comes from the `evaluate` binary, built from the
-//! run's base commit (outside the agent's directory) into a target directory of its own, which no
-//! build of the agent's code writes, kept aside under the run's directory, and checked against its
-//! hash before every use, together with the data it scores. Both hashes are pinned in the run's
+//! run's base commit (outside the agent's directory) before any of the agent's code is built, kept
+//! aside under the run's directory, and checked against its hash before every use, together with
+//! the data it scores. Both hashes are pinned in the run's
 //! first record and checked again on every `--resume`. The evaluator runs in the sandbox: the
 //! model it loads is the trainer's work.
 
 use std::io::Read;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use prepare::{Profile, Split};
 use sha2::{Digest, Sha256};
 
@@ -148,24 +148,13 @@ impl Evaluator {
     /// before every use, and again before a verdict that came from elsewhere (a Slurm job) is
     /// believed.
     pub fn check(&self) -> Result<(), ScoreError> {
-        let unchanged = |files: &[PathBuf], sha256: &str| {
-            sha256_of(files)
-                .map(|s| s == sha256)
-                .map_err(|e| ScoreError::Tampered(format!("{e:#}")))
-        };
-        if !unchanged(std::slice::from_ref(&self.binary), &self.binary_sha256)? {
-            return Err(ScoreError::Tampered(format!(
-                "the protected evaluator {} changed during the run; something outside the loop \
-                 (perhaps a trainer) wrote to it. Inspect it, then start a new run",
-                self.binary.display()
-            )));
+        if sha256_of(std::slice::from_ref(&self.binary))? != self.binary_sha256 {
+            let binary = self.binary.clone();
+            return Err(Tampered::Evaluator { binary }.into());
         }
-        if !unchanged(&scored_data(&self.data_dir), &self.data_sha256)? {
-            return Err(ScoreError::Tampered(format!(
-                "the scored data in {} changed during the run; scores before and after would not \
-                 compare. Prepare the data again and start a new run",
-                self.data_dir.display()
-            )));
+        if sha256_of(&scored_data(&self.data_dir))? != self.data_sha256 {
+            let dir = self.data_dir.clone();
+            return Err(Tampered::Data { dir }.into());
         }
         Ok(())
     }
@@ -216,7 +205,7 @@ impl Evaluator {
     /// `--result-fd`: the scored model runs inside the evaluator and may print to stdout, so a
     /// line there could be the model's forgery.
     async fn run(&self, model: &Path, split: Split, limit: Duration) -> Result<Score, ScoreError> {
-        let failed = |e: std::io::Error| ScoreError::Failed(format!("the evaluator: {e}"));
+        let failed = |e: std::io::Error| ScoreError::from(Unscored::Evaluator(e));
         let (mut reader, writer) = std::io::pipe().map_err(failed)?;
         let fd = writer.as_raw_fd();
         exported(model)?;
@@ -268,10 +257,10 @@ impl Evaluator {
         {
             Ok((status, verdict, stderr)) => (
                 status.map_err(failed)?,
-                verdict.map_err(|e| ScoreError::Failed(format!("the evaluator: {e}")))?,
+                verdict.map_err(|e| failed(std::io::Error::other(e)))?,
                 stderr,
             ),
-            Err(_) => return Err(timed_out(limit)),
+            Err(_) => return Err(Unscored::TimedOut { limit }.into()),
         };
         verdict_of(&verdict.map_err(failed)?, status, &stderr)
     }
@@ -285,10 +274,8 @@ pub fn exported(model: &Path) -> Result<(), ScoreError> {
     if std::fs::symlink_metadata(model).is_ok_and(|m| m.is_file()) {
         Ok(())
     } else {
-        Err(ScoreError::Failed(format!(
-            "the trainer exported no model file at {}",
-            model.display()
-        )))
+        let model = model.to_path_buf();
+        Err(Unscored::NotExported { model }.into())
     }
 }
 
@@ -301,52 +288,92 @@ pub fn verdict_of(
 ) -> Result<Score, ScoreError> {
     match verdict.lines().last().map(serde_json::from_str::<Score>) {
         Some(Ok(score)) if status.success() => Ok(score),
-        _ => Err(ScoreError::Failed(format!(
-            "the protected evaluation failed ({status}): {stderr}"
-        ))),
+        _ => {
+            let stderr = stderr.to_string();
+            Err(Unscored::Failed { status, stderr }.into())
+        }
     }
-}
-
-/// An evaluation stopped at its limit.
-pub fn timed_out(limit: Duration) -> ScoreError {
-    ScoreError::Failed(format!(
-        "the protected evaluation took over {:.0} s and was stopped",
-        limit.as_secs_f64()
-    ))
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScoreError {
     /// The evaluator or the scored data changed since the run started: no later score could be
     /// trusted, so the run stops.
-    #[error("{0}")]
-    Tampered(String),
+    #[error(transparent)]
+    Tampered(#[from] Tampered),
     /// This model could not be scored (not exported, wrong shape, crashed): the experiment is a
     /// crash.
-    #[error("{0}")]
-    Failed(String),
+    #[error(transparent)]
+    Unscored(#[from] Unscored),
 }
 
-fn sha256_of(files: &[PathBuf]) -> Result<String> {
+#[derive(Debug, thiserror::Error)]
+pub enum Tampered {
+    #[error(
+        "the protected evaluator {} changed during the run; something outside the loop (perhaps \
+         a trainer) wrote to it. Inspect it, then start a new run",
+        binary.display()
+    )]
+    Evaluator { binary: PathBuf },
+    #[error(
+        "the scored data in {} changed during the run; scores before and after would not \
+         compare. Prepare the data again and start a new run",
+        dir.display()
+    )]
+    Data { dir: PathBuf },
+    /// A file that is hashed could not be read.
+    #[error("reading {}: {error}", path.display())]
+    Unreadable {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Unscored {
+    #[error("the trainer exported no model file at {}", model.display())]
+    NotExported { model: PathBuf },
+    /// It could not be started or read.
+    #[error("the evaluator: {0}")]
+    Evaluator(std::io::Error),
+    /// It exited badly or printed no verdict; `stderr` is the end of what it printed.
+    #[error("the protected evaluation failed ({status}): {stderr}")]
+    Failed { status: ExitStatus, stderr: String },
+    #[error(
+        "the protected evaluation took over {:.0} s and was stopped",
+        limit.as_secs_f64()
+    )]
+    TimedOut { limit: Duration },
+    #[error("the model's losses are not finite")]
+    NotFinite,
+    /// A job that was to run it elsewhere ran without it.
+    #[error("the evaluator did not run")]
+    NotRun,
+    /// The job that was to run it elsewhere failed, in the executor's words.
+    #[error("{why}")]
+    Job { why: String },
+    #[error("interrupted")]
+    Interrupted,
+}
+
+fn sha256_of(files: &[PathBuf]) -> Result<String, Tampered> {
     let mut hasher = Sha256::new();
-    for file in files {
-        let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    for path in files {
+        let bytes = std::fs::read(path).map_err(|error| Tampered::Unreadable {
+            path: path.clone(),
+            error,
+        })?;
         hasher.update(&bytes);
     }
     Ok(hex::encode(hasher.finalize()))
 }
 
-/// Builds the evaluator from `worktree` into its own target directory, beside the trainers'
-/// (`<target>-evaluator`, e.g. `target-evaluator/`): no build of the agent's code writes there.
+/// Builds the evaluator from `worktree` in the trainers' target directory: the run's first build,
+/// before any of the agent's code is built, so tch and the other dependencies are compiled once
+/// for both. The binary is copied aside at once ([`Evaluator::open`]), and what the agent's later
+/// builds leave in the target directory can only reach a rebuild, which must match the pin.
 async fn build(cfg: &Config, builder: &Builder, worktree: &Path) -> Result<PathBuf> {
-    let mut name = cfg
-        .target_dir
-        .file_name()
-        .unwrap_or_default()
-        .to_os_string();
-    name.push("-evaluator");
-    let target = cfg.target_dir.with_file_name(name);
-    match builder.evaluator(worktree, &target).await? {
+    match builder.evaluator(worktree, &cfg.target_dir).await? {
         Build::Built { binary } => Ok(binary),
         Build::Failed { diagnostics } => {
             bail!("the protected evaluator (crates/train/evaluate) does not build:\n{diagnostics}")

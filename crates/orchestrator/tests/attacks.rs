@@ -128,14 +128,8 @@ fn carry_over_check(repo: &Path, run: &Path) -> String {
 fn the_agents_code_cannot_leave_its_directory_read_the_scores_or_the_key() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let sandbox = Sandbox::new();
-    std::fs::write(
-        sandbox.repo.join("autoresearch.toml"),
-        // A minute's grace: with several workers the trainers share the machine's cores.
-        "grace = 60\nnoise_seeds = 1\nmax_repairs = 0\n",
-    )
-    .unwrap();
-    sandbox.git(&["add", "autoresearch.toml"]);
-    sandbox.git(&["commit", "--quiet", "-m", "settings"]);
+    // A minute's grace: with several workers the trainers share the machine's cores.
+    sandbox.settings("grace = 60\nnoise_seeds = 1\nmax_repairs = 0\n");
     let source = std::fs::read_to_string(sandbox.repo.join("crates/train/src/main.rs")).unwrap();
     for line in [MAIN, RESULT_STATUS, EXPORT, UNTIL_SPENT] {
         assert!(source.contains(line), "the script edits {line:?}");

@@ -59,22 +59,8 @@ fn every_failure_of_the_llm_is_survived_and_recorded() {
         (4, vec![spoil(0), finish("favour one token")]),
     ]));
     let out = sandbox
-        .command(&[
-            "--agent",
-            "openai",
-            "--model",
-            "scripted",
-            "--time-budget",
-            "2",
-            "--tag",
-            "fail",
-            "--max-experiments",
-            "5",
-            "--workers",
-            "1",
-        ])
-        .env("OPENAI_BASE_URL", &server.base_url)
-        .env("OPENAI_API_KEY", "sk-test")
+        .llm_command(&server, "fail", 5, "sk-test")
+        .args(["--workers", "1"])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -1,83 +1,80 @@
 //! Runs that start from earlier runs: the memory of earlier tags (memory.md), `--from` and
-//! `--fresh`, end to end with the offline search and the scripted LLM server (`common::llm`).
+//! `--fresh`, end to end on the stand-in trainer (`common/standin.rs`: second-long builds, a
+//! trainer that sleeps its budget and exports a scripted score of its constants) with the offline
+//! search and the scripted LLM server (`common::llm`).
 //!
 //! - `a_second_tag_remembers_the_first_and_starts_where_it_is_told`: tag `a` (offline, baseline
-//!   and two proposals); tag `b` starts `--from a:N` (one of a's proposals, kept or discarded) at
-//!   that experiment's commit, its memory.md holds a's experiments, its first record says where
-//!   it started and what it remembers, and its own proposals are none of a's settings; tag `c`
-//!   (the LLM) gets a brief that holds a's and b's experiments. A `--from` that names nothing and
-//!   a memory.md that does not parse stop the start with a clear error and make no branch.
+//!   and three proposals); tag `b` starts `--from a:N` (one of a's proposals, kept or discarded)
+//!   at that experiment's commit, its memory.md holds a's experiments, its first record says
+//!   where it started and what it remembers, and its own proposals are none of a's settings; tag
+//!   `c` (the LLM) gets a brief that holds a's and b's experiments. A `--from` that names nothing
+//!   and a memory.md that does not parse stop the start with a clear error and make no branch;
+//!   `--fresh` does not read the memory.
 
 mod common;
+#[path = "common/standin.rs"]
+mod standin;
 
 use common::llm::{Script, Server, edit, finish};
-use common::{CRIPPLED, GOOD, SERIAL, Sandbox};
 use serde_json::Value;
+use standin::Standin;
 
 const SOURCE: &str = "crates/train/src/main.rs";
 
-fn offline(sandbox: &Sandbox, tag: &str, extra: &[&str]) -> std::process::Output {
+fn offline(standin: &Standin, tag: &str, extra: &[&str]) -> std::process::Output {
     let args = [
         &[
             "--agent",
             "offline",
             "--time-budget",
-            "2",
-            "--tag",
-            tag,
-            "--max-experiments",
-            "3",
+            "1",
+            "--noise-seeds",
+            "1",
         ][..],
+        &["--tag", tag, "--max-experiments", "4"],
         extra,
     ]
     .concat();
-    sandbox.run(&args)
+    standin.run(&args)
 }
 
 /// The trainer at each recorded commit of run `tag`, by experiment number.
-fn trainers(sandbox: &Sandbox, tag: &str) -> Vec<(u64, String)> {
-    sandbox
+fn trainers(standin: &Standin, tag: &str) -> Vec<(u64, String)> {
+    standin
         .records(tag)
         .iter()
         .map(|r| {
             let commit = r["commit"].as_str().unwrap();
-            (
-                r["seq"].as_u64().unwrap(),
-                sandbox.git(&["show", &format!("{commit}:{SOURCE}")]),
-            )
+            let trainer = common::git(&standin.repo, &["show", &format!("{commit}:{SOURCE}")]);
+            (r["seq"].as_u64().unwrap(), trainer)
         })
         .collect()
 }
 
 #[test]
 fn a_second_tag_remembers_the_first_and_starts_where_it_is_told() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let sandbox = Sandbox::new();
-    // One seed: no noise measured, fewer runs. The crippled learning rate leaves the LLM of tag
-    // `c` a change to make.
-    sandbox.crippled_baseline("grace = 60\nnoise_seeds = 1\n");
-
-    let out = offline(&sandbox, "a", &[]);
+    let standin = Standin::new();
+    let out = offline(&standin, "a", &[]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let a = sandbox.records("a");
+    let a = standin.records("a");
     let from = a
         .iter()
         .find(|r| r["seq"].as_u64() > Some(0) && r["status"] != "crash")
         .unwrap_or_else(|| panic!("every proposal of a crashed: {a:#?}"));
     let from_ref = format!("a:{}", from["seq"]);
 
-    let out = offline(&sandbox, "b", &["--from", &from_ref]);
+    let out = offline(&standin, "b", &["--from", &from_ref]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(
         stderr.contains("memory | memory.md holds the runs a (added: a)"),
         "{stderr}"
     );
-    let b = sandbox.records("b");
+    let b = standin.records("b");
     let baseline = b.iter().find(|r| r["seq"] == 0).unwrap();
     assert_eq!(
         baseline["commit"], from["commit"],
@@ -86,20 +83,15 @@ fn a_second_tag_remembers_the_first_and_starts_where_it_is_told() {
     assert_eq!(baseline["start"]["from"], from_ref.as_str());
     assert_eq!(baseline["start"]["commit"], from["commit"]);
     assert_eq!(baseline["start"]["memory"], serde_json::json!(["a"]));
-    let memory = std::fs::read_to_string(sandbox.repo.join("memory.md")).unwrap();
+    let memory = std::fs::read_to_string(standin.repo.join("memory.md")).unwrap();
     assert!(memory.contains("\nTags: a\n"), "{memory}");
-    for r in &a {
-        let seq = r["seq"].as_u64().unwrap();
-        if seq > 0 {
-            assert!(
-                memory.contains(&format!("- a#{seq} ")),
-                "a#{seq} in {memory}"
-            );
-        }
+    for r in a.iter().filter(|r| r["seq"] != 0) {
+        let line = format!("- a#{} {}", r["seq"], r["status"].as_str().unwrap());
+        assert!(memory.contains(&line), "{line:?} in {memory}");
     }
     // b's search knew a's settings: none is proposed again.
-    let a_trainers = trainers(&sandbox, "a");
-    for (seq, trainer) in trainers(&sandbox, "b")
+    let a_trainers = trainers(&standin, "a");
+    for (seq, trainer) in trainers(&standin, "b")
         .into_iter()
         .filter(|(seq, _)| *seq > 0)
     {
@@ -113,23 +105,34 @@ fn a_second_tag_remembers_the_first_and_starts_where_it_is_told() {
     let server = Server::start(Script::new([(
         1,
         vec![
-            edit(CRIPPLED, GOOD),
-            finish("restore the CPU learning-rate scale"),
+            edit("const CPU_LR: f64 = 0.01;", "const CPU_LR: f64 = 0.03;"),
+            finish("a higher learning rate"),
         ],
     )]));
-    let out = sandbox.run_with_llm(&server, "c", 2, "sk-test");
+    let out = standin
+        .command(&[
+            "--agent",
+            "openai",
+            "--model",
+            "scripted",
+            "--time-budget",
+            "1",
+        ])
+        .args(["--noise-seeds", "1", "--tag", "c", "--max-experiments", "2"])
+        .env("OPENAI_BASE_URL", &server.base_url)
+        .env("OPENAI_API_KEY", "sk-test")
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let script = server.script.lock().unwrap();
-    let brief = brief(script.requests_of(1)[0]);
+    let brief = brief(server.script.lock().unwrap().requests_of(1)[0]);
     assert!(brief.contains("# Memory of earlier runs"), "{brief}");
     for line in ["- a: baseline ", "- b: baseline ", "- a#1 ", "- b#1 "] {
         assert!(brief.contains(line), "{line:?} in {brief}");
     }
-    drop(script);
 
     // What names nothing, or a memory that does not parse, stops the start and makes no branch.
     for (args, expected) in [
@@ -146,32 +149,34 @@ fn a_second_tag_remembers_the_first_and_starts_where_it_is_told() {
             "is not a commit, branch or TAG:SEQ",
         ),
     ] {
-        let out = offline(&sandbox, "d", args);
+        let out = offline(&standin, "d", args);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
             !out.status.success() && stderr.contains(expected),
             "{stderr}"
         );
     }
+    let memory = std::fs::read_to_string(standin.repo.join("memory.md")).unwrap();
     std::fs::write(
-        sandbox.repo.join("memory.md"),
+        standin.repo.join("memory.md"),
         memory.replace("## Notes", "## Ideas"),
     )
     .unwrap();
-    let out = offline(&sandbox, "d", &[]);
+    let out = offline(&standin, "d", &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        !out.status.success() && stderr.contains("memory.md line") && stderr.contains("--fresh"),
+        !out.status.success()
+            && stderr.contains("memory.md line")
+            && stderr.contains("unknown section `## Ideas`")
+            && stderr.contains("--fresh"),
         "{stderr}"
     );
     // --fresh does not read it: the start gets as far as the next bad input.
-    let out = offline(&sandbox, "d", &["--fresh", "--from", "nosuch:1"]);
+    let out = offline(&standin, "d", &["--fresh", "--from", "nosuch:1"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("there is no run nosuch"), "{stderr}");
     assert!(
-        sandbox
-            .git(&["branch", "--list", "autoresearch/d"])
-            .is_empty(),
+        common::git(&standin.repo, &["branch", "--list", "autoresearch/d"]).is_empty(),
         "no branch for a start that failed"
     );
 }

@@ -93,9 +93,7 @@ fn main() -> Result<()> {
 fn the_agents_code_cannot_take_the_machine_down_or_eat_it() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let sandbox = common::Sandbox::new();
-    std::fs::write(sandbox.repo.join("autoresearch.toml"), SETTINGS).unwrap();
-    sandbox.git(&["add", "autoresearch.toml"]);
-    sandbox.git(&["commit", "--quiet", "-m", "settings"]);
+    sandbox.settings(SETTINGS);
     let source = std::fs::read_to_string(sandbox.repo.join("crates/train/src/main.rs")).unwrap();
     assert!(source.contains(MAIN) && source.starts_with(FIRST_LINE));
     let attack = |what: &str, new: &str| vec![edit(MAIN, new), finish(what)];

@@ -101,13 +101,7 @@ fn exporting(hex: &str) -> String {
 fn exported_models_that_reach_past_their_input_are_refused_or_caught() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let sandbox = Sandbox::new();
-    std::fs::write(
-        sandbox.repo.join("autoresearch.toml"),
-        "grace = 60\nnoise_seeds = 1\nmax_repairs = 0\n",
-    )
-    .unwrap();
-    sandbox.git(&["add", "autoresearch.toml"]);
-    sandbox.git(&["commit", "--quiet", "-m", "settings"]);
+    sandbox.settings("grace = 60\nnoise_seeds = 1\nmax_repairs = 0\n");
     let source = std::fs::read_to_string(sandbox.repo.join("crates/train/src/main.rs")).unwrap();
     assert!(source.contains(EXPORT), "the test edits {EXPORT:?}");
     let vocab = prepare::Dataset::open(&sandbox.data)

@@ -504,13 +504,8 @@ fn the_probe_stops_a_run_the_nodes_cannot_serve() {
 
     // A partition the cluster does not have: sbatch's refusal, and where to fix it.
     let run = Run::new("slurm-partition");
-    std::fs::write(
-        run.sandbox.repo.join("autoresearch.toml"),
-        "[slurm]\npartition = \"no-such-partition\"\n",
-    )
-    .unwrap();
-    run.sandbox.git(&["add", "autoresearch.toml"]);
-    run.sandbox.git(&["commit", "--quiet", "-m", "a partition"]);
+    run.sandbox
+        .settings("[slurm]\npartition = \"no-such-partition\"\n");
     let out = run
         .command("2", &["--max-experiments", "1"])
         .output()

@@ -16,12 +16,13 @@ pub mod loader;
 pub mod pipeline;
 pub mod result;
 pub mod rng;
+pub mod split;
 pub mod tokenizer;
 
 use std::path::PathBuf;
 
 pub use contract::{Contract, Profile};
-pub use data::{DATASET_FILES, Dataset, Split, scored_files};
+pub use data::{DATASET_FILES, Dataset, Split, ensure_files, scored_files, training_files};
 pub use env::{DATA_ENV, DEVICE_ENV, EXPORT_ENV, SEED_ENV, TIME_BUDGET_ENV};
 pub use eval::{BpbAccumulator, EvalBatch, EvalSet};
 pub use loader::TrainLoader;

@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use crate::data::SplitData;
 use crate::rng::SplitMix64;
+use crate::split::SplitData;
 
 /// Documents kept at hand to choose the best fit from.
 const BUFFER_DOCS: usize = 1000;
@@ -129,7 +129,7 @@ impl TrainLoader {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::{Split, write_split};
+    use crate::split::{Split, write_split};
 
     const BOS: u16 = 0;
 

@@ -14,8 +14,8 @@ use sha2::{Digest, Sha256};
 use crate::atomic;
 use crate::contract::{BOS_ID, CONTRACT_SCHEMA, Contract, Profile};
 use crate::corpus::{self, Corpus};
-use crate::data::{self, Split, SplitData};
 use crate::eval::EvalSet;
+use crate::split::{self, Split, SplitData};
 use crate::tokenizer::Tokenizer;
 
 pub enum Source {
@@ -67,7 +67,9 @@ pub fn run(opts: &Options) -> Result<Summary> {
         clock = Instant::now();
     };
 
-    let splits_done = Split::ALL.iter().all(|&s| data::docs_path(dir, s).exists());
+    let splits_done = Split::ALL
+        .iter()
+        .all(|&s| split::docs_path(dir, s).exists());
     let tokenizer_path = dir.join("tokenizer.json");
     let corpus = if splits_done && tokenizer_path.exists() {
         None
@@ -120,7 +122,7 @@ pub fn run(opts: &Options) -> Result<Summary> {
             .expect("loaded when the tokenizer is missing");
         // Token files from an earlier tokenizer would not match the new one.
         for split in Split::ALL {
-            fs::remove_file(data::docs_path(dir, split)).ok();
+            fs::remove_file(split::docs_path(dir, split)).ok();
         }
         let spinner = spinner(format!(
             "training the tokenizer (vocab {})",
@@ -139,7 +141,7 @@ pub fn run(opts: &Options) -> Result<Summary> {
     lap("tokenizer", &mut timings);
 
     for (i, split) in Split::ALL.into_iter().enumerate() {
-        if data::docs_path(dir, split).exists() {
+        if split::docs_path(dir, split).exists() {
             continue;
         }
         let corpus = corpus.as_ref().expect("loaded when a split is missing");
@@ -155,7 +157,7 @@ pub fn run(opts: &Options) -> Result<Summary> {
             })
             .collect::<Result<_>>()?;
         bar.finish_and_clear();
-        data::write_split(dir, split, &encoded)?;
+        split::write_split(dir, split, &encoded)?;
     }
     lap("encoding", &mut timings);
 

@@ -37,6 +37,16 @@ pub struct ResultLine {
     pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
+impl ResultLine {
+    /// A `val_bpb` the trainer printed of its own, as an extra field (the contract has none:
+    /// only the protected evaluator scores); recorded beside the protected score, with a warning.
+    pub fn claimed_bpb(&self) -> Option<f64> {
+        self.extra
+            .get("val_bpb")
+            .and_then(serde_json::Value::as_f64)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RunStatus {

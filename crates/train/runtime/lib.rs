@@ -25,6 +25,12 @@ pub const MFU_PEAK_FLOPS: f64 = 989.5e12;
 /// since the previous one (the first since [`Clock::start`]), after waiting for the device to
 /// finish the step's work, so that nothing between two steps goes uncounted and asynchronous GPU
 /// work is not counted in the next step; the contract's first `uncounted_steps` are not counted.
+///
+/// The clock also reports the run's progress, which the orchestrator follows while it trains
+/// (the dashboard, stopping a doomed run early): a line on stderr,
+/// `@progress {"seconds":12.34,"step":40,"loss":3.2101}` (counted seconds, steps taken, that
+/// step's training loss, null when not finite), at most once per second of wall time and always
+/// after the last step.
 pub struct Clock {
     device: Device,
     budget: f64,
@@ -34,6 +40,10 @@ pub struct Clock {
     last_step: Instant,
     steps: usize,
     training_seconds: f64,
+    /// When the last progress line was printed, and the loss of the latest step when its line
+    /// is not printed yet.
+    last_report: Option<Instant>,
+    unreported_loss: Option<f64>,
 }
 
 impl Clock {
@@ -63,6 +73,8 @@ impl Clock {
             last_step: now,
             steps: 0,
             training_seconds: 0.0,
+            last_report: None,
+            unreported_loss: None,
         })
     }
 
@@ -86,9 +98,10 @@ impl Clock {
         self.steps
     }
 
-    /// Ends a step: waits for the device, counts the step's wall time (unless it is one of the
-    /// contract's uncounted steps) and returns it in seconds.
-    pub fn step(&mut self) -> f64 {
+    /// Ends a step whose training loss was `loss`: waits for the device, counts the step's wall
+    /// time (unless it is one of the contract's uncounted steps), reports progress, and returns
+    /// the step's time in seconds.
+    pub fn step(&mut self, loss: f64) -> f64 {
         if let Device::Cuda(index) = self.device {
             tch::Cuda::synchronize(index as i64);
         }
@@ -99,7 +112,21 @@ impl Clock {
             self.training_seconds += dt;
         }
         self.steps += 1;
+        self.unreported_loss = Some(loss);
+        let due = self
+            .last_report
+            .is_none_or(|at| (now - at).as_secs_f64() >= 1.0);
+        if due || self.spent() {
+            self.last_report = Some(now);
+            self.report_progress();
+        }
         dt
+    }
+
+    fn report_progress(&mut self) {
+        if let Some(loss) = self.unreported_loss.take() {
+            eprintln!("{}", progress_line(self.training_seconds, self.steps, loss));
+        }
     }
 
     /// Whether the budget is spent: training must stop.
@@ -109,7 +136,8 @@ impl Clock {
 
     /// Prints the result line of this run (stdout, and pretty on stderr) with the clock's own
     /// counts and the trainer's `report`; a diverged run then exits non-zero.
-    pub fn finish(self, report: Report) -> Result<()> {
+    pub fn finish(mut self, report: Report) -> Result<()> {
+        self.report_progress();
         let line = self.result_line(report)?;
         eprintln!("---\n{}", serde_json::to_string_pretty(&line)?);
         println!("{}", serde_json::to_string(&line)?);
@@ -152,6 +180,17 @@ impl Clock {
         line.extra = extra;
         Ok(line)
     }
+}
+
+/// The progress line of a run `seconds` into its budget after `step` steps, the last with training
+/// loss `loss` (see [`Clock`]).
+fn progress_line(seconds: f64, step: usize, loss: f64) -> String {
+    let loss = if loss.is_finite() {
+        format!("{loss:.4}")
+    } else {
+        "null".into()
+    };
+    format!("@progress {{\"seconds\":{seconds:.2},\"step\":{step},\"loss\":{loss}}}")
 }
 
 /// What the trainer tells the result line; the clock adds the times, steps and rates.
@@ -352,6 +391,19 @@ unsafe extern "C" {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn progress_lines_are_json_after_their_mark() {
+        assert_eq!(
+            progress_line(12.3449, 40, 3.21014),
+            r#"@progress {"seconds":12.34,"step":40,"loss":3.2101}"#
+        );
+        assert_eq!(
+            progress_line(0.0, 1, f64::NAN),
+            r#"@progress {"seconds":0.00,"step":1,"loss":null}"#
+        );
+        assert!(progress_line(1.0, 2, f64::INFINITY).ends_with(r#""loss":null}"#));
+    }
 
     #[test]
     fn cuda_autocast_computes_in_bfloat16() {

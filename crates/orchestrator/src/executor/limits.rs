@@ -113,19 +113,6 @@ impl Limits {
             measured: Some(measured),
         }
     }
-
-    /// Why a trainer killed at `train` was killed, for its record.
-    pub fn trainer_killed(&self) -> String {
-        let limit = self.train.as_secs_f64();
-        match self.measured {
-            Some(m) => format!(
-                "over budget: still running after {limit:.0} s, budget {:.0} s + measured \
-                 start-up and export {:.1} s (sd {:.1} s) with room for a loaded machine; killed",
-                m.budget, m.overhead.mean, m.overhead.std_dev
-            ),
-            None => format!("timed out after {limit:.0} s and was killed"),
-        }
-    }
 }
 
 impl Measured {
@@ -138,6 +125,7 @@ impl Measured {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::executor::Crash;
 
     /// The baseline's runs as (training, run, eval) seconds.
     fn baseline(runs: &[(f64, f64, f64)]) -> Vec<Trial> {
@@ -150,6 +138,7 @@ mod tests {
                 run_seconds,
                 eval_seconds,
                 num_steps: Some(9),
+                curve: Vec::new(),
             })
             .collect()
     }
@@ -167,7 +156,11 @@ mod tests {
             Limits::measured(10.0, 120.0, &[]),
             Limits::unmeasured(10.0, 120.0)
         );
-        assert!(limits.trainer_killed().starts_with("timed out after 420 s"));
+        assert!(
+            Crash::killed(&limits)
+                .to_string()
+                .starts_with("timed out after 420 s")
+        );
     }
 
     /// Measured on this 2-core machine at a 10 s budget: the baseline ran 13.5-14.0 s (steps of
@@ -185,7 +178,7 @@ mod tests {
         // The evaluation follows its measurement, not the budget.
         let eval = limits.eval.as_secs_f64();
         assert!(eval > 2.2 * 8.2 && eval < 60.0, "{eval}");
-        let why = limits.trainer_killed();
+        let why = Crash::killed(&limits).to_string();
         assert!(why.starts_with("over budget: still running after"), "{why}");
         assert!(
             why.contains("budget 10 s + measured start-up and export 3.8 s"),

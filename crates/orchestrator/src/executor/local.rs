@@ -10,18 +10,16 @@ use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, bail};
-use prepare::{Profile, ResultLine, RunStatus, Split};
-use serde::Deserialize;
+use anyhow::Result;
+use prepare::{ResultLine, Split};
 
-use super::{Executor, Job, Limits, Outcome, Running, Scored, TrialFailure};
+use super::trial::{MODEL_FILE, Trainers, finished, scored};
+use super::{Executor, Job, Outcome, Running};
 use crate::Stop;
 use crate::config::Config;
-use crate::ledger::Trial;
-use crate::process::{Exit, libtorch, run_under_limit};
+use crate::process::{Exit, run_under_limit};
 use crate::progress::Progress;
-use crate::sandbox::env::threads;
-use crate::sandbox::{Group, Sandbox, gib};
+use crate::sandbox::{Sandbox, gib};
 use crate::scoring::{Evaluator, Score, ScoreError};
 
 pub struct Local {
@@ -31,35 +29,6 @@ pub struct Local {
     bin_dir: PathBuf,
 }
 
-/// What a trainer's jail is made of, wherever it runs: here ([`Local`]), or on a cluster's node
-/// from a job's script (the Slurm executor writes the same command line there).
-#[derive(Clone)]
-pub(super) struct Trainers {
-    pub data_dir: PathBuf,
-    /// The device the trainer is told to train on.
-    pub device: Profile,
-    pub sandbox: Sandbox,
-    /// Its thread pools' settings, see [`threads`].
-    pub threads: Vec<(&'static str, String)>,
-}
-
-/// The data files a trainer may read: what `prepare::Dataset::open` and the training loader use.
-const TRAINING_FILES: [&str; 6] = [
-    "contract.json",
-    "source.json",
-    "tokenizer.json",
-    "token_bytes.bin",
-    "train.tokens",
-    "train.docs",
-];
-
-/// Where the trainer sees its binary, its data and its export directory.
-const JAIL_TRAINER: &str = "/autoresearch/train";
-const JAIL_DATA: &str = "/autoresearch/data";
-const JAIL_EXPORT: &str = "/autoresearch/export";
-/// The exported model's name in the export directory.
-pub(super) const MODEL_FILE: &str = "model.pt";
-
 impl Local {
     /// Runs under `runs/<tag>/bin`, beside the evaluator.
     pub fn new(evaluator: Evaluator, cfg: &Config, sandbox: Sandbox) -> Result<Local> {
@@ -67,7 +36,7 @@ impl Local {
         std::fs::create_dir_all(&bin_dir)?;
         Ok(Local {
             evaluator,
-            trainers: Trainers::new(cfg, sandbox, Some(cfg.workers)),
+            trainers: Trainers::new(cfg, sandbox, Some(cfg.workers))?,
             bin_dir,
         })
     }
@@ -145,7 +114,7 @@ impl Local {
     async fn score(
         &self,
         job: &Job,
-        result: serde_json::Value,
+        result: ResultLine,
         model: PathBuf,
         run_seconds: f64,
     ) -> Result<Outcome> {
@@ -154,140 +123,6 @@ impl Local {
             .score(&model, Split::Val, job.limits.eval)
             .await;
         scored(job, result, model, run_seconds, score)
-    }
-}
-
-impl Trainers {
-    /// `sharing`: the trainers and evaluators that share this machine's cores (the workers), or
-    /// None where they run elsewhere, see [`threads`].
-    pub fn new(cfg: &Config, sandbox: Sandbox, sharing: Option<usize>) -> Trainers {
-        Trainers {
-            data_dir: cfg.data_dir.clone(),
-            device: cfg.device,
-            sandbox,
-            threads: threads(sharing),
-        }
-    }
-
-    /// `binary` (the job's trainer, copied) in its jail, exporting its model into `export`, in
-    /// `group` where there is one.
-    pub fn command(
-        &self,
-        job: &Job,
-        binary: &Path,
-        export: &Path,
-        group: Option<&Group>,
-    ) -> tokio::process::Command {
-        let mut jail = self.sandbox.jail();
-        if let Some(group) = group {
-            jail.join(group);
-        }
-        jail.file_size_limit(self.sandbox.resources().export_bytes);
-        let trainer = jail.read_as(binary, Path::new(JAIL_TRAINER));
-        let data = jail.read_files_as(&self.data_dir, &TRAINING_FILES, Path::new(JAIL_DATA));
-        let export_seen = jail.write_as(export, Path::new(JAIL_EXPORT));
-        jail.chdir(Path::new("/tmp"));
-        jail.env("HOME", "/tmp");
-        jail.env(prepare::DATA_ENV, data.display().to_string());
-        jail.env(prepare::SEED_ENV, job.seed.to_string());
-        jail.env(prepare::TIME_BUDGET_ENV, job.budget.to_string());
-        jail.env(prepare::DEVICE_ENV, self.device.device());
-        for (name, value) in &self.threads {
-            jail.env(name, value);
-        }
-        if let Some(gpu) = &job.gpu {
-            jail.env("CUDA_VISIBLE_DEVICES", gpu);
-            jail.gpus(gpu);
-        }
-        let model_seen = export_seen.join(MODEL_FILE);
-        jail.env(prepare::EXPORT_ENV, model_seen.display().to_string());
-        let mut command = jail.command(&trainer, &[]);
-        libtorch(&mut command);
-        command
-    }
-}
-
-/// The outcome of a run that finished with `result` and whose model the protected evaluator
-/// judged (`score`): a tampered evaluator or data stops the run; otherwise it is scored, or why
-/// not.
-pub(super) fn scored(
-    job: &Job,
-    result: serde_json::Value,
-    model: PathBuf,
-    run_seconds: f64,
-    score: Result<Score, ScoreError>,
-) -> Result<Outcome> {
-    let unscored = |failure, result| {
-        Ok(Outcome::Failed {
-            failure,
-            result: Some(result),
-        })
-    };
-    let score = match score {
-        Ok(score) => score,
-        Err(ScoreError::Tampered(why)) => bail!(why),
-        Err(ScoreError::Failed(why)) => return unscored(TrialFailure::Unscored(why), result),
-    };
-    if let Some(op) = score.refused {
-        return unscored(TrialFailure::Refused(op), result);
-    }
-    if !score.causal {
-        return unscored(TrialFailure::NonCausal(score.probe_max_diff), result);
-    }
-    let Some(bpb) = score.bpb else {
-        let why = "the model's losses are not finite".to_string();
-        return unscored(TrialFailure::Unscored(why), result);
-    };
-    Ok(Outcome::Scored(Scored {
-        trial: Trial {
-            seed: job.seed,
-            val_bpb: Some(bpb),
-            trainer_val_bpb: result["val_bpb"].as_f64(),
-            training_seconds: result["training_seconds"].as_f64().unwrap_or(0.0),
-            run_seconds,
-            eval_seconds: score.seconds,
-            num_steps: result["num_steps"].as_u64(),
-        },
-        result,
-        model,
-    }))
-}
-
-/// The result line of a trainer that finished well (exit 0, a result line as docs/contract.md
-/// has it, status `ok`), to be scored; else the outcome that ends the job. The trainer prints no
-/// val_bpb: only the evaluator scores. A trainer killed at `limits.train` ran over its budget
-/// once the budget is measured (see [`Limits`]).
-pub(super) fn finished(exit: Exit, limits: &Limits) -> ControlFlow<Outcome, serde_json::Value> {
-    let crashed = |reason: String, result| {
-        ControlFlow::Break(Outcome::Failed {
-            failure: TrialFailure::Crashed(reason),
-            result,
-        })
-    };
-    let (status, result) = match exit {
-        Exit::Interrupted => return ControlFlow::Break(Outcome::Interrupted),
-        Exit::TimedOut(_) => return crashed(limits.trainer_killed(), None),
-        Exit::Limited(reason) => return crashed(reason, None),
-        Exit::Exited { status, result } => (status, result),
-    };
-    let Some(result) = result else {
-        return crashed(format!("no result line ({status})"), None);
-    };
-    let line = match ResultLine::deserialize(&result) {
-        Ok(line) => line,
-        Err(e) => {
-            return crashed(
-                format!("{status}, result line not as docs/contract.md has it: {e}"),
-                Some(result),
-            );
-        }
-    };
-    if !status.success() {
-        crashed(format!("{status}, status {}", line.status), Some(result))
-    } else if line.status != RunStatus::Ok {
-        crashed(format!("status {}", line.status), Some(result))
-    } else {
-        ControlFlow::Continue(result)
     }
 }
 

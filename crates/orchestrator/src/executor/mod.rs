@@ -6,13 +6,17 @@
 //! run the same jails, built by the same code. Executors are `Send + Sync` and their futures
 //! `Send`, so that several jobs can run at once on tasks of their own (workers).
 
+mod failure;
 mod limits;
 mod local;
 mod slurm;
+mod trial;
 
+pub use failure::{Crash, JobGone, TrialFailure};
 pub use limits::{Limits, Measured, Spread};
 pub use local::Local;
 pub use slurm::Slurm;
+pub use trial::{Outcome, Scored};
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -22,7 +26,6 @@ use std::time::Duration;
 use anyhow::Result;
 
 use crate::Stop;
-use crate::ledger::Trial;
 use crate::progress::Progress;
 use crate::scoring::{Score, ScoreError};
 
@@ -69,47 +72,4 @@ pub struct Job {
     /// A file the executor may keep for this run, beside the experiment's pending record, to find
     /// the run again after a restart (a Slurm job id); removed with the pending record.
     pub handle: PathBuf,
-}
-
-/// What came of one job.
-pub enum Outcome {
-    Scored(Scored),
-    /// No score: the run crashed, or its model could not be scored or trusted. `result` is the
-    /// trainer's result line, when it printed one.
-    Failed {
-        failure: TrialFailure,
-        result: Option<serde_json::Value>,
-    },
-    /// Ctrl-C: the run was killed and must not be recorded.
-    Interrupted,
-}
-
-/// A run that trained and was scored by the protected evaluator.
-pub struct Scored {
-    /// What the ledger records of it.
-    pub trial: Trial,
-    /// The trainer's result line.
-    pub result: serde_json::Value,
-    /// The exported model, kept until the experiment is decided (the holdout scores it).
-    pub model: PathBuf,
-}
-
-/// Why a job has no score.
-#[derive(Debug, thiserror::Error)]
-pub enum TrialFailure {
-    /// Exited with an error, timed out, or printed no usable result line.
-    #[error("{0}")]
-    Crashed(String),
-    /// The causality probe saw logits change with later tokens, by this much.
-    #[error("non-causal")]
-    NonCausal(f64),
-    /// The exported model's graphs use this operation, which is not a pure tensor operation
-    /// (reading files, printing, random numbers, state, custom code): it was not run.
-    #[error(
-        "refused: the exported model uses {0}, and the evaluator runs pure tensor operations only"
-    )]
-    Refused(String),
-    /// The protected evaluator could not score the exported model.
-    #[error("{0}")]
-    Unscored(String),
 }

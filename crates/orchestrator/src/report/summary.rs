@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::ledger::{Record, Status, best, noise_floor, tally};
+use crate::ledger::{Printed, Record, Status, best, noise_floor, tally};
 
 #[derive(Debug, Serialize)]
 pub struct Summary {
@@ -100,8 +100,8 @@ pub fn summarize(tag: &str, records: &[Record]) -> Summary {
         if r.trials.is_empty() {
             r.result
                 .as_ref()
-                .and_then(|res| res["training_seconds"].as_f64())
-                .unwrap_or(0.0)
+                .and_then(Printed::line)
+                .map_or(0.0, |line| line.training_seconds)
         } else {
             r.trials
                 .iter()

@@ -65,7 +65,7 @@ pub(super) async fn with_repairs(
                 experiment.pending.seq,
                 &format!("build failed after {repairs} repair rounds:\n\n{diagnostics}\n"),
             )?;
-            Built::Failed(Failure::Build(repairs))
+            Built::Failed(Failure::Build { repairs })
         }
     })
 }

@@ -25,7 +25,7 @@ pub(super) fn before_build(
     let decision = if let Some(why) = &experiment.unfinished {
         Some(Decision::Crash(Failure::Unfinished(why.clone())))
     } else if !outside.is_empty() {
-        Some(Decision::Crash(Failure::Refused(outside.join(", "))))
+        Some(Decision::Crash(Failure::Refused { outside }))
     } else if pending.seq > 0 {
         decide::cosmetic(&w.git.editable_changes(&pending.parent, &pending.commit)?)
             .map(|why| Decision::Discard(format!("{why}: never kept, not run")))
@@ -53,7 +53,7 @@ pub(super) async fn after_run(
 ) -> Result<Trials> {
     let outside = w.changed_outside(&s.base)?;
     if !outside.is_empty() {
-        trials.decision = Decision::Crash(Failure::Refused(outside.join(", ")));
+        trials.decision = Decision::Crash(Failure::Refused { outside });
     } else if matches!(trials.decision, Decision::Keep(_))
         && let Rules::Broken(report) = s.builder.rule_tests(&w.worktree, &s.cfg.target_dir).await?
     {

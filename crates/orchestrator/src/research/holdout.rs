@@ -43,7 +43,7 @@ pub(super) async fn score(s: &Session, w: &Worker, seq: u64, trials: &Trials) ->
                 holdout.test_bpb = score.bpb;
             }
             Err(ScoreError::Tampered(why)) => bail!(why),
-            Err(ScoreError::Failed(why)) => {
+            Err(ScoreError::Unscored(why)) => {
                 holdout.flags.push(format!("holdout not scored: {why}"));
             }
         }

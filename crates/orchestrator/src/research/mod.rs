@@ -103,10 +103,10 @@ impl Decision {
 /// Why an experiment ended without a result to compare.
 #[derive(Debug, thiserror::Error)]
 enum Failure {
-    #[error("build failed after {0} repair rounds")]
-    Build(u32),
-    #[error("refused: changed outside {EDITABLE}: {0}")]
-    Refused(String),
+    #[error("build failed after {repairs} repair rounds")]
+    Build { repairs: u32 },
+    #[error("refused: changed outside {EDITABLE}: {}", outside.join(", "))]
+    Refused { outside: Vec<String> },
     #[error("breaks the trainer's rule tests (crates/train/rules.rs); see its log")]
     Rules,
     #[error("the agent's proposal did not finish: {0}")]

@@ -13,7 +13,7 @@ use super::trials::Trials;
 use super::{Decision, Experiment, Failure};
 use crate::agent::search::history::SOURCE;
 use crate::git::EDITABLE;
-use crate::ledger::{self, Pending, Record, Status};
+use crate::ledger::{self, Pending, Printed, Record, Status};
 
 pub(super) async fn append(
     s: &Session,
@@ -98,7 +98,10 @@ pub(super) async fn append(
         reason,
         description: pending.description,
         val_bpb,
-        peak_memory_mb: result.as_ref().and_then(|r| r["peak_memory_mb"].as_f64()),
+        peak_memory_mb: result
+            .as_ref()
+            .and_then(Printed::line)
+            .map(|line| line.peak_memory_mb),
         result,
         think_seconds: pending.think_seconds,
         build_seconds,

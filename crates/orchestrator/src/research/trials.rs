@@ -9,13 +9,12 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use serde_json::Value;
 
 use super::Decision;
 use super::session::{Session, Worker};
 use crate::decide::{self, Evidence, Verdict};
 use crate::executor::{Job, Outcome, Scored, TrialFailure};
-use crate::ledger::{self, Pending, Record, Status, Trial};
+use crate::ledger::{self, Pending, Printed, Record, Status, Trial};
 
 /// Seed of every experiment's first run; later runs count up from it, and the best's re-run in
 /// a pair takes the seed of the change's run beside it.
@@ -32,7 +31,7 @@ pub(super) struct Trials {
     /// The best's re-runs beside them, `best_runs[i]` paired with `runs[i]`.
     pub best_runs: Vec<Trial>,
     /// The first run's result line, also when that run then failed.
-    pub result: Option<Value>,
+    pub result: Option<Printed>,
     /// Warnings for people.
     pub flags: Vec<String>,
     /// The noise floor these runs measured: the baseline's, or a new best's far from where the
@@ -83,7 +82,7 @@ impl Trials {
 struct Runs {
     scored: Vec<Scored>,
     best: Vec<Trial>,
-    result: Option<Value>,
+    result: Option<Printed>,
     flags: Vec<String>,
     delta: Option<f64>,
     /// The best and the change are being compared side by side.
@@ -299,7 +298,7 @@ async fn run_change(
         Outcome::Interrupted => Ok(ControlFlow::Break(None)),
         Outcome::Failed { failure, result } => {
             runs.result = runs.result.take().or(result);
-            if let TrialFailure::NonCausal(diff) = failure {
+            if let TrialFailure::NonCausal { max_diff: diff } = failure {
                 runs.flags.push(format!(
                     "causality probe: logits at or before a position changed by {diff:.3e} when only later tokens changed"
                 ));
@@ -308,7 +307,8 @@ async fn run_change(
         }
         Outcome::Scored(scored) => {
             runs.flags.extend(printed_score(&scored.trial));
-            runs.result.get_or_insert_with(|| scored.result.clone());
+            runs.result
+                .get_or_insert_with(|| Printed::Line(scored.result.clone()));
             runs.scored.push(scored);
             Ok(ControlFlow::Continue(()))
         }
@@ -330,7 +330,7 @@ async fn run_best(
     match execute_unchanged(s, w, seq, seed, best_binary, runs).await? {
         Outcome::Interrupted => Ok(ControlFlow::Break(None)),
         Outcome::Failed {
-            failure: TrialFailure::NonCausal(diff),
+            failure: TrialFailure::NonCausal { max_diff: diff },
             ..
         } => {
             runs.revoked = Some(best.seq);
@@ -456,7 +456,7 @@ async fn execute_unchanged(
 ) -> Result<Outcome> {
     let outcome = execute(s, w, seq, runs.count(), seed, binary).await?;
     match &outcome {
-        Outcome::Failed { failure, .. } if !matches!(failure, TrialFailure::NonCausal(_)) => {
+        Outcome::Failed { failure, .. } if !matches!(failure, TrialFailure::NonCausal { .. }) => {
             let program = if seq == 0 { "the baseline" } else { "the best" };
             let why = format!("a run of {program} failed ({failure}); it ran once more");
             w.progress.println(&format!("{}#{seq} {why}", w.name));

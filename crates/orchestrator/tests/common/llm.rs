@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -118,7 +118,14 @@ impl super::Sandbox {
     /// Runs the loop under `tag` for `experiments` with the LLM agent on `server`, a 2 s budget
     /// (and as many workers as `AUTORESEARCH_WORKERS` says, 1 without it).
     pub fn run_with_llm(&self, server: &Server, tag: &str, experiments: u64, key: &str) -> Output {
-        self.command(&[
+        self.llm_command(server, tag, experiments, key)
+            .output()
+            .unwrap()
+    }
+
+    /// The command [`Self::run_with_llm`] runs, for a test to add flags to.
+    pub fn llm_command(&self, server: &Server, tag: &str, experiments: u64, key: &str) -> Command {
+        let mut command = self.command(&[
             "--agent",
             "openai",
             "--model",
@@ -129,11 +136,11 @@ impl super::Sandbox {
             tag,
             "--max-experiments",
             &experiments.to_string(),
-        ])
-        .env("OPENAI_BASE_URL", &server.base_url)
-        .env("OPENAI_API_KEY", key)
-        .output()
-        .unwrap()
+        ]);
+        command
+            .env("OPENAI_BASE_URL", &server.base_url)
+            .env("OPENAI_API_KEY", key);
+        command
     }
 
     /// Every worktree of the run `tag`, see [`worktrees`].

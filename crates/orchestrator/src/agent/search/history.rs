@@ -25,11 +25,16 @@ pub struct Context {
 impl Context {
     /// The context of a run, from its baseline's result line.
     fn of_run(records: &[Record]) -> Option<Context> {
-        let result = records.iter().find(|r| r.seq == 0)?.result.as_ref()?;
+        let result = records
+            .iter()
+            .find(|r| r.seq == 0)?
+            .result
+            .as_ref()?
+            .line()?;
         Some(Context {
-            contract: result["contract"].as_str()?.to_string(),
-            device: result["device"].as_str()?.to_string(),
-            budget: result["time_budget_s"].as_f64()?,
+            contract: result.contract.clone(),
+            device: result.device.clone(),
+            budget: result.time_budget_s?,
         })
     }
 
