@@ -153,10 +153,13 @@ fn parse(path: &Path, text: &str) -> Result<Memory> {
     })
 }
 
+/// Earlier runs by tag, with their records.
+pub type Runs = Vec<(String, Vec<Record>)>;
+
 /// The memory a new run starts with, and the records of each run it holds: None with `--fresh`.
 /// On a new tag, `memory.md` first gets the digest of every earlier run it does not hold yet
 /// (each named on stderr).
-pub fn open(cfg: &Config) -> Result<Option<(Memory, Vec<(String, Vec<Record>)>)>> {
+pub fn open(cfg: &Config) -> Result<Option<(Memory, Runs)>> {
     if cfg.fresh {
         return Ok(None);
     }
