@@ -3,9 +3,9 @@
 # replaced, on equal trial counts and several seeds. Each run is a fresh tag in a scratch clone,
 # `--noise-seeds 1` (every change judged on one run), `--fresh` for the new search (no memory of
 # other runs). Today's search runs in a clone of OLD_SEARCH (default: the commit before the TPE
-# search, whose trainer has the same constants and training; only its clock call differs), built
-# with its own target directories (target/bench-old-search*: the first time, libtorch's wrapper is
-# compiled twice there, many minutes). Prints each run's best val_bpb after every trial, the
+# search, whose trainer has the same constants and training; only its clock call differs), its
+# trainers built in target/ as the new one's, its evaluator in target-evaluator/ (as that version
+# did: the first time, libtorch's wrapper is compiled there, minutes). Prints each run's best val_bpb after every trial, the
 # medians per search, and on how many trials the new search reached the old one's final best.
 # Usage: scripts/bench/search.sh [budget seconds, default 15] [trials, default 10] [seeds, default 2]
 set -euo pipefail
@@ -16,33 +16,34 @@ seeds=${3:-2}
 old=${OLD_SEARCH:-4a6a990}
 root=$(pwd)
 scripts/setup-libtorch.sh
-cargo build --release -q -p orchestrator -p train
 [ -f data/enwik8/contract.json ] || cargo run --release -q -p prepare
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
+# Both orchestrators from one target directory: the old one built first and copied aside.
 git clone -q "$root" "$scratch/old"
 git -C "$scratch/old" checkout -q --detach "$old"
-old_target="$root/target/bench-old-search"
-(cd "$scratch/old" && CARGO_TARGET_DIR="$old_target" cargo build --release -q -p orchestrator)
+(cd "$scratch/old" && CARGO_TARGET_DIR="$root/target" cargo build --release -q -p orchestrator)
+cp "$root/target/release/orchestrator" "$scratch/old-orchestrator"
+cargo build --release -q -p orchestrator -p train
 
-run() { # name commit target seed flags...
-  local name=$1 commit=$2 target=$3 seed=$4
+run() { # name commit orchestrator seed flags...
+  local name=$1 commit=$2 bin=$3 seed=$4
   shift 4
   local repo="$scratch/$name-$seed"
   git clone -q "$root" "$repo"
   git -C "$repo" checkout -q --detach "$commit"
   ln -s "$root/.libtorch" "$repo/.libtorch"
   local started=$SECONDS
-  (cd "$repo" && AUTORESEARCH_DATA="$root/data/enwik8" CARGO_TARGET_DIR="$target" \
-    "$target/release/orchestrator" --agent offline --tag bench --seed "$seed" --time-budget "$budget" \
+  (cd "$repo" && AUTORESEARCH_DATA="$root/data/enwik8" CARGO_TARGET_DIR="$root/target" \
+    "$bin" --agent offline --tag bench --seed "$seed" --time-budget "$budget" \
     --noise-seeds 1 --max-experiments $((trials + 1)) "$@" 2>"$repo.stderr") \
     || { tail -20 "$repo.stderr"; exit 1; }
   echo "$name seed $seed: $((SECONDS - started)) s"
   cp "$repo/runs/bench/experiments.jsonl" "$scratch/$name-$seed.jsonl"
 }
 for seed in $(seq 1 "$seeds"); do
-  run old "$old" "$old_target" "$seed"
-  run new HEAD "$root/target" "$seed" --fresh
+  run old "$old" "$scratch/old-orchestrator" "$seed"
+  run new HEAD "$root/target/release/orchestrator" "$seed" --fresh
 done
 python3 - "$scratch" "$seeds" "$trials" <<'PY'
 import json, statistics, sys
