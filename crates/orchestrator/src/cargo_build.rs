@@ -16,6 +16,7 @@ use tokio::sync::Mutex;
 use crate::git::EDITABLE;
 use crate::process::{Bounded, output_within};
 use crate::rules;
+use crate::run_dir::RunDir;
 use crate::sandbox::{Group, Sandbox, env};
 use crate::text::tail;
 
@@ -71,7 +72,7 @@ impl Builder {
         touch_sources(worktree)?;
         let limit = self.sandbox.resources().build_seconds;
         let build = self.build(worktree, target_dir, "train", limit).await?;
-        own_copy(build, &worktree.with_extension("train"))
+        own_copy(build, &RunDir::built(worktree, "train"))
     }
 
     /// Builds the protected evaluator, the `evaluate` binary of the same package. It is the
@@ -109,7 +110,7 @@ impl Builder {
             touch_sources(worktree)?;
             let limit = self.sandbox.resources().build_seconds;
             let out = self.cargo(worktree, target_dir, &args, limit).await?;
-            own_copy(compiled(out, "train")?, &worktree.with_extension("rules"))?
+            own_copy(compiled(out, "train")?, &RunDir::built(worktree, "rules"))?
         };
         let tests = match compiled {
             Build::Built { binary } => binary,

@@ -6,6 +6,9 @@
 /// Flags, environment and `autoresearch.toml`, resolved into one `Config`.
 pub mod config;
 
+/// The layout of `runs/<tag>/`, one method per file.
+pub mod run_dir;
+
 /// What a fresh machine lacks, done once: libtorch and the prepared data.
 pub mod setup;
 

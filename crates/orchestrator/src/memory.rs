@@ -13,6 +13,7 @@ use anyhow::{Context, Result, bail};
 use crate::config::Config;
 use crate::git::{EDITABLE, Git};
 use crate::ledger::{self, Record, Status};
+use crate::run_dir::RunDir;
 use crate::text::one_line;
 
 /// The file, at the repository root.
@@ -160,11 +161,11 @@ pub type Runs = Vec<(String, Vec<Record>)>;
 /// On a new tag, `memory.md` first gets the digest of every earlier run it does not hold yet
 /// (each named on stderr).
 pub fn open(cfg: &Config) -> Result<Option<(Memory, Runs)>> {
-    if cfg.fresh {
+    if cfg.settings.fresh {
         return Ok(None);
     }
     let mut memory = Memory::read(&cfg.repo.join(FILE))?;
-    if !cfg.resume {
+    if !cfg.settings.resume {
         let new: Vec<String> = earlier_tags(cfg)?
             .into_iter()
             .filter(|t| !memory.tags.contains(t))
@@ -185,13 +186,7 @@ pub fn open(cfg: &Config) -> Result<Option<(Memory, Runs)>> {
     }
     let mut runs = Vec::new();
     for tag in memory.tags.iter().filter(|t| **t != cfg.tag) {
-        if cfg
-            .repo
-            .join("runs")
-            .join(tag)
-            .join("experiments.jsonl")
-            .exists()
-        {
+        if RunDir::new(&cfg.repo, tag).experiments().exists() {
             runs.push((tag.clone(), records(cfg, tag)?));
         }
     }
@@ -200,14 +195,13 @@ pub fn open(cfg: &Config) -> Result<Option<(Memory, Runs)>> {
 
 /// The tags under `runs/` with records, but this one, in the order they started.
 fn earlier_tags(cfg: &Config) -> Result<Vec<String>> {
-    let runs = cfg.repo.join("runs");
-    let Ok(entries) = std::fs::read_dir(&runs) else {
+    let Ok(entries) = std::fs::read_dir(RunDir::all(&cfg.repo)) else {
         return Ok(Vec::new());
     };
     let mut tags = Vec::new();
     for entry in entries {
         let tag = entry?.file_name().to_string_lossy().into_owned();
-        if tag != cfg.tag && runs.join(&tag).join("experiments.jsonl").exists() {
+        if tag != cfg.tag && RunDir::new(&cfg.repo, &tag).experiments().exists() {
             let started = records(cfg, &tag)?
                 .first()
                 .map(|r| r.finished_at.clone())
@@ -221,7 +215,7 @@ fn earlier_tags(cfg: &Config) -> Result<Vec<String>> {
 
 /// Run `tag`'s records, read only; an error names the file and what to do.
 fn records(cfg: &Config, tag: &str) -> Result<Vec<Record>> {
-    ledger::read_records(&cfg.repo.join("runs").join(tag)).with_context(|| {
+    ledger::read_records(&RunDir::new(&cfg.repo, tag)).with_context(|| {
         format!(
             "reading the records of the earlier run {tag} for the memory ({FILE}); fix that file \
              (nothing in it is changed here), or start with --fresh"

@@ -49,7 +49,7 @@ pub async fn run_under_limit(
     log: &Path,
     limit: Duration,
     stop: &mut Stop,
-    mut on_stderr: impl FnMut(&str),
+    on_stderr: impl FnMut(&str),
     mut over_limit: impl FnMut() -> Option<String>,
 ) -> Result<Exit> {
     command
@@ -60,67 +60,98 @@ pub async fn run_under_limit(
     let mut child = command.spawn().context("starting the trainer")?;
     let pgid = child.id().context("the child has no pid")? as i32;
     let mut log = BoundedLog::create(log).await?;
-    let mut stdout = Lines::new(child.stdout.take().expect("piped"));
-    let mut stderr = Lines::new(child.stderr.take().expect("piped"));
-    let mut last_stdout = None;
-    let deadline = tokio::time::sleep(limit);
-    tokio::pin!(deadline);
-    let mut checks = tokio::time::interval(LIMITS_EVERY);
-    let (mut out_open, mut err_open) = (true, true);
-    let status = loop {
-        tokio::select! {
-            _ = checks.tick() => if let Some(reason) = over_limit() {
-                kill_group(pgid);
-                child.wait().await.ok();
-                return limited(&mut log, reason).await;
-            },
-            line = stdout.next_line(), if out_open => match line? {
-                Some(line) => {
-                    log.line(&line).await?;
-                    if !line.trim().is_empty() {
-                        last_stdout = Some(line);
-                    }
-                }
-                None => out_open = false,
-            },
-            line = stderr.next_line(), if err_open => match line? {
-                Some(line) => {
-                    log.line(&line).await?;
-                    on_stderr(&line);
-                }
-                None => err_open = false,
-            },
-            status = child.wait(), if !out_open && !err_open => break status?,
-            _ = &mut deadline => {
-                kill_group(pgid);
-                child.wait().await.ok();
-                let reason = format!("timed out after {:.0} s and was killed", limit.as_secs_f64());
-                log.finish().await?;
-                log.note(&format!("orchestrator: {reason}")).await?;
-                return Ok(Exit::TimedOut);
-            }
-            _ = stop.wait() => {
-                kill_group(pgid);
-                child.wait().await.ok();
-                log.finish().await?;
-                return Ok(Exit::Interrupted);
-            }
-        }
+    let watched = Watched {
+        limit,
+        stop,
+        on_stderr,
+        over_limit: &mut over_limit,
     };
+    let (ended, last_stdout) = watched.watch(&mut child, &mut log).await?;
     // Whatever it left running in its group goes too.
     kill_group(pgid);
-    if let Some(reason) = over_limit() {
-        return limited(&mut log, reason).await;
-    }
+    child.wait().await.ok();
+    let ended = match ended {
+        Ended::Exited(status) => over_limit().map_or(Ended::Exited(status), Ended::Limited),
+        other => other,
+    };
     log.finish().await?;
-    let result = last_stdout.as_deref().and_then(result_line);
-    Ok(Exit::Exited { status, result })
+    Ok(match ended {
+        Ended::Exited(status) => Exit::Exited {
+            status,
+            result: last_stdout.as_deref().and_then(result_line),
+        },
+        Ended::Limited(reason) => {
+            log.note(&format!("orchestrator: {reason}")).await?;
+            Exit::Limited(reason)
+        }
+        Ended::TimedOut => {
+            let secs = limit.as_secs_f64();
+            let reason = format!("timed out after {secs:.0} s and was killed");
+            log.note(&format!("orchestrator: {reason}")).await?;
+            Exit::TimedOut
+        }
+        Ended::Interrupted => Exit::Interrupted,
+    })
 }
 
-async fn limited(log: &mut BoundedLog, reason: String) -> Result<Exit> {
-    log.finish().await?;
-    log.note(&format!("orchestrator: {reason}")).await?;
-    Ok(Exit::Limited(reason))
+/// How a watched child ended, before its process group is killed and its log finished.
+enum Ended {
+    Exited(ExitStatus),
+    Limited(String),
+    TimedOut,
+    Interrupted,
+}
+
+/// What a child is watched for: its time limit, Ctrl-C, its stderr lines, its jail's limits.
+struct Watched<'a, E, L> {
+    limit: Duration,
+    stop: &'a mut Stop,
+    on_stderr: E,
+    over_limit: &'a mut L,
+}
+
+impl<E: FnMut(&str), L: FnMut() -> Option<String>> Watched<'_, E, L> {
+    /// Logs `child`'s output until it ends; how, and its last non-empty stdout line.
+    async fn watch(
+        mut self,
+        child: &mut tokio::process::Child,
+        log: &mut BoundedLog,
+    ) -> Result<(Ended, Option<String>)> {
+        let mut stdout = Lines::new(child.stdout.take().expect("piped"));
+        let mut stderr = Lines::new(child.stderr.take().expect("piped"));
+        let mut last_stdout = None;
+        let deadline = tokio::time::sleep(self.limit);
+        tokio::pin!(deadline);
+        let mut checks = tokio::time::interval(LIMITS_EVERY);
+        let (mut out_open, mut err_open) = (true, true);
+        let ended = loop {
+            tokio::select! {
+                _ = checks.tick() => if let Some(reason) = (self.over_limit)() {
+                    break Ended::Limited(reason);
+                },
+                line = stdout.next_line(), if out_open => match line? {
+                    Some(line) => {
+                        log.line(&line).await?;
+                        if !line.trim().is_empty() {
+                            last_stdout = Some(line);
+                        }
+                    }
+                    None => out_open = false,
+                },
+                line = stderr.next_line(), if err_open => match line? {
+                    Some(line) => {
+                        log.line(&line).await?;
+                        (self.on_stderr)(&line);
+                    }
+                    None => err_open = false,
+                },
+                status = child.wait(), if !out_open && !err_open => break Ended::Exited(status?),
+                _ = &mut deadline => break Ended::TimedOut,
+                _ = self.stop.wait() => break Ended::Interrupted,
+            }
+        };
+        Ok((ended, last_stdout))
+    }
 }
 
 /// What [`Kept`] keeps of `stream`.

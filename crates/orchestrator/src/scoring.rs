@@ -74,9 +74,8 @@ impl Evaluator {
         worktree: &Path,
         pinned: Option<&Pins>,
     ) -> Result<Evaluator> {
-        let bin_dir = cfg.run_dir().join("bin");
-        std::fs::create_dir_all(&bin_dir)?;
-        let binary = bin_dir.join("evaluate");
+        std::fs::create_dir_all(cfg.run_dir.bin_dir())?;
+        let binary = cfg.run_dir.evaluator();
         let data_sha256 = sha256_of(&scored_data(&cfg.data_dir))?;
         if let Some(pins) = pinned
             && data_sha256 != pins.data_sha256
@@ -120,7 +119,7 @@ impl Evaluator {
             data_sha256,
             device: cfg.device,
             sandbox: builder.sandbox.clone(),
-            threads: env::threads(Some(cfg.workers)),
+            threads: env::threads(Some(cfg.settings.workers())),
         })
     }
 

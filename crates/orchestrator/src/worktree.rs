@@ -13,6 +13,7 @@ use anyhow::{Context, Result, bail};
 use crate::config::Config;
 use crate::git::Git;
 use crate::ledger::Ledger;
+use crate::run_dir::RunDir;
 
 /// The run's `workers` worktrees, ready at the best commit: new ones on a new branch from the
 /// checkout's HEAD (or what `--from` names), or on `--resume` the existing ones (added where
@@ -20,8 +21,8 @@ use crate::ledger::Ledger;
 pub fn open(cfg: &Config, ledger: &Ledger, workers: usize) -> Result<Vec<PathBuf>> {
     let checkout = Git::new(&cfg.repo);
     let branch = cfg.branch();
-    let dirs: Vec<PathBuf> = (0..workers).map(|k| dir(cfg, k)).collect();
-    if cfg.resume {
+    let dirs: Vec<PathBuf> = (0..workers).map(|k| cfg.run_dir.worktree(k)).collect();
+    if cfg.settings.resume {
         if !checkout.branch_exists(&branch) {
             bail!("there is no branch {branch} to resume; start it without --resume");
         }
@@ -41,7 +42,7 @@ pub fn open(cfg: &Config, ledger: &Ledger, workers: usize) -> Result<Vec<PathBuf
     if checkout.branch_exists(&branch) || !ledger.records.is_empty() {
         bail!("{branch} already exists; continue it with --resume, or choose another --tag");
     }
-    let start = match &cfg.from {
+    let start = match &cfg.settings.from {
         Some(reference) => start_commit(cfg, &checkout, reference)?,
         None => head_when_clean(&checkout)?,
     };
@@ -83,15 +84,15 @@ fn head_when_clean(checkout: &Git) -> Result<String> {
 fn start_commit(cfg: &Config, checkout: &Git, reference: &str) -> Result<String> {
     let commit = match reference.split_once(':') {
         Some((tag, seq)) if !seq.is_empty() && seq.bytes().all(|b| b.is_ascii_digit()) => {
-            let ledger = cfg.repo.join("runs").join(tag).join("experiments.jsonl");
-            if !ledger.exists() {
+            let run = RunDir::new(&cfg.repo, tag);
+            if !run.experiments().exists() {
                 bail!(
                     "--from {reference}: there is no run {tag} ({} does not exist); name a run \
                      under runs/, a commit or a branch",
-                    ledger.display()
+                    run.experiments().display()
                 );
             }
-            let records = crate::ledger::read_records(ledger.parent().expect("a run's file"))?;
+            let records = crate::ledger::read_records(&run)?;
             let seq: u64 = seq.parse().with_context(|| format!("--from {reference}"))?;
             let Some(record) = records.iter().find(|r| r.seq == seq) else {
                 bail!(
@@ -117,14 +118,6 @@ fn start_commit(cfg: &Config, checkout: &Git, reference: &str) -> Result<String>
                  of a run under runs/) in this repository"
             )
         })
-}
-
-/// Worker `k`'s worktree.
-fn dir(cfg: &Config, k: usize) -> PathBuf {
-    match k {
-        0 => cfg.run_dir().join("worktree"),
-        k => cfg.run_dir().join("workers").join(k.to_string()),
-    }
 }
 
 fn add(checkout: &Git, dir: &Path, branch: &str) -> Result<()> {

@@ -51,22 +51,7 @@ pub fn brief(
     max_bytes: usize,
 ) -> String {
     let (runs, idle) = device_prefixes(rules.device);
-    let failures: Vec<String> = ledger
-        .records
-        .iter()
-        .rev()
-        .filter(|r| r.status == Status::Crash)
-        .take(FAILURES)
-        .map(|r| {
-            let log = std::fs::read_to_string(ledger.log_path(r.seq)).unwrap_or_default();
-            format!("#{}:\n{}", r.seq, tail(&log, FAILURE_LOG_LINES))
-        })
-        .collect();
-    let failures = if failures.is_empty() {
-        "none".into()
-    } else {
-        failures.join("\n\n")
-    };
+    let failures = failures(ledger);
     let running = if rules.running.is_empty() {
         "none".into()
     } else {
@@ -104,6 +89,26 @@ pub fn brief(
         device = rules.device.device(),
         config = rules.device.name().to_uppercase(),
     )
+}
+
+/// The log tails of the latest crashes.
+fn failures(ledger: &Ledger) -> String {
+    let failures: Vec<String> = ledger
+        .records
+        .iter()
+        .rev()
+        .filter(|r| r.status == Status::Crash)
+        .take(FAILURES)
+        .map(|r| {
+            let log = std::fs::read_to_string(ledger.dir().log(r.seq, 0)).unwrap_or_default();
+            format!("#{}:\n{}", r.seq, tail(&log, FAILURE_LOG_LINES))
+        })
+        .collect();
+    if failures.is_empty() {
+        "none".into()
+    } else {
+        failures.join("\n\n")
+    }
 }
 
 /// `text`, or as many of its first lines as fit in `room` bytes and a note of what was cut.
@@ -180,6 +185,7 @@ pub fn history(records: &[Record], noise: Option<Noise>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::run_dir::RunDir;
 
     fn record(seq: u64, status: Status, val: Option<f64>, delta: Option<f64>) -> Record {
         Record {
@@ -213,7 +219,7 @@ mod tests {
     }
 
     fn noise() -> Option<Noise> {
-        ledger::noise_floor(&records())
+        crate::decide::noise_floor(&records())
     }
 
     #[test]
@@ -276,7 +282,7 @@ mod tests {
     #[test]
     fn the_brief_names_the_configuration_that_runs_and_the_rule_once() {
         let dir = tempfile::tempdir().unwrap();
-        let mut ledger = Ledger::open(&dir.path().join("run")).unwrap();
+        let mut ledger = Ledger::open(&RunDir::at(&dir.path().join("run"))).unwrap();
         for r in records() {
             ledger.append(r).unwrap();
         }
@@ -312,7 +318,7 @@ mod tests {
     #[test]
     fn a_brief_too_long_is_cut_with_notes_the_source_first_kept() {
         let dir = tempfile::tempdir().unwrap();
-        let mut ledger = Ledger::open(&dir.path().join("run")).unwrap();
+        let mut ledger = Ledger::open(&RunDir::at(&dir.path().join("run"))).unwrap();
         for r in records() {
             ledger.append(r).unwrap();
         }

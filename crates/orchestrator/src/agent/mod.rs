@@ -4,6 +4,7 @@
 //! edit the working tree through `tools::Workspace`.
 
 mod brief;
+mod calls;
 mod endpoint;
 mod offline;
 mod openai;
@@ -53,11 +54,11 @@ impl Agent {
     pub fn new(cfg: &Config, builder: &Builder, trials: Vec<search::Trial>) -> Result<Agent> {
         let llm = (cfg.agent == AgentKind::Openai)
             .then(|| Box::new(OpenAiAgent::new(cfg, builder.clone())));
-        let searches = llm.is_none() || cfg.tune_share > 0.0;
+        let searches = llm.is_none() || cfg.settings.tune_share() > 0.0;
         let search = match searches {
             true => Some(Arc::new(Mutex::new(OfflineAgent::new(
-                cfg.run_dir().join("offline_agent.json"),
-                cfg.seed,
+                cfg.run_dir.offline_agent(),
+                cfg.settings.seed(),
                 cfg.device,
                 trials,
             )?))),
@@ -66,7 +67,7 @@ impl Agent {
         Ok(Agent {
             llm,
             search,
-            tune_share: cfg.tune_share,
+            tune_share: cfg.settings.tune_share(),
             llm_proposed: false,
         })
     }

@@ -7,18 +7,17 @@
 //! reply without one gets a short correction; the endpoint's failures are retried, and in the
 //! end recorded rather than ending the night.
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 use serde_json::{Value, json};
 
+use super::Proposal;
 use super::brief::{BYTES_PER_TOKEN, cut};
+use super::calls::{Calls, tool_specs};
 use super::endpoint::{Endpoint, EndpointError};
-use super::{Proposal, history};
-use crate::cargo_build::{Build, Builder, Rules};
+use crate::cargo_build::Builder;
 use crate::config::Config;
-use crate::ledger;
 use crate::text::one_line;
 use crate::tools::Workspace;
 
@@ -49,13 +48,8 @@ one-line description once your change is made).";
 pub struct OpenAiAgent {
     endpoint: Endpoint,
     model: String,
-    /// The `check` tool's build, in the sandbox, into `target_dir`.
-    builder: Box<Builder>,
-    target_dir: PathBuf,
-    /// The run's directory, whose ledger the `history` tool reads.
-    run_dir: PathBuf,
-    /// autoresearch.toml's `noise_sigma`, which `history` states as the decisions use it.
-    noise_sigma: Option<f64>,
+    /// What the model's tool calls act on.
+    calls: Calls,
     /// The model's context in tokens: the setting, else what the server states (see `connect`).
     context: u64,
     context_setting: Option<u64>,
@@ -86,6 +80,30 @@ struct Conversation {
     deadline: Option<Instant>,
 }
 
+/// What a round's tool calls came to.
+struct Answers {
+    /// One of them was usable (see `calls::Outcome`).
+    usable: bool,
+    /// The file one of them read, as the conversation keeps it.
+    read: Option<String>,
+    /// The description of a `finish`.
+    finished: Option<String>,
+}
+
+impl Conversation {
+    /// The last round becomes `round`, and the one before it the past: a line per call, and its
+    /// file read unless `read` (this round's) is another.
+    fn compact(&mut self, round: Vec<Value>, read: Option<String>) {
+        self.last = round;
+        let previous_read = std::mem::replace(&mut self.read_in_last, read);
+        if self.read_in_last.is_some() {
+            self.latest_read = None;
+        } else if previous_read.is_some() {
+            self.latest_read = previous_read;
+        }
+    }
+}
+
 /// How a conversation ended.
 enum Turn {
     Finished(String),
@@ -96,20 +114,18 @@ enum Turn {
 impl OpenAiAgent {
     pub fn new(cfg: &Config, builder: Builder) -> OpenAiAgent {
         let base_url = cfg
+            .settings
             .base_url
             .as_deref()
             .unwrap_or("https://api.openai.com/v1");
         OpenAiAgent {
             endpoint: Endpoint::new(base_url, cfg.api_key.clone()),
-            model: cfg.model.clone(),
-            builder: Box::new(builder),
-            target_dir: cfg.target_dir.clone(),
-            run_dir: cfg.run_dir(),
-            noise_sigma: cfg.noise_sigma,
-            context: cfg.context_tokens.unwrap_or(DEFAULT_CONTEXT),
-            context_setting: cfg.context_tokens,
-            proposal_timeout: Duration::from_secs_f64(cfg.proposal_timeout),
-            outage: Duration::from_secs_f64(cfg.outage),
+            model: cfg.settings.model().to_string(),
+            calls: Calls::new(cfg, builder),
+            context: cfg.settings.context_tokens.unwrap_or(DEFAULT_CONTEXT),
+            context_setting: cfg.settings.context_tokens,
+            proposal_timeout: Duration::from_secs_f64(cfg.settings.proposal_timeout()),
+            outage: Duration::from_secs_f64(cfg.settings.outage()),
             failing_since: None,
             talk: Conversation::default(),
         }
@@ -270,21 +286,11 @@ impl OpenAiAgent {
                 reply["tool_calls"] = Value::Array(calls.clone());
             }
             let mut round = vec![reply];
-            let mut usable = false;
-            let mut read = None;
-            let mut finished = None;
-            let (_, tool_bytes) = self.shares();
-            for call in &calls {
-                let outcome = self.call_tool(call, ws).await;
-                usable |= outcome.usable;
-                finished = finished.or(outcome.finish);
-                let text = cut(&outcome.reply, tool_bytes / calls.len(), "this result");
-                if outcome.read {
-                    read = Some(text.clone());
-                }
-                self.talk.done.push(outcome.summary);
-                round.push(json!({"role": "tool", "tool_call_id": call["id"].as_str().unwrap_or(""), "content": text}));
-            }
+            let Answers {
+                usable,
+                read,
+                finished,
+            } = self.answer(&calls, ws, &mut round).await;
             if let Some(description) = finished {
                 return Ok(Turn::Finished(description));
             }
@@ -300,16 +306,31 @@ impl OpenAiAgent {
                 }
                 round.push(json!({"role": "user", "content": CORRECTION}));
             }
-            // The round before this one becomes the past: a line per call, and its file read
-            // unless this round read another.
-            self.talk.last = round;
-            let previous_read = std::mem::replace(&mut self.talk.read_in_last, read);
-            if self.talk.read_in_last.is_some() {
-                self.talk.latest_read = None;
-            } else if previous_read.is_some() {
-                self.talk.latest_read = previous_read;
-            }
+            self.talk.compact(round, read);
         }
+    }
+
+    /// Runs the round's tool `calls`, their answers appended to `round`.
+    async fn answer(&mut self, calls: &[Value], ws: &Workspace, round: &mut Vec<Value>) -> Answers {
+        let mut answers = Answers {
+            usable: false,
+            read: None,
+            finished: None,
+        };
+        let (_, tool_bytes) = self.shares();
+        for call in calls {
+            let outcome = self.calls.call(call, ws).await;
+            answers.usable |= outcome.usable;
+            answers.finished = answers.finished.or(outcome.finish);
+            let text = cut(&outcome.reply, tool_bytes / calls.len(), "this result");
+            if outcome.read {
+                answers.read = Some(text.clone());
+            }
+            self.talk.done.push(outcome.summary);
+            let id = call["id"].as_str().unwrap_or("");
+            round.push(json!({"role": "tool", "tool_call_id": id, "content": text}));
+        }
+        answers
     }
 
     /// What a request sends now: the system prompt, the brief, the compacted past, the last round.
@@ -412,120 +433,6 @@ impl OpenAiAgent {
             }
         }
     }
-
-    /// The `check` tool: the build's errors, else the rule tests' failures, else "ok".
-    async fn check(&self, repo: &Path) -> String {
-        let checked = match self.builder.trainer(repo, &self.target_dir).await {
-            Ok(Build::Built { .. }) => self.builder.rule_tests(repo, &self.target_dir).await,
-            Ok(Build::Failed { diagnostics }) => return diagnostics,
-            Err(e) => Err(e),
-        };
-        match checked {
-            Ok(Rules::Hold) => "ok".into(),
-            Ok(Rules::Broken(report)) => format!(
-                "it builds, but breaks the trainer's rule tests (a change that breaks them is \
-                 never kept):\n{}",
-                report
-            ),
-            Err(e) => format!("error: {e:#}"),
-        }
-    }
-
-    /// Runs one tool call.
-    async fn call_tool(&self, call: &Value, ws: &Workspace) -> Outcome {
-        let name = call["function"]["name"].as_str().unwrap_or("");
-        let args: Option<Value> = call["function"]["arguments"]
-            .as_str()
-            .and_then(|a| serde_json::from_str(a).ok())
-            .or_else(|| Some(call["function"]["arguments"].clone()))
-            .filter(Value::is_object);
-        let summary_of = |reply: &str| {
-            let path = args.as_ref().and_then(|a| a["path"].as_str()).unwrap_or("");
-            format!("{name} {path}: {}", one_line(reply, 120))
-        };
-        let Some(args) = args.clone() else {
-            let reply = format!("error: the arguments of `{name}` must be a JSON object");
-            return Outcome::miss(summary_of(&reply), reply);
-        };
-        let arg = |key: &str| {
-            args[key]
-                .as_str()
-                .ok_or_else(|| format!("error: `{name}` needs a string argument `{key}`"))
-        };
-        let reply = match name {
-            "list_files" => ws.list_files(),
-            "read_file" => arg("path").and_then(|p| ws.read_file(p)),
-            "edit_file" => {
-                arg("path").and_then(|p| ws.edit_file(p, arg("old_string")?, arg("new_string")?))
-            }
-            "write_file" => arg("path").and_then(|p| ws.write_file(p, arg("content")?)),
-            "check" => Ok(self.check(ws.repo()).await),
-            "history" => ledger::read_records(&self.run_dir)
-                .map(|records| {
-                    history(&records, ledger::noise_in_force(&records, self.noise_sigma))
-                })
-                .map_err(|e| format!("error: {e:#}")),
-            "finish" => {
-                return match arg("description") {
-                    Ok(d) => Outcome {
-                        finish: Some(d.lines().next().unwrap_or("").trim().to_string()),
-                        ..Outcome::used(summary_of("finished"), "finished".into())
-                    },
-                    Err(e) => Outcome::miss(summary_of(&e), e),
-                };
-            }
-            other => {
-                let reply = format!(
-                    "error: there is no tool `{other}`; use list_files, read_file, edit_file, write_file, check, history or finish"
-                );
-                return Outcome::miss(summary_of(&reply), reply);
-            }
-        };
-        let read = name == "read_file" && reply.is_ok();
-        let reply = reply.unwrap_or_else(|e| {
-            if e.starts_with("error") {
-                e
-            } else {
-                format!("error: {e}")
-            }
-        });
-        Outcome {
-            read,
-            ..Outcome::used(summary_of(&reply), reply)
-        }
-    }
-}
-
-/// One tool call's effect on the conversation.
-struct Outcome {
-    reply: String,
-    /// The call named a tool and gave it arguments it could read (its effect may be an error).
-    usable: bool,
-    /// The description, if the call was `finish`.
-    finish: Option<String>,
-    /// A file's text, which the compacted conversation keeps until another is read.
-    read: bool,
-    /// One line for the compacted conversation.
-    summary: String,
-}
-
-impl Outcome {
-    fn used(summary: String, reply: String) -> Outcome {
-        Outcome {
-            reply,
-            usable: true,
-            finish: None,
-            read: false,
-            summary,
-        }
-    }
-
-    fn miss(summary: String, reply: String) -> Outcome {
-        Outcome {
-            usable: false,
-            ..Outcome::used(summary, reply)
-        }
-    }
 }
 
 /// `wait`, from half to all of it at random: workers that failed together retry apart.
@@ -534,56 +441,6 @@ fn jitter(wait: Duration) -> Duration {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
     wait.mul_f64(0.5 + f64::from(nanos % 1000) / 2000.0)
-}
-
-fn tool_specs() -> Value {
-    let tool = |name: &str, description: &str, params: &[&str]| {
-        let properties: serde_json::Map<String, Value> = params
-            .iter()
-            .map(|p| (p.to_string(), json!({"type": "string"})))
-            .collect();
-        json!({"type": "function", "function": {
-            "name": name, "description": description,
-            "parameters": {"type": "object", "properties": properties, "required": params},
-        }})
-    };
-    json!([
-        tool(
-            "list_files",
-            "List the repository's files; the ones you may edit are marked.",
-            &[]
-        ),
-        tool(
-            "read_file",
-            "Read a file (path relative to the repository root).",
-            &["path"]
-        ),
-        tool(
-            "edit_file",
-            "Replace the one exact occurrence of old_string with new_string in a file under crates/train/src/.",
-            &["path", "old_string", "new_string"]
-        ),
-        tool(
-            "write_file",
-            "Create or overwrite a file under crates/train/src/.",
-            &["path", "content"]
-        ),
-        tool(
-            "check",
-            "Build the trainer and run its rule tests (crates/train/rules.rs, fixed: causality, shapes, every parameter trained, the loss falls, the export loads and matches the model); returns the compiler's errors, the failing tests, or ok.",
-            &[]
-        ),
-        tool(
-            "history",
-            "The run so far: the best kept experiments and the latest ones, with val_bpb, delta against the best before, and the keep rule with the noise floor.",
-            &[]
-        ),
-        tool(
-            "finish",
-            "End your proposal with a one-line description of the change.",
-            &["description"]
-        ),
-    ])
 }
 
 const SYSTEM: &str = "You are an autonomous ML researcher improving a GPT trainer written in Rust \

@@ -19,25 +19,25 @@ use crate::Stop;
 use crate::config::Config;
 use crate::process::{Exit, run_under_limit};
 use crate::progress::Progress;
+use crate::run_dir::RunDir;
 use crate::sandbox::{Sandbox, gib};
 use crate::scoring::{Evaluator, Score, ScoreError};
 
 pub struct Local {
     evaluator: Evaluator,
     trainers: Trainers,
-    /// The trainers' copies and the exported models.
-    bin_dir: PathBuf,
+    /// Where the trainers' copies and the exported models go.
+    run_dir: RunDir,
 }
 
 impl Local {
     /// Runs under `runs/<tag>/bin`, beside the evaluator.
     pub fn new(evaluator: Evaluator, cfg: &Config, sandbox: Sandbox) -> Result<Local> {
-        let bin_dir = cfg.run_dir().join("bin");
-        std::fs::create_dir_all(&bin_dir)?;
+        std::fs::create_dir_all(cfg.run_dir.bin_dir())?;
         Ok(Local {
             evaluator,
-            trainers: Trainers::new(cfg, sandbox, Some(cfg.workers))?,
-            bin_dir,
+            trainers: Trainers::new(cfg, sandbox, Some(cfg.settings.workers()))?,
+            run_dir: cfg.run_dir.clone(),
         })
     }
 
@@ -47,9 +47,7 @@ impl Local {
         stop: &mut Stop,
         progress: &Progress,
     ) -> Result<Outcome> {
-        let model = self
-            .bin_dir
-            .join(format!("model-{}.{}.pt", job.seq, job.index));
+        let model = self.run_dir.model(job.seq, job.index);
         std::fs::remove_file(&model).ok();
         let started = Instant::now();
         let exit = self.train(job, &model, stop, progress).await?;
@@ -73,11 +71,9 @@ impl Local {
     ) -> Result<Exit> {
         // A copy under the experiment's name: cargo may rebuild the original while it runs, and
         // a trainer that outlived a killed orchestrator may still be executing the last copy.
-        let copy = self.bin_dir.join(format!("train-{}", job.seq));
+        let copy = self.run_dir.trainer_copy(job.seq);
         prepare::atomic::copy(&job.binary, &copy)?;
-        let export = self
-            .bin_dir
-            .join(format!("export-{}.{}", job.seq, job.index));
+        let export = self.run_dir.export(job.seq, job.index);
         std::fs::remove_dir_all(&export).ok();
         std::fs::create_dir_all(&export)?;
         let group = self.trainers.sandbox.group()?;

@@ -11,17 +11,18 @@ use anyhow::{Context, Result, bail};
 
 use crate::config::ReportArgs;
 use crate::ledger::read_records;
+use crate::run_dir::RunDir;
 
 /// `orchestrator report`: the summary on stdout (text or `--json`) and the plot beside the records.
 pub fn run(args: &ReportArgs, repo: &Path) -> Result<()> {
     let tag = args.tag.clone().unwrap_or_else(crate::config::default_tag);
-    let dir = repo.join("runs").join(&tag);
+    let dir = RunDir::new(repo, &tag);
     let records = read_records(&dir)?;
     if records.is_empty() {
-        let known = known_runs(&repo.join("runs"));
+        let known = known_runs(repo);
         bail!(
             "no experiments in {}: start a run with `cargo run --release -p orchestrator -- --tag {tag}`{}",
-            dir.join("experiments.jsonl").display(),
+            dir.experiments().display(),
             if known.is_empty() {
                 String::new()
             } else {
@@ -30,7 +31,7 @@ pub fn run(args: &ReportArgs, repo: &Path) -> Result<()> {
         );
     }
     let summary = summary::summarize(&tag, &records);
-    let png = dir.join("progress.png");
+    let png = dir.progress_plot();
     plot::draw(&records, &summary, &png).with_context(|| format!("drawing {}", png.display()))?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
@@ -41,12 +42,13 @@ pub fn run(args: &ReportArgs, repo: &Path) -> Result<()> {
     Ok(())
 }
 
-fn known_runs(runs: &Path) -> Vec<String> {
-    let mut tags: Vec<String> = fs::read_dir(runs)
+/// The tags of `repo` that have records.
+fn known_runs(repo: &Path) -> Vec<String> {
+    let mut tags: Vec<String> = fs::read_dir(RunDir::all(repo))
         .into_iter()
         .flatten()
         .flatten()
-        .filter(|e| e.path().join("experiments.jsonl").is_file())
+        .filter(|e| RunDir::at(&e.path()).experiments().is_file())
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     tags.sort();

@@ -3,7 +3,8 @@
 
 use serde::Serialize;
 
-use crate::ledger::{Printed, Record, Status, best, noise_floor, tally};
+use crate::decide::noise_floor;
+use crate::ledger::{Printed, Record, Status, best, tally};
 
 #[derive(Debug, Serialize)]
 pub struct Summary {
@@ -80,6 +81,21 @@ pub(super) fn running_best(records: &[Record]) -> Vec<Option<f64>> {
         .collect()
 }
 
+/// A record's training seconds, what the trainer counted: its run_seconds spans its whole run
+/// phase (every trial's start-up, training and evaluation, the best's re-runs beside it
+/// included, and the holdout).
+fn training_seconds(r: &Record) -> f64 {
+    if r.trials.is_empty() {
+        r.result
+            .as_ref()
+            .and_then(Printed::line)
+            .map_or(0.0, |line| line.training_seconds)
+    } else {
+        let trials = r.trials.iter().chain(&r.best_trials);
+        trials.map(|t| t.training_seconds).sum()
+    }
+}
+
 pub fn summarize(tag: &str, records: &[Record]) -> Summary {
     let tally = tally(records);
     let changes = records.iter().filter(|r| r.seq > 0).count();
@@ -93,24 +109,7 @@ pub fn summarize(tag: &str, records: &[Record]) -> Summary {
     let kept = kept_changes(records);
     let holdout = holdout_rows(records);
 
-    // A record's run_seconds spans its whole run phase: every trial's start-up, training and
-    // evaluation (the best's re-runs beside it included), and the holdout; its training share
-    // is what the trainer counted.
-    let training = |r: &Record| {
-        if r.trials.is_empty() {
-            r.result
-                .as_ref()
-                .and_then(Printed::line)
-                .map_or(0.0, |line| line.training_seconds)
-        } else {
-            r.trials
-                .iter()
-                .chain(&r.best_trials)
-                .map(|t| t.training_seconds)
-                .sum()
-        }
-    };
-    let training_seconds: f64 = records.iter().map(training).sum();
+    let training_seconds: f64 = records.iter().map(training_seconds).sum();
     let spent: f64 = records
         .iter()
         .map(|r| r.build_seconds + r.run_seconds)
@@ -148,7 +147,6 @@ pub fn summarize(tag: &str, records: &[Record]) -> Summary {
 impl Summary {
     /// The summary for people.
     pub fn text(&self) -> String {
-        let bpb = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.6}"));
         let mut out = format!(
             "run {}: {} experiments (the baseline and {} changes)\n",
             self.tag,
@@ -185,6 +183,20 @@ impl Summary {
             self.agent_tokens
         );
 
+        out += &self.kept_text();
+        out += &self.holdout_text();
+        if !self.warnings.is_empty() {
+            out += "\nwarnings:\n";
+            for w in &self.warnings {
+                out += &format!("  {w}\n");
+            }
+        }
+        out
+    }
+
+    /// The kept changes, largest gain first.
+    fn kept_text(&self) -> String {
+        let mut out = String::new();
         if !self.kept.is_empty() {
             out += "\nkept changes, largest gain first:\n";
             for k in &self.kept {
@@ -205,7 +217,12 @@ impl Summary {
             }
         }
 
-        out += "\nholdout: each keep on the validation and the test split\n";
+        out
+    }
+
+    /// Each keep's scores on the validation and the test split.
+    fn holdout_text(&self) -> String {
+        let mut out = String::from("\nholdout: each keep on the validation and the test split\n");
         out += "  seq    val_bpb   test_bpb\n";
         for h in &self.holdout {
             out += &format!(
@@ -221,15 +238,13 @@ impl Summary {
                 h.description
             );
         }
-
-        if !self.warnings.is_empty() {
-            out += "\nwarnings:\n";
-            for w in &self.warnings {
-                out += &format!("  {w}\n");
-            }
-        }
         out
     }
+}
+
+/// A score as the summary shows it, `-` for none.
+fn bpb(v: Option<f64>) -> String {
+    v.map_or("-".into(), |v| format!("{v:.6}"))
 }
 
 fn duration(seconds: f64) -> String {

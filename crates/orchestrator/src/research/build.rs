@@ -10,6 +10,7 @@ use anyhow::{Result, bail};
 use super::session::{Session, Worker};
 use super::{Experiment, Failure};
 use crate::cargo_build::Build;
+use crate::ledger;
 use crate::text::tail;
 
 /// Lines of compiler errors shown on the console per failed build.
@@ -41,7 +42,7 @@ pub(super) async fn with_repairs(
             pending.seq,
             tail(diagnostics, CONSOLE_LINES)
         ));
-        if repairs == s.cfg.max_repairs {
+        if repairs == s.cfg.settings.max_repairs() {
             break;
         }
         let Some(repaired) = w.agent.repair(diagnostics, &w.ws).await else {
@@ -52,7 +53,7 @@ pub(super) async fn with_repairs(
         let message = format!("{} (repair {repairs})", pending.description);
         if let Some(commit) = w.git.commit_editable(&message)? {
             pending.commit = commit;
-            s.ledger().write_pending(pending)?;
+            s.pendings.write(pending)?;
         }
         w.progress.phase("building");
         build = s.builder.trainer(&w.worktree, &s.cfg.target_dir).await?;
@@ -61,7 +62,8 @@ pub(super) async fn with_repairs(
     Ok(match build {
         Build::Built { binary } => Built::Binary(binary),
         Build::Failed { diagnostics } => {
-            s.ledger().write_log(
+            ledger::write_log(
+                &s.cfg.run_dir,
                 experiment.pending.seq,
                 &format!("build failed after {repairs} repair rounds:\n\n{diagnostics}\n"),
             )?;

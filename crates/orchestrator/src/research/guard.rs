@@ -6,11 +6,12 @@
 
 use anyhow::Result;
 
+use super::Trials;
 use super::session::{Session, Worker};
-use super::trials::Trials;
 use super::{Decision, Experiment, Failure};
 use crate::cargo_build::Rules;
 use crate::decide;
+use crate::ledger;
 
 /// The end of an experiment that must not be built: a crash when it changed files outside the
 /// trainer, a discard when it changed nothing that could be kept. None lets it build. Why it did
@@ -37,8 +38,7 @@ pub(super) fn before_build(
             Decision::Crash(failure) => failure.to_string(),
             Decision::Keep(rule) | Decision::Discard(rule) | Decision::Stale(rule) => rule.clone(),
         };
-        s.ledger()
-            .write_log(pending.seq, &format!("not run: {why}\n"))?;
+        ledger::write_log(&s.cfg.run_dir, pending.seq, &format!("not run: {why}\n"))?;
     }
     Ok(decision)
 }
@@ -57,7 +57,8 @@ pub(super) async fn after_run(
     } else if matches!(trials.decision, Decision::Keep(_))
         && let Rules::Broken(report) = s.builder.rule_tests(&w.worktree, &s.cfg.target_dir).await?
     {
-        s.ledger().append_log(
+        ledger::append_log(
+            &s.cfg.run_dir,
             seq,
             &format!("orchestrator: rule tests failed:\n{report}\n"),
         )?;

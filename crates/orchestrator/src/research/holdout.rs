@@ -7,8 +7,8 @@ use std::time::Instant;
 use anyhow::{Result, bail};
 
 use super::Decision;
+use super::Trials;
 use super::session::{Session, Worker};
-use super::trials::Trials;
 use crate::scoring::ScoreError;
 
 pub(super) struct Holdout {
@@ -31,13 +31,17 @@ pub(super) async fn score(s: &Session, w: &Worker, seq: u64, trials: &Trials) ->
         flags: Vec::new(),
     };
     // A keep whose best has moved on meanwhile is re-applied rather than kept (see `record`).
-    let best_now = s.ledger().best().map(|b| b.commit.clone());
+    let best_now = s.best(&w.turn).map(|b| b.commit);
     let still_best = trials.against.is_none() || trials.against == best_now;
     if let (Decision::Keep(_), Some(first), true) =
         (&trials.decision, trials.runs.first(), still_best)
     {
         w.progress.phase("holdout");
-        match s.executor.holdout(&first.model, s.limits().eval).await {
+        match s
+            .executor
+            .holdout(&first.model, s.limits(&w.turn).eval)
+            .await
+        {
             Ok(score) => {
                 holdout.eval_seconds = score.seconds;
                 holdout.test_bpb = score.bpb;
@@ -48,7 +52,7 @@ pub(super) async fn score(s: &Session, w: &Worker, seq: u64, trials: &Trials) ->
             }
         }
     }
-    let previous = s.ledger().best().and_then(|b| b.test_bpb);
+    let previous = s.best(&w.turn).and_then(|b| b.test_bpb);
     if let (Some(test), Some(previous)) = (holdout.test_bpb, previous)
         && test > previous
     {
@@ -59,7 +63,7 @@ pub(super) async fn score(s: &Session, w: &Worker, seq: u64, trials: &Trials) ->
     for run in &trials.runs {
         std::fs::remove_file(&run.model).ok();
     }
-    std::fs::remove_file(s.ledger().beside_path(seq)).ok();
+    std::fs::remove_file(s.cfg.run_dir.beside(seq)).ok();
     holdout.seconds = started.elapsed().as_secs_f64();
     Ok(holdout)
 }

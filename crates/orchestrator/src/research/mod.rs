@@ -15,12 +15,12 @@ mod trials;
 use anyhow::Result;
 
 use crate::config::Config;
-use crate::executor::TrialFailure;
+use crate::decide;
+use crate::executor::{Scored, TrialFailure};
 use crate::git::EDITABLE;
-use crate::ledger::{Pending, Status};
+use crate::ledger::{Pending, Printed, Status, Trial};
 use build::Built;
 use session::{Session, Worker};
-use trials::Trials;
 
 pub async fn run(cfg: Config) -> Result<()> {
     let (session, workers) = Session::start(cfg).await?;
@@ -76,6 +76,60 @@ struct Experiment {
     build_seconds: f64,
     /// Why the agent's proposal ended without a change to run (see `agent::Proposal`).
     unfinished: Option<String>,
+}
+
+/// The runs of one experiment and what they decided.
+struct Trials {
+    pub decision: Decision,
+    /// The change's scored runs, in order.
+    pub runs: Vec<Scored>,
+    /// The best's re-runs beside them, `best_runs[i]` paired with `runs[i]`.
+    pub best_runs: Vec<Trial>,
+    /// The first run's result line, also when that run then failed.
+    pub result: Option<Printed>,
+    /// Warnings for people.
+    pub flags: Vec<String>,
+    /// The noise floor these runs measured: the baseline's, or a new best's far from where the
+    /// noise was last measured.
+    pub measured: Option<f64>,
+    /// The gain as judged (negative is better), see [`decide::Evidence::delta`].
+    pub delta: Option<f64>,
+    /// Wall time of the runs, scoring included.
+    pub seconds: f64,
+    /// The best's commit when the first run's score came back, which the runs were judged
+    /// against; None for the baseline and changes that never ran.
+    pub against: Option<String>,
+    /// The rule by which the change beat its own parent, when the best had already moved on from
+    /// that parent by the time its score came back and the change did not beat the new best.
+    pub beat_parent: Option<String>,
+    /// The best whose re-run beside the change was judged non-causal: its keep is revoked.
+    pub revoked: Option<u64>,
+}
+
+impl Trials {
+    /// An experiment that ended before any run.
+    pub fn not_run(decision: Decision) -> Trials {
+        Trials {
+            decision,
+            runs: Vec::new(),
+            best_runs: Vec::new(),
+            result: None,
+            flags: Vec::new(),
+            measured: None,
+            delta: None,
+            seconds: 0.0,
+            against: None,
+            beat_parent: None,
+            revoked: None,
+        }
+    }
+
+    /// The mean protected score, unless the experiment crashed.
+    pub fn val_bpb(&self) -> Option<f64> {
+        let scores: Vec<f64> = self.runs.iter().filter_map(|r| r.trial.val_bpb).collect();
+        let decided = !matches!(self.decision, Decision::Crash(_));
+        (decided && !scores.is_empty()).then(|| decide::mean(&scores))
+    }
 }
 
 /// How an experiment ends, with the rule or the failure that decided it.

@@ -17,7 +17,7 @@ const MAX_EMPTY_PROPOSALS: u32 = 5;
 /// The experiment `next` names, committed and recorded as pending; None when the agent's
 /// proposal changed nothing.
 pub(super) async fn next(s: &Session, w: &mut Worker, next: &Next) -> Result<Option<Experiment>> {
-    let (program, program_changed) = s.state().program.read();
+    let (program, program_changed) = s.update(&mut w.turn, |state| state.program.read());
     if program_changed {
         w.progress
             .println("program.md changed; this experiment uses the new text");
@@ -53,18 +53,37 @@ pub(super) async fn next(s: &Session, w: &mut Worker, next: &Next) -> Result<Opt
             None => return Ok(None),
         },
     };
-    s.ledger().write_pending(&pending)?;
-    let mut state = s.state();
-    state
-        .running
-        .insert(pending.seq, pending.description.clone());
-    w.progress.set_context(s.context(&state, pending.seq, w));
+    s.pendings.write(&pending)?;
+    let context = s.update(&mut w.turn, |state| {
+        let running = &mut state.running;
+        running.insert(pending.seq, pending.description.clone());
+        s.context(state, pending.seq, &w.name)
+    });
+    w.progress.set_context(context);
     Ok(Some(Experiment {
         pending,
         program_changed,
         build_seconds: 0.0,
         unfinished,
     }))
+}
+
+/// What the agent is told of experiment `seq`: the budget, the noise, the machine, and what the
+/// other workers are running now.
+fn rules(s: &Session, w: &Worker, seq: u64) -> Rules {
+    Rules {
+        experiment: seq,
+        budget: s.budget,
+        noise: s.noise(&w.turn),
+        device: s.cfg.device,
+        memory: s.memory.clone(),
+        running: s.read(&w.turn, |state| {
+            let running = state.running.iter();
+            running
+                .map(|(seq, what)| format!("#{seq} {what}"))
+                .collect()
+        }),
+    }
 }
 
 /// The agent's change on top of the best commit as it is now, committed; None when it changed
@@ -77,37 +96,19 @@ async fn ask_agent(
 ) -> Result<Option<(Pending, Option<String>)>> {
     w.progress.phase("thinking");
     let started = Instant::now();
-    let parent = s
-        .ledger()
-        .best()
-        .map(|b| b.commit.clone())
-        .context("no kept baseline")?;
+    let parent = s.best(&w.turn).context("no kept baseline")?.commit;
     w.git.reset_to(&parent)?;
-    let rules = Rules {
-        experiment: seq,
-        budget: s.budget,
-        noise: s.noise(),
-        device: s.cfg.device,
-        memory: s.memory.clone(),
-        running: s
-            .state()
-            .running
-            .iter()
-            .map(|(seq, description)| format!("#{seq} {description}"))
-            .collect(),
+    let rules = rules(s, w, seq);
+    let brief = |max_bytes| {
+        s.read(&w.turn, |state| {
+            agent::brief(program, &rules, &state.ledger, &w.ws, max_bytes)
+        })
     };
     let Proposal {
         description,
         tokens,
         finished,
-    } = w
-        .agent
-        .propose(
-            seq,
-            &|max_bytes| agent::brief(program, &rules, &s.ledger(), &w.ws, max_bytes),
-            &w.ws,
-        )
-        .await?;
+    } = w.agent.propose(seq, &brief, &w.ws).await?;
     let pending = |commit: String, description: String| Pending {
         seq,
         commit,
@@ -127,9 +128,11 @@ async fn ask_agent(
         )));
     }
     let Some(commit) = w.git.commit_editable(&description)? else {
-        let mut state = s.state();
-        state.empty_proposals += 1;
-        if state.empty_proposals == MAX_EMPTY_PROPOSALS {
+        let empty = s.update(&mut w.turn, |state| {
+            state.empty_proposals += 1;
+            state.empty_proposals
+        });
+        if empty == MAX_EMPTY_PROPOSALS {
             bail!(
                 "the agent proposed no change {MAX_EMPTY_PROPOSALS} times in a row; see program.md and the agent's settings"
             );
@@ -137,6 +140,6 @@ async fn ask_agent(
         w.progress.println("the proposal changed nothing; not run");
         return Ok(None);
     };
-    s.state().empty_proposals = 0;
+    s.update(&mut w.turn, |state| state.empty_proposals = 0);
     Ok(Some((pending(commit, description), None)))
 }

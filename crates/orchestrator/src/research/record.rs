@@ -7,11 +7,12 @@
 
 use anyhow::{Result, bail};
 
+use super::Trials;
 use super::holdout::Holdout;
-use super::session::{Session, State, Worker};
-use super::trials::Trials;
+use super::session::{Session, Worker};
 use super::{Decision, Experiment, Failure};
 use crate::agent::search::history::SOURCE;
+use crate::decide::Noise;
 use crate::git::EDITABLE;
 use crate::ledger::{self, Pending, Printed, Record, Status};
 
@@ -22,22 +23,39 @@ pub(super) async fn append(
     trials: Trials,
     holdout: Holdout,
 ) -> Result<()> {
-    let seq = experiment.pending.seq;
     // Runs the executor started for this experiment that its decision did not need (a comparison
     // decided differently after a resume) are let go of first.
-    let handles = s.ledger().handles(seq)?;
-    for handle in handles {
+    for handle in s.pendings.handles(experiment.pending.seq)? {
         s.executor.abandon(&handle).await?;
     }
-    // From here on nothing awaits: the decision, the branch and the ledger change together,
+    // Nothing awaits from here on: the decision, the branch and the ledger change together,
     // against the best as it is now.
-    let mut state = s.state();
-    let Experiment {
-        pending,
-        program_changed,
-        build_seconds,
-        ..
-    } = experiment;
+    let record = decide(s, w, experiment, trials, holdout)?;
+    let record = s.update(&mut w.turn, |state| state.record(&s.pendings, record))?;
+    let source = w.git.file_at(&record.commit, SOURCE)?;
+    w.agent.observe(&record, &source)?;
+    w.progress
+        .println(&format!("{}{}", w.name, record.summary()));
+    if let Some(runs) = record.runs() {
+        w.progress.println(&format!("  {runs}"));
+    }
+    for flag in &record.flags {
+        w.progress.println(&format!("  warning: {flag}"));
+    }
+    s.recorded();
+    Ok(())
+}
+
+/// The experiment's record, once the decision is settled against the best now and the branch
+/// follows it.
+fn decide(
+    s: &Session,
+    w: &mut Worker,
+    experiment: Experiment,
+    trials: Trials,
+    holdout: Holdout,
+) -> Result<Record> {
+    let seq = experiment.pending.seq;
     if let (Decision::Crash(failure), 0) = (&trials.decision, seq) {
         let again = match failure {
             Failure::Trial(_) => ", and again when it ran once more",
@@ -46,56 +64,74 @@ pub(super) async fn append(
         bail!(
             "the unmodified baseline failed ({failure}){again}; see {}. Fix it (or what loads \
              the machine), then continue with --resume",
-            state.ledger.log_path(0).display()
+            s.cfg.run_dir.log(0, 0).display()
         );
     }
     // A best judged non-causal beside this change is the best no longer: the keep before it is.
-    let best = ledger::best_without(&state.ledger.records, trials.revoked).cloned();
-    let best_bpb = best.as_ref().and_then(|b| b.val_bpb);
+    let (best, first) = s.read(&w.turn, |state| {
+        let records = &state.ledger.records;
+        let best = ledger::best_without(records, trials.revoked).cloned();
+        (best, records.is_empty())
+    });
     let best_commit = best
         .as_ref()
-        .map_or(pending.parent.clone(), |b| b.commit.clone());
-    let val_bpb = trials.val_bpb();
-    // The gain as judged: side by side, the difference of two programs on one machine state.
-    let delta = val_bpb.and(trials.delta.or(val_bpb.zip(best_bpb).map(|(v, b)| v - b)));
-    let noise = ledger::noise_in_force(&state.ledger.records, s.cfg.noise_sigma);
-    let sigma = trials.measured.or(noise.map(|n| n.sigma));
-    let Trials {
-        decision,
-        runs,
-        best_runs,
-        result,
-        mut flags,
-        measured,
-        seconds,
-        against,
-        beat_parent,
-        revoked,
-        ..
-    } = trials;
+        .map_or(experiment.pending.parent.clone(), |b| b.commit.clone());
+    let noise = s.noise(&w.turn);
+    let pending = experiment.pending.clone();
+    let mut record = record_of(experiment, &trials, holdout, best.as_ref(), noise);
+    record.pins = first.then(|| s.pins.clone());
+    record.start = first.then(|| s.start.clone());
     let late = Late {
-        against,
-        beat_parent,
+        against: trials.against,
+        beat_parent: trials.beat_parent,
     };
-    let decision = settle(s, w, &mut state, &pending, decision, late, best.as_ref())?;
+    let decision = settle(s, w, &pending, trials.decision, late, best.as_ref())?;
     let (status, reason, rule) = decision.into_parts();
     if status == Status::Keep {
         w.git
             .keep(&s.cfg.branch(), &s.cfg.tag, seq, &pending.commit)?;
     } else {
         reset(s, w, seq, &pending.commit, &best_commit)?;
-        if revoked.is_some() {
+        if record.revoked.is_some() {
             w.git.keep(&s.cfg.branch(), &s.cfg.tag, seq, &best_commit)?;
         }
     }
-    flags.extend(holdout.flags);
-    let trials: Vec<_> = runs.into_iter().map(|r| r.trial).collect();
-    let record = Record {
-        seq,
-        commit: pending.commit,
-        parent: pending.parent,
+    record.test_bpb = record.test_bpb.filter(|_| status == Status::Keep);
+    Ok(Record {
         status,
         reason,
+        rule,
+        ..record
+    })
+}
+
+/// The record of `experiment` as its `trials` and `holdout` measured it, before the decision is
+/// settled (its status, reason and rule are the trials' own until then).
+fn record_of(
+    experiment: Experiment,
+    trials: &Trials,
+    holdout: Holdout,
+    best: Option<&Record>,
+    noise: Option<Noise>,
+) -> Record {
+    let Experiment {
+        pending,
+        program_changed,
+        build_seconds,
+        ..
+    } = experiment;
+    let val_bpb = trials.val_bpb();
+    // The gain as judged: side by side, the difference of two programs on one machine state.
+    let best_bpb = best.and_then(|b| b.val_bpb);
+    let delta = val_bpb.and(trials.delta.or(val_bpb.zip(best_bpb).map(|(v, b)| v - b)));
+    let sigma = trials.measured.or(noise.map(|n| n.sigma));
+    let mut flags = trials.flags.clone();
+    flags.extend(holdout.flags);
+    let runs: Vec<_> = trials.runs.iter().map(|r| r.trial.clone()).collect();
+    let result = trials.result.clone();
+    Record {
+        commit: pending.commit,
+        parent: pending.parent,
         description: pending.description,
         val_bpb,
         peak_memory_mb: result
@@ -105,42 +141,21 @@ pub(super) async fn append(
         result,
         think_seconds: pending.think_seconds,
         build_seconds,
-        run_seconds: seconds + holdout.seconds,
+        run_seconds: trials.seconds + holdout.seconds,
         agent_tokens: pending.agent_tokens,
         program_changed,
         finished_at: chrono::Local::now().to_rfc3339(),
         delta,
         sigma,
-        sigma_measured: measured.is_some(),
-        rule,
-        test_bpb: holdout.test_bpb.filter(|_| status == Status::Keep),
+        sigma_measured: trials.measured.is_some(),
+        test_bpb: holdout.test_bpb,
         flags,
-        eval_seconds: trials.iter().map(|t| t.eval_seconds).sum::<f64>() + holdout.eval_seconds,
-        trials,
-        best_trials: best_runs,
-        pins: state.ledger.records.is_empty().then(|| s.pins.clone()),
-        revoked,
-        start: state.ledger.records.is_empty().then(|| s.start.clone()),
-    };
-    state.ledger.append(record)?;
-    state.ledger.clear_pending(seq)?;
-    state.ledger.prune_best_binaries()?;
-    state.running.remove(&seq);
-    state.run_seconds.remove(&seq);
-    let record = state.ledger.records.last().expect("just appended");
-    let source = w.git.file_at(&record.commit, SOURCE)?;
-    w.agent.observe(record, &source)?;
-    w.progress
-        .println(&format!("{}{}", w.name, record.summary()));
-    if let Some(runs) = record.runs() {
-        w.progress.println(&format!("  {runs}"));
+        eval_seconds: runs.iter().map(|t| t.eval_seconds).sum::<f64>() + holdout.eval_seconds,
+        trials: runs,
+        best_trials: trials.best_runs.clone(),
+        revoked: trials.revoked,
+        ..Record::new(pending.seq, Status::Crash)
     }
-    for flag in &record.flags {
-        w.progress.println(&format!("  warning: {flag}"));
-    }
-    drop(state);
-    s.recorded();
-    Ok(())
 }
 
 /// The decision as it stands against the best now. A keep judged against a best that has since
@@ -150,7 +165,6 @@ pub(super) async fn append(
 fn settle(
     s: &Session,
     w: &mut Worker,
-    state: &mut State,
     pending: &Pending,
     decision: Decision,
     late: Late,
@@ -171,7 +185,8 @@ fn settle(
         }
         _ => return Ok(decision),
     };
-    let Some(seq) = state.allocate(s.cfg.max_experiments) else {
+    let max = s.cfg.settings.max_experiments;
+    let Some(seq) = s.update(&mut w.turn, |state| state.allocate(max)) else {
         return Ok(Decision::Discard(format!(
             "{beat}; not re-applied onto it: the run's last experiment number is given out"
         )));
@@ -181,7 +196,7 @@ fn settle(
         w.git
             .reapply(&pending.parent, &pending.commit, &best.commit, &description)?
     else {
-        state.release(seq);
+        s.update(&mut w.turn, |state| state.release(seq));
         return Ok(Decision::Stale(format!(
             "{beat}; its change does not apply onto #{}",
             best.seq
@@ -198,9 +213,8 @@ fn settle(
         agent_tokens: 0,
     };
     // Pending before this experiment is recorded: a kill in between loses neither.
-    state.ledger.write_pending(&reapplied)?;
-    state.running.insert(seq, reapplied.description.clone());
-    state.enqueue(reapplied);
+    s.pendings.write(&reapplied)?;
+    s.update(&mut w.turn, |state| state.enqueue(reapplied));
     Ok(Decision::Discard(format!(
         "{beat}; re-applied onto it as #{seq}"
     )))

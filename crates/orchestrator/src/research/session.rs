@@ -3,9 +3,9 @@
 //! it (or checked against the pins of the run's first record), the agent and the executor, and
 //! the facts every phase shares: the budget, resolved here once, and the hard limits.
 
-use std::cell::{Ref, RefCell, RefMut};
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
 use prepare::Profile;
@@ -13,13 +13,13 @@ use tokio::sync::Notify;
 
 use crate::Stop;
 use crate::agent::Agent;
-use crate::agent::search::{Trial, history};
+use crate::agent::search::history;
 use crate::cargo_build::{self, Builder};
 use crate::config::{AgentKind, Config, ExecutorKind};
-use crate::decide::Noise;
+use crate::decide::{self, Noise};
 use crate::executor::{Executor, Limits, Local, Slurm};
 use crate::git::{EDITABLE, Git};
-use crate::ledger::{self, Ledger, Pending, Pins, Record, Start};
+use crate::ledger::{self, Ledger, Pending, Pendings, Pins, Record, Start};
 use crate::memory;
 use crate::program::Program;
 use crate::progress::Progress;
@@ -44,8 +44,11 @@ pub(super) struct Session {
     pub memory: String,
     pub executor: Box<dyn Executor>,
     pub progress: Progress,
-    /// What the workers share and change. Never borrowed across an `.await`: the workers are
-    /// futures of one task, and another one runs at every await.
+    /// The experiments under way, on disk.
+    pub pendings: Pendings,
+    /// What the workers share and change, lent only to the closures of [`Session::read`] and
+    /// [`Session::update`]: a borrow cannot outlive them, so none is held across an `.await`
+    /// (the workers are futures of one task, and another one runs at every await).
     state: RefCell<State>,
     /// Told of every record, for the workers waiting for the baseline's.
     recorded: Notify,
@@ -82,7 +85,14 @@ pub(super) struct Worker {
     pub stop: Stop,
     /// `[w3] ` with several workers, else nothing.
     pub name: String,
+    pub turn: Turn,
 }
+
+/// A worker's turn at the state the workers share: lent to [`Session::read`], and mutably to
+/// [`Session::update`], so that the compiler refuses a read or an update inside an update (which
+/// the `RefCell` would refuse at run time, in the middle of a night). One per worker; only
+/// [`Session::start`] makes them.
+pub(super) struct Turn(());
 
 /// What a worker does next.
 pub(super) enum Next {
@@ -99,16 +109,19 @@ pub(super) enum Next {
 impl Session {
     pub async fn start(cfg: Config) -> Result<(Session, Vec<Worker>)> {
         let data = setup::ensure_ready(&cfg)?;
-        let budget = cfg.time_budget.unwrap_or(data.contract().time_budget_s);
-        let ledger = Ledger::open(&cfg.run_dir())?;
+        let budget = cfg
+            .settings
+            .time_budget
+            .unwrap_or(data.contract().time_budget_s);
+        let ledger = Ledger::open(&cfg.run_dir)?;
         // Before the branch is made: a memory that does not parse stops a start that left nothing.
         let memory = memory::open(&cfg)?;
         let libtorch = libtorch(&cfg);
-        let readable = [cfg.data_dir.as_path(), &cfg.run_dir()];
-        let sandbox = Sandbox::detect(cfg.sandbox, &libtorch, cfg.resources, &readable)?;
-        let worktrees = worktree::open(&cfg, &ledger, cfg.workers)?;
+        let readable = [cfg.data_dir.as_path(), cfg.run_dir.path()];
+        let sandbox = Sandbox::detect(cfg.settings.sandbox(), &libtorch, cfg.resources, &readable)?;
+        let worktrees = worktree::open(&cfg, &ledger, cfg.settings.workers())?;
         let git = Git::new(&worktrees[0]);
-        let pendings = ledger.pendings()?;
+        let pendings = Pendings::new(&cfg.run_dir).all()?;
         let base = base_commit(&git, &ledger, &pendings)?;
         cargo_build::fetch(&worktrees[0]).await?;
         let builder = Builder::new(sandbox.clone(), libtorch);
@@ -118,84 +131,29 @@ impl Session {
             budget,
         };
         let runs = memory.as_ref().map_or(&[][..], |(_, runs)| runs);
-        let trials = known_trials(&cfg, &ledger.records, runs, &context)?;
+        let trials = history::known(&cfg.repo, runs, &ledger.records, &context)?;
         // First: a wrong key or model stops the run before anything is built.
         let mut agent = Agent::new(&cfg, &builder, trials)?;
         agent.connect().await?;
-        let first = ledger.records.first();
-        if first.is_some_and(|r| r.pins.is_none()) {
-            eprintln!(
-                "note: this run's first record pins no evaluator or data hashes (it predates \
-                 them); they are not checked on this resume"
-            );
-        }
-        // Built before the agent changes anything, from files checked to be the base commit's.
-        let evaluator = Evaluator::open(
-            &cfg,
-            &builder,
-            &worktrees[0],
-            first.and_then(|r| r.pins.as_ref()),
-        )
-        .await?;
-        let pins = evaluator.pins();
-        let executor: Box<dyn Executor> = match cfg.executor {
-            ExecutorKind::Local => Box::new(Local::new(evaluator, &cfg, sandbox.clone())?),
-            ExecutorKind::Slurm => Box::new(Slurm::new(evaluator, &cfg, sandbox.clone()).await?),
-        };
+        let pinned = ledger.records.first().map(|r| r.pins.clone());
+        let (executor, pins) = executor(&cfg, &builder, &worktrees[0], pinned, &sandbox).await?;
         let baseline = ledger.records.iter().find(|r| r.seq == 0);
-        let limits = cfg.limits(budget, baseline.map_or(&[], |r| &r.trials));
+        let baseline = baseline.map_or(&[][..], |r| &r.trials);
+        let limits = Limits::measured(budget, cfg.settings.grace(), baseline);
         announce(&cfg, budget, limits, data.contract_hash(), &sandbox);
         let progress = Progress::new();
-        let stop = Stop::on_ctrl_c();
-        let several = worktrees.len() > 1;
-        let workers = worktrees
-            .into_iter()
-            .enumerate()
-            .map(|(k, worktree)| Worker {
-                git: Git::new(&worktree),
-                ws: Workspace::new(&worktree),
-                agent: agent.for_another_worker(),
-                progress: if several {
-                    progress.another()
-                } else {
-                    progress.clone()
-                },
-                gpu: cfg.gpus.get(k).cloned(),
-                stop: stop.clone(),
-                name: if several {
-                    format!("[w{k}] ")
-                } else {
-                    String::new()
-                },
-                worktree,
-            })
-            .collect();
-        let highest = pendings.iter().map(|p| p.seq + 1).max().unwrap_or(0);
-        let next_seq = ledger.next_seq().max(highest);
-        let used: BTreeSet<u64> = ledger
-            .records
-            .iter()
-            .map(|r| r.seq)
-            .chain(pendings.iter().map(|p| p.seq))
-            .collect();
-        let state = State {
-            // The person's file, in the person's checkout.
-            program: Program::watch(&cfg.repo.join("program.md"), &progress),
-            empty_proposals: 0,
-            queue: pendings.into_iter().map(Next::Resume).collect(),
-            running: BTreeMap::new(),
-            run_seconds: BTreeMap::new(),
-            free: (0..next_seq).filter(|n| !used.contains(n)).collect(),
-            next_seq,
-            ledger,
-        };
+        let workers = workers(&cfg, worktrees, &agent, &progress);
+        // The person's file, in the person's checkout.
+        let program = Program::watch(&cfg.repo.join("program.md"), &progress);
+        let state = State::new(ledger, pendings, program);
         let start = Start {
             commit: base.clone(),
-            from: cfg.from.clone(),
+            from: cfg.settings.from.clone(),
             memory: runs.iter().map(|(tag, _)| tag.clone()).collect(),
         };
         let session = Session {
             progress,
+            pendings: Pendings::new(&cfg.run_dir),
             start,
             memory: memory.map_or(String::new(), |(m, _)| m.sections()),
             base,
@@ -210,12 +168,20 @@ impl Session {
         Ok((session, workers))
     }
 
-    pub fn state(&self) -> RefMut<'_, State> {
-        self.state.borrow_mut()
+    /// What `f` reads of the shared state; `f` cannot await, nor reach the state again.
+    pub fn read<T>(&self, _turn: &Turn, f: impl FnOnce(&State) -> T) -> T {
+        f(&self.state.borrow())
     }
 
-    pub fn ledger(&self) -> Ref<'_, Ledger> {
-        Ref::map(self.state.borrow(), |s| &s.ledger)
+    /// What `f` changes of the shared state, at once; `f` cannot await, nor reach the state
+    /// again.
+    pub fn update<T>(&self, _turn: &mut Turn, f: impl FnOnce(&mut State) -> T) -> T {
+        f(&mut self.state.borrow_mut())
+    }
+
+    /// The best kept record now.
+    pub fn best(&self, turn: &Turn) -> Option<Record> {
+        self.read(turn, |state| state.ledger.best().cloned())
     }
 
     /// What `worker` does next; None once the run is to stop. Until the baseline is recorded
@@ -226,13 +192,13 @@ impl Session {
                 return None;
             }
             {
-                let mut state = self.state();
+                let mut state = self.state.borrow_mut();
                 if let Some(next) = state.queue.pop_front() {
                     return Some(next);
                 }
                 let baseline_running = state.ledger.best().is_none() && state.next_seq > 0;
                 if !baseline_running {
-                    let seq = state.allocate(self.cfg.max_experiments)?;
+                    let seq = state.allocate(self.cfg.settings.max_experiments)?;
                     let next = if seq == 0 {
                         Next::Baseline
                     } else {
@@ -240,7 +206,7 @@ impl Session {
                     };
                     worker
                         .progress
-                        .set_context(self.context(&state, seq, worker));
+                        .set_context(self.context(&state, seq, &worker.name));
                     return Some(next);
                 }
             }
@@ -260,42 +226,68 @@ impl Session {
 
     /// The hard limits of a run now: measured from the baseline's runs once they are recorded
     /// (they are in its record, so a `--resume` finds them again).
-    pub fn limits(&self) -> Limits {
-        let ledger = self.ledger();
-        let baseline = ledger.records.iter().find(|r| r.seq == 0);
-        self.cfg
-            .limits(self.budget, baseline.map_or(&[], |r| &r.trials))
+    pub fn limits(&self, turn: &Turn) -> Limits {
+        self.read(turn, |state| {
+            let baseline = state.ledger.records.iter().find(|r| r.seq == 0);
+            let baseline = baseline.map_or(&[][..], |r| &r.trials);
+            Limits::measured(self.budget, self.cfg.settings.grace(), baseline)
+        })
     }
 
     /// The noise floor the decisions use now.
-    pub fn noise(&self) -> Option<Noise> {
-        ledger::noise_in_force(&self.ledger().records, self.cfg.noise_sigma)
+    pub fn noise(&self, turn: &Turn) -> Option<Noise> {
+        self.read(turn, |state| {
+            decide::noise_in_force(&state.ledger.records, self.cfg.settings.noise_sigma)
+        })
     }
 
     pub fn stopped(&self) {
         self.progress.println(&format!(
             "stopped; results in {}",
-            self.cfg.run_dir().join("results.tsv").display()
+            self.cfg.run_dir.results_tsv().display()
         ));
     }
 
-    /// Experiment number, best, noise and tallies, shown with every phase.
-    pub fn context(&self, state: &State, seq: u64, worker: &Worker) -> String {
+    /// Experiment number, best, noise and tallies, shown with every phase of worker `name`.
+    pub fn context(&self, state: &State, seq: u64, name: &str) -> String {
         let records = &state.ledger.records;
         let tally = ledger::tally(records);
         let best = ledger::best(records)
             .and_then(|b| b.val_bpb)
             .map_or("-".into(), |b| format!("{b:.6}"));
-        let sigma = ledger::noise_in_force(records, self.cfg.noise_sigma)
+        let sigma = decide::noise_in_force(records, self.cfg.settings.noise_sigma)
             .map_or(String::new(), |n| format!(" (sigma {:.6})", n.sigma));
         format!(
-            "{}#{seq} best {best}{sigma} | {} keep {} discard {} crash",
-            worker.name, tally.keeps, tally.discards, tally.crashes
+            "{name}#{seq} best {best}{sigma} | {} keep {} discard {} crash",
+            tally.keeps, tally.discards, tally.crashes
         )
     }
 }
 
 impl State {
+    /// The shared state of a run whose records are `ledger`, with the experiments `pendings`
+    /// interrupted by a stop or a kill queued to run first.
+    fn new(ledger: Ledger, pendings: Vec<Pending>, program: Program) -> State {
+        let highest = pendings.iter().map(|p| p.seq + 1).max().unwrap_or(0);
+        let next_seq = ledger.next_seq().max(highest);
+        let used: BTreeSet<u64> = ledger
+            .records
+            .iter()
+            .map(|r| r.seq)
+            .chain(pendings.iter().map(|p| p.seq))
+            .collect();
+        State {
+            program,
+            empty_proposals: 0,
+            queue: pendings.into_iter().map(Next::Resume).collect(),
+            running: BTreeMap::new(),
+            run_seconds: BTreeMap::new(),
+            free: (0..next_seq).filter(|n| !used.contains(n)).collect(),
+            next_seq,
+            ledger,
+        }
+    }
+
     /// A number for a new experiment, or None when `max` experiments have had theirs.
     pub fn allocate(&mut self, max: Option<u64>) -> Option<u64> {
         if let Some(seq) = self.free.pop_first() {
@@ -313,9 +305,23 @@ impl State {
         self.free.insert(seq);
     }
 
-    /// A re-applied change waits for the next free worker.
+    /// A re-applied change waits for the next free worker, and counts as running.
     pub fn enqueue(&mut self, reapplied: Pending) {
+        let running = reapplied.description.clone();
+        self.running.insert(reapplied.seq, running);
         self.queue.push_back(Next::Reapplied(reapplied));
+    }
+
+    /// Appends `record`: its experiment is no longer under way, and the kept trainers of
+    /// commits that are no longer the best go. The record as appended.
+    pub fn record(&mut self, pendings: &Pendings, record: Record) -> Result<Record> {
+        let seq = record.seq;
+        self.ledger.append(record)?;
+        pendings.clear(seq)?;
+        self.ledger.prune_best_binaries()?;
+        self.running.remove(&seq);
+        self.run_seconds.remove(&seq);
+        Ok(self.ledger.records.last().expect("just appended").clone())
     }
 }
 
@@ -326,28 +332,72 @@ impl Worker {
     }
 }
 
+/// The protected evaluator (built from `worktree` before the agent changes anything, from files
+/// checked to be the base commit's, or checked against the first record's `pinned` hashes) and
+/// the executor that runs trials with it.
+async fn executor(
+    cfg: &Config,
+    builder: &Builder,
+    worktree: &Path,
+    pinned: Option<Option<Pins>>,
+    sandbox: &Sandbox,
+) -> Result<(Box<dyn Executor>, Pins)> {
+    if pinned.as_ref().is_some_and(Option::is_none) {
+        eprintln!(
+            "note: this run's first record pins no evaluator or data hashes (it predates \
+             them); they are not checked on this resume"
+        );
+    }
+    let pinned = pinned.flatten();
+    let evaluator = Evaluator::open(cfg, builder, worktree, pinned.as_ref()).await?;
+    let pins = evaluator.pins();
+    let executor: Box<dyn Executor> = match cfg.settings.executor() {
+        ExecutorKind::Local => Box::new(Local::new(evaluator, cfg, sandbox.clone())?),
+        ExecutorKind::Slurm => Box::new(Slurm::new(evaluator, cfg, sandbox.clone()).await?),
+    };
+    Ok((executor, pins))
+}
+
+/// One worker per worktree, each with its own agent, status line and GPU.
+fn workers(
+    cfg: &Config,
+    worktrees: Vec<PathBuf>,
+    agent: &Agent,
+    progress: &Progress,
+) -> Vec<Worker> {
+    let stop = Stop::on_ctrl_c();
+    let several = worktrees.len() > 1;
+    worktrees
+        .into_iter()
+        .enumerate()
+        .map(|(k, worktree)| Worker {
+            git: Git::new(&worktree),
+            ws: Workspace::new(&worktree),
+            agent: agent.for_another_worker(),
+            progress: if several {
+                progress.another()
+            } else {
+                progress.clone()
+            },
+            gpu: cfg.gpus.get(k).cloned(),
+            stop: stop.clone(),
+            name: if several {
+                format!("[w{k}] ")
+            } else {
+                String::new()
+            },
+            worktree,
+            turn: Turn(()),
+        })
+        .collect()
+}
+
 /// The libtorch the builds link: `LIBTORCH`, else the checkout's `.libtorch` (a link, kept as one:
 /// the path is part of cargo's fingerprint of libtorch's bindings).
 fn libtorch(cfg: &Config) -> PathBuf {
     let path =
         std::env::var_os("LIBTORCH").map_or_else(|| cfg.repo.join(".libtorch"), PathBuf::from);
     std::path::absolute(&path).unwrap_or(path)
-}
-
-/// What the search starts knowing: the trials of the earlier `runs` the memory holds and of
-/// this run so far, those whose scores compare with this run's (`context`).
-fn known_trials(
-    cfg: &Config,
-    records: &[Record],
-    runs: &[(String, Vec<Record>)],
-    context: &history::Context,
-) -> Result<Vec<Trial>> {
-    let git = Git::new(&cfg.repo);
-    let mut trials = Vec::new();
-    for records in runs.iter().map(|(_, r)| r.as_slice()).chain([records]) {
-        trials.extend(history::trials(&git, records, context)?);
-    }
-    Ok(trials)
 }
 
 /// The baseline's commit (or the commit the first, interrupted experiment started from), after
@@ -375,14 +425,15 @@ fn announce(cfg: &Config, budget: f64, limits: Limits, contract: &str, sandbox: 
     let model = match cfg.agent {
         AgentKind::Openai => {
             let endpoint = cfg
+                .settings
                 .base_url
                 .as_deref()
                 .map_or("api.openai.com".into(), host);
-            format!(" | model {} at {endpoint}", cfg.model)
+            format!(" | model {} at {endpoint}", cfg.settings.model())
         }
         AgentKind::Offline => String::new(),
     };
-    let noise = match (cfg.noise_sigma, cfg.noise_seeds) {
+    let noise = match (cfg.settings.noise_sigma, cfg.settings.noise_seeds()) {
         (Some(sigma), _) => format!("sigma {sigma} as configured"),
         (None, 1) => "not measured (1 seed): any gain is kept".into(),
         (None, n) => format!("measured with {n} seeds"),
@@ -393,10 +444,10 @@ fn announce(cfg: &Config, budget: f64, limits: Limits, contract: &str, sandbox: 
         cfg.branch(),
         limits.train.as_secs_f64(),
         cfg.device.device(),
-        cfg.run_dir().display()
+        cfg.run_dir.path().display()
     );
-    if cfg.workers > 1 {
-        let placement = match (cfg.executor, cfg.device) {
+    if cfg.settings.workers() > 1 {
+        let placement = match (cfg.settings.executor(), cfg.device) {
             (ExecutorKind::Slurm, _) => "each trial a Slurm job".to_string(),
             (ExecutorKind::Local, Profile::Gpu) => format!("GPUs {}", cfg.gpus.join(",")),
             (ExecutorKind::Local, Profile::Cpu) => format!(
@@ -406,7 +457,10 @@ fn announce(cfg: &Config, budget: f64, limits: Limits, contract: &str, sandbox: 
                 std::thread::available_parallelism().map_or(1, |n| n.get())
             ),
         };
-        eprintln!("workers | {} experiments at once, {placement}", cfg.workers);
+        eprintln!(
+            "workers | {} experiments at once, {placement}",
+            cfg.settings.workers()
+        );
     }
     if sandbox.confined() {
         eprintln!("sandbox | {}", sandbox.support());

@@ -10,8 +10,8 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 
-use super::Decision;
-use super::session::{Session, Worker};
+use super::session::{Session, Turn, Worker};
+use super::{Decision, Trials};
 use crate::decide::{self, Evidence, Verdict};
 use crate::executor::{Job, Outcome, Scored, TrialFailure};
 use crate::ledger::{self, Pending, Printed, Record, Status, Trial};
@@ -22,60 +22,6 @@ const SEED: u64 = 42;
 /// How far (relative) the best may move from where the noise was measured before it is
 /// measured again.
 const REMEASURE_SHIFT: f64 = 0.05;
-
-/// The runs of one experiment and what they decided.
-pub(super) struct Trials {
-    pub decision: Decision,
-    /// The change's scored runs, in order.
-    pub runs: Vec<Scored>,
-    /// The best's re-runs beside them, `best_runs[i]` paired with `runs[i]`.
-    pub best_runs: Vec<Trial>,
-    /// The first run's result line, also when that run then failed.
-    pub result: Option<Printed>,
-    /// Warnings for people.
-    pub flags: Vec<String>,
-    /// The noise floor these runs measured: the baseline's, or a new best's far from where the
-    /// noise was last measured.
-    pub measured: Option<f64>,
-    /// The gain as judged (negative is better), see [`Evidence::delta`].
-    pub delta: Option<f64>,
-    /// Wall time of the runs, scoring included.
-    pub seconds: f64,
-    /// The best's commit when the first run's score came back, which the runs were judged
-    /// against; None for the baseline and changes that never ran.
-    pub against: Option<String>,
-    /// The rule by which the change beat its own parent, when the best had already moved on from
-    /// that parent by the time its score came back and the change did not beat the new best.
-    pub beat_parent: Option<String>,
-    /// The best whose re-run beside the change was judged non-causal: its keep is revoked.
-    pub revoked: Option<u64>,
-}
-
-impl Trials {
-    /// An experiment that ended before any run.
-    pub fn not_run(decision: Decision) -> Trials {
-        Trials {
-            decision,
-            runs: Vec::new(),
-            best_runs: Vec::new(),
-            result: None,
-            flags: Vec::new(),
-            measured: None,
-            delta: None,
-            seconds: 0.0,
-            against: None,
-            beat_parent: None,
-            revoked: None,
-        }
-    }
-
-    /// The mean protected score, unless the experiment crashed.
-    pub fn val_bpb(&self) -> Option<f64> {
-        let scores = scores(&self.runs);
-        let decided = !matches!(self.decision, Decision::Crash(_));
-        (decided && !scores.is_empty()).then(|| decide::mean(&scores))
-    }
-}
 
 /// The runs so far, before they decide.
 #[derive(Default)]
@@ -131,13 +77,13 @@ pub(super) async fn run(
     };
     let beat_parent = match (&decision, &runs.against) {
         (Decision::Discard(_), Some(best)) if best.commit != pending.parent => {
-            beat_parent(s, pending, &runs)
+            beat_parent(s, &w.turn, pending, &runs)
         }
         _ => None,
     };
     let mut measured_here = seq == 0;
     if matches!(decision, Decision::Keep(_)) {
-        if remeasure_due(s, &runs.scored) {
+        if remeasure_due(s, &w.turn, &runs.scored) {
             measured_here = remeasure(s, w, seq, binary, &mut runs).await?;
             if w.stop.requested() {
                 return Ok(None);
@@ -145,7 +91,7 @@ pub(super) async fn run(
         }
         // Kept under the commit's name until the record is written, so that a kill in between
         // leaves the previous best's trainer in place for the ledger's previous best.
-        let kept = s.ledger().best_binary_path(&pending.commit);
+        let kept = s.cfg.run_dir.best_trainer(&pending.commit);
         prepare::atomic::copy(binary, &kept)
             .with_context(|| format!("keeping the best's trainer at {}", kept.display()))?;
     }
@@ -153,7 +99,7 @@ pub(super) async fn run(
         .then(|| decide::pooled_std_dev(&[scores(&runs.scored)]))
         .flatten()
         .map(|n| n.sigma);
-    if let (Some(new), Some(old)) = (measured, s.noise().filter(|_| seq > 0)) {
+    if let (Some(new), Some(old)) = (measured, s.noise(&w.turn).filter(|_| seq > 0)) {
         let old = old.sigma;
         runs.flags.push(format!(
             "noise floor re-measured: sigma {old:.6} -> {new:.6}"
@@ -176,15 +122,15 @@ pub(super) async fn run(
 
 /// The rule by which the change beat its own parent, judged on its runs so far against the
 /// parent's recorded ones (no runs side by side: the parent's trainer is no longer kept).
-fn beat_parent(s: &Session, pending: &Pending, runs: &Runs) -> Option<String> {
-    let ledger = s.ledger();
-    let parent = ledger
-        .records
-        .iter()
-        .find(|r| r.commit == pending.parent && r.status == Status::Keep)?;
+fn beat_parent(s: &Session, turn: &Turn, pending: &Pending, runs: &Runs) -> Option<String> {
+    let parent = s.read(turn, |state| {
+        let records = &state.ledger.records;
+        let parent = records.iter().find(|r| r.commit == pending.parent);
+        parent.filter(|r| r.status == Status::Keep).cloned()
+    })?;
     let evidence = Evidence {
         best: &ledger::scores(&parent.trials),
-        noise: s.noise(),
+        noise: s.noise(turn),
         change: &scores(&runs.scored),
         reruns: &[],
         may_rerun: false,
@@ -208,9 +154,9 @@ async fn until_decided(
     if let ControlFlow::Break(end) = run_change(s, w, seq, binary, runs).await? {
         return Ok(end);
     }
-    let Some(best) = s.ledger().best().filter(|b| b.val_bpb.is_some()).cloned() else {
+    let Some(best) = s.best(&w.turn).filter(|b| b.val_bpb.is_some()) else {
         // The baseline: as many seeds as measure the noise.
-        while runs.scored.len() < s.cfg.noise_seeds {
+        while runs.scored.len() < s.cfg.settings.noise_seeds() {
             w.progress.phase("noise");
             if let ControlFlow::Break(end) = run_change(s, w, seq, binary, runs).await? {
                 return Ok(end);
@@ -221,28 +167,9 @@ async fn until_decided(
     let best_binary = beside(s, seq, &best)?;
     let best = runs.against.insert(best).clone();
     loop {
-        let step = match (runs.scored.len(), runs.best.len()) {
-            (c, b) if c > b && runs.paired => Next::Best,
-            (c, b) if b > c => Next::Change,
-            _ => {
-                if let Some(decision) = judge(s, w, seq, &best, runs) {
-                    return Ok(Some(decision));
-                }
-                if !runs.paired && !best_binary.exists() {
-                    return Ok(Some(Decision::Discard(format!(
-                        "within the noise, and the best's trainer is not at {} to run beside it",
-                        best_binary.display()
-                    ))));
-                }
-                runs.paired = true;
-                // Pairs alternate which program runs first (change-best, best-change, ...),
-                // so that a steady drift favours neither.
-                match (runs.scored.len() > runs.best.len(), runs.best.len() % 2) {
-                    (true, _) => Next::Best,
-                    (false, 0) => Next::Change,
-                    (false, _) => Next::Best,
-                }
-            }
+        let step = match next_step(s, w, seq, &best, &best_binary, runs) {
+            ControlFlow::Break(decision) => return Ok(Some(decision)),
+            ControlFlow::Continue(step) => step,
         };
         let flow = match step {
             Next::Change => {
@@ -260,15 +187,50 @@ async fn until_decided(
     }
 }
 
+/// Which program runs next in a comparison side by side, or the decision the runs so far
+/// support.
+fn next_step(
+    s: &Session,
+    w: &mut Worker,
+    seq: u64,
+    best: &Record,
+    best_binary: &Path,
+    runs: &mut Runs,
+) -> ControlFlow<Decision, Next> {
+    match (runs.scored.len(), runs.best.len()) {
+        (c, b) if c > b && runs.paired => return ControlFlow::Continue(Next::Best),
+        (c, b) if b > c => return ControlFlow::Continue(Next::Change),
+        _ => {}
+    }
+    if let Some(decision) = judge(s, w, seq, best, runs) {
+        return ControlFlow::Break(decision);
+    }
+    if !runs.paired && !best_binary.exists() {
+        return ControlFlow::Break(Decision::Discard(format!(
+            "within the noise, and the best's trainer is not at {} to run beside it",
+            best_binary.display()
+        )));
+    }
+    runs.paired = true;
+    // Pairs alternate which program runs first (change-best, best-change, ...), so that a steady
+    // drift favours neither.
+    ControlFlow::Continue(
+        match (runs.scored.len() > runs.best.len(), runs.best.len() % 2) {
+            (true, _) => Next::Best,
+            (false, 0) => Next::Change,
+            (false, _) => Next::Best,
+        },
+    )
+}
+
 /// The trainer of `best` linked under experiment `seq`'s name, so that it outlives the best: a
 /// new best from another worker prunes the old best's trainer while this comparison may still
 /// need it. Removed with the experiment's models (see `holdout`). Where the best's trainer was
 /// never kept, nothing is linked, and the comparison says so.
 fn beside(s: &Session, seq: u64, best: &Record) -> Result<PathBuf> {
-    let ledger = s.ledger();
     let (kept, link) = (
-        ledger.best_binary_path(&best.commit),
-        ledger.beside_path(seq),
+        s.cfg.run_dir.best_trainer(&best.commit),
+        s.cfg.run_dir.beside(seq),
     );
     std::fs::remove_file(&link).ok();
     if kept.exists() {
@@ -376,16 +338,23 @@ fn scores(runs: &[Scored]) -> Vec<f64> {
 }
 
 /// The decision the runs so far support against `best`, or None for more runs side by side.
-fn judge(s: &Session, w: &Worker, seq: u64, best: &Record, runs: &mut Runs) -> Option<Decision> {
-    let (mut reruns, mut all) = s.ledger().rerun_seconds();
-    let mut state = s.state();
-    state.run_seconds.insert(seq, runs.rerun_seconds());
-    for (their_reruns, their_all) in state.run_seconds.values() {
-        reruns += their_reruns;
-        all += their_all;
-    }
-    drop(state);
-    let may_rerun = reruns <= s.cfg.rerun_share * all;
+fn judge(
+    s: &Session,
+    w: &mut Worker,
+    seq: u64,
+    best: &Record,
+    runs: &mut Runs,
+) -> Option<Decision> {
+    let (reruns, all) = s.update(&mut w.turn, |state| {
+        let (mut reruns, mut all) = state.ledger.rerun_seconds();
+        state.run_seconds.insert(seq, runs.rerun_seconds());
+        for (their_reruns, their_all) in state.run_seconds.values() {
+            reruns += their_reruns;
+            all += their_all;
+        }
+        (reruns, all)
+    });
+    let may_rerun = reruns <= s.cfg.settings.rerun_share() * all;
     let (best_scores, change, reruns) = (
         ledger::scores(&best.trials),
         scores(&runs.scored),
@@ -393,7 +362,7 @@ fn judge(s: &Session, w: &Worker, seq: u64, best: &Record, runs: &mut Runs) -> O
     );
     let evidence = Evidence {
         best: &best_scores,
-        noise: s.noise(),
+        noise: s.noise(&w.turn),
         change: &change,
         reruns: &reruns,
         may_rerun,
@@ -411,11 +380,10 @@ fn judge(s: &Session, w: &Worker, seq: u64, best: &Record, runs: &mut Runs) -> O
 
 /// A new best far from where the noise was measured: better models tend to be less noisy, so
 /// the noise is measured again there.
-fn remeasure_due(s: &Session, runs: &[Scored]) -> bool {
+fn remeasure_due(s: &Session, turn: &Turn, runs: &[Scored]) -> bool {
     let mean = decide::mean(&scores(runs));
-    s.cfg.noise_sigma.is_none()
-        && s.ledger()
-            .sigma_measured_at()
+    s.cfg.settings.noise_sigma.is_none()
+        && s.read(turn, |state| state.ledger.sigma_measured_at())
             .is_some_and(|at| (at - mean).abs() > REMEASURE_SHIFT * at)
 }
 
@@ -427,7 +395,7 @@ async fn remeasure(
     binary: &Path,
     runs: &mut Runs,
 ) -> Result<bool> {
-    while runs.scored.len() < s.cfg.noise_seeds {
+    while runs.scored.len() < s.cfg.settings.noise_seeds() {
         w.progress.phase("noise");
         let seed = SEED + runs.scored.len() as u64;
         match execute(s, w, seq, runs.count(), seed, binary).await? {
@@ -478,19 +446,16 @@ async fn execute(
     seed: u64,
     binary: &Path,
 ) -> Result<Outcome> {
-    let job = {
-        let ledger = s.ledger();
-        Job {
-            binary: binary.to_path_buf(),
-            seq,
-            index,
-            seed,
-            budget: s.budget,
-            limits: s.limits(),
-            log: ledger.trial_log_path(seq, index),
-            gpu: w.gpu.clone(),
-            handle: ledger.handle_path(seq, index),
-        }
+    let job = Job {
+        binary: binary.to_path_buf(),
+        seq,
+        index,
+        seed,
+        budget: s.budget,
+        limits: s.limits(&w.turn),
+        log: s.cfg.run_dir.log(seq, index),
+        gpu: w.gpu.clone(),
+        handle: s.cfg.run_dir.handle(seq, index),
     };
     s.executor.run(&job, &mut w.stop, &w.progress).await
 }

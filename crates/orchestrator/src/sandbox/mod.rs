@@ -23,10 +23,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::Result;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// `sandbox` in autoresearch.toml.
-#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// A run starts only where the sandbox works (the default).
@@ -57,6 +57,34 @@ pub struct Sandbox {
     support: String,
 }
 
+/// What the jails mount of libtorch: the `site-packages` it lies in (its libraries load the
+/// `nvidia-*` wheels' beside it), else its own directory.
+fn libtorch_root(libtorch: &Path) -> PathBuf {
+    let libtorch = libtorch.canonicalize().unwrap_or(libtorch.to_path_buf());
+    match libtorch.parent() {
+        Some(parent)
+            if parent
+                .file_name()
+                .is_some_and(|n| n == "site-packages" || n == "dist-packages") =>
+        {
+            parent.to_path_buf()
+        }
+        _ => libtorch,
+    }
+}
+
+/// This machine's `/dev/nvidia*` nodes.
+fn gpu_devices() -> Vec<PathBuf> {
+    std::fs::read_dir("/dev")
+        .map(|dir| {
+            dir.filter_map(|e| e.ok())
+                .filter(|e| e.file_name().to_string_lossy().starts_with("nvidia"))
+                .map(|e| e.path())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The host's `nobody` (and `nogroup`), whom the jails run as when the orchestrator is root.
 const NOBODY: u32 = 65534;
 
@@ -71,25 +99,6 @@ impl Sandbox {
         resources: Resources,
         readable: &[&Path],
     ) -> Result<Sandbox> {
-        let libtorch = libtorch.canonicalize().unwrap_or(libtorch.to_path_buf());
-        let libtorch_root = match libtorch.parent() {
-            Some(parent)
-                if parent
-                    .file_name()
-                    .is_some_and(|n| n == "site-packages" || n == "dist-packages") =>
-            {
-                parent.to_path_buf()
-            }
-            _ => libtorch.clone(),
-        };
-        let gpu_devices = std::fs::read_dir("/dev")
-            .map(|dir| {
-                dir.filter_map(|e| e.ok())
-                    .filter(|e| e.file_name().to_string_lossy().starts_with("nvidia"))
-                    .map(|e| e.path())
-                    .collect()
-            })
-            .unwrap_or_default();
         let landlock = match landlock_abi() {
             Some(abi) => format!("Landlock ABI {abi} present but not used"),
             None => "no Landlock".into(),
@@ -98,8 +107,8 @@ impl Sandbox {
         let limits = describe_limits(&resources, &cgroups);
         let mut sandbox = Sandbox {
             bwrap: None,
-            libtorch_root,
-            gpu_devices,
+            libtorch_root: libtorch_root(libtorch),
+            gpu_devices: gpu_devices(),
             user: None,
             resources,
             cgroups,
@@ -113,40 +122,7 @@ impl Sandbox {
             );
             return Ok(sandbox);
         }
-        // SAFETY: geteuid has no preconditions.
-        let root = unsafe { libc::geteuid() } == 0;
-        let as_nobody = if root {
-            sandbox.user = Some(NOBODY);
-            let probed = probe(&sandbox, readable);
-            sandbox.user = None;
-            Some(probed)
-        } else {
-            None
-        };
-        let (bwrap, user) = match as_nobody {
-            Some(Ok(bwrap)) => {
-                sandbox.user = Some(NOBODY);
-                (
-                    bwrap,
-                    "as the host's nobody (uid 65534, an unprivileged user namespace)".into(),
-                )
-            }
-            Some(Err(why)) => match probe(&sandbox, readable) {
-                Ok(bwrap) => (
-                    bwrap,
-                    format!(
-                        "as root, without capabilities, as nobody cannot run it here ({why}): \
-                         kernel settings are read-only, but a root uid reaches files a user's \
-                         would not"
-                    ),
-                ),
-                Err(why) => return Err(no_sandbox(&why, &landlock)),
-            },
-            None => match probe(&sandbox, readable) {
-                Ok(bwrap) => (bwrap, "as the orchestrator's own unprivileged user".into()),
-                Err(why) => return Err(no_sandbox(&why, &landlock)),
-            },
-        };
+        let (bwrap, user) = sandbox.jail_user(readable, &landlock)?;
         let version = Command::new(&bwrap)
             .arg("--version")
             .output()
@@ -164,6 +140,45 @@ impl Sandbox {
         );
         sandbox.bwrap = Some(bwrap);
         Ok(sandbox)
+    }
+
+    /// Bubblewrap, once a jail works here, and whom the jails run as, in words: the host's
+    /// `nobody` where the orchestrator is root and that works, else the orchestrator's user.
+    fn jail_user(&mut self, readable: &[&Path], landlock: &str) -> Result<(PathBuf, String)> {
+        // SAFETY: geteuid has no preconditions.
+        let root = unsafe { libc::geteuid() } == 0;
+        let as_nobody = if root {
+            self.user = Some(NOBODY);
+            let probed = probe(self, readable);
+            self.user = None;
+            Some(probed)
+        } else {
+            None
+        };
+        Ok(match as_nobody {
+            Some(Ok(bwrap)) => {
+                self.user = Some(NOBODY);
+                (
+                    bwrap,
+                    "as the host's nobody (uid 65534, an unprivileged user namespace)".into(),
+                )
+            }
+            Some(Err(why)) => match probe(self, readable) {
+                Ok(bwrap) => (
+                    bwrap,
+                    format!(
+                        "as root, without capabilities, as nobody cannot run it here ({why}): \
+                         kernel settings are read-only, but a root uid reaches files a user's \
+                         would not"
+                    ),
+                ),
+                Err(why) => return Err(no_sandbox(&why, landlock)),
+            },
+            None => match probe(self, readable) {
+                Ok(bwrap) => (bwrap, "as the orchestrator's own unprivileged user".into()),
+                Err(why) => return Err(no_sandbox(&why, landlock)),
+            },
+        })
     }
 
     /// What the sandbox does here, in words.

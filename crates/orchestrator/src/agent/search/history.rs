@@ -3,6 +3,8 @@
 //! between runs with the same evaluation contract, device and training budget: a run's are
 //! those of its unmodified baseline's result line.
 
+use std::path::Path;
+
 use anyhow::Result;
 
 use super::{Outcome, Setting, Trial};
@@ -56,6 +58,23 @@ pub fn outcome(record: &Record) -> Option<Outcome> {
         (Status::Crash, _) | (_, None) => Outcome::Failed,
         (_, Some(score)) => Outcome::Score(score),
     })
+}
+
+/// What the search starts knowing: the trials of the earlier `runs` (by tag) and of this run's
+/// `records` so far, those whose scores compare with this run's (`context`), their sources read
+/// from the repository `repo`.
+pub fn known(
+    repo: &Path,
+    runs: &[(String, Vec<Record>)],
+    records: &[Record],
+    context: &Context,
+) -> Result<Vec<Trial>> {
+    let git = Git::new(repo);
+    let mut trials = Vec::new();
+    for records in runs.iter().map(|(_, r)| r.as_slice()).chain([records]) {
+        trials.extend(self::trials(&git, records, context)?);
+    }
+    Ok(trials)
 }
 
 /// The trials of one run's `records` when its context is `context`, their sources read from

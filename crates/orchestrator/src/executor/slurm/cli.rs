@@ -233,7 +233,7 @@ impl Slurm {
         std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.dir.join("jobs.log"))
+            .open(self.run_dir.slurm_journal())
             .and_then(|mut f| f.write_all(line.as_bytes()))
             .ok();
     }

@@ -6,12 +6,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
-use prepare::Split;
 
 use super::Slurm;
 use super::cli::{CancelOnDrop, HOPELESS, State, minutes_text, scancel};
 use super::files::{Done, Handle, field, unix_now};
-use super::script::DONE;
 use crate::Stop;
 use crate::executor::{Job, JobGone};
 use crate::progress::Progress;
@@ -217,7 +215,7 @@ impl Slurm {
             "OUT_OF_MEMORY" => JobGone::OutOfMemory { id },
             "COMPLETED" => JobGone::NotShared {
                 id,
-                dir: self.dir.clone(),
+                dir: self.run_dir.slurm_dir(),
             },
             _ => JobGone::Other {
                 id,
@@ -246,23 +244,10 @@ impl Slurm {
             .parent()
             .and_then(Path::file_name)
             .map_or("model".into(), |n| n.to_string_lossy().into_owned());
-        let dir = self.dir.join(format!("holdout-{run}"));
+        let dir = self.run_dir.slurm_holdout(&run);
         std::fs::remove_dir_all(&dir).ok();
         std::fs::create_dir_all(&dir).map_err(|e| failed(e.into()))?;
-        let evaluator = self.evaluator.command(model, Split::Test, 3);
-        let mut script = self
-            .header(
-                &dir,
-                &format!(
-                    "the holdout: the protected evaluator on the test split, model {}",
-                    model.display()
-                ),
-            )
-            .map_err(failed)?;
-        script.push_str("if true; then\n");
-        self.evaluate(&mut script, &evaluator, limit)
-            .map_err(failed)?;
-        script.push_str(&format!("fi\n{DONE}\n"));
+        let script = self.holdout_script(&dir, model, limit).map_err(failed)?;
         let name = format!("autoresearch-{}-holdout-{run}", self.tag);
         let submitted = unix_now();
         let id = self

@@ -29,7 +29,7 @@ mod follow;
 mod probe;
 mod script;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -44,14 +44,15 @@ use crate::Stop;
 use crate::config::Config;
 use crate::process::bound_log;
 use crate::progress::Progress;
+use crate::run_dir::RunDir;
 use crate::sandbox::Sandbox;
 use crate::scoring::{Evaluator, Score, ScoreError};
 
 pub struct Slurm {
     evaluator: Evaluator,
     trainers: Trainers,
-    /// `runs/<tag>/slurm`: the jobs' scripts and results, shared with the nodes.
-    dir: PathBuf,
+    /// `runs/<tag>/`, whose `slurm/` holds the jobs' scripts and results, shared with the nodes.
+    run_dir: RunDir,
     tag: String,
     /// What every job is submitted with: ours, then `[slurm]`'s partition and account; its
     /// `extra` options come last, after the GPU a trial asks for (`--gres`).
@@ -79,7 +80,7 @@ impl Slurm {
             );
         }
         let sandbox = sandbox.for_nodes();
-        let dir = cfg.run_dir().join("slurm");
+        let dir = cfg.run_dir.slurm_dir();
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let mut options: Vec<String> = [
             // The orchestrator's environment (its API key among it) stays here: the scripts
@@ -93,7 +94,7 @@ impl Slurm {
         ]
         .map(String::from)
         .into();
-        let s = &cfg.slurm;
+        let s = &cfg.settings.slurm();
         let gres = s
             .gres
             .clone()
@@ -104,7 +105,7 @@ impl Slurm {
         let slurm = Slurm {
             evaluator: evaluator.for_nodes(),
             trainers: Trainers::new(cfg, sandbox, None)?,
-            dir,
+            run_dir: cfg.run_dir.clone(),
             tag: cfg.tag.clone(),
             options,
             gres,
@@ -121,7 +122,7 @@ impl Slurm {
         stop: &mut Stop,
         progress: &Progress,
     ) -> Result<Outcome> {
-        let dir = self.dir.join(format!("{}.{}", job.seq, job.index));
+        let dir = self.run_dir.slurm_trial(job.seq, job.index);
         let handle = match self.attach(job, &dir, progress).await? {
             Some(handle) => handle,
             None => self.submit(job, &dir, progress).await?,
@@ -222,7 +223,7 @@ impl Executor for Slurm {
                         tokio::time::sleep(POLL).await;
                     }
                 }
-                if h.dir.starts_with(&self.dir) {
+                if h.dir.starts_with(self.run_dir.slurm_dir()) {
                     std::fs::remove_file(h.dir.join("train")).ok();
                     std::fs::remove_file(h.dir.join(MODEL_FILE)).ok();
                     std::fs::remove_dir_all(h.dir.join("export")).ok();

@@ -44,7 +44,11 @@ impl Slurm {
                         return Ok(fields);
                     }
                     let why = self.ended(id, &ended).await;
-                    bail!(not_shared(&self.dir, id, &format!("it ended ({why})")));
+                    bail!(not_shared(
+                        &self.run_dir.slurm_dir(),
+                        id,
+                        &format!("it ended ({why})")
+                    ));
                 }
             }
             if waited.elapsed() > PROBE_WAIT {
@@ -59,7 +63,7 @@ impl Slurm {
                         self.shown_options(false)
                     ),
                     _ => bail!(not_shared(
-                        &self.dir,
+                        &self.run_dir.slurm_dir(),
                         id,
                         &format!(
                             "it ran for over {} s without writing back",
@@ -72,31 +76,37 @@ impl Slurm {
         }
     }
 
-    /// The probe job: the run directory must be shared with the nodes, and the jails must work
-    /// there. Stops the run with what to do otherwise.
-    pub(super) async fn probe(&self) -> Result<()> {
-        let dir = self.dir.join("probe");
-        std::fs::remove_dir_all(&dir).ok();
-        std::fs::create_dir_all(&dir)?;
-        let token = random_token()?;
-        std::fs::write(dir.join("token"), &token)?;
-        // The jail a trial's processes run in, with what they read from the shared filesystem.
+    /// The probe job's script: it reads back the token in `dir` and runs a jail like a trial's,
+    /// with what the jails read from the shared filesystem.
+    fn probe_script(&self, dir: &Path) -> Result<String> {
         let mut jail = self.trainers.sandbox.jail();
         for path in self.evaluator.paths() {
             jail.read(path);
         }
         let jail = render(&jail.command(Path::new("/usr/bin/true"), &[]), None)?;
         let mut script = self.header(
-            &dir,
+            dir,
             "the probe: can a job read and write the run directory, and run a jail?",
         )?;
-        let reply = dir.join("reply");
         writeln!(
             script,
             "{{\n  echo \"start=$(now)\"\n  echo \"node=$(hostname)\"\n  echo \"token=$(cat token)\"\n  \
              if out=$({jail} 2>&1); then echo jail=ok; else echo \"jail=$(printf %s \"$out\" | tr '\\n' ' ' | head -c 2000)\"; fi\n\
              }} > reply.partial && mv -f reply.partial reply"
         )?;
+        Ok(script)
+    }
+
+    /// The probe job: the run directory must be shared with the nodes, and the jails must work
+    /// there. Stops the run with what to do otherwise.
+    pub(super) async fn probe(&self) -> Result<()> {
+        let dir = self.run_dir.slurm_probe();
+        std::fs::remove_dir_all(&dir).ok();
+        std::fs::create_dir_all(&dir)?;
+        let token = random_token()?;
+        std::fs::write(dir.join("token"), &token)?;
+        let script = self.probe_script(&dir)?;
+        let reply = dir.join("reply");
         let name = format!("autoresearch-{}-probe", self.tag);
         let submitted = unix_now();
         let id = self
@@ -117,7 +127,7 @@ impl Slurm {
         let node = field(&fields, "node").unwrap_or("?");
         if field(&fields, "token") != Some(token.as_str()) {
             bail!(not_shared(
-                &self.dir,
+                &self.run_dir.slurm_dir(),
                 id,
                 &format!(
                     "on node {node} it read another token from {}",

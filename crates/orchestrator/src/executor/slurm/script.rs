@@ -11,6 +11,7 @@ use super::Slurm;
 use crate::executor::Job;
 use crate::executor::trial::MODEL_FILE;
 use crate::scoring;
+use prepare::Split;
 
 /// Bytes of the trainer's stdout kept for its result line.
 pub(super) const STDOUT_TAIL: usize = 1 << 20;
@@ -54,6 +55,25 @@ impl Slurm {
         self.evaluate(&mut s, evaluator, job.limits.eval)?;
         writeln!(s, "fi\n{DONE}")?;
         Ok(s)
+    }
+
+    /// The holdout's script: the evaluator on the test split, scoring `model`; `done` last.
+    pub(super) fn holdout_script(
+        &self,
+        dir: &Path,
+        model: &Path,
+        limit: Duration,
+    ) -> Result<String> {
+        let evaluator = self.evaluator.command(model, Split::Test, 3);
+        let what = format!(
+            "the holdout: the protected evaluator on the test split, model {}",
+            model.display()
+        );
+        let mut script = self.header(dir, &what)?;
+        script.push_str("if true; then\n");
+        self.evaluate(&mut script, &evaluator, limit)?;
+        script.push_str(&format!("fi\n{DONE}\n"));
+        Ok(script)
     }
 
     /// The lines that run the evaluator: its verdict through descriptor 3 into ./verdict (no

@@ -7,6 +7,14 @@
 //! only comments or the seed is never kept at all. [`keep_rule`] tells the agent the same rule
 //! with the same numbers.
 
+mod cosmetic;
+mod noise;
+
+pub use cosmetic::cosmetic;
+pub use noise::{Noise, mean, noise_floor, noise_in_force, pooled_std_dev, t95, threshold};
+
+use noise::squares;
+
 /// Most pairs of a side-by-side comparison (at most 2 * MAX_PAIRS - 1 runs beyond the first).
 pub const MAX_PAIRS: usize = 4;
 /// Fewest pairs a comparison runs once started: one difference has no spread, and the spread of
@@ -20,55 +28,6 @@ pub enum Verdict {
     Discard(String),
     /// Within the noise: run (another pair of) the best and the change side by side.
     Pair(String),
-}
-
-/// The noise floor: the standard deviation of val_bpb between runs of one program, and the
-/// degrees of freedom it was estimated with (None when configured, taken as exact).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Noise {
-    pub sigma: f64,
-    pub dof: Option<usize>,
-}
-
-impl Noise {
-    /// How many standard errors a gain must clear: Student's t for a two-sided 95% test while
-    /// sigma rests on few runs (three seeds alone can be far off), never less than 2.
-    pub fn critical(&self) -> f64 {
-        self.dof.map_or(2.0, t95)
-    }
-
-    /// This floor with `runs` of one more program pooled in, so that a change's own spread
-    /// enters the sigma that judges it. A configured floor is exact and stays as it is.
-    pub fn with_runs(self, runs: &[f64]) -> Noise {
-        let (Some(dof), true) = (self.dof, runs.len() >= 2) else {
-            return self;
-        };
-        let squares = self.sigma.powi(2) * dof as f64 + squares(runs);
-        let dof = dof + runs.len() - 1;
-        Noise {
-            sigma: (squares / dof as f64).sqrt(),
-            dof: Some(dof),
-        }
-    }
-}
-
-/// Student's t for a two-sided 95% test with `dof` degrees of freedom; 2 from 11 on, where the
-/// table's values are within 10% of it.
-pub fn t95(dof: usize) -> f64 {
-    const T95: [f64; 10] = [
-        12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
-    ];
-    match dof {
-        1..=10 => T95[dof - 1],
-        _ => 2.0,
-    }
-}
-
-/// The gain a change's mean over `runs` runs must show over the best kept result, the mean of
-/// `best_runs` runs, to be kept without a paired comparison: `critical` standard errors of the
-/// difference of the two means, which are both uncertain: sigma * sqrt(1/runs + 1/best_runs).
-pub fn threshold(noise: Noise, runs: usize, best_runs: usize) -> f64 {
-    noise.critical() * noise.sigma * (1.0 / runs as f64 + 1.0 / best_runs.max(1) as f64).sqrt()
 }
 
 /// What a change is judged on.
@@ -237,127 +196,6 @@ pub fn keep_rule(noise: Option<Noise>, best_runs: usize) -> String {
         if best_runs == 1 { "" } else { "s" },
         t / noise.sigma,
     )
-}
-
-pub fn mean(values: &[f64]) -> f64 {
-    values.iter().sum::<f64>() / values.len() as f64
-}
-
-/// The sum of squared deviations from the mean.
-fn squares(values: &[f64]) -> f64 {
-    let mean = mean(values);
-    values.iter().map(|v| (v - mean).powi(2)).sum()
-}
-
-/// The standard deviation pooled over groups of runs of one program each (every group adds its
-/// squared deviations from its own mean and its size less one to the degrees of freedom); None
-/// without a group of two or more.
-pub fn pooled_std_dev(groups: &[Vec<f64>]) -> Option<Noise> {
-    let (mut sum, mut dof) = (0.0, 0);
-    for group in groups.iter().filter(|g| g.len() >= 2) {
-        sum += squares(group);
-        dof += group.len() - 1;
-    }
-    (dof > 0).then(|| Noise {
-        sigma: (sum / dof as f64).sqrt(),
-        dof: Some(dof),
-    })
-}
-
-/// Why a change can never be kept, if it cannot: `changes` holds the old and new text of every
-/// changed file. Comments and layout change nothing; a change of the seed only picks another
-/// draw from the noise (the orchestrator sets the seed itself, so this is mostly a guard against
-/// an agent that rewires how it is read).
-pub fn cosmetic(changes: &[(String, String)]) -> Option<&'static str> {
-    let code = |text: &str| -> Vec<String> {
-        strip_comments(text)
-            .lines()
-            .map(|l| l.split_whitespace().collect::<String>())
-            .filter(|l| !l.is_empty())
-            .collect()
-    };
-    let mut changed_lines = Vec::new();
-    for (old, new) in changes {
-        let (old, new) = (code(old), code(new));
-        if old.concat() == new.concat() {
-            continue;
-        }
-        changed_lines.extend(old.iter().filter(|l| !new.contains(l)).cloned());
-        changed_lines.extend(new.iter().filter(|l| !old.contains(l)).cloned());
-    }
-    if changed_lines.is_empty() {
-        Some("only comments or layout changed")
-    } else if changed_lines
-        .iter()
-        .all(|l| l.to_ascii_lowercase().contains("seed"))
-    {
-        Some("only the seed changed")
-    } else {
-        None
-    }
-}
-
-/// Rust source without `//` and `/* */` comments; string and char literals are kept intact.
-fn strip_comments(src: &str) -> String {
-    let chars: Vec<char> = src.chars().collect();
-    let mut out = String::with_capacity(src.len());
-    let mut i = 0;
-    while i < chars.len() {
-        let next = chars.get(i + 1).copied();
-        match chars[i] {
-            '/' if next == Some('/') => {
-                while i < chars.len() && chars[i] != '\n' {
-                    i += 1;
-                }
-            }
-            '/' if next == Some('*') => {
-                let mut depth = 0;
-                while i < chars.len() {
-                    if chars[i] == '/' && chars.get(i + 1) == Some(&'*') {
-                        depth += 1;
-                        i += 2;
-                    } else if chars[i] == '*' && chars.get(i + 1) == Some(&'/') {
-                        depth -= 1;
-                        i += 2;
-                        if depth == 0 {
-                            break;
-                        }
-                    } else {
-                        i += 1;
-                    }
-                }
-                out.push(' ');
-            }
-            '"' => {
-                out.push('"');
-                i += 1;
-                while i < chars.len() && chars[i] != '"' {
-                    if chars[i] == '\\' {
-                        out.push(chars[i]);
-                        i += 1;
-                    }
-                    if i < chars.len() {
-                        out.push(chars[i]);
-                        i += 1;
-                    }
-                }
-                if i < chars.len() {
-                    out.push('"');
-                    i += 1;
-                }
-            }
-            // A char literal such as '"' or '/' (a lifetime has no closing quote two on).
-            '\'' if chars.get(i + 2) == Some(&'\'') => {
-                out.extend(&chars[i..i + 3]);
-                i += 3;
-            }
-            c => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -632,43 +470,5 @@ mod tests {
             alone(&[1.0], None, &[1.0], true),
             Verdict::Discard(_)
         ));
-    }
-
-    #[test]
-    fn the_noise_floor_pools_every_repeated_program() {
-        assert_eq!(pooled_std_dev(&[vec![1.0], vec![]]), None);
-        let one = pooled_std_dev(&[vec![1.0, 1.002, 1.004], vec![2.0]]).unwrap();
-        assert!((one.sigma - 0.002).abs() < 1e-12, "{one:?}");
-        assert_eq!(one.dof, Some(2));
-        // Squares 8e-6 over 2 dof and 1.8e-5 over 1 dof: sqrt(2.6e-5 / 3).
-        let pooled = pooled_std_dev(&[vec![1.0, 1.002, 1.004], vec![2.0, 2.006]]).unwrap();
-        assert!(
-            (pooled.sigma - (2.6e-5f64 / 3.0).sqrt()).abs() < 1e-12,
-            "{pooled:?}"
-        );
-        assert_eq!(pooled.dof, Some(3));
-    }
-
-    #[test]
-    fn seed_or_comment_edits_are_cosmetic_and_real_edits_are_not() {
-        let src = "const LR: f64 = 0.04; // the lr\nlet url = \"http://x\"; // c\nlet seed: u64 = env_or(prepare::SEED_ENV, 42)?;\nlet q = '\"';\n";
-        let pair = |new: &str| vec![(src.to_string(), new.to_string())];
-        let commented = src.replace("// the lr", "/* a\nlonger */ // note");
-        assert_eq!(
-            cosmetic(&pair(&commented)),
-            Some("only comments or layout changed")
-        );
-        let reformatted = src.replace("const LR: f64 = 0.04;", "const LR : f64 =\n    0.04;");
-        assert_eq!(
-            cosmetic(&pair(&reformatted)),
-            Some("only comments or layout changed")
-        );
-        let reseeded = src.replace("42", "1337");
-        assert_eq!(cosmetic(&pair(&reseeded)), Some("only the seed changed"));
-        let tuned = src.replace("0.04", "0.05");
-        assert_eq!(cosmetic(&pair(&tuned)), None);
-        // A string that looks like a comment is code.
-        let url = src.replace("http://x", "http://y");
-        assert_eq!(cosmetic(&pair(&url)), None);
     }
 }
