@@ -7,7 +7,8 @@
 //!   and three proposals); tag `b` starts `--from a:N` (one of a's proposals, kept or discarded)
 //!   at that experiment's commit, its memory.md holds a's experiments, its first record says
 //!   where it started and what it remembers, and its own proposals are none of a's settings; tag
-//!   `c` (the LLM) gets a brief that holds a's and b's experiments. A `--from` that names nothing
+//!   `c` (the LLM, `tune_share = 0.5`) gets a brief that holds a's and b's experiments, and its
+//!   #2 is the search's, not the LLM's. A `--from` that names nothing
 //!   and a memory.md that does not parse stop the start with a clear error and make no branch;
 //!   `--fresh` does not read the memory.
 
@@ -101,7 +102,9 @@ fn a_second_tag_remembers_the_first_and_starts_where_it_is_told() {
         );
     }
 
-    // The LLM of tag c (from HEAD) is told what a and b found.
+    // The LLM of tag c (from HEAD) is told what a and b found; with `tune_share = 0.5` the search
+    // proposes every other experiment, #2 here.
+    standin.settings("tune_share = 0.5\n");
     let server = Server::start(Script::new([(
         1,
         vec![
@@ -118,7 +121,7 @@ fn a_second_tag_remembers_the_first_and_starts_where_it_is_told() {
             "--time-budget",
             "1",
         ])
-        .args(["--noise-seeds", "1", "--tag", "c", "--max-experiments", "2"])
+        .args(["--noise-seeds", "1", "--tag", "c", "--max-experiments", "3"])
         .env("OPENAI_BASE_URL", &server.base_url)
         .env("OPENAI_API_KEY", "sk-test")
         .output()
@@ -133,6 +136,14 @@ fn a_second_tag_remembers_the_first_and_starts_where_it_is_told() {
     for line in ["- a: baseline ", "- b: baseline ", "- a#1 ", "- b#1 "] {
         assert!(brief.contains(line), "{line:?} in {brief}");
     }
+
+    let script = server.script.lock().unwrap();
+    assert!(script.requests_of(2).is_empty(), "#2 is the search's");
+    drop(script);
+    let c = standin.records("c");
+    let tuned = c.iter().find(|r| r["seq"] == 2).unwrap();
+    let description = tuned["description"].as_str().unwrap();
+    assert!(description.contains(" -> "), "{description}");
 
     // What names nothing, or a memory that does not parse, stops the start and makes no branch.
     for (args, expected) in [

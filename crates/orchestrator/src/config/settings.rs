@@ -363,9 +363,10 @@ impl Settings {
     }
 
     /// With an LLM: the share of experiments the model-based search proposes, tuning the
-    /// best's constants between the LLM's changes.
+    /// best's constants between the LLM's changes (none unless set: a night with an LLM is the
+    /// LLM's, as it was).
     pub fn tune_share(&self) -> f64 {
-        self.tune_share.unwrap_or(0.3)
+        self.tune_share.unwrap_or(0.0)
     }
 
     pub fn sandbox(&self) -> Mode {
