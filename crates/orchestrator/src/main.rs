@@ -13,7 +13,7 @@ async fn main() -> Result<()> {
     match cli.command {
         Some(Command::Report(args)) => orchestrator::report::run(&args, &repo),
         Some(Command::Run(args)) => {
-            orchestrator::research::run(Config::resolve(args, &repo)?).await
+            orchestrator::research::run(Config::resolve(*args, &repo)?).await
         }
         None => orchestrator::research::run(Config::resolve(cli.run, &repo)?).await,
     }

@@ -29,7 +29,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the research loop (the default).
-    Run(Settings),
+    Run(Box<Settings>),
     /// Summarise a run and draw runs/<tag>/progress.png.
     Report(ReportArgs),
 }
