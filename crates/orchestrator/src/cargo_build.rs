@@ -72,7 +72,7 @@ impl Builder {
         touch_sources(worktree)?;
         let limit = self.sandbox.resources().build_seconds;
         let build = self.build(worktree, target_dir, "train", limit).await?;
-        own_copy(build, &RunDir::built(worktree, "train"))
+        own_copy(build, &RunDir::beside_worktree(worktree, "train"))
     }
 
     /// Builds the protected evaluator, the `evaluate` binary of the same package. It is the
@@ -110,7 +110,10 @@ impl Builder {
             touch_sources(worktree)?;
             let limit = self.sandbox.resources().build_seconds;
             let out = self.cargo(worktree, target_dir, &args, limit).await?;
-            own_copy(compiled(out, "train")?, &RunDir::built(worktree, "rules"))?
+            own_copy(
+                compiled(out, "train")?,
+                &RunDir::beside_worktree(worktree, "rules"),
+            )?
         };
         let tests = match compiled {
             Build::Built { binary } => binary,

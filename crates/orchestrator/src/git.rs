@@ -7,6 +7,8 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
+use crate::run_dir::RunDir;
+
 /// The only directory the agent may change.
 pub const EDITABLE: &str = "crates/train/src";
 
@@ -50,6 +52,19 @@ impl Git {
 
     /// `git ARGS`'s stdout as it is, bytes and trailing newline included (a patch).
     fn run_raw(&self, args: &[&str]) -> Result<Vec<u8>> {
+        let out = self.output(args)?;
+        if !out.status.success() {
+            bail!(
+                "git {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(out.stdout)
+    }
+
+    /// `git ARGS` run to its end, whatever its exit status.
+    fn output(&self, args: &[&str]) -> Result<std::process::Output> {
         let mut command = Command::new("git");
         // No hooks: the loop's commits and resets run nothing a file in the repository names.
         command
@@ -67,17 +82,22 @@ impl Git {
                 command.env(var, value);
             }
         }
-        let out = command
+        command
             .output()
-            .with_context(|| format!("running git {}", args.join(" ")))?;
-        if !out.status.success() {
-            bail!(
-                "git {} failed: {}",
-                args.join(" "),
+            .with_context(|| format!("running git {}", args.join(" ")))
+    }
+
+    /// Whether `commit` is `descendant` or one of its ancestors.
+    pub fn is_ancestor(&self, commit: &str, descendant: &str) -> Result<bool> {
+        let out = self.output(&["merge-base", "--is-ancestor", commit, descendant])?;
+        match out.status.code() {
+            Some(0) => Ok(true),
+            Some(1) => Ok(false),
+            _ => bail!(
+                "git merge-base --is-ancestor {commit} {descendant} failed: {}",
                 String::from_utf8_lossy(&out.stderr).trim()
-            );
+            ),
         }
-        Ok(out.stdout)
     }
 
     pub fn head(&self) -> Result<String> {
@@ -245,7 +265,7 @@ impl Git {
         onto: &str,
         message: &str,
     ) -> Result<Option<String>> {
-        let patch = self.repo.with_extension("patch");
+        let patch = RunDir::beside_worktree(&self.repo, "patch");
         let attempts: [(&str, &[&str]); 2] = [("-U3", &["--3way"]), ("-U0", &["--unidiff-zero"])];
         for (context, how) in attempts {
             self.reset_to(onto)?;
@@ -326,6 +346,8 @@ mod tests {
             "const A: i64 = 5;\nconst B: i64 = 2;\nconst C: i64 = 3;\n",
         );
         assert_eq!(git.reapply(&parent, &rival, &best, "A to 5").unwrap(), None);
+        assert!(git.is_ancestor(&best, &both).unwrap());
+        assert!(!git.is_ancestor(&change, &both).unwrap());
         assert_eq!(git.head().unwrap(), best, "left at the best");
         assert!(git.dirty_tracked().unwrap().is_empty());
     }

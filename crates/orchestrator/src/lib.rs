@@ -63,6 +63,24 @@ pub mod ledger;
 /// The morning report: the summary and `progress.png`.
 pub mod report;
 
+/// What the LLM costs: tokens, prices, the night's cap.
+pub mod cost;
+
+/// Alerts: a command told of a new best, a crash streak, a stall, the cap, the end.
+pub mod notify;
+
+/// The machinery the night and `confirm` share: sandbox, builder, evaluator, executor.
+pub mod rig;
+
+/// Before merging: the baseline and the best re-trained with fresh seeds, the gain's interval.
+pub mod confirm;
+
+/// The kept changes that held up, as a branch of clean commits for review.
+pub mod finalize;
+
+/// The live dashboard: a web page and its JSON, read from the run's records.
+pub mod dashboard;
+
 /// The status line on stderr.
 pub mod progress;
 

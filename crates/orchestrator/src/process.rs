@@ -175,12 +175,18 @@ pub struct Bounded {
 
 /// Runs `command` in its own process group for at most `limit`, reading its output within the
 /// bounds of [`Bounded`] (a build, the rule tests: the agent's code may print without end).
-pub async fn output_within(
+pub async fn output_within(command: tokio::process::Command, limit: Duration) -> Result<Bounded> {
+    output_fed(command, Stdio::null(), limit).await
+}
+
+/// [`output_within`] with `stdin` as the command's standard input.
+pub async fn output_fed(
     mut command: tokio::process::Command,
+    stdin: Stdio,
     limit: Duration,
 ) -> Result<Bounded> {
     command
-        .stdin(Stdio::null())
+        .stdin(stdin)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)

@@ -83,6 +83,15 @@ impl RunDir {
         self.logs_dir().join(name)
     }
 
+    /// Which run of experiment `seq` the log named `name` is, see [`RunDir::log`].
+    pub fn log_index(name: &str, seq: u64) -> Option<usize> {
+        let rest = name.strip_suffix(".log")?.strip_prefix(&seq.to_string())?;
+        match rest {
+            "" => Some(0),
+            k => k.strip_prefix('.')?.parse().ok().filter(|&k| k > 0),
+        }
+    }
+
     /// `bin/`: the evaluator, the kept trainers, and each running trainer's copy and export.
     pub fn bin_dir(&self) -> PathBuf {
         self.root.join("bin")
@@ -132,10 +141,11 @@ impl RunDir {
         }
     }
 
-    /// The binary `name` built in `worktree` (see [`RunDir::worktree`]), copied beside it:
-    /// `worktree.train`, `workers/<k>.rules`.
-    pub fn built(worktree: &Path, name: &str) -> PathBuf {
-        worktree.with_extension(name)
+    /// A file of worktree `worktree`'s own (see [`RunDir::worktree`]), beside it and out of its
+    /// git tree: the trainer it built last (`worktree.train`), its rule tests (`.rules`), a
+    /// change being re-applied (`.patch`).
+    pub fn beside_worktree(worktree: &Path, extension: &str) -> PathBuf {
+        worktree.with_extension(extension)
     }
 
     /// `slurm/`: the Slurm jobs' scripts and results, shared with the nodes.
@@ -172,6 +182,27 @@ impl RunDir {
     pub fn progress_plot(&self) -> PathBuf {
         self.root.join("progress.png")
     }
+
+    /// `notify.log`: every alert sent, and how its command ended.
+    pub fn notify_log(&self) -> PathBuf {
+        self.root.join("notify.log")
+    }
+
+    /// `notify.json`: the latest alert, the notify command's stdin.
+    pub fn notify_event(&self) -> PathBuf {
+        self.root.join("notify.json")
+    }
+
+    /// `confirm.jsonl`: `confirm`'s runs and results.
+    pub fn confirmations(&self) -> PathBuf {
+        self.root.join("confirm.jsonl")
+    }
+
+    /// `morning/`: the worktree, trainers (`bin/`) and run logs (`logs/`) of `confirm` and
+    /// `finalize`.
+    pub fn morning(&self) -> PathBuf {
+        self.root.join("morning")
+    }
 }
 
 #[cfg(test)]
@@ -195,9 +226,16 @@ mod tests {
             (run.model(3, 1), "bin/model-3.1.pt"),
             (run.worktree(0), "worktree"),
             (run.worktree(2), "workers/2"),
-            (RunDir::built(&run.worktree(2), "train"), "workers/2.train"),
+            (
+                RunDir::beside_worktree(&run.worktree(2), "train"),
+                "workers/2.train",
+            ),
             (run.slurm_trial(3, 1), "slurm/3.1"),
             (run.slurm_journal(), "slurm/jobs.log"),
+            (run.notify_log(), "notify.log"),
+            (run.notify_event(), "notify.json"),
+            (run.confirmations(), "confirm.jsonl"),
+            (run.morning(), "morning"),
             (run.offline_agent(), "offline_agent.json"),
             (run.progress_plot(), "progress.png"),
         ];
@@ -207,5 +245,10 @@ mod tests {
         assert!(RunDir::is_handle_of("3.1.job", 3));
         assert!(!RunDir::is_handle_of("13.1.job", 3) && !RunDir::is_handle_of("3.json", 3));
         assert_eq!(RunDir::best_trainer_commit("best-abc"), Some("abc"));
+        assert_eq!(RunDir::log_index("3.log", 3), Some(0));
+        assert_eq!(RunDir::log_index("3.2.log", 3), Some(2));
+        for (name, seq) in [("33.log", 3), ("3.0.log", 3), ("3.x.log", 3), ("3.log", 33)] {
+            assert_eq!(RunDir::log_index(name, seq), None, "{name}");
+        }
     }
 }

@@ -72,7 +72,7 @@ torch.jit.script(M()).save({model:?})
     );
     // From a file: TorchScript reads the class's source back.
     std::fs::write(&script, program).unwrap();
-    let out = Command::new(prepare::fixtures::torch_python())
+    let out = Command::new(fixtures::torch_python())
         .arg(&script)
         .output()
         .unwrap();

@@ -10,8 +10,6 @@ pub mod corpus;
 pub mod data;
 pub mod env;
 pub mod eval;
-#[cfg(feature = "fixtures")]
-pub mod fixtures;
 pub mod loader;
 pub mod pipeline;
 pub mod result;

@@ -33,7 +33,7 @@ const REQUIRED: [&str; 12] = [
 
 fn tiny_data() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
-    let data = prepare::fixtures::tiny_dataset(dir.path()).unwrap();
+    let data = fixtures::tiny_dataset(dir.path()).unwrap();
     (dir, data)
 }
 
@@ -104,7 +104,7 @@ fn a_diverging_setting_exits_non_zero() {
     let (_dir, data) = tiny_data();
     let workspace = tempfile::tempdir().unwrap();
     let root = prepare::workspace_root();
-    prepare::fixtures::copy_workspace(workspace.path()).unwrap();
+    fixtures::copy_workspace(workspace.path()).unwrap();
     let main_rs = workspace.path().join("crates/train/src/main.rs");
     let source = std::fs::read_to_string(&main_rs).unwrap();
     let diverging =

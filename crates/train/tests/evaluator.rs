@@ -36,7 +36,7 @@ struct Fixture {
 
 fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let data = prepare::fixtures::tiny_dataset(dir.path()).unwrap();
+    let data = fixtures::tiny_dataset(dir.path()).unwrap();
     let contract = prepare::Dataset::open(&data).unwrap().contract().clone();
     Fixture {
         dir,
@@ -154,7 +154,7 @@ fn export_scripted(f: &Fixture, name: &str, program: &str) -> PathBuf {
     // From a file: TorchScript reads the class's source back.
     let script = f.dir.path().join(format!("{name}.py"));
     std::fs::write(&script, program).unwrap();
-    output_ok(Command::new(prepare::fixtures::torch_python()).arg(&script));
+    output_ok(Command::new(fixtures::torch_python()).arg(&script));
     path
 }
 

@@ -22,6 +22,7 @@ use prepare::Profile;
 
 use crate::cargo_build::Builder;
 use crate::config::{AgentKind, Config};
+use crate::cost::Tokens;
 use crate::ledger::Record;
 use crate::tools::Workspace;
 
@@ -30,7 +31,7 @@ pub struct Proposal {
     /// One line for the logs and the commit message; why, when it is not finished.
     pub description: String,
     /// LLM tokens spent on it.
-    pub tokens: u64,
+    pub tokens: Tokens,
     /// The agent called it done. An unfinished one (the LLM stopped calling tools, ran out of
     /// rounds or time, or its endpoint failed) is recorded as such and not run.
     pub finished: bool,

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::search::{self, Setting, Tpe, Trial};
 use super::{Proposal, device_prefixes};
+use crate::cost::Tokens;
 use crate::ledger::Record;
 use crate::tools::Workspace;
 
@@ -100,7 +101,7 @@ impl OfflineAgent {
         let description: Vec<String> = changes.iter().map(|c| c.describe()).collect();
         Ok(Proposal {
             description: description.join(", "),
-            tokens: 0,
+            tokens: Tokens::default(),
             finished: true,
         })
     }

@@ -18,6 +18,7 @@ use super::calls::{Calls, tool_specs};
 use super::endpoint::{Endpoint, EndpointError};
 use crate::cargo_build::Builder;
 use crate::config::Config;
+use crate::cost::Tokens;
 use crate::text::one_line;
 use crate::tools::Workspace;
 
@@ -219,7 +220,7 @@ impl OpenAiAgent {
         brief: Option<&dyn Fn(usize) -> String>,
         ws: &Workspace,
     ) -> Result<Proposal> {
-        let mut tokens = 0;
+        let mut tokens = Tokens::default();
         let turn = self.turns(brief, ws, &mut tokens).await;
         let turn = match turn {
             Ok(turn) => {
@@ -257,7 +258,7 @@ impl OpenAiAgent {
         &mut self,
         brief: Option<&dyn Fn(usize) -> String>,
         ws: &Workspace,
-        tokens: &mut u64,
+        tokens: &mut Tokens,
     ) -> Result<Turn, EndpointError> {
         let deadline = self.talk.deadline.unwrap_or_else(Instant::now);
         loop {
@@ -274,7 +275,7 @@ impl OpenAiAgent {
             }
             self.talk.rounds += 1;
             let response = self.request(brief, deadline).await?;
-            *tokens += response["usage"]["total_tokens"].as_u64().unwrap_or(0);
+            *tokens += Tokens::of_response(&response);
             let message = &response["choices"][0]["message"];
             let calls = message["tool_calls"]
                 .as_array()

@@ -14,6 +14,7 @@ pub use settings::{
     AgentKind, ExecutorKind, LimitSettings, MODEL_ENV, Settings, SlurmSettings, WORKERS_ENV,
 };
 
+use crate::cost::Costs;
 use crate::run_dir::RunDir;
 use crate::sandbox::Resources;
 
@@ -32,6 +33,30 @@ pub enum Command {
     Run(Box<Settings>),
     /// Summarise a run and draw runs/<tag>/progress.png.
     Report(ReportArgs),
+    /// Serve a run's live dashboard: a web page, and its JSON under /api/ (docs/orchestrator.md).
+    Dashboard(DashboardArgs),
+    /// Re-train a run's baseline and best (and with --ablate the best without each kept change)
+    /// with fresh seeds, and state the gain with a 95% interval.
+    Confirm(ConfirmArgs),
+    /// Write the branch autoresearch/<tag>-final: one commit per kept change confirm did not
+    /// refute, ready for review and merge.
+    Finalize(FinalizeArgs),
+}
+
+/// Where the dashboard listens unless told otherwise: this machine only.
+pub const DASHBOARD_ADDR: &str = "127.0.0.1:8080";
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct DashboardArgs {
+    /// The run to show (default: today's tag, e.g. nov22).
+    #[arg(long)]
+    pub tag: Option<String>,
+    /// Where to serve it, IP:PORT.
+    #[arg(long, default_value = DASHBOARD_ADDR)]
+    pub addr: String,
+    /// Allow an address other machines can reach (the page has no password).
+    #[arg(long)]
+    pub public: bool,
 }
 
 #[derive(clap::Args, Debug, Default, Clone)]
@@ -42,6 +67,29 @@ pub struct ReportArgs {
     /// Print the summary as JSON, for scripts and the agent.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(clap::Args, Debug, Default, Clone)]
+pub struct ConfirmArgs {
+    /// The run to confirm (default: today's tag, e.g. nov22).
+    #[arg(long)]
+    pub tag: Option<String>,
+    /// Rounds: in each, every program trains once with a fresh seed (at least 2).
+    #[arg(long, default_value_t = 3)]
+    pub seeds: usize,
+    /// Training seconds per run (default: the night's budget).
+    #[arg(long, value_parser = settings::TIME_BUDGET.named("budget"))]
+    pub budget: Option<f64>,
+    /// Also run the best with each kept change left out, one at a time: each change's part.
+    #[arg(long)]
+    pub ablate: bool,
+}
+
+#[derive(clap::Args, Debug, Default, Clone)]
+pub struct FinalizeArgs {
+    /// The run to finalize (default: today's tag, e.g. nov22).
+    #[arg(long)]
+    pub tag: Option<String>,
 }
 
 /// Everything the loop needs: the settings, layered and checked, and what follows from them.
@@ -66,6 +114,8 @@ pub struct Config {
     pub gpus: Vec<String>,
     /// What each jail may consume (autoresearch.toml's `[limits]`).
     pub resources: Resources,
+    /// The LLM's price and the night's cost cap.
+    pub costs: Costs,
 }
 
 impl Config {
@@ -97,6 +147,14 @@ impl Config {
         };
         let gpus = gpus(&settings, device)?;
         let tag = settings.tag.clone().unwrap_or_else(default_tag);
+        let costs = Costs::resolve(
+            agent == AgentKind::Openai,
+            settings.model(),
+            settings.base_url.as_deref(),
+            settings.prices.as_ref(),
+            &path,
+            settings.max_cost_usd,
+        )?;
         Ok(Config {
             repo: repo.to_path_buf(),
             run_dir: RunDir::new(repo, &tag),
@@ -109,6 +167,7 @@ impl Config {
             device,
             gpus,
             resources: resources(settings.limits.unwrap_or_default(), settings.workers()),
+            costs,
             settings,
         })
     }
@@ -169,6 +228,9 @@ fn check(settings: &Settings, flags: &Settings, file: &Path) -> Result<()> {
         settings::RERUN_SHARE.check(s.rerun_share.as_ref(), flag_or_file),
         settings::TUNE_SHARE.check(s.tune_share.as_ref(), flag_or_file),
         settings::WORKERS.check(s.workers.as_ref(), flag_or_file),
+        settings::MAX_COST_USD.check(s.max_cost_usd.as_ref(), flag_or_file),
+        settings::NOTIFY_CRASHES.check(s.notify_crashes.as_ref(), in_file),
+        settings::NOTIFY_IDLE_HOURS.check(s.notify_idle_hours.as_ref(), in_file),
         gib("limits.memory_gib").check(limits.memory_gib.as_ref(), in_file),
         gib("limits.export_gib").check(limits.export_gib.as_ref(), in_file),
         gib("limits.tmp_gib").check(limits.tmp_gib.as_ref(), in_file),
@@ -222,8 +284,13 @@ fn read_file(path: &Path) -> Result<Settings> {
         // Only the parser's message (which lists the known keys for an unknown one), not its
         // snippet of the file, which could hold a secret.
         Ok(text) => toml::from_str(&text).map_err(|e| {
+            let key = e
+                .span()
+                .and_then(|span| key_at(&text, span.start))
+                .map(|key| format!(" (at {key})"))
+                .unwrap_or_default();
             anyhow::anyhow!(
-                "{} is not valid: {} (API keys belong in OPENAI_API_KEY)",
+                "{} is not valid: {}{key} (API keys belong in OPENAI_API_KEY)",
                 path.display(),
                 e.message().trim()
             )
@@ -231,6 +298,15 @@ fn read_file(path: &Path) -> Result<Settings> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Settings::default()),
         Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
     }
+}
+
+/// The key of the `key = value` line holding byte `offset` of `text`, without its value.
+fn key_at(text: &str, offset: usize) -> Option<String> {
+    let start = text[..offset.min(text.len())]
+        .rfind('\n')
+        .map_or(0, |i| i + 1);
+    let (key, _) = text[start..].lines().next()?.split_once('=')?;
+    Some(key.trim().to_string()).filter(|k| !k.is_empty())
 }
 
 /// Today's date as a tag, e.g. `nov22`.
@@ -327,6 +403,17 @@ mod tests {
                 err.contains(expected) && err.contains("autoresearch.toml): it must be"),
                 "{file}: {err}"
             );
+        }
+        // A value of the wrong type is named by its key.
+        let err = error(Settings::default(), "max_cost_usd = \"ten\"\n");
+        assert!(err.contains("(at max_cost_usd)"), "{err}");
+        for (file, expected) in [
+            ("max_cost_usd = -1", "max_cost_usd is -1 (max_cost_usd in "),
+            ("notify_crashes = 0", "notify_crashes is 0 ("),
+            ("notify_idle_hours = 0", "notify_idle_hours is 0 ("),
+        ] {
+            let err = error(Settings::default(), file);
+            assert!(err.contains(expected), "{file}: {err}");
         }
         // A flag is named as the flag, and wins over a valid file value.
         let flags = Settings {

@@ -70,6 +70,16 @@ pub struct Settings {
     /// Where trials run: `local` (this machine) or `slurm` (a job each, see docs/slurm.md).
     #[arg(long, value_enum)]
     pub executor: Option<ExecutorKind>,
+    /// End the night cleanly once the LLM has cost this many USD (default: no cap).
+    #[arg(long, value_parser = MAX_COST_USD)]
+    pub max_cost_usd: Option<f64>,
+    /// Serve the live dashboard at this address during the run, e.g. 127.0.0.1:8080.
+    #[arg(long, value_name = "ADDR")]
+    pub dashboard: Option<String>,
+    /// Allow `--dashboard` on an address other machines can reach (the page has no password).
+    #[arg(long)]
+    #[serde(skip)]
+    pub public: bool,
     /// The LLM's context in tokens (default: what the server states, else 32768).
     #[arg(skip)]
     pub context_tokens: Option<u64>,
@@ -101,6 +111,19 @@ pub struct Settings {
     pub slurm: Option<SlurmSettings>,
     #[arg(skip)]
     pub limits: Option<LimitSettings>,
+    /// A command told of what happens in the night, one JSON event on its stdin (`notify`).
+    #[arg(skip)]
+    pub notify: Option<String>,
+    /// Crashes in a row that make an alert.
+    #[arg(skip)]
+    pub notify_crashes: Option<u32>,
+    /// Hours without a keep that make an alert.
+    #[arg(skip)]
+    pub notify_idle_hours: Option<f64>,
+    /// USD per million tokens by model, `"name" = { input = 2.0, output = 8.0 }`, checked by
+    /// `cost` (which names a bad value's key).
+    #[arg(skip)]
+    pub prices: Option<toml::Table>,
 }
 
 #[derive(ValueEnum, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
@@ -224,6 +247,21 @@ pub const TUNE_SHARE: Bounded<f64> = Bounded {
     valid: |r| r.is_finite() && (0.0..=1.0).contains(r),
     expected: "a share of the experiments from 0 to 1",
 };
+pub const MAX_COST_USD: Bounded<f64> = Bounded {
+    name: "max_cost_usd",
+    valid: |c| c.is_finite() && *c >= 0.0,
+    expected: "a number of USD >= 0",
+};
+pub const NOTIFY_CRASHES: Bounded<u32> = Bounded {
+    name: "notify_crashes",
+    valid: |n| *n >= 1,
+    expected: "at least 1",
+};
+pub const NOTIFY_IDLE_HOURS: Bounded<f64> = Bounded {
+    name: "notify_idle_hours",
+    valid: |h| h.is_finite() && *h > 0.0 && *h <= 240.0,
+    expected: "a number of hours > 0 and <= 240",
+};
 /// `limits.memory_gib`, `limits.export_gib`, `limits.tmp_gib`, see [`Bounded::named`].
 pub const GIB_LIMIT: Bounded<f64> = Bounded {
     name: "limits.memory_gib",
@@ -313,6 +351,7 @@ impl Settings {
         settings.resume = self.resume || lower.resume;
         settings.fresh = self.fresh || lower.fresh;
         settings.from = self.from.clone().or(lower.from.clone());
+        settings.public = self.public || lower.public;
         Ok(settings)
     }
 

@@ -176,6 +176,39 @@ pub fn read_records(dir: &RunDir) -> Result<Vec<Record>> {
     Ok(parse(&path, &text)?.0)
 }
 
+/// The records of run `tag` of `repo`, which must have some: else an error that says how to start
+/// it, and which runs have records.
+pub fn read_run(repo: &Path, tag: &str) -> Result<Vec<Record>> {
+    let dir = RunDir::new(repo, tag);
+    let records = read_records(&dir)?;
+    if records.is_empty() {
+        let known = known_runs(repo);
+        bail!(
+            "no experiments in {}: start a run with `cargo run --release -p orchestrator -- --tag {tag}`{}",
+            dir.experiments().display(),
+            if known.is_empty() {
+                String::new()
+            } else {
+                format!("; runs with experiments there: {}", known.join(", "))
+            }
+        );
+    }
+    Ok(records)
+}
+
+/// The tags of `repo` that have records, for the messages that name a run not found.
+pub fn known_runs(repo: &Path) -> Vec<String> {
+    let mut tags: Vec<String> = fs::read_dir(RunDir::all(repo))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| RunDir::at(&e.path()).experiments().is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    tags.sort();
+    tags
+}
+
 /// The records of ledger text read from `path`, and the length of its whole lines. Only a last
 /// line without its newline may be left out (it is being written, or was torn by a kill); any
 /// whole line that is not a record is an error naming its line: skipping it would lose a record

@@ -6,6 +6,7 @@
 use prepare::ResultLine;
 use serde::{Deserialize, Serialize};
 
+use crate::cost::Tokens;
 use crate::curve::Point;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,6 +49,16 @@ pub struct Record {
     pub build_seconds: f64,
     pub run_seconds: f64,
     pub agent_tokens: u64,
+    /// The agent's tokens read and written, as its LLM priced them (`cost_usd`).
+    #[serde(default)]
+    pub agent_usage: Tokens,
+    /// What the agent's tokens cost in USD at the model's price (see `cost`); None where the
+    /// price was not known.
+    #[serde(default)]
+    pub cost_usd: Option<f64>,
+    /// The training seconds each run had (`--time-budget`, else the contract's).
+    #[serde(default)]
+    pub budget: Option<f64>,
     /// program.md changed since the previous experiment.
     pub program_changed: bool,
     pub finished_at: String,
@@ -188,6 +199,9 @@ impl Record {
             build_seconds: 0.0,
             run_seconds: 0.0,
             agent_tokens: 0,
+            agent_usage: Tokens::default(),
+            cost_usd: None,
+            budget: None,
             program_changed: false,
             finished_at: String::new(),
             trials: Vec::new(),
@@ -258,4 +272,30 @@ pub struct Pending {
     pub description: String,
     pub think_seconds: f64,
     pub agent_tokens: u64,
+    /// The tokens of `agent_tokens`, read and written.
+    #[serde(default)]
+    pub agent_usage: Tokens,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A record keeps what the trainer printed: the contract's line typed, anything else as it was.
+    #[test]
+    fn a_printed_line_reads_back_typed_or_as_it_was() {
+        let line = r#"{"schema": 1, "status": "ok", "training_seconds": 2.0, "total_seconds": 3.0,
+            "peak_memory_mb": 512.0, "num_steps": 9, "num_params": 100, "train_tokens": 900,
+            "tokens_per_second": 450.0, "mfu_percent": null, "device": "cpu", "contract": "c",
+            "val_bpb": 1.5}"#;
+        let printed: Printed = serde_json::from_str(line).unwrap();
+        let typed = printed.line().unwrap();
+        assert_eq!((typed.num_steps, typed.claimed_bpb()), (9, Some(1.5)));
+        let other: Printed = serde_json::from_str(r#"{"status": "ok", "key": ""}"#).unwrap();
+        assert!(other.line().is_none());
+        for printed in [printed, other] {
+            let again = serde_json::to_string(&printed).unwrap();
+            assert_eq!(serde_json::from_str::<Printed>(&again).unwrap(), printed);
+        }
+    }
 }

@@ -2,35 +2,33 @@
 //! `runs/<tag>/progress.png` beside its records.
 
 mod plot;
-mod summary;
+pub(crate) mod summary;
 
-use std::fs;
 use std::path::Path;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 
 use crate::config::ReportArgs;
-use crate::ledger::read_records;
+use crate::confirm::records as confirmations;
+use crate::ledger::{Record, read_run};
 use crate::run_dir::RunDir;
+
+/// The summary of run `tag`'s `records`, with the latest confirmation of its best (from `dir`).
+pub fn summarize(tag: &str, dir: &RunDir, records: &[Record]) -> Result<summary::Summary> {
+    let mut summary = summary::summarize(tag, records);
+    if let Some(best) = crate::ledger::best(records) {
+        let entries = confirmations::read(dir)?;
+        summary.confirm = confirmations::latest(&entries, &best.commit).cloned();
+    }
+    Ok(summary)
+}
 
 /// `orchestrator report`: the summary on stdout (text or `--json`) and the plot beside the records.
 pub fn run(args: &ReportArgs, repo: &Path) -> Result<()> {
     let tag = args.tag.clone().unwrap_or_else(crate::config::default_tag);
     let dir = RunDir::new(repo, &tag);
-    let records = read_records(&dir)?;
-    if records.is_empty() {
-        let known = known_runs(repo);
-        bail!(
-            "no experiments in {}: start a run with `cargo run --release -p orchestrator -- --tag {tag}`{}",
-            dir.experiments().display(),
-            if known.is_empty() {
-                String::new()
-            } else {
-                format!("; runs with experiments there: {}", known.join(", "))
-            }
-        );
-    }
-    let summary = summary::summarize(&tag, &records);
+    let records = read_run(repo, &tag)?;
+    let summary = summarize(&tag, &dir, &records)?;
     let png = dir.progress_plot();
     plot::draw(&records, &summary, &png).with_context(|| format!("drawing {}", png.display()))?;
     if args.json {
@@ -40,17 +38,4 @@ pub fn run(args: &ReportArgs, repo: &Path) -> Result<()> {
     }
     eprintln!("plot: {}", png.display());
     Ok(())
-}
-
-/// The tags of `repo` that have records.
-fn known_runs(repo: &Path) -> Vec<String> {
-    let mut tags: Vec<String> = fs::read_dir(RunDir::all(repo))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| RunDir::at(&e.path()).experiments().is_file())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    tags.sort();
-    tags
 }

@@ -8,7 +8,7 @@ use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use plotters::style::{FontStyle, register_font};
 
-use super::summary::{Summary, running_best};
+use super::summary::{Summary, running_best, running_sigma};
 use crate::ledger::{Record, Status};
 use crate::text::{one_line, truncate_chars};
 
@@ -307,16 +307,4 @@ fn annotate(
         placed.push((x0, y0, x0 + w, y0 + h));
     }
     Ok(())
-}
-
-/// The noise floor in force at each record: the latest one recorded so far.
-fn running_sigma(records: &[Record]) -> Vec<Option<f64>> {
-    let mut sigma = None;
-    records
-        .iter()
-        .map(|r| {
-            sigma = r.sigma.or(sigma);
-            sigma
-        })
-        .collect()
 }

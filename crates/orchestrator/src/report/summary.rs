@@ -3,6 +3,8 @@
 
 use serde::Serialize;
 
+use crate::confirm::records::Confirmation;
+use crate::cost::Tokens;
 use crate::decide::noise_floor;
 use crate::ledger::{Printed, Record, Status, best, tally};
 
@@ -37,6 +39,12 @@ pub struct Summary {
     /// The agent's time to propose changes.
     pub think_seconds: f64,
     pub agent_tokens: u64,
+    /// The agent's tokens read and written.
+    pub agent_usage: Tokens,
+    /// What they cost in USD, the records whose price was known; None when none was.
+    pub cost_usd: Option<f64>,
+    /// The latest confirmation of the best (`orchestrator confirm`), when there is one.
+    pub confirm: Option<Confirmation>,
     /// Every keep with its validation and holdout (test split) scores side by side.
     pub holdout: Vec<HoldoutRow>,
     /// The records' warnings for people, as "#seq: warning".
@@ -68,7 +76,7 @@ pub struct HoldoutRow {
 }
 
 /// The best's val_bpb after each record, the latest keep's (None until the first scored keep).
-pub(super) fn running_best(records: &[Record]) -> Vec<Option<f64>> {
+pub(crate) fn running_best(records: &[Record]) -> Vec<Option<f64>> {
     let mut best: Option<f64> = None;
     records
         .iter()
@@ -77,6 +85,18 @@ pub(super) fn running_best(records: &[Record]) -> Vec<Option<f64>> {
                 best = r.val_bpb;
             }
             best
+        })
+        .collect()
+}
+
+/// The noise floor in force at each record: the latest one recorded so far.
+pub(crate) fn running_sigma(records: &[Record]) -> Vec<Option<f64>> {
+    let mut sigma = None;
+    records
+        .iter()
+        .map(|r| {
+            sigma = r.sigma.or(sigma);
+            sigma
         })
         .collect()
 }
@@ -97,6 +117,7 @@ fn training_seconds(r: &Record) -> f64 {
 }
 
 pub fn summarize(tag: &str, records: &[Record]) -> Summary {
+    let (agent_usage, cost_usd) = cost(records);
     let tally = tally(records);
     let changes = records.iter().filter(|r| r.seq > 0).count();
     let baseline_bpb = records.iter().find(|r| r.seq == 0).and_then(|r| r.val_bpb);
@@ -136,6 +157,9 @@ pub fn summarize(tag: &str, records: &[Record]) -> Summary {
         eval_seconds: records.iter().map(|r| r.eval_seconds).sum(),
         think_seconds: records.iter().map(|r| r.think_seconds).sum(),
         agent_tokens: records.iter().map(|r| r.agent_tokens).sum(),
+        agent_usage,
+        cost_usd,
+        confirm: None,
         holdout,
         warnings: records
             .iter()
@@ -182,9 +206,10 @@ impl Summary {
             duration(self.think_seconds),
             self.agent_tokens
         );
-
+        out += &self.cost_line();
         out += &self.kept_text();
         out += &self.holdout_text();
+        out += &self.confirm_text();
         if !self.warnings.is_empty() {
             out += "\nwarnings:\n";
             for w in &self.warnings {
@@ -240,6 +265,40 @@ impl Summary {
         }
         out
     }
+}
+
+impl Summary {
+    fn cost_line(&self) -> String {
+        self.cost_usd.map_or(String::new(), |cost| {
+            format!(
+                "  LLM cost: ${cost:.4} ({} tokens in, {} out)\n",
+                self.agent_usage.input, self.agent_usage.output
+            )
+        })
+    }
+
+    fn confirm_text(&self) -> String {
+        match &self.confirm {
+            Some(confirm) => format!("\n{}", confirm.text()),
+            None if self.kept.is_empty() => String::new(),
+            None => "\nnot confirmed: `confirm --ablate` re-checks the kept changes with fresh \
+                     seeds\n"
+                .into(),
+        }
+    }
+}
+
+/// The agent's tokens in all, and their cost where the price was known (None where it never was).
+fn cost(records: &[Record]) -> (Tokens, Option<f64>) {
+    let mut tokens = Tokens::default();
+    for r in records {
+        tokens += r.agent_usage;
+    }
+    let usd = records
+        .iter()
+        .filter_map(|r| r.cost_usd)
+        .reduce(|a, b| a + b);
+    (tokens, usd)
 }
 
 /// A score as the summary shows it, `-` for none.

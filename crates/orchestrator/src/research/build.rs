@@ -48,7 +48,10 @@ pub(super) async fn with_repairs(
         let Some(repaired) = w.agent.repair(diagnostics, &w.ws).await else {
             break;
         };
-        pending.agent_tokens += repaired?.tokens;
+        let tokens = repaired?.tokens;
+        pending.agent_tokens += tokens.total();
+        pending.agent_usage += tokens;
+        s.spend(tokens);
         repairs += 1;
         let message = format!("{} (repair {repairs})", pending.description);
         if let Some(commit) = w.git.commit_editable(&message)? {

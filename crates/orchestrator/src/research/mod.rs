@@ -11,6 +11,7 @@ mod propose;
 mod record;
 mod session;
 mod trials;
+mod watch;
 
 use anyhow::Result;
 
@@ -19,15 +20,48 @@ use crate::decide;
 use crate::executor::{Scored, TrialFailure};
 use crate::git::EDITABLE;
 use crate::ledger::{Pending, Printed, Status, Trial};
+use crate::notify::{Alerts, End, Event, Notifier};
+use crate::progress::Progress;
 use build::Built;
 use session::{Session, Worker};
 
+/// The night of `cfg`, and the alert of its end however it ends.
 pub async fn run(cfg: Config) -> Result<()> {
-    let (session, workers) = Session::start(cfg).await?;
-    // The first error ends the run: the other workers' experiments stay pending for --resume.
-    futures::future::try_join_all(workers.into_iter().map(|w| work(&session, w))).await?;
-    session.stopped();
-    Ok(())
+    // An address other machines reach without --public, or a port in use, stops the run
+    // before anything starts.
+    let dashboard = match cfg.settings.dashboard.as_deref() {
+        Some(addr) => {
+            let addr = crate::dashboard::address(addr, cfg.settings.public)?;
+            let run = crate::dashboard::Run::new(&cfg.repo, &cfg.tag);
+            Some(crate::dashboard::start(addr, run).await?)
+        }
+        None => None,
+    };
+    let progress = Progress::new();
+    let run_dir = cfg.run_dir.clone();
+    let alerts = Alerts::of(&cfg.settings);
+    let (notifier, sending) =
+        Notifier::start(&alerts, &cfg.tag, &cfg.repo, &run_dir, progress.clone())?;
+    let night = night(cfg, progress, notifier.clone()).await;
+    notifier.send(&Event::night_end(&run_dir, &night));
+    drop(notifier);
+    sending.wait().await;
+    if let Some(dashboard) = dashboard {
+        dashboard.close().await;
+    }
+    night.map(drop)
+}
+
+async fn night(cfg: Config, progress: Progress, notifier: Notifier) -> Result<End> {
+    let alerts = cfg.settings.notify.is_some();
+    let (session, workers) = Session::start(cfg, progress, notifier).await?;
+    let workers = futures::future::try_join_all(workers.into_iter().map(|w| work(&session, w)));
+    tokio::select! {
+        // The first error ends the run: the other workers' experiments stay pending for --resume.
+        done = workers => done.map(drop)?,
+        never = session.watch_idle(), if alerts => match never {},
+    }
+    Ok(session.stopped())
 }
 
 /// One worker's experiments, until the run stops.

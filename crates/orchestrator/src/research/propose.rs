@@ -43,6 +43,7 @@ pub(super) async fn next(s: &Session, w: &mut Worker, next: &Next) -> Result<Opt
                 description: "baseline".into(),
                 think_seconds: 0.0,
                 agent_tokens: 0,
+                agent_usage: Default::default(),
             }
         }
         Next::Propose(seq) => match ask_agent(s, w, *seq, &program).await? {
@@ -109,13 +110,15 @@ async fn ask_agent(
         tokens,
         finished,
     } = w.agent.propose(seq, &brief, &w.ws).await?;
+    s.spend(tokens);
     let pending = |commit: String, description: String| Pending {
         seq,
         commit,
         parent: parent.clone(),
         description,
         think_seconds: started.elapsed().as_secs_f64(),
-        agent_tokens: tokens,
+        agent_tokens: tokens.total(),
+        agent_usage: tokens,
     };
     if !finished {
         // Recorded, not run: the night goes on, and the record says why.

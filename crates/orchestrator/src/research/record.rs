@@ -32,6 +32,7 @@ pub(super) async fn append(
     // against the best as it is now.
     let record = decide(s, w, experiment, trials, holdout)?;
     let record = s.update(&mut w.turn, |state| state.record(&s.pendings, record))?;
+    s.read(&w.turn, |state| s.alert_on_record(&state.ledger.records));
     let source = w.git.file_at(&record.commit, SOURCE)?;
     w.agent.observe(&record, &source)?;
     w.progress
@@ -80,7 +81,7 @@ fn decide(
     let pending = experiment.pending.clone();
     let mut record = record_of(experiment, &trials, holdout, best.as_ref(), noise);
     record.pins = first.then(|| s.pins.clone());
-    record.start = first.then(|| s.start.clone());
+    record.start = first.then(|| s.started());
     let late = Late {
         against: trials.against,
         beat_parent: trials.beat_parent,
@@ -101,6 +102,8 @@ fn decide(
         status,
         reason,
         rule,
+        cost_usd: s.cfg.costs.of(record.agent_usage),
+        budget: Some(s.budget),
         ..record
     })
 }
@@ -143,6 +146,7 @@ fn record_of(
         build_seconds,
         run_seconds: trials.seconds + holdout.seconds,
         agent_tokens: pending.agent_tokens,
+        agent_usage: pending.agent_usage,
         program_changed,
         finished_at: chrono::Local::now().to_rfc3339(),
         delta,
@@ -211,6 +215,7 @@ fn settle(
         description,
         think_seconds: 0.0,
         agent_tokens: 0,
+        agent_usage: Default::default(),
     };
     // Pending before this experiment is recorded: a kill in between loses neither.
     s.pendings.write(&reapplied)?;

@@ -5,28 +5,29 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 use prepare::Profile;
 use tokio::sync::Notify;
 
+use super::watch::{self, Watch};
 use crate::Stop;
 use crate::agent::Agent;
 use crate::agent::search::history;
 use crate::cargo_build::{self, Builder};
 use crate::config::{AgentKind, Config, ExecutorKind};
 use crate::decide::{self, Noise};
-use crate::executor::{Executor, Limits, Local, Slurm};
+use crate::executor::{Executor, Limits};
 use crate::git::{EDITABLE, Git};
 use crate::ledger::{self, Ledger, Pending, Pendings, Pins, Record, Start};
 use crate::memory;
+use crate::notify::{End, Notifier};
 use crate::program::Program;
 use crate::progress::Progress;
 use crate::sandbox::Sandbox;
-use crate::scoring::Evaluator;
 use crate::tools::Workspace;
-use crate::{setup, worktree};
+use crate::{rig, setup, worktree};
 
 pub(super) struct Session {
     pub cfg: Config,
@@ -38,12 +39,17 @@ pub(super) struct Session {
     pub builder: Builder,
     /// What the run's first record pins.
     pub pins: Pins,
-    /// Where the run started, for its first record.
-    pub start: Start,
+    /// The earlier runs the memory holds, for the first record.
+    pub remembered: Vec<String>,
     /// The sections of `memory.md`, for the LLM's brief; empty with `--fresh`.
     pub memory: String,
     pub executor: Box<dyn Executor>,
     pub progress: Progress,
+    /// Where the alerts go, and what they and the cost cap watch.
+    pub notifier: Notifier,
+    pub watch: Watch,
+    /// Ctrl-C, which every worker's clone of it watches.
+    pub stop: Stop,
     /// The experiments under way, on disk.
     pub pendings: Pendings,
     /// What the workers share and change, lent only to the closures of [`Session::read`] and
@@ -107,7 +113,12 @@ pub(super) enum Next {
 }
 
 impl Session {
-    pub async fn start(cfg: Config) -> Result<(Session, Vec<Worker>)> {
+    /// The session of `cfg`'s night, which shows `progress` and tells `notifier` what happens.
+    pub async fn start(
+        cfg: Config,
+        progress: Progress,
+        notifier: Notifier,
+    ) -> Result<(Session, Vec<Worker>)> {
         let data = setup::ensure_ready(&cfg)?;
         let budget = cfg
             .settings
@@ -116,45 +127,37 @@ impl Session {
         let ledger = Ledger::open(&cfg.run_dir)?;
         // Before the branch is made: a memory that does not parse stops a start that left nothing.
         let memory = memory::open(&cfg)?;
-        let libtorch = libtorch(&cfg);
-        let readable = [cfg.data_dir.as_path(), cfg.run_dir.path()];
-        let sandbox = Sandbox::detect(cfg.settings.sandbox(), &libtorch, cfg.resources, &readable)?;
+        let builder = rig::builder(&cfg)?;
         let worktrees = worktree::open(&cfg, &ledger, cfg.settings.workers())?;
         let git = Git::new(&worktrees[0]);
         let pendings = Pendings::new(&cfg.run_dir).all()?;
         let base = base_commit(&git, &ledger, &pendings)?;
         cargo_build::fetch(&worktrees[0]).await?;
-        let builder = Builder::new(sandbox.clone(), libtorch);
-        let context = history::Context {
-            contract: data.contract_hash().to_string(),
-            device: cfg.device.device().to_string(),
-            budget,
-        };
+        let context = history::Context::new(data.contract_hash(), cfg.device, budget);
         let runs = memory.as_ref().map_or(&[][..], |(_, runs)| runs);
         let trials = history::known(&cfg.repo, runs, &ledger.records, &context)?;
         // First: a wrong key or model stops the run before anything is built.
         let mut agent = Agent::new(&cfg, &builder, trials)?;
         agent.connect().await?;
         let pinned = ledger.records.first().map(|r| r.pins.clone());
-        let (executor, pins) = executor(&cfg, &builder, &worktrees[0], pinned, &sandbox).await?;
+        let (executor, pins) = rig::executor(&cfg, &builder, &worktrees[0], pinned).await?;
         let baseline = ledger.records.iter().find(|r| r.seq == 0);
         let baseline = baseline.map_or(&[][..], |r| &r.trials);
         let limits = Limits::measured(budget, cfg.settings.grace(), baseline);
-        announce(&cfg, budget, limits, data.contract_hash(), &sandbox);
-        let progress = Progress::new();
-        let workers = workers(&cfg, worktrees, &agent, &progress);
+        announce(&cfg, budget, limits, data.contract_hash(), &builder.sandbox);
+        let stop = Stop::on_ctrl_c();
+        let workers = workers(&cfg, worktrees, &agent, &progress, &stop);
+        let watch = Watch::new(&cfg.costs, &ledger.records, &pendings);
         // The person's file, in the person's checkout.
         let program = Program::watch(&cfg.repo.join("program.md"), &progress);
         let state = State::new(ledger, pendings, program);
-        let start = Start {
-            commit: base.clone(),
-            from: cfg.settings.from.clone(),
-            memory: runs.iter().map(|(tag, _)| tag.clone()).collect(),
-        };
         let session = Session {
             progress,
+            notifier,
+            watch,
+            stop,
             pendings: Pendings::new(&cfg.run_dir),
-            start,
+            remembered: runs.iter().map(|(tag, _)| tag.clone()).collect(),
             memory: memory.map_or(String::new(), |(m, _)| m.sections()),
             base,
             budget,
@@ -179,6 +182,15 @@ impl Session {
         f(&mut self.state.borrow_mut())
     }
 
+    /// Where the run started, for its first record.
+    pub fn started(&self) -> Start {
+        Start {
+            commit: self.base.clone(),
+            from: self.cfg.settings.from.clone(),
+            memory: self.remembered.clone(),
+        }
+    }
+
     /// The best kept record now.
     pub fn best(&self, turn: &Turn) -> Option<Record> {
         self.read(turn, |state| state.ledger.best().cloned())
@@ -197,6 +209,9 @@ impl Session {
                     return Some(next);
                 }
                 let baseline_running = state.ledger.best().is_none() && state.next_seq > 0;
+                if !baseline_running && !self.cost_allows() {
+                    return None;
+                }
                 if !baseline_running {
                     let seq = state.allocate(self.cfg.settings.max_experiments)?;
                     let next = if seq == 0 {
@@ -241,11 +256,17 @@ impl Session {
         })
     }
 
-    pub fn stopped(&self) {
+    /// How the night ended, said on the console.
+    pub fn stopped(&self) -> End {
         self.progress.println(&format!(
             "stopped; results in {}",
             self.cfg.run_dir.results_tsv().display()
         ));
+        match (self.stop.requested(), self.watch.capped()) {
+            (true, _) => End::Stopped,
+            (false, true) => End::CostCap,
+            (false, false) => End::Finished,
+        }
     }
 
     /// Experiment number, best, noise and tallies, shown with every phase of worker `name`.
@@ -332,40 +353,14 @@ impl Worker {
     }
 }
 
-/// The protected evaluator (built from `worktree` before the agent changes anything, from files
-/// checked to be the base commit's, or checked against the first record's `pinned` hashes) and
-/// the executor that runs trials with it.
-async fn executor(
-    cfg: &Config,
-    builder: &Builder,
-    worktree: &Path,
-    pinned: Option<Option<Pins>>,
-    sandbox: &Sandbox,
-) -> Result<(Box<dyn Executor>, Pins)> {
-    if pinned.as_ref().is_some_and(Option::is_none) {
-        eprintln!(
-            "note: this run's first record pins no evaluator or data hashes (it predates \
-             them); they are not checked on this resume"
-        );
-    }
-    let pinned = pinned.flatten();
-    let evaluator = Evaluator::open(cfg, builder, worktree, pinned.as_ref()).await?;
-    let pins = evaluator.pins();
-    let executor: Box<dyn Executor> = match cfg.settings.executor() {
-        ExecutorKind::Local => Box::new(Local::new(evaluator, cfg, sandbox.clone())?),
-        ExecutorKind::Slurm => Box::new(Slurm::new(evaluator, cfg, sandbox.clone()).await?),
-    };
-    Ok((executor, pins))
-}
-
 /// One worker per worktree, each with its own agent, status line and GPU.
 fn workers(
     cfg: &Config,
     worktrees: Vec<PathBuf>,
     agent: &Agent,
     progress: &Progress,
+    stop: &Stop,
 ) -> Vec<Worker> {
-    let stop = Stop::on_ctrl_c();
     let several = worktrees.len() > 1;
     worktrees
         .into_iter()
@@ -390,14 +385,6 @@ fn workers(
             turn: Turn(()),
         })
         .collect()
-}
-
-/// The libtorch the builds link: `LIBTORCH`, else the checkout's `.libtorch` (a link, kept as one:
-/// the path is part of cargo's fingerprint of libtorch's bindings).
-fn libtorch(cfg: &Config) -> PathBuf {
-    let path =
-        std::env::var_os("LIBTORCH").map_or_else(|| cfg.repo.join(".libtorch"), PathBuf::from);
-    std::path::absolute(&path).unwrap_or(path)
 }
 
 /// The baseline's commit (or the commit the first, interrupted experiment started from), after
@@ -472,6 +459,7 @@ fn announce(cfg: &Config, budget: f64, limits: Limits, contract: &str, sandbox: 
             sandbox.support()
         );
     }
+    watch::announce(cfg);
     if cfg.agent == AgentKind::Offline {
         eprintln!(
             "offline agent: tuning the trainer's constants. For real research ideas connect an LLM: \

@@ -35,7 +35,7 @@ impl Sandbox {
         .unwrap();
         let root = prepare::workspace_root();
         let repo = dir.path().join("repo");
-        prepare::fixtures::copy_workspace(&repo).unwrap();
+        fixtures::copy_workspace(&repo).unwrap();
         std::os::unix::fs::symlink(
             root.join(".libtorch").canonicalize().unwrap(),
             repo.join(".libtorch"),
@@ -48,7 +48,7 @@ impl Sandbox {
         ] {
             git(&repo, args);
         }
-        let data = prepare::fixtures::tiny_dataset(dir.path()).unwrap();
+        let data = fixtures::tiny_dataset(dir.path()).unwrap();
         Sandbox {
             _dir: dir,
             repo,

@@ -78,7 +78,7 @@ impl Standin {
         ] {
             git(&repo, args);
         }
-        let data = prepare::fixtures::tiny_dataset(dir.path()).unwrap();
+        let data = fixtures::tiny_dataset(dir.path()).unwrap();
         let libtorch = dir.path().join("libtorch");
         std::fs::create_dir_all(libtorch.join("lib")).unwrap();
         Standin {

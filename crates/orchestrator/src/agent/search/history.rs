@@ -6,6 +6,7 @@
 use std::path::Path;
 
 use anyhow::Result;
+use prepare::Profile;
 
 use super::{Outcome, Setting, Trial};
 use crate::git::Git;
@@ -25,6 +26,14 @@ pub struct Context {
 }
 
 impl Context {
+    pub fn new(contract: &str, device: Profile, budget: f64) -> Context {
+        Context {
+            contract: contract.to_string(),
+            device: device.device().to_string(),
+            budget,
+        }
+    }
+
     /// The context of a run, from its baseline's result line.
     fn of_run(records: &[Record]) -> Option<Context> {
         let result = records
