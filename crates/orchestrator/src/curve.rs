@@ -36,6 +36,48 @@ pub fn parse(log: &str) -> Vec<Point> {
     log.lines().filter_map(Point::of_line).collect()
 }
 
+/// Most points a followed curve keeps (the runtime prints one a second at most; a trainer that
+/// prints its own lines must not fill the orchestrator's memory or the records).
+pub const MAX_POINTS: usize = 4096;
+
+/// A curve taken in line by line, within [`MAX_POINTS`]: past it, every other point is dropped,
+/// so that it still spans the whole run.
+#[derive(Debug, Default)]
+pub struct Curve {
+    points: Vec<Point>,
+    /// Points taken in since the last one kept, and how many make one kept.
+    skipped: usize,
+    every: usize,
+}
+
+impl Curve {
+    /// Takes in `line` when it is a progress line; whether it was one.
+    pub fn push_line(&mut self, line: &str) -> bool {
+        let Some(point) = Point::of_line(line) else {
+            return false;
+        };
+        self.skipped += 1;
+        if self.skipped < self.every {
+            return true;
+        }
+        self.skipped = 0;
+        if self.points.len() == MAX_POINTS {
+            self.points = self.points.iter().copied().step_by(2).collect();
+            self.every = self.every.max(1) * 2;
+        }
+        self.points.push(point);
+        true
+    }
+
+    pub fn points(&self) -> &[Point] {
+        &self.points
+    }
+
+    pub fn into_points(self) -> Vec<Point> {
+        self.points
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -76,6 +118,22 @@ mod tests {
                    the trainer said @progress {\"seconds\":1.0,\"step\":2,\"loss\":1.0}\n\
                    @progress {\"seconds\":1.0,\"step\":2,\"loss\":1.0} [line cut]\n";
         assert_eq!(parse(log), []);
+    }
+
+    #[test]
+    fn a_long_curve_is_thinned_and_still_spans_the_run() {
+        let mut curve = Curve::default();
+        let lines = 3 * MAX_POINTS;
+        for step in 1..=lines {
+            let line = format!("{MARK}{{\"seconds\":{step}.0,\"step\":{step},\"loss\":1.0}}");
+            assert!(curve.push_line(&line));
+        }
+        assert!(!curve.push_line("step 1 | loss 1.0"));
+        let points = curve.points();
+        assert!(points.len() <= MAX_POINTS && points.len() > MAX_POINTS / 2);
+        assert_eq!(points[0].step, 1);
+        assert!(points.last().unwrap().step > (lines - 8) as u64);
+        assert!(points.windows(2).all(|w| w[0].step < w[1].step));
     }
 
     #[test]

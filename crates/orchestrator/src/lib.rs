@@ -54,6 +54,9 @@ pub mod scoring;
 /// A run's learning curve, from the trainer's progress lines.
 pub mod curve;
 
+/// Stopping a change's run that is clearly worse than the best's runs were at the same point.
+pub mod early_stop;
+
 /// Keep, re-run or discard against the measured noise; the keep rule in words.
 pub mod decide;
 

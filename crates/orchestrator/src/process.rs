@@ -21,8 +21,8 @@ pub const MAX_LINE: usize = 64 * 1024;
 /// Slurm job's log, cut once the job ends).
 pub const LOG_KEEP: usize = 512 * 1024;
 
-/// How a process run under a limit ended.
-pub enum Exit {
+/// How a process run under a limit ended; `S` says why its output stopped it.
+pub enum Exit<S> {
     /// It exited by itself; `result` is its last non-empty stdout line when that is a JSON object.
     Exited {
         status: ExitStatus,
@@ -35,23 +35,26 @@ pub enum Exit {
     Limited(String),
     /// Ctrl-C: its process group was killed.
     Interrupted,
+    /// Its output asked for it to be stopped (`on_stderr` of [`run_under_limit`]) and its
+    /// process group was killed; why, as also logged.
+    Stopped(S),
 }
 
 /// How often a running child's jail limits are checked (`over_limit` of [`run_under_limit`]).
 const LIMITS_EVERY: Duration = Duration::from_secs(1);
 
 /// Runs `command` (a libtorch program, see [`libtorch`], usually in a sandbox) in its own process
-/// group, writing stdout and stderr to `log`; `on_stderr` sees each stderr line (progress).
-/// `over_limit` says which of its jail's limits it ran into, if any: asked every second (the
-/// process group is killed at once) and once it has exited.
-pub async fn run_under_limit(
+/// group, writing stdout and stderr to `log`; `on_stderr` sees each stderr line (progress) and
+/// may stop the run, saying why. `over_limit` says which of its jail's limits it ran into, if
+/// any: asked every second (the process group is killed at once) and once it has exited.
+pub async fn run_under_limit<S: std::fmt::Display>(
     mut command: tokio::process::Command,
     log: &Path,
     limit: Duration,
     stop: &mut Stop,
-    on_stderr: impl FnMut(&str),
+    on_stderr: impl FnMut(&str) -> Option<S>,
     mut over_limit: impl FnMut() -> Option<String>,
-) -> Result<Exit> {
+) -> Result<Exit<S>> {
     command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -91,15 +94,20 @@ pub async fn run_under_limit(
             Exit::TimedOut
         }
         Ended::Interrupted => Exit::Interrupted,
+        Ended::Stopped(why) => {
+            log.note(&format!("orchestrator: {why}")).await?;
+            Exit::Stopped(why)
+        }
     })
 }
 
 /// How a watched child ended, before its process group is killed and its log finished.
-enum Ended {
+enum Ended<S> {
     Exited(ExitStatus),
     Limited(String),
     TimedOut,
     Interrupted,
+    Stopped(S),
 }
 
 /// What a child is watched for: its time limit, Ctrl-C, its stderr lines, its jail's limits.
@@ -110,13 +118,13 @@ struct Watched<'a, E, L> {
     over_limit: &'a mut L,
 }
 
-impl<E: FnMut(&str), L: FnMut() -> Option<String>> Watched<'_, E, L> {
+impl<S, E: FnMut(&str) -> Option<S>, L: FnMut() -> Option<String>> Watched<'_, E, L> {
     /// Logs `child`'s output until it ends; how, and its last non-empty stdout line.
     async fn watch(
         mut self,
         child: &mut tokio::process::Child,
         log: &mut BoundedLog,
-    ) -> Result<(Ended, Option<String>)> {
+    ) -> Result<(Ended<S>, Option<String>)> {
         let mut stdout = Lines::new(child.stdout.take().expect("piped"));
         let mut stderr = Lines::new(child.stderr.take().expect("piped"));
         let mut last_stdout = None;
@@ -141,7 +149,9 @@ impl<E: FnMut(&str), L: FnMut() -> Option<String>> Watched<'_, E, L> {
                 line = stderr.next_line(), if err_open => match line? {
                     Some(line) => {
                         log.line(&line).await?;
-                        (self.on_stderr)(&line);
+                        if let Some(why) = (self.on_stderr)(&line) {
+                            break Ended::Stopped(why);
+                        }
                     }
                     None => err_open = false,
                 },

@@ -146,6 +146,9 @@ pub fn history(records: &[Record], noise: Option<Noise>) -> String {
         if let Some(reason) = &r.reason {
             line += &format!(" [{}]", one_line(reason, 200));
         }
+        if let Some(stopped) = &r.stopped {
+            line += &format!(" [{stopped}]");
+        }
         if let Some(by) = records.iter().find(|later| later.revoked == Some(r.seq)) {
             line += &format!(
                 " [keep revoked by #{}: judged non-causal on a re-run]",
@@ -257,6 +260,27 @@ mod tests {
             "{text}"
         );
         assert_eq!(history(&[], None), "No experiments yet.");
+    }
+
+    #[test]
+    fn history_says_where_a_run_was_stopped_early() {
+        let mut records = records()[..10].to_vec();
+        records.push(Record {
+            stopped: Some(crate::ledger::Stopped {
+                seconds: 90.0,
+                step: 41,
+                progress: 0.3,
+                loss: 3.5,
+                best_loss: 3.2,
+                threshold: 0.05,
+            }),
+            ..record(10, Status::Discard, None, None)
+        });
+        let text = history(&records, noise());
+        assert!(
+            text.contains("#10 discard [stopped early at 30% of the budget (step 41): training loss 3.5000 against the best's 3.2000, more than 0.0500 worse]: change 10"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -104,6 +104,9 @@ pub struct Settings {
     /// With an LLM: the share of experiments the model-based search proposes.
     #[arg(skip)]
     pub tune_share: Option<f64>,
+    /// Stop a change's run that is clearly worse than the best's runs were at the same point.
+    #[arg(skip)]
+    pub early_stop: Option<bool>,
     /// `off` runs the agent's code unconfined where the machine has no sandbox.
     #[arg(skip)]
     pub sandbox: Option<Mode>,
@@ -406,6 +409,10 @@ impl Settings {
     /// LLM's, as it was).
     pub fn tune_share(&self) -> f64 {
         self.tune_share.unwrap_or(0.0)
+    }
+
+    pub fn early_stop(&self) -> bool {
+        self.early_stop.unwrap_or(true)
     }
 
     pub fn sandbox(&self) -> Mode {

@@ -333,6 +333,8 @@ impl Session<'_> {
             log: dir.join("logs").join(format!("{index}.log")),
             gpu: self.cfg.gpus.first().cloned(),
             handle: dir.join(format!("{index}.job")),
+            // A confirmation measures the gain: every run goes the whole budget.
+            early_stop: None,
         };
         progress.phase("training");
         let outcome = self.executor.run(&job, stop, progress).await?;

@@ -1,7 +1,7 @@
 //! The noise floor: how much two runs of one program differ, pooled over every program the run
 //! has run more than once, and the statistics the decisions rest on.
 
-use crate::ledger::{Record, Status, scores};
+use crate::ledger::{Record, runs_by_program};
 
 /// The noise floor: the standard deviation of val_bpb between runs of one program, and the
 /// degrees of freedom it was estimated with (None when configured, taken as exact).
@@ -91,16 +91,10 @@ pub fn noise_in_force(records: &[Record], configured: Option<f64>) -> Option<Noi
 /// bring its drift into the pool); the latest recorded one where no program ran twice.
 pub fn noise_floor(records: &[Record]) -> Option<Noise> {
     let since = records.iter().rposition(|r| r.sigma_measured).unwrap_or(0);
-    let mut groups: Vec<Vec<f64>> = records.iter().map(|r| scores(&r.trials)).collect();
-    let mut best: Option<usize> = None;
-    for (i, r) in records.iter().enumerate() {
-        if let Some(b) = best {
-            groups[b].extend(scores(&r.best_trials));
-        }
-        if r.status == Status::Keep {
-            best = Some(i);
-        }
-    }
+    let groups: Vec<Vec<f64>> = runs_by_program(records)
+        .into_iter()
+        .map(|runs| runs.into_iter().filter_map(|t| t.val_bpb).collect())
+        .collect();
     pooled_std_dev(&groups[since..]).or_else(|| {
         let sigma = records.iter().rev().find_map(|r| r.sigma)?;
         Some(Noise { sigma, dof: None })
@@ -110,7 +104,7 @@ pub fn noise_floor(records: &[Record]) -> Option<Noise> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ledger::{Ledger, Trial};
+    use crate::ledger::{Ledger, Status, Trial};
     use crate::run_dir::RunDir;
 
     fn record(seq: u64, status: Status, bpb: Option<f64>) -> Record {

@@ -7,6 +7,7 @@ use std::time::Duration;
 use prepare::RunStatus;
 
 use super::limits::{Limits, Measured};
+use crate::ledger::{Stopped, Trial};
 use crate::scoring::Unscored;
 
 /// Why a job has no score.
@@ -27,6 +28,16 @@ pub enum TrialFailure {
     /// The protected evaluator could not score the exported model.
     #[error(transparent)]
     Unscored(#[from] Unscored),
+    /// Stopped early, clearly worse than the best's runs at the same point: never scored.
+    #[error("{}", .0.stopped)]
+    Stopped(Box<StoppedRun>),
+}
+
+/// A run stopped early: the run as far as it went (its curve, no score), and where and why.
+#[derive(Debug, Clone)]
+pub struct StoppedRun {
+    pub trial: Trial,
+    pub stopped: Stopped,
 }
 
 /// How a trainer's run ended without a model worth scoring.

@@ -7,16 +7,18 @@
 //! after the run; no network; its processes die with it.
 
 use std::ops::ControlFlow;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use prepare::{ResultLine, Split};
+use prepare::Split;
 
 use super::trial::{MODEL_FILE, Trainers, finished, scored};
 use super::{Executor, Job, Outcome, Running};
 use crate::Stop;
 use crate::config::Config;
+use crate::early_stop::Follower;
+use crate::ledger::Stopped;
 use crate::process::{Exit, run_under_limit};
 use crate::progress::Progress;
 use crate::run_dir::RunDir;
@@ -50,25 +52,34 @@ impl Local {
         let model = self.run_dir.model(job.seq, job.index);
         std::fs::remove_file(&model).ok();
         let started = Instant::now();
-        let exit = self.train(job, &model, stop, progress).await?;
+        let mut follower = Follower::new(job.early_stop.clone());
+        let exit = self
+            .train(job, &model, &mut follower, stop, progress)
+            .await?;
         let run_seconds = started.elapsed().as_secs_f64();
-        match finished(exit, &job.limits) {
-            ControlFlow::Continue(result) => {
+        match finished(exit, job, follower.into_curve(), run_seconds) {
+            ControlFlow::Continue(run) => {
                 progress.phase("scoring");
-                self.score(job, result, model, run_seconds).await
+                let score = self
+                    .evaluator
+                    .score(&model, Split::Val, job.limits.eval)
+                    .await;
+                scored(job, run, model, score)
             }
             ControlFlow::Break(outcome) => Ok(outcome),
         }
     }
 
-    /// Runs a copy of the job's trainer in its jail; its exported model is moved to `model`.
+    /// Runs a copy of the job's trainer in its jail, followed by `follower`; its exported model is
+    /// moved to `model`.
     async fn train(
         &self,
         job: &Job,
         model: &Path,
+        follower: &mut Follower,
         stop: &mut Stop,
         progress: &Progress,
-    ) -> Result<Exit> {
+    ) -> Result<Exit<Stopped>> {
         // A copy under the experiment's name: cargo may rebuild the original while it runs, and
         // a trainer that outlived a killed orchestrator may still be executing the last copy.
         let copy = self.run_dir.trainer_copy(job.seq);
@@ -90,7 +101,10 @@ impl Local {
             &job.log,
             job.limits.train,
             stop,
-            |line| progress.trainer_line(line),
+            |line| {
+                progress.trainer_line(line);
+                follower.line(line)
+            },
             over_limit,
         )
         .await;
@@ -104,21 +118,6 @@ impl Local {
         }
         std::fs::remove_dir_all(&export).ok();
         exit
-    }
-
-    /// Scores the model of a run that finished with `result`.
-    async fn score(
-        &self,
-        job: &Job,
-        result: ResultLine,
-        model: PathBuf,
-        run_seconds: f64,
-    ) -> Result<Outcome> {
-        let score = self
-            .evaluator
-            .score(&model, Split::Val, job.limits.eval)
-            .await;
-        scored(job, result, model, run_seconds, score)
     }
 }
 

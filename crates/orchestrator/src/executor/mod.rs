@@ -12,7 +12,7 @@ mod local;
 mod slurm;
 mod trial;
 
-pub use failure::{Crash, JobGone, TrialFailure};
+pub use failure::{Crash, JobGone, StoppedRun, TrialFailure};
 pub use limits::{Limits, Measured, Spread};
 pub use local::Local;
 pub use slurm::Slurm;
@@ -21,11 +21,13 @@ pub use trial::{Outcome, Scored};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
 
 use crate::Stop;
+use crate::early_stop::Reference;
 use crate::progress::Progress;
 use crate::scoring::{Score, ScoreError};
 
@@ -72,4 +74,7 @@ pub struct Job {
     /// A file the executor may keep for this run, beside the experiment's pending record, to find
     /// the run again after a restart (a Slurm job id); removed with the pending record.
     pub handle: PathBuf,
+    /// What the run is judged against while it trains, when it may be stopped early (a change's
+    /// first run with `early_stop` on).
+    pub early_stop: Option<Arc<Reference>>,
 }

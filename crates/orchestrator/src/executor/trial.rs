@@ -10,11 +10,10 @@ use prepare::{Profile, ResultLine, RunStatus};
 use serde::Deserialize;
 
 use super::Job;
-use super::failure::{Crash, TrialFailure};
-use super::limits::Limits;
+use super::failure::{Crash, StoppedRun, TrialFailure};
 use crate::config::Config;
-use crate::curve;
-use crate::ledger::{Printed, Trial};
+use crate::curve::Point;
+use crate::ledger::{Printed, Stopped, Trial};
 use crate::process::{Exit, libtorch};
 use crate::sandbox::env::threads;
 use crate::sandbox::{Group, Sandbox};
@@ -117,11 +116,25 @@ impl Trainers {
     }
 }
 
-/// The result line of a trainer that finished well (exit 0, a result line as docs/contract.md
-/// has it, status `ok`), to be scored; else the outcome that ends the job. The trainer prints no
+/// A run that finished well, to be scored: its result line, its curve and its wall time.
+pub struct Finished {
+    pub result: ResultLine,
+    pub curve: Vec<Point>,
+    pub run_seconds: f64,
+}
+
+/// The run of a trainer that finished well (exit 0, a result line as docs/contract.md has it,
+/// status `ok`), to be scored; else the outcome that ends the job. The trainer prints no
 /// val_bpb: only the evaluator scores. A trainer killed at `limits.train` ran over its budget
-/// once the budget is measured (see [`Limits`]).
-pub fn finished(exit: Exit, limits: &Limits) -> ControlFlow<Outcome, ResultLine> {
+/// once the budget is measured (see [`super::Limits`]). `curve` is what was seen of its progress,
+/// `run_seconds` its wall time.
+pub fn finished(
+    exit: Exit<Stopped>,
+    job: &Job,
+    curve: Vec<Point>,
+    run_seconds: f64,
+) -> ControlFlow<Outcome, Finished> {
+    let limits = &job.limits;
     let crashed = |crash: Crash, result| {
         ControlFlow::Break(Outcome::Failed {
             failure: crash.into(),
@@ -132,6 +145,9 @@ pub fn finished(exit: Exit, limits: &Limits) -> ControlFlow<Outcome, ResultLine>
         Exit::Interrupted => return ControlFlow::Break(Outcome::Interrupted),
         Exit::TimedOut => return crashed(Crash::killed(limits), None),
         Exit::Limited(why) => return crashed(Crash::Limited { why }, None),
+        Exit::Stopped(stopped) => {
+            return ControlFlow::Break(stopped_run(job, stopped, curve, run_seconds));
+        }
         Exit::Exited { status, result } => (status, result),
     };
     let Some(printed) = printed else {
@@ -156,20 +172,46 @@ pub fn finished(exit: Exit, limits: &Limits) -> ControlFlow<Outcome, ResultLine>
     } else if reported != RunStatus::Ok {
         crashed(Crash::NotOk { reported }, Some(Printed::Line(line)))
     } else {
-        ControlFlow::Continue(line)
+        ControlFlow::Continue(Finished {
+            result: line,
+            curve,
+            run_seconds,
+        })
     }
 }
 
-/// The outcome of a run that finished with `result` and whose model the protected evaluator
-/// judged (`score`): a tampered evaluator or data stops the run; otherwise it is scored, or why
-/// not.
+/// The outcome of a run stopped early at `stopped` after `run_seconds` of wall time, having
+/// shown `curve`: unscored.
+pub fn stopped_run(job: &Job, stopped: Stopped, curve: Vec<Point>, run_seconds: f64) -> Outcome {
+    let trial = Trial {
+        seed: job.seed,
+        val_bpb: None,
+        trainer_val_bpb: None,
+        training_seconds: stopped.seconds,
+        run_seconds,
+        eval_seconds: 0.0,
+        num_steps: Some(stopped.step),
+        curve,
+    };
+    Outcome::Failed {
+        failure: TrialFailure::Stopped(Box::new(StoppedRun { trial, stopped })),
+        result: None,
+    }
+}
+
+/// The outcome of a run that finished (`run`) and whose model the protected evaluator judged
+/// (`score`): a tampered evaluator or data stops the run; otherwise it is scored, or why not.
 pub fn scored(
     job: &Job,
-    result: ResultLine,
+    run: Finished,
     model: PathBuf,
-    run_seconds: f64,
     score: Result<Score, ScoreError>,
 ) -> Result<Outcome> {
+    let Finished {
+        result,
+        curve,
+        run_seconds,
+    } = run;
     let unscored = |failure: TrialFailure, result| {
         Ok(Outcome::Failed {
             failure,
@@ -200,9 +242,7 @@ pub fn scored(
             run_seconds,
             eval_seconds: score.seconds,
             num_steps: Some(result.num_steps),
-            curve: curve::parse(&String::from_utf8_lossy(
-                &std::fs::read(&job.log).unwrap_or_default(),
-            )),
+            curve,
         },
         result,
         model,

@@ -13,7 +13,7 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 
 pub use pending::Pendings;
-pub use record::{Pending, Pins, Printed, Record, Start, Status, Trial};
+pub use record::{Pending, Pins, Printed, Record, Start, Status, Stopped, Trial};
 
 use crate::run_dir::RunDir;
 
@@ -253,6 +253,22 @@ pub fn best_without(records: &[Record], revoking: Option<u64>) -> Option<&Record
         .iter()
         .rev()
         .find(|r| r.status == Status::Keep && !revoked.contains(&r.seq))
+}
+
+/// The runs of each record's program: `[i]` holds record `i`'s own runs and, for a keep, its
+/// re-runs beside the changes recorded while it was the best.
+pub fn runs_by_program(records: &[Record]) -> Vec<Vec<&Trial>> {
+    let mut groups: Vec<Vec<&Trial>> = records.iter().map(|r| r.trials.iter().collect()).collect();
+    let mut best: Option<usize> = None;
+    for (i, r) in records.iter().enumerate() {
+        if let Some(b) = best {
+            groups[b].extend(&r.best_trials);
+        }
+        if r.status == Status::Keep {
+            best = Some(i);
+        }
+    }
+    groups
 }
 
 /// The protected scores of `trials`, the runs that were scored.

@@ -3,6 +3,8 @@
 //! before it is recorded. Readers of earlier records (`report`, a live page, a later night's
 //! memory) read these types.
 
+use std::fmt;
+
 use prepare::ResultLine;
 use serde::{Deserialize, Serialize};
 
@@ -105,6 +107,10 @@ pub struct Record {
     /// On the first record only: where the run started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start: Option<Start>,
+    /// Where its first run was stopped early, clearly worse than the best's runs there (the run,
+    /// unscored, is in `trials` with its curve): a discard, never scored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<Stopped>,
 }
 
 /// Where a run started: the commit its branch was made at, what `--from` named (none: the
@@ -116,6 +122,36 @@ pub struct Start {
     pub from: Option<String>,
     #[serde(default)]
     pub memory: Vec<String>,
+}
+
+/// Where a run was stopped early and why (see `early_stop`): the record's `stopped`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Stopped {
+    /// The run's latest point when it was judged: counted seconds and steps.
+    pub seconds: f64,
+    pub step: u64,
+    /// The share of the budget spent by then.
+    pub progress: f64,
+    /// The run's and the best's runs' training loss, averaged over the window ending there.
+    pub loss: f64,
+    pub best_loss: f64,
+    /// The gap the run had to exceed.
+    pub threshold: f64,
+}
+
+impl fmt::Display for Stopped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "stopped early at {:.0}% of the budget (step {}): training loss {:.4} against the \
+             best's {:.4}, more than {:.4} worse",
+            100.0 * self.progress,
+            self.step,
+            self.loss,
+            self.best_loss,
+            self.threshold
+        )
+    }
 }
 
 /// What a trainer printed as its result line: the line of docs/contract.md, or, from a trainer
@@ -132,6 +168,14 @@ impl Printed {
         match self {
             Printed::Line(line) => Some(line),
             Printed::Other(_) => None,
+        }
+    }
+
+    /// The seconds the trainer counted, also from a crash's partial line: its training was spent.
+    pub fn training_seconds(&self) -> Option<f64> {
+        match self {
+            Printed::Line(line) => Some(line.training_seconds),
+            Printed::Other(json) => json.get("training_seconds")?.as_f64(),
         }
     }
 }
@@ -216,6 +260,7 @@ impl Record {
             pins: None,
             revoked: None,
             start: None,
+            stopped: None,
         }
     }
 

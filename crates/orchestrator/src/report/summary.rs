@@ -108,8 +108,8 @@ fn training_seconds(r: &Record) -> f64 {
     if r.trials.is_empty() {
         r.result
             .as_ref()
-            .and_then(Printed::line)
-            .map_or(0.0, |line| line.training_seconds)
+            .and_then(Printed::training_seconds)
+            .unwrap_or(0.0)
     } else {
         let trials = r.trials.iter().chain(&r.best_trials);
         trials.map(|t| t.training_seconds).sum()

@@ -17,7 +17,7 @@ use anyhow::Result;
 
 use crate::config::Config;
 use crate::decide;
-use crate::executor::{Scored, TrialFailure};
+use crate::executor::{Scored, StoppedRun, TrialFailure};
 use crate::git::EDITABLE;
 use crate::ledger::{Pending, Printed, Status, Trial};
 use crate::notify::{Alerts, End, Event, Notifier};
@@ -138,6 +138,8 @@ struct Trials {
     pub beat_parent: Option<String>,
     /// The best whose re-run beside the change was judged non-causal: its keep is revoked.
     pub revoked: Option<u64>,
+    /// The change's first run, when it was stopped early.
+    pub stopped: Option<StoppedRun>,
 }
 
 impl Trials {
@@ -155,6 +157,7 @@ impl Trials {
             against: None,
             beat_parent: None,
             revoked: None,
+            stopped: None,
         }
     }
 

@@ -130,7 +130,13 @@ fn record_of(
     let sigma = trials.measured.or(noise.map(|n| n.sigma));
     let mut flags = trials.flags.clone();
     flags.extend(holdout.flags);
-    let runs: Vec<_> = trials.runs.iter().map(|r| r.trial.clone()).collect();
+    let stopped = trials.stopped.iter().map(|run| run.trial.clone());
+    let runs: Vec<_> = trials
+        .runs
+        .iter()
+        .map(|r| r.trial.clone())
+        .chain(stopped)
+        .collect();
     let result = trials.result.clone();
     Record {
         commit: pending.commit,
@@ -158,6 +164,7 @@ fn record_of(
         trials: runs,
         best_trials: trials.best_runs.clone(),
         revoked: trials.revoked,
+        stopped: trials.stopped.as_ref().map(|run| run.stopped),
         ..Record::new(pending.seq, Status::Crash)
     }
 }

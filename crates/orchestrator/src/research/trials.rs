@@ -10,10 +10,11 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 
-use super::session::{Session, Turn, Worker};
+use super::session::{Session, State, Turn, Worker};
 use super::{Decision, Trials};
 use crate::decide::{self, Evidence, Verdict};
-use crate::executor::{Job, Outcome, Scored, TrialFailure};
+use crate::early_stop;
+use crate::executor::{Job, Outcome, Scored, StoppedRun, TrialFailure};
 use crate::ledger::{self, Pending, Printed, Record, Status, Trial};
 
 /// Seed of every experiment's first run; later runs count up from it, and the best's re-run in
@@ -39,6 +40,8 @@ struct Runs {
     revoked: Option<u64>,
     /// Failed runs of an unchanged program that ran again, see [`execute_unchanged`].
     retried: usize,
+    /// See [`Trials::stopped`].
+    stopped: Option<StoppedRun>,
 }
 
 impl Runs {
@@ -117,6 +120,7 @@ pub(super) async fn run(
         against: runs.against.map(|best| best.commit),
         beat_parent,
         revoked: runs.revoked,
+        stopped: runs.stopped,
     }))
 }
 
@@ -258,6 +262,14 @@ async fn run_change(
     };
     match outcome {
         Outcome::Interrupted => Ok(ControlFlow::Break(None)),
+        Outcome::Failed {
+            failure: TrialFailure::Stopped(run),
+            ..
+        } => {
+            let rule = run.stopped.to_string();
+            runs.stopped = Some(*run);
+            Ok(ControlFlow::Break(Some(Decision::Discard(rule))))
+        }
         Outcome::Failed { failure, result } => {
             runs.result = runs.result.take().or(result);
             if let TrialFailure::NonCausal { max_diff: diff } = failure {
@@ -446,7 +458,12 @@ async fn execute(
     seed: u64,
     binary: &Path,
 ) -> Result<Outcome> {
+    let records = |state: &State| {
+        let (enabled, budget) = (s.cfg.settings.early_stop(), s.budget);
+        early_stop::judging(enabled, seq, index, &state.ledger.records, budget)
+    };
     let job = Job {
+        early_stop: s.read(&w.turn, records),
         binary: binary.to_path_buf(),
         seq,
         index,

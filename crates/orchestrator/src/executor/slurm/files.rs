@@ -12,6 +12,7 @@ use anyhow::Result;
 
 use super::Slurm;
 use super::script::STDERR_TAIL;
+use crate::curve::Point;
 use crate::executor::trial::{MODEL_FILE, finished, scored};
 use crate::executor::{Crash, Job, Outcome};
 use crate::process::{self, Exit, MAX_LINE};
@@ -98,7 +99,13 @@ impl Done {
 
 impl Slurm {
     /// The trial's outcome from what its job left in `dir`.
-    pub(super) fn outcome(&self, job: &Job, dir: &Path, done: &Done) -> Result<Outcome> {
+    pub(super) fn outcome(
+        &self,
+        job: &Job,
+        dir: &Path,
+        done: &Done,
+        curve: Vec<Point>,
+    ) -> Result<Outcome> {
         let train = done.train.unwrap_or_default();
         let run_seconds = train.seconds();
         let exit = if train.killed_at(job.limits.train) {
@@ -111,12 +118,12 @@ impl Slurm {
                 result: result_line(&dir.join("stdout")),
             }
         };
-        match finished(exit, &job.limits) {
+        match finished(exit, job, curve, run_seconds) {
             ControlFlow::Break(outcome) => Ok(outcome),
-            ControlFlow::Continue(result) => {
+            ControlFlow::Continue(run) => {
                 let model = dir.join(MODEL_FILE);
                 let score = self.verdict(dir, done, job.limits.eval, &model);
-                scored(job, result, model, run_seconds, score)
+                scored(job, run, model, score)
             }
         }
     }

@@ -11,7 +11,9 @@ use super::Slurm;
 use super::cli::{CancelOnDrop, HOPELESS, State, minutes_text, scancel};
 use super::files::{Done, Handle, field, unix_now};
 use crate::Stop;
+use crate::early_stop::Follower;
 use crate::executor::{Job, JobGone};
+use crate::ledger::Stopped;
 use crate::progress::Progress;
 use crate::scoring::{self, Score, ScoreError, Unscored};
 
@@ -26,6 +28,41 @@ pub(super) enum Ended {
     /// No results, and why.
     Gone(JobGone),
     Interrupted,
+    /// Cancelled by the trainer's follower: clearly worse than the best's runs.
+    Stopped(Stopped),
+}
+
+/// A trainer's job as it is followed: its log's new lines move the status line and feed the
+/// follower that may stop it.
+pub(super) struct Following<'a> {
+    progress: &'a Progress,
+    tail: LogTail,
+    follower: &'a mut Follower,
+}
+
+impl<'a> Following<'a> {
+    pub(super) fn new(
+        progress: &'a Progress,
+        log: &Path,
+        follower: &'a mut Follower,
+    ) -> Following<'a> {
+        Following {
+            progress,
+            tail: LogTail::new(log),
+            follower,
+        }
+    }
+
+    /// Feeds the log's new lines on; where the follower stops the run, when it does.
+    fn feed(&mut self) -> Option<Stopped> {
+        let (progress, follower) = (self.progress, &mut *self.follower);
+        let mut stopped = None;
+        self.tail.feed(|line| {
+            progress.trainer_line(line);
+            stopped = stopped.or(follower.line(line));
+        });
+        stopped
+    }
 }
 
 impl Slurm {
@@ -79,24 +116,24 @@ impl Slurm {
     }
 
     /// Follows job `handle` until it ends: its `done` file, or why there is none. `stop`
-    /// cancels it; `progress` is fed its log's new lines.
+    /// cancels it; a trainer's job is `following` its log, and cancelled when its follower stops
+    /// it.
     pub(super) async fn follow(
         &self,
         handle: &Handle,
         mut stop: Option<&mut Stop>,
-        progress: Option<&Progress>,
-        log: Option<&Path>,
+        mut following: Option<Following<'_>>,
     ) -> Result<Ended> {
         let id = handle.id;
-        let mut tail = log.map(LogTail::new);
         let mut shown = String::new();
         let mut unreachable: Option<Instant> = None;
         loop {
             if let Some(done) = Done::read(&handle.dir).filter(|d| d.job == id) {
                 return Ok(Ended::Done(done));
             }
-            if let (Some(tail), Some(progress)) = (&mut tail, progress) {
-                tail.feed(|line| progress.trainer_line(line));
+            if let Some(stopped) = following.as_mut().and_then(Following::feed) {
+                scancel(id).await?;
+                return Ok(Ended::Stopped(stopped));
             }
             let state = self.state_while_unreachable(id, &mut unreachable).await?;
             let phase = match &state {
@@ -118,9 +155,9 @@ impl Slurm {
                 }
             };
             if phase != shown
-                && let Some(progress) = progress
+                && let Some(f) = &following
             {
-                progress.phase(&phase);
+                f.progress.phase(&phase);
                 shown = phase;
             }
             tokio::select! {
@@ -262,10 +299,7 @@ impl Slurm {
             dir: dir.clone(),
             submitted: Some(submitted),
         };
-        let ended = self
-            .follow(&handle, None, None, None)
-            .await
-            .map_err(failed)?;
+        let ended = self.follow(&handle, None, None).await.map_err(failed)?;
         cancel.0 = None;
         match ended {
             Ended::Done(done) => self.verdict(&dir, &done, limit, model),
@@ -274,6 +308,10 @@ impl Slurm {
             }
             .into()),
             Ended::Interrupted => Err(Unscored::Interrupted.into()),
+            Ended::Stopped(stopped) => Err(Unscored::Job {
+                why: stopped.to_string(),
+            }
+            .into()),
         }
     }
 }

@@ -37,11 +37,12 @@ use prepare::{Profile, Split};
 
 use self::cli::{CLIENTS, State, on_path, scancel};
 use self::files::{Handle, note, timing, unix_now};
-use self::follow::{Ended, POLL};
-use super::trial::{MODEL_FILE, Trainers};
+use self::follow::{Ended, Following, POLL};
+use super::trial::{MODEL_FILE, Trainers, stopped_run};
 use super::{Crash, Executor, Job, Outcome, Running};
 use crate::Stop;
 use crate::config::Config;
+use crate::early_stop::Follower;
 use crate::process::bound_log;
 use crate::progress::Progress;
 use crate::run_dir::RunDir;
@@ -127,12 +128,19 @@ impl Slurm {
             Some(handle) => handle,
             None => self.submit(job, &dir, progress).await?,
         };
-        let ended = self
-            .follow(&handle, Some(stop), Some(progress), Some(&job.log))
-            .await?;
+        let mut follower = Follower::new(job.early_stop.clone());
+        let following = Following::new(progress, &job.log, &mut follower);
+        let ended = self.follow(&handle, Some(stop), Some(following)).await?;
         bound_log(&job.log).ok();
+        let curve = follower.into_curve();
         match ended {
             Ended::Interrupted => Ok(Outcome::Interrupted),
+            Ended::Stopped(stopped) => {
+                note(&job.log, &format!("orchestrator: {stopped}"));
+                // Without the job's `done` file its wall time is unknown: the training counted
+                // until the stop stands in for it.
+                Ok(stopped_run(job, stopped, curve, stopped.seconds))
+            }
             Ended::Gone(why) => {
                 note(&job.log, &format!("orchestrator: {why}"));
                 Ok(Outcome::Failed {
@@ -142,7 +150,7 @@ impl Slurm {
             }
             Ended::Done(done) => {
                 note(&job.log, &timing(&handle, &done));
-                self.outcome(job, &dir, &done)
+                self.outcome(job, &dir, &done, curve)
             }
         }
     }
