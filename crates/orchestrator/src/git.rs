@@ -161,6 +161,58 @@ impl Git {
             .collect())
     }
 
+    /// The text of each `commit:path` in `specs`, None where there is no such file (one
+    /// `git cat-file --batch` for them all: a run's history is hundreds of commits).
+    pub fn show_files(&self, specs: &[String]) -> Result<Vec<Option<String>>> {
+        use std::io::{BufRead, Read, Write};
+        let mut child = Command::new("git")
+            .arg("-C")
+            .arg(&self.repo)
+            .args(["cat-file", "--batch"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .context("running git cat-file")?;
+        let mut stdin = child.stdin.take().context("git cat-file's stdin")?;
+        let input = specs.join("\n") + "\n";
+        // Written from a thread: git answers as it reads, and a full pipe would block both.
+        let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
+        let mut out = std::io::BufReader::new(child.stdout.take().context("git's stdout")?);
+        let mut texts = Vec::new();
+        for spec in specs {
+            let mut header = String::new();
+            out.read_line(&mut header)?;
+            // `<sha> blob <size>`, or `<spec> missing`.
+            let size = match header.split_whitespace().collect::<Vec<_>>()[..] {
+                [_, "blob", size] => size.parse::<usize>().ok(),
+                _ => None,
+            };
+            let Some(size) = size else {
+                if header.is_empty() {
+                    bail!("git cat-file stopped before {spec}");
+                }
+                texts.push(None);
+                continue;
+            };
+            let mut blob = vec![0; size + 1]; // and its newline
+            out.read_exact(&mut blob)?;
+            blob.pop();
+            texts.push(Some(String::from_utf8_lossy(&blob).into_owned()));
+        }
+        writer.join().ok();
+        child.wait()?;
+        Ok(texts)
+    }
+
+    /// The text of `path` at `commit`.
+    pub fn file_at(&self, commit: &str, path: &str) -> Result<String> {
+        let spec = format!("{commit}:{path}");
+        self.show_files(std::slice::from_ref(&spec))?
+            .pop()
+            .flatten()
+            .with_context(|| format!("{spec} does not exist"))
+    }
+
     /// Commits everything under the editable directory; None when nothing changed.
     pub fn commit_editable(&self, message: &str) -> Result<Option<String>> {
         self.run(&["add", "--all", "--", EDITABLE])?;

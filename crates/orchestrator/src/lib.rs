@@ -18,8 +18,11 @@ pub mod research;
 /// The human's `program.md`, re-read before every experiment.
 pub mod program;
 
-/// Who proposes a change (an LLM or the offline search), and what it is told.
+/// Who proposes a change (an LLM, the offline search or both), and what it is told.
 pub mod agent;
+
+/// `memory.md`: what earlier runs found, for the agents and for people.
+pub mod memory;
 
 /// The agent's tools on the working tree; writes only under `crates/train/src`.
 pub mod tools;

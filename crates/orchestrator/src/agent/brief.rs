@@ -35,12 +35,14 @@ pub struct Rules {
     pub device: Profile,
     /// The other experiments in flight now, `#seq description` each.
     pub running: Vec<String>,
+    /// What earlier runs found: the sections of memory.md (empty with `--fresh`).
+    pub memory: String,
 }
 
 /// The LLM's view of the run: the human's program, the rules, the history, the latest failures'
-/// logs and the current best trainer, in at most about `max_bytes`: what does not fit is cut, the
-/// trainer's source last, then program.md, the history and the failures' logs, each with a note
-/// that says so.
+/// logs, the memory of earlier runs and the current best trainer, in at most about `max_bytes`:
+/// what does not fit is cut, the trainer's source last, then program.md, the history, the memory
+/// and the failures' logs, each with a note that says so.
 pub fn brief(
     program: &str,
     rules: &Rules,
@@ -49,22 +51,7 @@ pub fn brief(
     max_bytes: usize,
 ) -> String {
     let (runs, idle) = device_prefixes(rules.device);
-    let failures: Vec<String> = ledger
-        .records
-        .iter()
-        .rev()
-        .filter(|r| r.status == Status::Crash)
-        .take(FAILURES)
-        .map(|r| {
-            let log = std::fs::read_to_string(ledger.dir().log(r.seq, 0)).unwrap_or_default();
-            format!("#{}:\n{}", r.seq, tail(&log, FAILURE_LOG_LINES))
-        })
-        .collect();
-    let failures = if failures.is_empty() {
-        "none".into()
-    } else {
-        failures.join("\n\n")
-    };
+    let failures = failures(ledger);
     let running = if rules.running.is_empty() {
         "none".into()
     } else {
@@ -82,6 +69,10 @@ pub fn brief(
     let source = fit(&source, "the trainer (read_file shows the rest)");
     let program = fit(program, "program.md");
     let history = fit(&history, "the history (the `history` tool shows it)");
+    let memory = match rules.memory.as_str() {
+        "" => "none".to_string(),
+        memory => fit(memory, "the memory (memory.md)"),
+    };
     let failures = fit(&failures, "the failures' logs");
     format!(
         "# Experiment #{experiment}\n\n# Research program\n\n{program}\n\n# Rules\n\nTraining budget: {budget} s of wall-clock \
@@ -89,7 +80,8 @@ pub fn brief(
          configuration, so the `{runs}*` constants apply and the `{idle}*` ones change nothing \
          here. Metric: val_bpb from the protected evaluation of the model your trainer exports, \
          lower is better. Changing only the seed or comments is never kept. Edit only \
-         crates/train/src/.\n\n# History\n\n{history}\n\n# Recent failures (log tails)\n\n\
+         crates/train/src/.\n\n# History\n\n{history}\n\n# Memory of earlier runs (other tags; their \
+         numbers are theirs)\n\n{memory}\n\n# Recent failures (log tails)\n\n\
          {failures}\n\n# Running now on other workers (do not propose these again)\n\n{running}\n\n\
          # The current best trainer: {SOURCE}\n\n```rust\n{source}\n```\n",
         experiment = rules.experiment,
@@ -97,6 +89,26 @@ pub fn brief(
         device = rules.device.device(),
         config = rules.device.name().to_uppercase(),
     )
+}
+
+/// The log tails of the latest crashes.
+fn failures(ledger: &Ledger) -> String {
+    let failures: Vec<String> = ledger
+        .records
+        .iter()
+        .rev()
+        .filter(|r| r.status == Status::Crash)
+        .take(FAILURES)
+        .map(|r| {
+            let log = std::fs::read_to_string(ledger.dir().log(r.seq, 0)).unwrap_or_default();
+            format!("#{}:\n{}", r.seq, tail(&log, FAILURE_LOG_LINES))
+        })
+        .collect();
+    if failures.is_empty() {
+        "none".into()
+    } else {
+        failures.join("\n\n")
+    }
 }
 
 /// `text`, or as many of its first lines as fit in `room` bytes and a note of what was cut.
@@ -305,8 +317,15 @@ mod tests {
             noise: noise(),
             device: Profile::Cpu,
             running: vec!["#7 CPU_LR 0.25 -> 0.5".into()],
+            memory: "## Best results\n- nov22#3 keep val_bpb 1.400000: MATRIX_LR 0.04 -> 0.06"
+                .into(),
         };
         let text = brief("be bold", &rules, &ledger, &ws, usize::MAX);
+        assert!(
+            text.contains("# Memory of earlier runs (other tags; their numbers are theirs)\n\n\
+                           ## Best results\n- nov22#3 keep val_bpb 1.400000: MATRIX_LR 0.04 -> 0.06\n"),
+            "{text}"
+        );
         assert!(text.starts_with("# Experiment #8\n"), "{text}");
         assert!(
             text.contains("Running now on other workers (do not propose these again)\n\n#7 CPU_LR 0.25 -> 0.5\n"),
@@ -337,6 +356,7 @@ mod tests {
             noise: noise(),
             device: Profile::Cpu,
             running: Vec::new(),
+            memory: "- nov22#1 discard: a change that did not help\n".repeat(100),
         };
         let program = "be bold\n".repeat(500);
         let whole = brief(&program, &rules, &ledger, &ws, usize::MAX);
@@ -350,6 +370,10 @@ mod tests {
         );
         assert!(
             fitted.contains("of the history (the `history` tool shows it) cut"),
+            "{fitted}"
+        );
+        assert!(
+            fitted.contains("more bytes of the memory (memory.md) cut"),
             "{fitted}"
         );
         let tiny = brief(&program, &rules, &ledger, &ws, 1500);

@@ -45,6 +45,15 @@ pub struct Settings {
     #[arg(long)]
     #[serde(skip)]
     pub resume: bool,
+    /// Start the tag from REF instead of the checkout's HEAD: a commit, a branch, or TAG:SEQ (an
+    /// experiment of an earlier run, kept or discarded).
+    #[arg(long, value_name = "REF", conflicts_with = "resume")]
+    #[serde(skip)]
+    pub from: Option<String>,
+    /// Start without the memory of earlier runs (memory.md is neither read nor updated).
+    #[arg(long)]
+    #[serde(skip)]
+    pub fresh: bool,
     /// Seed of the offline agent's search.
     #[arg(long)]
     pub seed: Option<u64>,
@@ -95,6 +104,9 @@ pub struct Settings {
     /// Most of the training time that re-runs of ambiguous results may take.
     #[arg(skip)]
     pub rerun_share: Option<f64>,
+    /// With an LLM: the share of experiments the model-based search proposes.
+    #[arg(skip)]
+    pub tune_share: Option<f64>,
     /// Stop a change's run that is clearly worse than the best's runs were at the same point.
     #[arg(skip)]
     pub early_stop: Option<bool>,
@@ -238,6 +250,11 @@ pub const RERUN_SHARE: Bounded<f64> = Bounded {
     valid: |r| r.is_finite() && (0.0..=1.0).contains(r),
     expected: "a share of the training time from 0 to 1",
 };
+pub const TUNE_SHARE: Bounded<f64> = Bounded {
+    name: "tune_share",
+    valid: |r| r.is_finite() && (0.0..=1.0).contains(r),
+    expected: "a share of the experiments from 0 to 1",
+};
 pub const MAX_COST_USD: Bounded<f64> = Bounded {
     name: "max_cost_usd",
     valid: |c| c.is_finite() && *c >= 0.0,
@@ -343,7 +360,10 @@ impl Settings {
             }
         }
         let mut settings: Settings = merged.try_into()?;
+        // The flags that are no keys of the file.
         settings.resume = self.resume || lower.resume;
+        settings.fresh = self.fresh || lower.fresh;
+        settings.from = self.from.clone().or(lower.from.clone());
         settings.public = self.public || lower.public;
         Ok(settings)
     }
@@ -397,6 +417,13 @@ impl Settings {
 
     pub fn rerun_share(&self) -> f64 {
         self.rerun_share.unwrap_or(0.25)
+    }
+
+    /// With an LLM: the share of experiments the model-based search proposes, tuning the
+    /// best's constants between the LLM's changes (none unless set: a night with an LLM is the
+    /// LLM's, as it was).
+    pub fn tune_share(&self) -> f64 {
+        self.tune_share.unwrap_or(0.0)
     }
 
     pub fn early_stop(&self) -> bool {

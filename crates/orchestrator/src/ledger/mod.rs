@@ -13,7 +13,7 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 
 pub use pending::Pendings;
-pub use record::{Pending, Pins, Printed, Record, Status, Stopped, Trial};
+pub use record::{Pending, Pins, Printed, Record, Start, Status, Stopped, Trial};
 
 use crate::run_dir::RunDir;
 

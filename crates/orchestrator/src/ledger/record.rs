@@ -104,10 +104,24 @@ pub struct Record {
     /// before it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoked: Option<u64>,
+    /// On the first record only: where the run started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<Start>,
     /// Where its first run was stopped early, clearly worse than the best's runs there (the run,
     /// unscored, is in `trials` with its curve): a discard, never scored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stopped: Option<Stopped>,
+}
+
+/// Where a run started: the commit its branch was made at, what `--from` named (none: the
+/// checkout's HEAD), and the earlier runs its memory held.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Start {
+    pub commit: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    #[serde(default)]
+    pub memory: Vec<String>,
 }
 
 /// Where a run was stopped early and why (see `early_stop`): the record's `stopped`.
@@ -245,6 +259,7 @@ impl Record {
             eval_seconds: 0.0,
             pins: None,
             revoked: None,
+            start: None,
             stopped: None,
         }
     }

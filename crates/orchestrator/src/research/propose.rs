@@ -77,6 +77,7 @@ fn rules(s: &Session, w: &Worker, seq: u64) -> Rules {
         budget: s.budget,
         noise: s.noise(&w.turn),
         device: s.cfg.device,
+        memory: s.memory.clone(),
         running: s.read(&w.turn, |state| {
             let running = state.running.iter();
             running

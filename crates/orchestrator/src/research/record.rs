@@ -11,6 +11,7 @@ use super::Trials;
 use super::holdout::Holdout;
 use super::session::{Session, Worker};
 use super::{Decision, Experiment, Failure};
+use crate::agent::search::history::SOURCE;
 use crate::decide::Noise;
 use crate::git::EDITABLE;
 use crate::ledger::{self, Pending, Printed, Record, Status};
@@ -30,13 +31,10 @@ pub(super) async fn append(
     // Nothing awaits from here on: the decision, the branch and the ledger change together,
     // against the best as it is now.
     let record = decide(s, w, experiment, trials, holdout)?;
-    let seq = record.seq;
-    let delta = record.delta;
     let record = s.update(&mut w.turn, |state| state.record(&s.pendings, record))?;
     s.read(&w.turn, |state| s.alert_on_record(&state.ledger.records));
-    if seq > 0 {
-        w.agent.observe(seq, delta.map_or(-0.1, |d| -d))?;
-    }
+    let source = w.git.file_at(&record.commit, SOURCE)?;
+    w.agent.observe(&record, &source)?;
     w.progress
         .println(&format!("{}{}", w.name, record.summary()));
     if let Some(runs) = record.runs() {
@@ -83,6 +81,7 @@ fn decide(
     let pending = experiment.pending.clone();
     let mut record = record_of(experiment, &trials, holdout, best.as_ref(), noise);
     record.pins = first.then(|| s.pins.clone());
+    record.start = first.then(|| s.started());
     let late = Late {
         against: trials.against,
         beat_parent: trials.beat_parent,
@@ -214,8 +213,7 @@ fn settle(
             best.seq
         )));
     };
-    let source =
-        std::fs::read_to_string(w.worktree.join(EDITABLE).join("main.rs")).unwrap_or_default();
+    let source = std::fs::read_to_string(w.worktree.join(SOURCE)).unwrap_or_default();
     w.agent.note(&source)?;
     let reapplied = Pending {
         seq,

@@ -14,12 +14,14 @@ use tokio::sync::Notify;
 use super::watch::{self, Watch};
 use crate::Stop;
 use crate::agent::Agent;
+use crate::agent::search::history;
 use crate::cargo_build::{self, Builder};
 use crate::config::{AgentKind, Config, ExecutorKind};
 use crate::decide::{self, Noise};
 use crate::executor::{Executor, Limits};
 use crate::git::{EDITABLE, Git};
-use crate::ledger::{self, Ledger, Pending, Pendings, Pins, Record};
+use crate::ledger::{self, Ledger, Pending, Pendings, Pins, Record, Start};
+use crate::memory;
 use crate::notify::{End, Notifier};
 use crate::program::Program;
 use crate::progress::Progress;
@@ -37,6 +39,10 @@ pub(super) struct Session {
     pub builder: Builder,
     /// What the run's first record pins.
     pub pins: Pins,
+    /// The earlier runs the memory holds, for the first record.
+    pub remembered: Vec<String>,
+    /// The sections of `memory.md`, for the LLM's brief; empty with `--fresh`.
+    pub memory: String,
     pub executor: Box<dyn Executor>,
     pub progress: Progress,
     /// Where the alerts go, and what they and the cost cap watch.
@@ -119,14 +125,19 @@ impl Session {
             .time_budget
             .unwrap_or(data.contract().time_budget_s);
         let ledger = Ledger::open(&cfg.run_dir)?;
+        // Before the branch is made: a memory that does not parse stops a start that left nothing.
+        let memory = memory::open(&cfg)?;
         let builder = rig::builder(&cfg)?;
         let worktrees = worktree::open(&cfg, &ledger, cfg.settings.workers())?;
         let git = Git::new(&worktrees[0]);
         let pendings = Pendings::new(&cfg.run_dir).all()?;
         let base = base_commit(&git, &ledger, &pendings)?;
         cargo_build::fetch(&worktrees[0]).await?;
+        let context = history::Context::new(data.contract_hash(), cfg.device, budget);
+        let runs = memory.as_ref().map_or(&[][..], |(_, runs)| runs);
+        let trials = history::known(&cfg.repo, runs, &ledger.records, &context)?;
         // First: a wrong key or model stops the run before anything is built.
-        let mut agent = Agent::new(&cfg, &builder)?;
+        let mut agent = Agent::new(&cfg, &builder, trials)?;
         agent.connect().await?;
         let pinned = ledger.records.first().map(|r| r.pins.clone());
         let (executor, pins) = rig::executor(&cfg, &builder, &worktrees[0], pinned).await?;
@@ -146,6 +157,8 @@ impl Session {
             watch,
             stop,
             pendings: Pendings::new(&cfg.run_dir),
+            remembered: runs.iter().map(|(tag, _)| tag.clone()).collect(),
+            memory: memory.map_or(String::new(), |(m, _)| m.sections()),
             base,
             budget,
             builder,
@@ -167,6 +180,15 @@ impl Session {
     /// again.
     pub fn update<T>(&self, _turn: &mut Turn, f: impl FnOnce(&mut State) -> T) -> T {
         f(&mut self.state.borrow_mut())
+    }
+
+    /// Where the run started, for its first record.
+    pub fn started(&self) -> Start {
+        Start {
+            commit: self.base.clone(),
+            from: self.cfg.settings.from.clone(),
+            memory: self.remembered.clone(),
+        }
     }
 
     /// The best kept record now.

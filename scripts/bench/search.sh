@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# The offline search on the real trainer (enwik8, CPU profile, a short budget) against the one it
+# replaced, on equal trial counts and several seeds. Each run is a fresh tag in a scratch clone,
+# `--noise-seeds 1` (every change judged on one run), `--fresh` for the new search (no memory of
+# other runs). Today's search runs in a clone of OLD_SEARCH (default: the commit before the TPE
+# search, whose trainer has the same constants and training; only its clock call differs), its
+# trainers built in target/ as the new one's, its evaluator in target-evaluator/ (as that version
+# did: the first time, libtorch's wrapper is compiled there, minutes). Prints each run's best val_bpb after every trial, the
+# medians per search, and on how many trials the new search reached the old one's final best.
+# Usage: scripts/bench/search.sh [budget seconds, default 15] [trials, default 10] [seeds, default 2]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+budget=${1:-15}
+trials=${2:-10}
+seeds=${3:-2}
+old=${OLD_SEARCH:-4a6a990}
+root=$(pwd)
+scripts/setup-libtorch.sh
+[ -f data/enwik8/contract.json ] || cargo run --release -q -p prepare
+scratch=$(mktemp -d)
+trap 'rm -rf "$scratch"' EXIT
+# Both orchestrators from one target directory: the old one built first and copied aside.
+git clone -q "$root" "$scratch/old"
+git -C "$scratch/old" checkout -q --detach "$old"
+(cd "$scratch/old" && CARGO_TARGET_DIR="$root/target" cargo build --release -q -p orchestrator)
+cp "$root/target/release/orchestrator" "$scratch/old-orchestrator"
+cargo build --release -q -p orchestrator -p train
+
+run() { # name commit orchestrator seed flags...
+  local name=$1 commit=$2 bin=$3 seed=$4
+  shift 4
+  local repo="$scratch/$name-$seed"
+  git clone -q "$root" "$repo"
+  git -C "$repo" checkout -q --detach "$commit"
+  ln -s "$root/.libtorch" "$repo/.libtorch"
+  local started=$SECONDS
+  (cd "$repo" && AUTORESEARCH_DATA="$root/data/enwik8" CARGO_TARGET_DIR="$root/target" \
+    "$bin" --agent offline --tag bench --seed "$seed" --time-budget "$budget" \
+    --noise-seeds 1 --max-experiments $((trials + 1)) "$@" 2>"$repo.stderr") \
+    || { tail -20 "$repo.stderr"; exit 1; }
+  echo "$name seed $seed: $((SECONDS - started)) s"
+  cp "$repo/runs/bench/experiments.jsonl" "$scratch/$name-$seed.jsonl"
+}
+for seed in $(seq 1 "$seeds"); do
+  run old "$old" "$scratch/old-orchestrator" "$seed"
+  run new HEAD "$root/target/release/orchestrator" "$seed" --fresh
+done
+python3 - "$scratch" "$seeds" "$trials" <<'PY'
+import json, statistics, sys
+scratch, seeds, trials = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+
+def curve(path):
+    """The best (kept) val_bpb after each trial, in the order the experiments were numbered."""
+    rows = sorted((json.loads(l) for l in open(path)), key=lambda r: r["seq"])
+    best, out = None, []
+    for r in rows:
+        if r["status"] == "keep":
+            best = r["val_bpb"]
+        if r["seq"] > 0:
+            out.append(best)
+    return rows[0]["val_bpb"], out
+
+runs = {name: [curve(f"{scratch}/{name}-{s}.jsonl") for s in range(1, seeds + 1)] for name in ("old", "new")}
+for name, rs in runs.items():
+    for s, (base, c) in enumerate(rs, 1):
+        print(f"{name} seed {s}: baseline {base:.4f}; best after each trial: " + " ".join(f"{b:.4f}" for b in c))
+    finals = [c[-1] for _, c in rs]
+    print(f"{name}: final best median {statistics.median(finals):.4f} (min {min(finals):.4f}, max {max(finals):.4f})")
+reach = []
+for (_, old), (_, new) in zip(runs["old"], runs["new"]):
+    hit = next((i + 1 for i, b in enumerate(new) if b <= old[-1]), None)
+    reach.append(hit)
+print("trials the new search took to reach the old one's final best, per seed: "
+      + ", ".join("not within %d" % trials if h is None else str(h) for h in reach)
+      + f" (goal: at most {trials // 2})")
+PY
