@@ -148,7 +148,7 @@ fn module_imports(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
             // `crate::{a, b::c}` names several.
             let list = match rest.strip_prefix('{') {
                 Some(group) => &group[..group.find('}').unwrap_or(group.len())],
-                None => &rest[..rest.find(|c: char| c == ',').unwrap_or(rest.len())],
+                None => &rest[..rest.find(',').unwrap_or(rest.len())],
             };
             for item in list.split(',') {
                 let name: String = item

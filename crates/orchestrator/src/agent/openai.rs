@@ -114,7 +114,11 @@ impl OpenAiAgent {
         );
         let probe = json!({"model": self.model, "max_tokens": 1,
             "messages": [{"role": "user", "content": "Say ok."}]});
-        match self.endpoint.chat(&probe, Wait::at_most(REQUEST_TIMEOUT)).await {
+        match self
+            .endpoint
+            .chat(&probe, Wait::at_most(REQUEST_TIMEOUT))
+            .await
+        {
             Ok(_) => Ok(()),
             Err(e) if e.misconfigured() => bail!(
                 "the LLM endpoint refused the model {:?}: {e}. Check OPENAI_BASE_URL, \
@@ -243,16 +247,7 @@ impl OpenAiAgent {
                 response => response?,
             };
             *tokens += Tokens::of_response(&response);
-            let message = &response["choices"][0]["message"];
-            let calls = message["tool_calls"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default();
-            let content = message["content"].as_str().unwrap_or("");
-            let mut reply = json!({"role": "assistant", "content": one_line(content, 1000)});
-            if !calls.is_empty() {
-                reply["tool_calls"] = Value::Array(calls.clone());
-            }
+            let (reply, calls) = kept_reply(&response["choices"][0]["message"]);
             let mut round = vec![reply];
             let Answers {
                 usable,
@@ -391,4 +386,18 @@ fn jitter(wait: Duration) -> Duration {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
     wait.mul_f64(0.5 + f64::from(nanos % 1000) / 2000.0)
+}
+
+/// The model's `message` as the conversation keeps it (its text cut to a line), and its tool calls.
+fn kept_reply(message: &Value) -> (Value, Vec<Value>) {
+    let calls = message["tool_calls"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let content = message["content"].as_str().unwrap_or("");
+    let mut reply = json!({"role": "assistant", "content": one_line(content, 1000)});
+    if !calls.is_empty() {
+        reply["tool_calls"] = Value::Array(calls.clone());
+    }
+    (reply, calls)
 }
