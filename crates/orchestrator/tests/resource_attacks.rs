@@ -11,7 +11,8 @@
 //! - M (#2) a memory hog: killed by its group's OOM killer, "out of memory (limit 2.5 GiB)";
 //! - P (#3) a fork bomb: its forks fail, "process limit reached (limit 256 processes)";
 //! - D (#4) a disk filler writing files into its export directory: "export over 0.3 GiB";
-//! - C (#5) a const evaluation that never ends: "build over 150 s (the honest builds take under a minute)";
+//! - C (#5) a const evaluation that never ends: "build over 150 s" (an honest build here takes
+//!   under a minute);
 //! - Z (#6) `include_bytes!("/dev/zero")`: rustc is killed, "the build: out of memory".
 
 mod common;
