@@ -8,7 +8,8 @@
 //!   job finish, resume (its results are taken); kill -9 while experiment 1's job runs, resume at
 //!   once (the job is re-attached through its handle); kill -9 while experiment 2's job runs and
 //!   remove its handle (a kill right after sbatch), resume (the job is found by its name); no
-//!   trial is submitted twice, no experiment recorded twice.
+//!   trial is submitted twice, no experiment recorded twice. The model's shapes are fixed there
+//!   (see `shapes_fixed`), so that no experiment's job crashes before the orchestrator is back.
 //! - `a_job_slurm_ends_at_its_time_limit_is_a_crash`: a running job's time limit lowered to 1
 //!   minute with `scontrol update`; Slurm ends it (TIMEOUT) and the experiment is recorded as a
 //!   crash naming the limit.
@@ -325,10 +326,40 @@ fn trials_run_as_slurm_jobs() {
     run.figures(&stderr);
 }
 
+/// Commits the trainer with the model's integer shapes written as expressions, which the offline
+/// search leaves alone (it tunes plain numbers): a shape that does not fit the others (a head size
+/// that does not divide the width) crashes within a second, and a job that ends before the
+/// orchestrator is back cannot show its re-attachment. The search tunes the other constants.
+fn shapes_fixed(sandbox: &Sandbox) {
+    let main_rs = sandbox.repo.join("crates/train/src/main.rs");
+    let source = std::fs::read_to_string(&main_rs).unwrap();
+    let shapes = ["CPU_DEPTH", "CPU_DEVICE_BATCH", "ASPECT_RATIO", "HEAD_DIM"];
+    let fixed: Vec<String> = source
+        .lines()
+        .map(|line| {
+            let shape = shapes
+                .iter()
+                .find(|name| line.starts_with(&format!("const {name}: i64 = ")));
+            match (shape, line.split_once(';')) {
+                (Some(_), Some((head, tail))) => format!("{head} * 1;{tail}"),
+                _ => line.to_string(),
+            }
+        })
+        .collect();
+    assert_eq!(
+        fixed.iter().filter(|l| l.contains(" * 1;")).count(),
+        shapes.len(),
+        "the trainer's shapes moved"
+    );
+    std::fs::write(&main_rs, fixed.join("\n") + "\n").unwrap();
+    sandbox.git(&["commit", "--quiet", "-am", "the model's shapes fixed"]);
+}
+
 #[test]
 fn a_killed_orchestrator_finds_its_jobs_again() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let run = Run::new("slurm-resume");
+    shapes_fixed(&run.sandbox);
     let args = ["--max-experiments", "3"];
     let resume = [&args[..], &["--resume"]].concat();
     // Long enough for a resume (start-up, the probe, the build) to find a job still running.
