@@ -171,8 +171,19 @@ fn check_finished_run(standin: &Standin, budget: f64, experiments: u64) -> Vec<V
     );
 
     for r in &records {
+        // A run stopped early, clearly worse than the best's runs at the same point, trained
+        // part of its budget and was never scored (docs/early-stop.md).
+        let stopped = r["stopped"].is_object();
         for t in all_trials(r) {
             let trained = t["training_seconds"].as_f64().unwrap();
+            if stopped {
+                assert!(
+                    trained < budget && t["val_bpb"].is_null(),
+                    "#{} was stopped early: {t}",
+                    seq(r)
+                );
+                continue;
+            }
             assert!(
                 trained >= budget && trained < budget + 1.0,
                 "#{} trained {trained} s of a {budget} s budget",
