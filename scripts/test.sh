@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The tests, as README.md and .ci/run call them (after scripts/setup.sh): the whole workspace, then
-# the loop's own end-to-end test and the trust test once more with two workers in flight
-# (AUTORESEARCH_WORKERS=2, which the orchestrator takes when --workers is not given); the attack
+# the trust test once more with two workers in flight (AUTORESEARCH_WORKERS=2, which the
+# orchestrator takes when --workers is not given; tests/workers.rs drives the loop itself with one
+# worker and with many, kills and resumes included); the attack
 # suites run once, to keep the whole under 45 minutes on 2 cores. The Slurm
 # tests start a one-node cluster on this machine themselves (scripts/slurm-local.sh, root).
 # At the end (also after a failure) it prints the wall time of the build and of each suite.
@@ -65,4 +66,4 @@ fi
 timed build cargo test --workspace --release --no-run
 timed workspace cargo test --workspace --release
 timed "two workers" env AUTORESEARCH_WORKERS=2 \
-  cargo test --release -p orchestrator --test offline_loop --test trust
+  cargo test --release -p orchestrator --test trust
