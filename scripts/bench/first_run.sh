@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
 # The minutes from the first README command to the first scored run, as a new user meets them:
-# a fresh clone of this repository with a target directory and data of its own (libtorch and
-# llama.cpp's server linked from this checkout's .venv, not downloaded again), then
+# a fresh clone of this repository with a target directory, .venv and data of its own, then
 # `scripts/setup.sh && cargo run --release -p orchestrator`, timed phase by phase, with the CPU
 # seconds of each (the machine's other load moves the wall times; the CPU times much less).
 # The run is the README's, ended after the baseline's first scored run (`--max-experiments 1
@@ -15,7 +14,7 @@ mkdir -p "$scratch"
 repo="$scratch/repo"
 [ ! -e "$repo" ] || { echo "$repo exists: pass an empty scratch directory" >&2; exit 1; }
 git clone -q "$root" "$repo"
-ln -s "$(readlink -f "$root/.venv")" "$repo/.venv"
+# Its own .venv, as on a fresh machine (pip's cache may make the download quicker than a first one).
 # The README's environment, not this shell's: its own target directory and data.
 unset CARGO_TARGET_DIR AUTORESEARCH_DATA LIBTORCH
 cd "$repo"
