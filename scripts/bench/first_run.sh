@@ -41,7 +41,7 @@ tag=firstrun
   done
 ) &
 watcher=$!
-trap 'kill "$watcher" 2>/dev/null' EXIT
+trap 'kill "$watcher" 2>/dev/null || true' EXIT
 timed run cargo run --release -p orchestrator -- --tag "$tag" --max-experiments 1 \
   --noise-seeds 1 >"$scratch/run.log" 2>&1 || { tail -30 "$scratch/run.log"; exit 1; }
 stamp "first scored run recorded"
