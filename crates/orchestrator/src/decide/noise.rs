@@ -107,15 +107,6 @@ mod tests {
     use crate::ledger::{Ledger, Status, Trial};
     use crate::run_dir::RunDir;
 
-    fn record(seq: u64, status: Status, bpb: Option<f64>) -> Record {
-        Record {
-            commit: format!("{seq:07}abcdef"),
-            description: format!("change\t{seq}"),
-            peak_memory_mb: Some(2048.0),
-            ..Record::sample(seq, status, bpb)
-        }
-    }
-
     #[test]
     fn the_noise_floor_pools_every_repeated_program() {
         assert_eq!(pooled_std_dev(&[vec![1.0], vec![]]), None);
@@ -153,7 +144,7 @@ mod tests {
             trials: trials(scores),
             sigma: Some(0.5),
             sigma_measured: measured,
-            ..record(seq, Status::Discard, None)
+            ..Record::sample(seq, Status::Discard, None)
         };
         // Before any program ran twice: the one the decisions used.
         let configured = noise_floor(&[runs(0, &[2.0], false)]).unwrap();
@@ -175,14 +166,14 @@ mod tests {
         let keep = |seq, scores: &[f64]| Record {
             trials: trials(scores),
             sigma_measured: seq == 0,
-            ..record(seq, Status::Keep, Some(mean(scores)))
+            ..Record::sample(seq, Status::Keep, Some(mean(scores)))
         };
         let baseline = keep(0, &[1.0, 1.002, 1.004]);
         // Beside change 1 the baseline ran again, 1.010 and 1.012: its group is five runs.
         let paired = Record {
             trials: trials(&[1.0, 1.003]),
             best_trials: trials(&[1.010, 1.012]),
-            ..record(1, Status::Discard, Some(1.0015))
+            ..Record::sample(1, Status::Discard, Some(1.0015))
         };
         let floor = noise_floor(&[baseline.clone(), paired.clone()]).unwrap();
         let group = [1.0, 1.002, 1.004, 1.010, 1.012];
