@@ -1,15 +1,12 @@
 #!/usr/bin/env bash
 # Everything a fresh machine needs before the first run or test:
 # - libtorch 2.11.0 (scripts/setup-libtorch.sh links or installs it);
-# - llama.cpp's server and a small model in .venv/, for the LLM agent's tests against a real
-#   server (scripts/setup-llm.sh);
 # - bubblewrap, the sandbox the agent's code runs in (its build, the trainer, the evaluator):
 #   installed with apt-get when missing and we are root; otherwise this says what to do.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/setup-libtorch.sh
-scripts/setup-llm.sh
 
 if ! command -v bwrap >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

@@ -63,6 +63,8 @@ if $quick; then
   timed unit cargo test --workspace --release --lib --bins --examples
   exit
 fi
+# The LLM agent's tests run against llama.cpp's server with a small real model.
+scripts/setup-llm.sh
 timed build cargo test --workspace --release --no-run
 timed workspace cargo test --workspace --release
 timed "two workers" env AUTORESEARCH_WORKERS=2 \

@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
+use prepare::Dataset;
 
 use crate::cargo_build::Builder;
 use crate::config::{Config, ExecutorKind};
@@ -25,13 +26,15 @@ pub fn builder(cfg: &Config) -> Result<Builder> {
 
 /// The protected evaluator (built from `worktree` before the agent changes anything, from files
 /// checked to be the base commit's, or checked against the first record's `pinned` hashes) and
-/// the executor that runs trials with it; also what the run's first record pins.
+/// the executor that runs trials with it on `data` (built while the data is still being
+/// prepared); also what the run's first record pins, and the data.
 pub async fn executor(
     cfg: &Config,
     builder: &Builder,
     worktree: &Path,
     pinned: Option<Option<Pins>>,
-) -> Result<(Box<dyn Executor>, Pins)> {
+    data: impl Future<Output = Result<Dataset>>,
+) -> Result<(Box<dyn Executor>, Pins, Dataset)> {
     if pinned.as_ref().is_some_and(Option::is_none) {
         eprintln!(
             "note: this run's first record pins no evaluator or data hashes (it predates \
@@ -39,14 +42,14 @@ pub async fn executor(
         );
     }
     let pinned = pinned.flatten();
-    let evaluator = Evaluator::open(cfg, builder, worktree, pinned.as_ref()).await?;
+    let (evaluator, data) = Evaluator::open(cfg, builder, worktree, pinned.as_ref(), data).await?;
     let pins = evaluator.pins();
     let sandbox = builder.sandbox.clone();
     let executor: Box<dyn Executor> = match cfg.settings.executor() {
         ExecutorKind::Local => Box::new(Local::new(evaluator, cfg, sandbox)?),
         ExecutorKind::Slurm => Box::new(Slurm::new(evaluator, cfg, sandbox).await?),
     };
-    Ok((executor, pins))
+    Ok((executor, pins, data))
 }
 
 /// The libtorch the builds link: `LIBTORCH`, else the checkout's `.libtorch` (a link, kept as one:

@@ -12,7 +12,7 @@ use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use anyhow::{Result, bail};
-use prepare::{Profile, Split};
+use prepare::{Dataset, Profile, Split};
 use sha2::{Digest, Sha256};
 
 use crate::cargo_build::{Build, Builder};
@@ -64,18 +64,20 @@ const JAIL_MODEL: &str = "/autoresearch/model.pt";
 const JAIL_DATA: &str = "/autoresearch/data";
 
 impl Evaluator {
-    /// The evaluator of this run, `runs/<tag>/bin/evaluate`. Pinned (a `--resume` after the first
-    /// record): the copy there must still have the pinned hash, or be rebuilt to it, and the data
-    /// must hash as pinned; a mismatch refuses to continue. Not pinned: built from `worktree`,
-    /// which must be at the run's base commit outside the trainer's directory.
+    /// The evaluator of this run, `runs/<tag>/bin/evaluate`, and the data it scores once `data`
+    /// is ready (the evaluator is built meanwhile: the data may be being prepared). Pinned (a
+    /// `--resume` after the first record): the copy there must still have the pinned hash, or be
+    /// rebuilt to it, and the data must hash as pinned; a mismatch refuses to continue. Not
+    /// pinned: built from `worktree`, which must be at the run's base commit outside the
+    /// trainer's directory.
     pub async fn open(
         cfg: &Config,
         builder: &Builder,
         worktree: &Path,
         pinned: Option<&Pins>,
-    ) -> Result<Evaluator> {
-        std::fs::create_dir_all(cfg.run_dir.bin_dir())?;
-        let binary = cfg.run_dir.evaluator();
+        data: impl Future<Output = Result<Dataset>>,
+    ) -> Result<(Evaluator, Dataset)> {
+        let (binary_sha256, data) = tokio::try_join!(binary(cfg, builder, worktree, pinned), data)?;
         let data_sha256 = sha256_of(&scored_data(&cfg.data_dir))?;
         if let Some(pins) = pinned
             && data_sha256 != pins.data_sha256
@@ -89,38 +91,16 @@ impl Evaluator {
                 &pins.data_sha256[..pins.data_sha256.len().min(12)]
             );
         }
-        let kept = sha256_of(std::slice::from_ref(&binary)).ok();
-        let binary_sha256 = match (pinned, kept) {
-            (Some(pins), Some(kept)) if kept == pins.evaluator_sha256 => kept,
-            _ => {
-                let built = build(cfg, builder, worktree).await?;
-                prepare::atomic::copy(&built, &binary)?;
-                let sha = sha256_of(std::slice::from_ref(&binary))?;
-                if let Some(pins) = pinned
-                    && sha != pins.evaluator_sha256
-                {
-                    bail!(
-                        "the protected evaluator built now (sha256 {}) is not the one this run \
-                         started with ({} pinned in its first record): crates/train/evaluate, its \
-                         runtime, prepare or the toolchain changed, or its copy {} was altered. \
-                         Scores would not compare; start a new run",
-                        &sha[..12],
-                        &pins.evaluator_sha256[..pins.evaluator_sha256.len().min(12)],
-                        binary.display()
-                    );
-                }
-                sha
-            }
-        };
-        Ok(Evaluator {
-            binary,
+        let evaluator = Evaluator {
+            binary: cfg.run_dir.evaluator(),
             binary_sha256,
             data_dir: cfg.data_dir.clone(),
             data_sha256,
             device: cfg.device,
             sandbox: builder.sandbox.clone(),
             threads: env::threads(Some(cfg.settings.workers())),
-        })
+        };
+        Ok((evaluator, data))
     }
 
     /// What the run's first record pins.
@@ -405,6 +385,41 @@ fn sha256_of(files: &[PathBuf]) -> Result<String, Tampered> {
         hasher.update(&bytes);
     }
     Ok(hex::encode(hasher.finalize()))
+}
+
+/// The hash of the run's evaluator: its kept copy when that has the pinned hash, else built
+/// from `worktree` and copied there (and then refused unless it has the pinned hash).
+async fn binary(
+    cfg: &Config,
+    builder: &Builder,
+    worktree: &Path,
+    pinned: Option<&Pins>,
+) -> Result<String> {
+    std::fs::create_dir_all(cfg.run_dir.bin_dir())?;
+    let binary = cfg.run_dir.evaluator();
+    let kept = sha256_of(std::slice::from_ref(&binary)).ok();
+    if let (Some(pins), Some(kept)) = (pinned, &kept)
+        && *kept == pins.evaluator_sha256
+    {
+        return Ok(kept.clone());
+    }
+    let built = build(cfg, builder, worktree).await?;
+    prepare::atomic::copy(&built, &binary)?;
+    let sha = sha256_of(std::slice::from_ref(&binary))?;
+    if let Some(pins) = pinned
+        && sha != pins.evaluator_sha256
+    {
+        bail!(
+            "the protected evaluator built now (sha256 {}) is not the one this run started \
+             with ({} pinned in its first record): crates/train/evaluate, its runtime, prepare \
+             or the toolchain changed, or its copy {} was altered. Scores would not compare; \
+             start a new run",
+            &sha[..12],
+            &pins.evaluator_sha256[..pins.evaluator_sha256.len().min(12)],
+            binary.display()
+        );
+    }
+    Ok(sha)
 }
 
 /// Builds the evaluator from `worktree` in the trainers' target directory: the run's first build,

@@ -1,5 +1,6 @@
 //! What a fresh machine lacks, done once: libtorch for the trainer, and the prepared data.
 
+use std::path::Path;
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
@@ -8,7 +9,43 @@ use prepare::{Dataset, Profile};
 
 use crate::config::Config;
 
+/// libtorch and the prepared data, at once.
 pub fn ensure_ready(cfg: &Config) -> Result<Dataset> {
+    ensure_libtorch(cfg)?;
+    if needs_preparing(cfg)? {
+        prepare_enwik8(&cfg.repo)?;
+    }
+    Dataset::open(&cfg.data_dir)
+}
+
+/// [`ensure_ready`], with the data prepared on a thread of its own when it is missing: that takes
+/// minutes on a small machine (the tokenizer's training, the encoding), in which the protected
+/// evaluator's first build, one core of C++ for long stretches, runs beside it. The data
+/// directory exists on return (the jails bind it); the data is ready when the future resolves.
+pub fn start(cfg: &Config) -> Result<impl Future<Output = Result<Dataset>> + use<>> {
+    ensure_libtorch(cfg)?;
+    let (prepared, ready) = tokio::sync::oneshot::channel();
+    if needs_preparing(cfg)? {
+        std::fs::create_dir_all(&cfg.data_dir)
+            .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
+        let repo = cfg.repo.clone();
+        // A thread, not tokio's blocking pool, which the runtime waits for when it shuts down:
+        // on Ctrl-C the process ends at once, and the preparation resumes from its last whole
+        // file the next time.
+        std::thread::spawn(move || prepared.send(prepare_enwik8(&repo)));
+    } else {
+        prepared.send(Ok(())).ok();
+    }
+    let data_dir = cfg.data_dir.clone();
+    Ok(async move {
+        ready
+            .await
+            .context("the data's preparation ended without a result")??;
+        Dataset::open(&data_dir)
+    })
+}
+
+fn ensure_libtorch(cfg: &Config) -> Result<()> {
     if !cfg.repo.join(".libtorch/lib").is_dir() && std::env::var_os("LIBTORCH").is_none() {
         let script = cfg.repo.join("scripts/setup-libtorch.sh");
         let status = Command::new("bash")
@@ -19,27 +56,41 @@ pub fn ensure_ready(cfg: &Config) -> Result<Dataset> {
             bail!("{} failed; see its output above", script.display());
         }
     }
-    if !cfg.data_dir.join("contract.json").exists() {
-        let default = cfg.repo.join("data").join("enwik8");
-        if cfg.data_dir != default {
-            bail!(
-                "no prepared data in {}; prepare it with `cargo run --release -p prepare -- --data-dir ...`",
-                cfg.data_dir.display()
-            );
-        }
-        eprintln!("preparing enwik8 (once: download, tokenizer, tokens; about a minute)...");
-        let summary = pipeline::run(&Options {
-            source: Source::Enwik8 {
-                download_dir: cfg.repo.join("data").join("download"),
-            },
-            data_dir: default,
-            vocab_size: 8192,
-            profile: Profile::detect(),
-            seq_len: None,
-            eval_bytes: None,
-            time_budget_s: 300.0,
-        })?;
-        eprintln!("{summary}");
+    Ok(())
+}
+
+/// Whether the default data set is still to be prepared; an error for other data directories,
+/// which the person prepares.
+fn needs_preparing(cfg: &Config) -> Result<bool> {
+    if cfg.data_dir.join("contract.json").exists() {
+        return Ok(false);
     }
-    Dataset::open(&cfg.data_dir)
+    if cfg.data_dir != default_data_dir(&cfg.repo) {
+        bail!(
+            "no prepared data in {}; prepare it with `cargo run --release -p prepare -- --data-dir ...`",
+            cfg.data_dir.display()
+        );
+    }
+    Ok(true)
+}
+
+fn default_data_dir(repo: &Path) -> std::path::PathBuf {
+    repo.join("data").join("enwik8")
+}
+
+fn prepare_enwik8(repo: &Path) -> Result<()> {
+    eprintln!("preparing enwik8 (once: download, tokenizer, tokens; minutes on 2 cores)...");
+    let summary = pipeline::run(&Options {
+        source: Source::Enwik8 {
+            download_dir: repo.join("data").join("download"),
+        },
+        data_dir: default_data_dir(repo),
+        vocab_size: 8192,
+        profile: Profile::detect(),
+        seq_len: None,
+        eval_bytes: None,
+        time_budget_s: 300.0,
+    })?;
+    eprintln!("{summary}");
+    Ok(())
 }

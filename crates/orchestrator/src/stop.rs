@@ -1,6 +1,7 @@
 //! Ctrl-C: the running trainer is killed and the loop stops cleanly; the experiment it abandons
 //! is re-run on `--resume`.
 
+use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
 /// Set once Ctrl-C was pressed. Each worker holds a clone.
@@ -8,15 +9,19 @@ use tokio::sync::watch;
 pub struct Stop(watch::Receiver<bool>);
 
 impl Stop {
-    pub fn on_ctrl_c() -> Stop {
+    /// Watches for Ctrl-C (SIGINT) from now on. The handler is installed before this returns,
+    /// not when a task first runs: a process started in the background by a script inherits
+    /// SIGINT ignored, and until a handler replaces that, Ctrl-C (or `kill -INT`) does nothing.
+    pub fn on_ctrl_c() -> std::io::Result<Stop> {
+        let mut interrupt = signal(SignalKind::interrupt())?;
         let (tx, rx) = watch::channel(false);
         tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
+            if interrupt.recv().await.is_some() {
                 eprintln!("\nstopping: the current experiment is abandoned and re-run on --resume");
                 tx.send(true).ok();
             }
         });
-        Stop(rx)
+        Ok(Stop(rx))
     }
 
     pub fn requested(&self) -> bool {

@@ -102,6 +102,9 @@ impl EndpointError {
 impl Endpoint {
     /// `stream`: ask for server-sent events (see `chat`).
     pub fn new(base_url: &str, api_key: Option<String>, stream: bool) -> Endpoint {
+        // reqwest is built without a crypto provider of its own (see Cargo.toml): ring is
+        // installed as the process's default, once; a second call finds it there.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         Endpoint {
             http: reqwest::Client::new(),
             base_url: base_url.trim_end_matches('/').to_string(),

@@ -52,11 +52,25 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// The agent `cfg` asks for; an LLM's `check` tool builds with `builder`. The search
-    /// starts knowing `trials`, what the records of this run and the remembered ones hold.
-    pub fn new(cfg: &Config, builder: &Builder, trials: Vec<search::Trial>) -> Result<Agent> {
-        let llm = (cfg.agent == AgentKind::Openai)
-            .then(|| Box::new(OpenAiAgent::new(cfg, builder.clone())));
+    /// The LLM `cfg` asks for, if any, ready to propose: its endpoint checked and its context
+    /// learned (see `OpenAiAgent::connect`). A night's first step: a wrong key or model stops it
+    /// before anything is built. Its `check` tool builds with `builder`.
+    pub async fn connect(cfg: &Config, builder: &Builder) -> Result<Option<Box<OpenAiAgent>>> {
+        if cfg.agent != AgentKind::Openai {
+            return Ok(None);
+        }
+        let mut llm = Box::new(OpenAiAgent::new(cfg, builder.clone()));
+        llm.connect().await?;
+        Ok(Some(llm))
+    }
+
+    /// The agent `cfg` asks for, with its `llm` from [`Agent::connect`]. The search starts
+    /// knowing `trials`, what the records of this run and the remembered ones hold.
+    pub fn new(
+        cfg: &Config,
+        llm: Option<Box<OpenAiAgent>>,
+        trials: Vec<search::Trial>,
+    ) -> Result<Agent> {
         let searches = llm.is_none() || cfg.settings.tune_share() > 0.0;
         let search = match searches {
             true => Some(Arc::new(Mutex::new(OfflineAgent::new(
@@ -73,15 +87,6 @@ impl Agent {
             tune_share: cfg.settings.tune_share(),
             llm_proposed: false,
         })
-    }
-
-    /// Ready to propose: an LLM's endpoint checked and its context learned (see
-    /// `OpenAiAgent::connect`).
-    pub async fn connect(&mut self) -> Result<()> {
-        match &mut self.llm {
-            Some(llm) => llm.connect().await,
-            None => Ok(()),
-        }
     }
 
     /// The agent of one more worker.

@@ -12,6 +12,7 @@ pub mod records;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use prepare::Dataset;
 
 use crate::cargo_build::{self, Build, Builder};
 use crate::config::{Config, ConfirmArgs, Settings};
@@ -53,7 +54,8 @@ pub async fn run(args: ConfirmArgs, repo: &Path) -> Result<()> {
     let worktree = open_worktree(&cfg, &baseline.commit)?;
     cargo_build::fetch(&worktree).await?;
     let pinned = Some(records[0].pins.clone());
-    let (executor, _) = rig::executor(&cfg, &builder, &worktree, pinned).await?;
+    let data = std::future::ready(Dataset::open(&cfg.data_dir));
+    let (executor, _, _) = rig::executor(&cfg, &builder, &worktree, pinned, data).await?;
     let trainers = Trainers {
         cfg: &cfg,
         builder: &builder,
@@ -279,7 +281,7 @@ impl Session<'_> {
         let run_dir = &self.cfg.run_dir;
         let first = FRESH_SEED + records::runs(&records::read(run_dir)?) as u64;
         let progress = Progress::new();
-        let mut stop = Stop::on_ctrl_c();
+        let mut stop = Stop::on_ctrl_c().context("watching for Ctrl-C")?;
         let mut runs = Vec::new();
         let seeds: Vec<u64> = (first..first + seeds as u64).collect();
         for (round, &seed) in seeds.iter().enumerate() {

@@ -54,7 +54,10 @@ pub async fn run(cfg: Config) -> Result<()> {
 
 async fn night(cfg: Config, progress: Progress, notifier: Notifier) -> Result<End> {
     let alerts = cfg.settings.notify.is_some();
-    let (session, workers) = Session::start(cfg, progress, notifier).await?;
+    let Some((session, workers)) = Session::start(cfg, progress, notifier).await? else {
+        eprintln!("stopped before the first experiment; nothing was recorded");
+        return Ok(End::Stopped);
+    };
     let workers = futures::future::try_join_all(workers.into_iter().map(|w| work(&session, w)));
     tokio::select! {
         // The first error ends the run: the other workers' experiments stay pending for --resume.

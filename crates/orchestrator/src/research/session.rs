@@ -7,7 +7,7 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::PathBuf;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use prepare::Profile;
 use tokio::sync::Notify;
 
@@ -113,17 +113,31 @@ pub(super) enum Next {
 }
 
 impl Session {
-    /// The session of `cfg`'s night, which shows `progress` and tells `notifier` what happens.
+    /// The session of `cfg`'s night, which shows `progress` and tells `notifier` what happens;
+    /// None when Ctrl-C came while it was set up (on a fresh machine the data's preparation and
+    /// the evaluator's first build take minutes): what was under way is dropped, its processes
+    /// killed, and what was finished (whole files only) is reused the next time.
     pub async fn start(
         cfg: Config,
         progress: Progress,
         notifier: Notifier,
+    ) -> Result<Option<(Session, Vec<Worker>)>> {
+        let stop = Stop::on_ctrl_c().context("watching for Ctrl-C")?;
+        let mut stopped = stop.clone();
+        tokio::select! {
+            started = Session::set_up(cfg, progress, notifier, stop) => started.map(Some),
+            () = stopped.wait() => Ok(None),
+        }
+    }
+
+    async fn set_up(
+        cfg: Config,
+        progress: Progress,
+        notifier: Notifier,
+        stop: Stop,
     ) -> Result<(Session, Vec<Worker>)> {
-        let data = setup::ensure_ready(&cfg)?;
-        let budget = cfg
-            .settings
-            .time_budget
-            .unwrap_or(data.contract().time_budget_s);
+        // Prepared meanwhile, when missing: the evaluator is built while it is.
+        let data = setup::start(&cfg)?;
         let ledger = Ledger::open(&cfg.run_dir)?;
         // Before the branch is made: a memory that does not parse stops a start that left nothing.
         let memory = memory::open(&cfg)?;
@@ -133,19 +147,22 @@ impl Session {
         let pendings = Pendings::new(&cfg.run_dir).all()?;
         let base = base_commit(&git, &ledger, &pendings)?;
         cargo_build::fetch(&worktrees[0]).await?;
+        let llm = Agent::connect(&cfg, &builder).await?;
+        let pinned = ledger.records.first().map(|r| r.pins.clone());
+        let (executor, pins, data) =
+            rig::executor(&cfg, &builder, &worktrees[0], pinned, data).await?;
+        let budget = cfg
+            .settings
+            .time_budget
+            .unwrap_or(data.contract().time_budget_s);
         let context = history::Context::new(data.contract_hash(), cfg.device, budget);
         let runs = memory.as_ref().map_or(&[][..], |(_, runs)| runs);
         let trials = history::known(&cfg.repo, runs, &ledger.records, &context)?;
-        // First: a wrong key or model stops the run before anything is built.
-        let mut agent = Agent::new(&cfg, &builder, trials)?;
-        agent.connect().await?;
-        let pinned = ledger.records.first().map(|r| r.pins.clone());
-        let (executor, pins) = rig::executor(&cfg, &builder, &worktrees[0], pinned).await?;
+        let agent = Agent::new(&cfg, llm, trials)?;
         let baseline = ledger.records.iter().find(|r| r.seq == 0);
         let baseline = baseline.map_or(&[][..], |r| &r.trials);
         let limits = Limits::measured(budget, cfg.settings.grace(), baseline);
         announce(&cfg, budget, limits, data.contract_hash(), &builder.sandbox);
-        let stop = Stop::on_ctrl_c();
         let workers = workers(&cfg, worktrees, &agent, &progress, &stop);
         let watch = Watch::new(&cfg.costs, &ledger.records, &pendings);
         // The person's file, in the person's checkout.
