@@ -21,6 +21,9 @@ fn main() {
     }
     cc::Build::new()
         .cpp(true)
+        // Glue that calls into libtorch once per operation: most of its compile is libtorch's
+        // headers, optimizing it would only lengthen a fresh machine's first build.
+        .opt_level(0)
         .file("runtime/shim.cpp")
         .include(libtorch.join("include"))
         .flag("-std=c++17")

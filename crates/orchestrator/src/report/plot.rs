@@ -67,13 +67,20 @@ type Chart<'a, 'b> =
     ChartContext<'a, BitMapBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
 
 pub(super) fn draw(records: &[Record], summary: &Summary, path: &Path) -> Result<()> {
+    let mut pixels = vec![0; (WIDTH * HEIGHT * 3) as usize];
+    render(records, summary, &mut pixels)?;
+    write_png(path, &pixels).with_context(|| format!("writing {}", path.display()))
+}
+
+/// The plot as RGB `pixels`, WIDTH x HEIGHT.
+fn render(records: &[Record], summary: &Summary, pixels: &mut [u8]) -> Result<()> {
     // With several workers the ledger is in the order experiments finished; the plot runs by
     // experiment number.
     let mut records = records.to_vec();
     records.sort_by_key(|r| r.seq);
     let records = &records[..];
     register_fonts()?;
-    let root = BitMapBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area();
+    let root = BitMapBackend::with_buffer(pixels, (WIDTH, HEIGHT)).into_drawing_area();
     root.fill(&WHITE)?;
 
     let (y_low, y_high) = y_range(records, summary.sigma.unwrap_or(0.0));
@@ -119,8 +126,20 @@ pub(super) fn draw(records: &[Record], summary: &Summary, path: &Path) -> Result
         .border_style(BLACK.mix(0.3))
         .draw()?;
     label_keeps(&root, &chart, records)?;
-    root.present()
-        .with_context(|| format!("writing {}", path.display()))?;
+    root.present()?;
+    Ok(())
+}
+
+/// Plotters' own PNG encoder would bring the `image` crate, a build longer than the rest of the
+/// report's; the `png` crate does the one thing needed.
+fn write_png(path: &Path, pixels: &[u8]) -> Result<()> {
+    let file = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let mut encoder = png::Encoder::new(file, WIDTH, HEIGHT);
+    encoder.set_color(png::ColorType::Rgb);
+    encoder.set_depth(png::BitDepth::Eight);
+    let mut writer = encoder.write_header()?;
+    writer.write_image_data(pixels)?;
+    writer.finish()?;
     Ok(())
 }
 
