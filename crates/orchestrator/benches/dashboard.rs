@@ -28,6 +28,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use browser::{Browser, free_port, wait_for_port};
+use orchestrator::agent::http_client;
 use serde_json::Value;
 
 struct Options {
@@ -100,7 +101,9 @@ async fn load_time(loads: usize) {
     let mut api = Vec::new();
     for _ in 0..20 {
         let started = Instant::now();
-        let body = reqwest::get(format!("{url}api/experiments"))
+        let body = http_client()
+            .get(format!("{url}api/experiments"))
+            .send()
             .await
             .unwrap()
             .bytes()

@@ -27,6 +27,7 @@ use std::time::Duration;
 
 use browser::{Browser, free_port, wait_for_port};
 use common::SERIAL;
+use orchestrator::agent::http_client;
 use recorded::{Recorded, TAG};
 use serde_json::Value;
 
@@ -175,7 +176,7 @@ async fn a_recorded_run_shows_its_experiments_plot_diffs_and_logs() {
     let get = |path: &str| {
         let url = format!("{url}{path}");
         async move {
-            let response = reqwest::get(&url).await.unwrap();
+            let response = http_client().get(&url).send().await.unwrap();
             (response.status().as_u16(), response.text().await.unwrap())
         }
     };
@@ -383,7 +384,9 @@ async fn bad_input_is_refused_with_what_to_do() {
         .collect();
     std::fs::write(&ledger, torn.join("\n") + "\n").unwrap();
     let (_server, url) = serve(&recorded);
-    let response = reqwest::get(format!("{url}/api/experiments"))
+    let response = http_client()
+        .get(format!("{url}/api/experiments"))
+        .send()
         .await
         .unwrap();
     assert_eq!(response.status().as_u16(), 500);

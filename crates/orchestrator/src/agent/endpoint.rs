@@ -99,14 +99,19 @@ impl EndpointError {
     }
 }
 
+/// An HTTP(S) client. reqwest is built without a crypto provider of its own (see Cargo.toml),
+/// and no client can be made, even for plain HTTP, until the process has one: ring is installed
+/// as the process's default first (a second call finds it there).
+pub fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
 impl Endpoint {
     /// `stream`: ask for server-sent events (see `chat`).
     pub fn new(base_url: &str, api_key: Option<String>, stream: bool) -> Endpoint {
-        // reqwest is built without a crypto provider of its own (see Cargo.toml): ring is
-        // installed as the process's default, once; a second call finds it there.
-        let _ = rustls::crypto::ring::default_provider().install_default();
         Endpoint {
-            http: reqwest::Client::new(),
+            http: http_client(),
             base_url: base_url.trim_end_matches('/').to_string(),
             api_key,
             stream,

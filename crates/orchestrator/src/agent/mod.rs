@@ -13,7 +13,7 @@ pub mod search;
 mod stream;
 
 pub use brief::{Rules, brief, history};
-pub use endpoint::{Endpoint, EndpointError, Wait};
+pub use endpoint::{Endpoint, EndpointError, Wait, http_client};
 pub use offline::OfflineAgent;
 pub use openai::OpenAiAgent;
 
