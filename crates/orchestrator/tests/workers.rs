@@ -16,6 +16,8 @@
 //! - `kill_dash_nine_with_trials_in_flight_then_resume`: 16 workers killed with several trials
 //!   in flight; no process of the run outlives it; `--resume` re-runs every interrupted
 //!   experiment with its own commit, rewrites no record, loses and doubles nothing.
+//! - `ctrl_c_during_the_evaluators_build_stops_the_run`: SIGINT (ignored as a script's background
+//!   job inherits it) during the evaluator's first build ends the run at once, build included.
 
 mod common;
 #[path = "common/standin.rs"]
@@ -453,4 +455,80 @@ fn kill_dash_nine_with_one_worker_then_resume() {
 fn kill_dash_nine_with_trials_in_flight_then_resume() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     kill_then_resume(16, 4, 40, 4);
+}
+
+/// Ctrl-C while the run is set up (the evaluator's first build, minutes on a fresh machine) stops
+/// it at once, its build with it. Started as a script's background job is, with SIGINT ignored:
+/// the orchestrator's own handler must be in place before the set-up starts. The build is held
+/// where a slow one would be, by holding cargo's lock on the target directory.
+#[test]
+fn ctrl_c_during_the_evaluators_build_stops_the_run() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let standin = Standin::new();
+    let release = standin.target.join("release");
+    std::fs::create_dir_all(&release).unwrap();
+    let lock = std::fs::File::create(release.join(".cargo-lock")).unwrap();
+    // SAFETY: flock on a descriptor this test owns.
+    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+
+    let stderr = standin.root().join("stderr");
+    let mut command = standin.command(&strs(&flags(2, 2, 1, 1)));
+    command
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap());
+    // SAFETY: signal(2) is async-signal-safe; it sets the child's own disposition.
+    unsafe {
+        command.pre_exec(|| {
+            libc::signal(libc::SIGINT, libc::SIG_IGN);
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().unwrap();
+    let building = |p: &String| p.contains("cargo") && p.contains("evaluate");
+    let started = Instant::now();
+    while !standin.processes().iter().any(building) {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before its evaluator's build:\n{}",
+            std::fs::read_to_string(&stderr).unwrap()
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no evaluator build started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // SAFETY: kill(2) on the child this test started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let interrupted = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if interrupted.elapsed() > Duration::from_secs(20) {
+            child.kill().ok();
+            child.wait().ok();
+            panic!("Ctrl-C did not stop the run during the evaluator's build in 20 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let said = std::fs::read_to_string(&stderr).unwrap();
+    assert!(status.success(), "{status}:\n{said}");
+    assert!(
+        said.contains("stopped before the first experiment"),
+        "{said}"
+    );
+    // Its build dies with it (the jail's processes are killed with their parent).
+    while let Some(process) = standin.processes().first() {
+        assert!(
+            interrupted.elapsed() < Duration::from_secs(30),
+            "outlived the run: {process}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(standin.records(TAG).is_empty());
 }
