@@ -397,11 +397,10 @@ async fn binary(
 ) -> Result<String> {
     std::fs::create_dir_all(cfg.run_dir.bin_dir())?;
     let binary = cfg.run_dir.evaluator();
-    let kept = sha256_of(std::slice::from_ref(&binary)).ok();
-    if let (Some(pins), Some(kept)) = (pinned, &kept)
-        && *kept == pins.evaluator_sha256
+    if let Some(pins) = pinned
+        && sha256_of(std::slice::from_ref(&binary)).is_ok_and(|kept| kept == pins.evaluator_sha256)
     {
-        return Ok(kept.clone());
+        return Ok(pins.evaluator_sha256.clone());
     }
     let built = build(cfg, builder, worktree).await?;
     prepare::atomic::copy(&built, &binary)?;

@@ -7,7 +7,7 @@ use anyhow::{Context, Result, bail};
 use prepare::pipeline::{self, Options, Source};
 use prepare::{Dataset, Profile};
 
-use crate::config::Config;
+use crate::config::{Config, default_data_dir};
 
 /// libtorch and the prepared data, at once.
 pub fn ensure_ready(cfg: &Config) -> Result<Dataset> {
@@ -72,10 +72,6 @@ fn needs_preparing(cfg: &Config) -> Result<bool> {
         );
     }
     Ok(true)
-}
-
-fn default_data_dir(repo: &Path) -> std::path::PathBuf {
-    repo.join("data").join("enwik8")
 }
 
 fn prepare_enwik8(repo: &Path) -> Result<()> {

@@ -161,8 +161,7 @@ impl Config {
             tag,
             agent,
             api_key,
-            data_dir: env(prepare::DATA_ENV)
-                .map_or_else(|| repo.join("data").join("enwik8"), PathBuf::from),
+            data_dir: env(prepare::DATA_ENV).map_or_else(|| default_data_dir(repo), PathBuf::from),
             target_dir: env("CARGO_TARGET_DIR").map_or_else(|| repo.join("target"), PathBuf::from),
             device,
             gpus,
@@ -179,6 +178,12 @@ impl Config {
 
 /// The GPUs the workers train on: `--gpus`, else every visible one on a GPU machine; refused
 /// when local workers would have fewer than one each.
+/// Where the data lives unless `AUTORESEARCH_DATA` says otherwise; the orchestrator prepares it
+/// there on first use.
+pub fn default_data_dir(repo: &Path) -> PathBuf {
+    repo.join("data").join("enwik8")
+}
+
 fn gpus(settings: &Settings, device: Profile) -> Result<Vec<String>> {
     let gpus = match &settings.gpus {
         Some(list) => list
