@@ -8,8 +8,6 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, ensure};
 use memmap2::Mmap;
 
-use crate::atomic;
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Split {
     Train,
@@ -48,6 +46,7 @@ pub(crate) fn docs_path(dir: &Path, split: Split) -> PathBuf {
 
 /// Writes one split's documents (each already starting with BOS). The docs file is written last,
 /// so its presence marks the split as done.
+#[cfg(any(feature = "pipeline", test))]
 pub(crate) fn write_split(dir: &Path, split: Split, docs: &[Vec<u16>]) -> Result<()> {
     let mut tokens = Vec::with_capacity(docs.iter().map(|d| 2 * d.len()).sum());
     let mut starts = Vec::with_capacity(8 * (docs.len() + 1));
@@ -58,8 +57,8 @@ pub(crate) fn write_split(dir: &Path, split: Split, docs: &[Vec<u16>]) -> Result
         tokens.extend(doc.iter().flat_map(|t| t.to_le_bytes()));
     }
     starts.extend_from_slice(&offset.to_le_bytes());
-    atomic::write(&tokens_path(dir, split), &tokens)?;
-    atomic::write(&docs_path(dir, split), &starts)
+    crate::atomic::write(&tokens_path(dir, split), &tokens)?;
+    crate::atomic::write(&docs_path(dir, split), &starts)
 }
 
 /// One memory-mapped split.
