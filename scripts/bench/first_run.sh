@@ -35,6 +35,7 @@ tag=firstrun
 (
   seen() { [ -e "$1" ] && ! grep -qF "$2" "$scratch/phases"; }
   while sleep 1; do
+    seen .libtorch/lib "libtorch installed" && stamp "libtorch installed"
     seen data/enwik8/contract.json "data prepared" && stamp "data prepared"
     seen "runs/$tag/bin/evaluate" "evaluator built" && stamp "evaluator built"
     seen "runs/$tag/worktree.train" "baseline trainer built" && stamp "baseline trainer built"

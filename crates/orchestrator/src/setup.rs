@@ -1,7 +1,6 @@
 //! What a fresh machine lacks, done once: libtorch for the trainer, and the prepared data.
 
 use std::path::Path;
-use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 use prepare::pipeline::{self, Options, Source};
@@ -10,8 +9,8 @@ use prepare::{Dataset, Profile};
 use crate::config::{Config, default_data_dir};
 
 /// libtorch and the prepared data, at once.
-pub fn ensure_ready(cfg: &Config) -> Result<Dataset> {
-    ensure_libtorch(cfg)?;
+pub async fn ensure_ready(cfg: &Config) -> Result<Dataset> {
+    ensure_libtorch(cfg).await?;
     if needs_preparing(cfg)? {
         prepare_enwik8(&cfg.repo)?;
     }
@@ -19,11 +18,12 @@ pub fn ensure_ready(cfg: &Config) -> Result<Dataset> {
 }
 
 /// [`ensure_ready`], with the data prepared on a thread of its own when it is missing: that takes
-/// minutes on a small machine (the tokenizer's training, the encoding), in which the protected
-/// evaluator's first build, one core of C++ for long stretches, runs beside it. The data
+/// minutes on a small machine (the tokenizer's training, the encoding), in which libtorch's
+/// install (a minute of one core, on a fresh machine) and then the protected evaluator's first
+/// build (one core of C++ for long stretches) run beside it. The preparation runs at the lowest
+/// priority, so that it takes only what they leave: they are what the night waits for. The data
 /// directory exists on return (the jails bind it); the data is ready when the future resolves.
-pub fn start(cfg: &Config) -> Result<impl Future<Output = Result<Dataset>> + use<>> {
-    ensure_libtorch(cfg)?;
+pub async fn start(cfg: &Config) -> Result<impl Future<Output = Result<Dataset>> + use<>> {
     let (prepared, ready) = tokio::sync::oneshot::channel();
     if needs_preparing(cfg)? {
         std::fs::create_dir_all(&cfg.data_dir)
@@ -32,10 +32,11 @@ pub fn start(cfg: &Config) -> Result<impl Future<Output = Result<Dataset>> + use
         // A thread, not tokio's blocking pool, which the runtime waits for when it shuts down:
         // on Ctrl-C the process ends at once, and the preparation resumes from its last whole
         // file the next time.
-        std::thread::spawn(move || prepared.send(prepare_enwik8(&repo)));
+        std::thread::spawn(move || prepared.send(prepare_enwik8_in_background(&repo)));
     } else {
         prepared.send(Ok(())).ok();
     }
+    ensure_libtorch(cfg).await?;
     let data_dir = cfg.data_dir.clone();
     Ok(async move {
         ready
@@ -45,12 +46,16 @@ pub fn start(cfg: &Config) -> Result<impl Future<Output = Result<Dataset>> + use
     })
 }
 
-fn ensure_libtorch(cfg: &Config) -> Result<()> {
+/// Runs scripts/setup-libtorch.sh when there is no libtorch; stopped with the orchestrator (Ctrl-C
+/// while it downloads).
+async fn ensure_libtorch(cfg: &Config) -> Result<()> {
     if !cfg.repo.join(".libtorch/lib").is_dir() && std::env::var_os("LIBTORCH").is_none() {
         let script = cfg.repo.join("scripts/setup-libtorch.sh");
-        let status = Command::new("bash")
+        let status = tokio::process::Command::new("bash")
             .arg(&script)
+            .kill_on_drop(true)
             .status()
+            .await
             .with_context(|| format!("running {}", script.display()))?;
         if !status.success() {
             bail!("{} failed; see its output above", script.display());
@@ -72,6 +77,22 @@ fn needs_preparing(cfg: &Config) -> Result<bool> {
         );
     }
     Ok(true)
+}
+
+/// [`prepare_enwik8`] on worker threads at the lowest priority (nice 19, which anyone may set):
+/// beside a build it takes the cores the build leaves idle, and all of them otherwise.
+fn prepare_enwik8_in_background(repo: &Path) -> Result<()> {
+    let lowest = || {
+        // SAFETY: setpriority with PRIO_PROCESS and 0 sets the calling thread's nice value on
+        // Linux; it takes no pointers.
+        unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) };
+    };
+    lowest();
+    rayon::ThreadPoolBuilder::new()
+        .start_handler(move |_| lowest())
+        .build()
+        .context("starting the data preparation's threads")?
+        .install(|| prepare_enwik8(repo))
 }
 
 fn prepare_enwik8(repo: &Path) -> Result<()> {

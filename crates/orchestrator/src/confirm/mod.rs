@@ -49,7 +49,7 @@ pub async fn run(args: ConfirmArgs, repo: &Path) -> Result<()> {
     let (cfg, records) = open_run(args.tag.clone(), repo)?;
     let run_dir = &cfg.run_dir;
     let (baseline, best) = baseline_and_best(&cfg.tag, &records)?;
-    let budget = budget(&args, &cfg, &records)?;
+    let budget = budget(&args, &cfg, &records).await?;
     let builder = rig::builder(&cfg)?;
     let worktree = open_worktree(&cfg, &baseline.commit)?;
     cargo_build::fetch(&worktree).await?;
@@ -149,13 +149,14 @@ pub fn open_worktree(cfg: &Config, commit: &str) -> Result<PathBuf> {
 
 /// Training seconds per run: `--budget`, else the night's (its latest record's), else the
 /// settings' or the contract's.
-fn budget(args: &ConfirmArgs, cfg: &Config, records: &[Record]) -> Result<f64> {
+async fn budget(args: &ConfirmArgs, cfg: &Config, records: &[Record]) -> Result<f64> {
     let budget = match args.budget.or(records.iter().rev().find_map(|r| r.budget)) {
         Some(budget) => budget,
-        None => cfg
-            .settings
-            .time_budget
-            .unwrap_or(setup::ensure_ready(cfg)?.contract().time_budget_s),
+        // No night ran here yet: its libtorch and data are made ready for the runs to come.
+        None => {
+            let contract = setup::ensure_ready(cfg).await?.contract().time_budget_s;
+            cfg.settings.time_budget.unwrap_or(contract)
+        }
     };
     if !(budget.is_finite() && budget > 0.0 && budget <= 86_400.0) {
         bail!("--budget is {budget}: it must be a number of seconds > 0 and <= 86400");

@@ -137,7 +137,7 @@ impl Session {
         stop: Stop,
     ) -> Result<(Session, Vec<Worker>)> {
         // Prepared meanwhile, when missing: the evaluator is built while it is.
-        let data = setup::start(&cfg)?;
+        let data = setup::start(&cfg).await?;
         let ledger = Ledger::open(&cfg.run_dir)?;
         // Before the branch is made: a memory that does not parse stops a start that left nothing.
         let memory = memory::open(&cfg)?;
