@@ -54,7 +54,7 @@ pub async fn executor(
 
 /// The libtorch the builds link: `LIBTORCH`, else the checkout's `.libtorch` (a link, kept as one:
 /// the path is part of cargo's fingerprint of libtorch's bindings).
-fn libtorch(cfg: &Config) -> PathBuf {
+pub fn libtorch(cfg: &Config) -> PathBuf {
     let path =
         std::env::var_os("LIBTORCH").map_or_else(|| cfg.repo.join(".libtorch"), PathBuf::from);
     std::path::absolute(&path).unwrap_or(path)

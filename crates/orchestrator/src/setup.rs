@@ -7,6 +7,7 @@ use prepare::pipeline::{self, Options, Source};
 use prepare::{Dataset, Profile};
 
 use crate::config::{Config, default_data_dir};
+use crate::rig;
 
 /// libtorch and the prepared data, at once.
 pub async fn ensure_ready(cfg: &Config) -> Result<Dataset> {
@@ -46,20 +47,31 @@ pub async fn start(cfg: &Config) -> Result<impl Future<Output = Result<Dataset>>
     })
 }
 
-/// Runs scripts/setup-libtorch.sh when there is no libtorch; stopped with the orchestrator (Ctrl-C
-/// while it downloads).
+/// Runs scripts/setup-libtorch.sh when the libtorch the builds link is the checkout's `.libtorch`
+/// and it is missing (`cargo run` sets `LIBTORCH` to it from .cargo/config.toml, present or not);
+/// stopped with the orchestrator (Ctrl-C while it downloads).
 async fn ensure_libtorch(cfg: &Config) -> Result<()> {
-    if !cfg.repo.join(".libtorch/lib").is_dir() && std::env::var_os("LIBTORCH").is_none() {
-        let script = cfg.repo.join("scripts/setup-libtorch.sh");
-        let status = tokio::process::Command::new("bash")
-            .arg(&script)
-            .kill_on_drop(true)
-            .status()
-            .await
-            .with_context(|| format!("running {}", script.display()))?;
-        if !status.success() {
-            bail!("{} failed; see its output above", script.display());
-        }
+    let libtorch = rig::libtorch(cfg);
+    if libtorch.join("lib").is_dir() {
+        return Ok(());
+    }
+    let checkouts = cfg.repo.join(".libtorch");
+    if libtorch != std::path::absolute(&checkouts).unwrap_or(checkouts) {
+        bail!(
+            "LIBTORCH is {}, which holds no lib/: point it at a libtorch 2.11.0, or unset it to \
+             have scripts/setup-libtorch.sh set up .libtorch",
+            libtorch.display()
+        );
+    }
+    let script = cfg.repo.join("scripts/setup-libtorch.sh");
+    let status = tokio::process::Command::new("bash")
+        .arg(&script)
+        .kill_on_drop(true)
+        .status()
+        .await
+        .with_context(|| format!("running {}", script.display()))?;
+    if !status.success() {
+        bail!("{} failed; see its output above", script.display());
     }
     Ok(())
 }
