@@ -1,12 +1,19 @@
 #!/usr/bin/env bash
-# What a fresh machine needs before the first run or test and that they do not set up themselves:
-# bubblewrap, the sandbox the agent's code runs in (its build, the trainer, the evaluator),
-# installed with apt-get when missing and we are root; otherwise this says what to do.
-# libtorch 2.11.0 is set up by whoever needs it first, with scripts/setup-libtorch.sh: the
-# orchestrator on its first start, beside the data's preparation (building the orchestrator needs
-# no libtorch, so nothing waits for the download before that), and scripts/test.sh before it builds.
+# Everything a fresh machine needs before the first run or test:
+# - libtorch 2.11.0 (scripts/setup-libtorch.sh links or installs it), while the orchestrator's
+#   first build runs beside it: the orchestrator needs no libtorch, and the wheel's install is a
+#   minute of one core that the build would otherwise wait for;
+# - bubblewrap, the sandbox the agent's code runs in (its build, the trainer, the evaluator):
+#   installed with apt-get when missing and we are root; otherwise this says what to do.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+scripts/setup-libtorch.sh &
+libtorch=$!
+built=0
+cargo build --release -p orchestrator || built=$?
+wait "$libtorch"
+[ "$built" = 0 ] || exit "$built"
 
 if ! command -v bwrap >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

@@ -59,12 +59,10 @@ summary() {
 }
 
 if $quick; then
-  scripts/setup-libtorch.sh
   timed build cargo test --workspace --release --lib --bins --examples --no-run
   timed unit cargo test --workspace --release --lib --bins --examples
   exit
 fi
-scripts/setup-libtorch.sh
 # The LLM agent's tests run against llama.cpp's server with a small real model.
 scripts/setup-llm.sh
 timed build cargo test --workspace --release --no-run
