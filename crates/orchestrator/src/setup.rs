@@ -20,9 +20,8 @@ pub async fn ensure_ready(cfg: &Config) -> Result<Dataset> {
 
 /// [`ensure_ready`], with the data prepared on a thread of its own when it is missing: that takes
 /// minutes on a small machine (the tokenizer's training, the encoding), in which libtorch's
-/// install (a minute of one core, on a fresh machine) and then the protected evaluator's first
-/// build (one core of C++ for long stretches) run beside it. The preparation runs at the lowest
-/// priority, so that it takes only what they leave: they are what the night waits for. The data
+/// install when it is missing (scripts/setup.sh installs it first) and then the protected
+/// evaluator's first build (one core of C++ for long stretches) run beside it. The data
 /// directory exists on return (the jails bind it); the data is ready when the future resolves.
 pub async fn start(cfg: &Config) -> Result<impl Future<Output = Result<Dataset>> + use<>> {
     let (prepared, ready) = tokio::sync::oneshot::channel();
@@ -33,7 +32,7 @@ pub async fn start(cfg: &Config) -> Result<impl Future<Output = Result<Dataset>>
         // A thread, not tokio's blocking pool, which the runtime waits for when it shuts down:
         // on Ctrl-C the process ends at once, and the preparation resumes from its last whole
         // file the next time.
-        std::thread::spawn(move || prepared.send(prepare_enwik8_in_background(&repo)));
+        std::thread::spawn(move || prepared.send(prepare_enwik8(&repo)));
     } else {
         prepared.send(Ok(())).ok();
     }
@@ -89,22 +88,6 @@ fn needs_preparing(cfg: &Config) -> Result<bool> {
         );
     }
     Ok(true)
-}
-
-/// [`prepare_enwik8`] on worker threads at the lowest priority (nice 19, which anyone may set):
-/// beside a build it takes the cores the build leaves idle, and all of them otherwise.
-fn prepare_enwik8_in_background(repo: &Path) -> Result<()> {
-    let lowest = || {
-        // SAFETY: setpriority with PRIO_PROCESS and 0 sets the calling thread's nice value on
-        // Linux; it takes no pointers.
-        unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) };
-    };
-    lowest();
-    rayon::ThreadPoolBuilder::new()
-        .start_handler(move |_| lowest())
-        .build()
-        .context("starting the data preparation's threads")?
-        .install(|| prepare_enwik8(repo))
 }
 
 fn prepare_enwik8(repo: &Path) -> Result<()> {
