@@ -176,14 +176,14 @@ impl Config {
     }
 }
 
-/// The GPUs the workers train on: `--gpus`, else every visible one on a GPU machine; refused
-/// when local workers would have fewer than one each.
 /// Where the data lives unless `AUTORESEARCH_DATA` says otherwise; the orchestrator prepares it
 /// there on first use.
 pub fn default_data_dir(repo: &Path) -> PathBuf {
     repo.join("data").join("enwik8")
 }
 
+/// The GPUs the workers train on: `--gpus`, else every visible one on a GPU machine; refused
+/// when local workers would have fewer than one each.
 fn gpus(settings: &Settings, device: Profile) -> Result<Vec<String>> {
     let gpus = match &settings.gpus {
         Some(list) => list
