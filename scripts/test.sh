@@ -2,9 +2,11 @@
 # The tests, as README.md and .ci/run call them (after scripts/setup.sh): the whole workspace, then
 # the trust test once more with two workers in flight (AUTORESEARCH_WORKERS=2, which the
 # orchestrator takes when --workers is not given; tests/workers.rs drives the loop itself with one
-# worker and with many, kills and resumes included); the attack
-# suites run once, to keep the whole under 45 minutes on 2 cores. The Slurm
-# tests start a one-node cluster on this machine themselves (scripts/slurm-local.sh, root).
+# worker and with many, kills and resumes included); the attack suites run once, to keep the
+# whole under 45 minutes on 2 cores. The Slurm suite runs beside all of that, in a sandbox target
+# directory of its own (it mostly waits on the cluster, and one-at-a-time it was the longest
+# suite); its tests start a one-node cluster on this machine themselves (scripts/slurm-local.sh,
+# root), and its output is shown when it ends.
 # At the end (also after a failure) it prints the wall time of the build and of each suite.
 #
 #   scripts/test.sh           everything
@@ -20,15 +22,16 @@ case "${1:-}" in
   *) echo "usage: scripts/test.sh [--quick]" >&2; exit 2 ;;
 esac
 
-log=$(mktemp)
-times=$(mktemp)
-trap 'summary; rm -f "$log" "$times"' EXIT
+logs=$(mktemp -d)
+times=$logs/times
+beside=""
+trap 'finish || true; summary; rm -rf "$logs"' EXIT
 
 # Runs "$@" with its output shown and kept, and notes its wall time under the label $1.
 timed() {
-  local label=$1 started=$SECONDS
+  local label=$1 started=$SECONDS log
   shift
-  : >"$log"
+  log=$(mktemp -p "$logs")
   local status=0
   "$@" 2>&1 | tee "$log" || status=$?
   suites "$label" <"$log" >>"$times"
@@ -51,6 +54,16 @@ suites() {
     }'
 }
 
+# Waits for the suite run beside the others (see above), shows its output, and fails with it.
+finish() {
+  [ -n "$beside" ] || return 0
+  local status=0
+  wait "$beside" || status=$?
+  beside=""
+  cat "$logs/beside"
+  return "$status"
+}
+
 summary() {
   echo
   echo "== wall time (s), this run: $(date -u +%FT%TZ), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -66,6 +79,11 @@ fi
 # The LLM agent's tests run against llama.cpp's server with a small real model.
 scripts/setup-llm.sh
 timed build cargo test --workspace --release --no-run
+timed "build slurm" cargo test --release -p orchestrator --test slurm --no-run
+timed slurm env AUTORESEARCH_SANDBOX_TARGET=sandbox-target-slurm \
+  cargo test --release -p orchestrator --test slurm >"$logs/beside" 2>&1 &
+beside=$!
 timed workspace cargo test --workspace --release
 timed "two workers" env AUTORESEARCH_WORKERS=2 \
   cargo test --release -p orchestrator --test trust
+finish

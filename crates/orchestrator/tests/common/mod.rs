@@ -116,19 +116,26 @@ impl Sandbox {
     }
 }
 
-/// The target directory the sandboxes' builds share, `target/sandbox-target`. The first test to
-/// use it seeds it from the tests' own `target/release`, which holds tch and every other
-/// dependency built already: their units are the same (one feature set each, see
-/// crates/workspace-hack), so the sandboxes compile only the workspace's own crates rather than
-/// minutes of C++ and Rust again. Cargo still judges every unit by its fingerprint, so the seed can
-/// only save work: a copied unit that does not match is rebuilt.
+/// The target directory the sandboxes' builds share, `target/sandbox-target`, or the one under
+/// `target/` that `AUTORESEARCH_SANDBOX_TARGET` names: a suite run beside the others
+/// (scripts/test.sh runs the Slurm suite so) needs one of its own, since runs that share one must
+/// not overlap (see [`SERIAL`]). The first test to use it seeds it from the tests' own
+/// `target/release`, which holds tch and every other dependency built already: their units are
+/// the same (one feature set each, see crates/workspace-hack), so the sandboxes compile only the
+/// workspace's own crates rather than minutes of C++ and Rust again. Cargo still judges every unit
+/// by its fingerprint, so the seed can only save work: a copied unit that does not match is
+/// rebuilt.
 pub fn sandbox_target() -> PathBuf {
     static TARGET: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     TARGET
         .get_or_init(|| {
             let exe = std::env::current_exe().unwrap();
             let release = exe.ancestors().nth(2).unwrap();
-            let target = release.parent().unwrap().join("sandbox-target");
+            let name = std::env::var("AUTORESEARCH_SANDBOX_TARGET");
+            let target = release
+                .parent()
+                .unwrap()
+                .join(name.as_deref().unwrap_or("sandbox-target"));
             if !target.exists() {
                 seed(release, &target);
             }
