@@ -80,6 +80,10 @@ fi
 scripts/setup-llm.sh
 timed build cargo test --workspace --release --no-run
 timed "build slurm" cargo test --release -p orchestrator --test slurm --no-run
+# The cluster is started (its packages installed when missing) before the suites run side by side:
+# the dashboard's tests may install chromium meanwhile, and two apt-get runs at once fail on
+# dpkg's lock. The Slurm tests start it again, which finds it running.
+scripts/slurm-local.sh start >/dev/null
 timed slurm env AUTORESEARCH_SANDBOX_TARGET=sandbox-target-slurm \
   cargo test --release -p orchestrator --test slurm >"$logs/beside" 2>&1 &
 beside=$!
