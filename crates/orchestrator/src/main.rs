@@ -18,7 +18,6 @@ async fn main() -> Result<()> {
         Some(Command::Confirm(args)) => orchestrator::confirm::run(args, &repo).await,
         Some(Command::Finalize(args)) => orchestrator::finalize::run(args, &repo),
         Some(Command::Dashboard(args)) => orchestrator::dashboard::serve(&args, &repo).await,
-        Some(Command::PrepareData) => orchestrator::setup::prepare_data(&repo),
         Some(Command::Run(args)) => {
             orchestrator::research::run(Config::resolve(*args, &repo)?).await
         }

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, bail};
 use prepare::pipeline::{self, Options, Source};
 use prepare::{Dataset, Profile};
 
@@ -18,70 +18,32 @@ pub async fn ensure_ready(cfg: &Config) -> Result<Dataset> {
     Dataset::open(&cfg.data_dir)
 }
 
-/// [`ensure_ready`], with the data prepared in the background when it is missing: that takes
+/// [`ensure_ready`], with the data prepared on a thread of its own when it is missing: that takes
 /// minutes on a small machine (the tokenizer's training, the encoding), in which libtorch's
 /// install when it is missing (scripts/setup.sh installs it first) and then the protected
-/// evaluator's first build run beside it. The data directory exists on return (the jails bind
-/// it); the data is ready when the future resolves.
-///
-/// The preparation is a child process (this program's hidden `prepare-data`) in a session of its
-/// own, so that it can lower the priority of its scheduler autogroup: the build, in an autogroup
-/// of its own too (bubblewrap's `--new-session`), then has both cores whenever it can use them,
-/// and the data takes what the build leaves idle. At equal priority the scheduler splits the
-/// cores between the two, and their sum comes out later than each in turn. It is killed with
-/// the orchestrator, even by `kill -9`, and resumes from its last whole file the next time.
+/// evaluator's first build (one core of C++ for long stretches) run beside it. The data
+/// directory exists on return (the jails bind it); the data is ready when the future resolves.
 pub async fn start(cfg: &Config) -> Result<impl Future<Output = Result<Dataset>> + use<>> {
-    let preparing = if needs_preparing(cfg)? {
+    let (prepared, ready) = tokio::sync::oneshot::channel();
+    if needs_preparing(cfg)? {
         std::fs::create_dir_all(&cfg.data_dir)
             .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
-        Some(spawn_preparation(&cfg.repo)?)
+        let repo = cfg.repo.clone();
+        // A thread, not tokio's blocking pool, which the runtime waits for when it shuts down:
+        // on Ctrl-C the process ends at once, and the preparation resumes from its last whole
+        // file the next time.
+        std::thread::spawn(move || prepared.send(prepare_enwik8(&repo)));
     } else {
-        None
-    };
+        prepared.send(Ok(())).ok();
+    }
     ensure_libtorch(cfg).await?;
     let data_dir = cfg.data_dir.clone();
     Ok(async move {
-        if let Some(mut child) = preparing {
-            let status = child
-                .wait()
-                .await
-                .context("waiting for the data's preparation")?;
-            ensure!(
-                status.success(),
-                "preparing the data failed ({status}): its error is above; the next run resumes \
-                 it from its last whole file"
-            );
-        }
+        ready
+            .await
+            .context("the data's preparation ended without a result")??;
         Dataset::open(&data_dir)
     })
-}
-
-fn spawn_preparation(repo: &Path) -> Result<tokio::process::Child> {
-    let exe = std::env::current_exe().context("finding this program to prepare the data")?;
-    let mut command = tokio::process::Command::new(&exe);
-    command
-        .arg("prepare-data")
-        .current_dir(repo)
-        .kill_on_drop(true);
-    // SAFETY: setsid and prctl are async-signal-safe and touch only the child about to exec.
-    unsafe {
-        command.pre_exec(|| {
-            if libc::setsid() == -1 || libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    command
-        .spawn()
-        .with_context(|| format!("starting {} prepare-data", exe.display()))
-}
-
-/// `prepare-data`: the default data set prepared at the lowest priority its session's autogroup
-/// can have (see [`start`]). Where the kernel has no autogroups, it runs at the usual priority.
-pub fn prepare_data(repo: &Path) -> Result<()> {
-    std::fs::write("/proc/self/autogroup", "19").ok();
-    prepare_enwik8(repo)
 }
 
 /// Runs scripts/setup-libtorch.sh when the libtorch the builds link is the checkout's `.libtorch`

@@ -41,9 +41,6 @@ pub enum Command {
     /// Write the branch autoresearch/<tag>-final: one commit per kept change confirm did not
     /// refute, ready for review and merge.
     Finalize(FinalizeArgs),
-    /// The default data set's preparation, in the background of a run (see `setup::start`).
-    #[command(hide = true)]
-    PrepareData,
 }
 
 /// Where the dashboard listens unless told otherwise: this machine only.
