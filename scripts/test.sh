@@ -5,8 +5,8 @@
 # worker and with many, kills and resumes included); the attack suites run once, to keep the
 # whole under 45 minutes on 2 cores. The Slurm suite runs beside all of that, in a sandbox target
 # directory of its own (it mostly waits on the cluster, and one-at-a-time it was the longest
-# suite); its tests start a one-node cluster on this machine themselves (scripts/slurm-local.sh,
-# root), and its output is shown when it ends.
+# suite), on a one-node cluster started on this machine first (scripts/slurm-local.sh, root), and
+# its output is shown when it ends.
 # At the end (also after a failure) it prints the wall time of the build and of each suite.
 #
 #   scripts/test.sh           everything
