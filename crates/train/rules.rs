@@ -163,12 +163,13 @@ fn the_export_loads_as_the_evaluator_loads_it_and_computes_the_same_logits() {
     let (mut vs, model) = random_model(CFG);
     let idx = tokens(1, CFG.seq_len);
     let eager = tch::no_grad(|| model.forward(&idx));
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("model.pt");
+    // No tempfile: the orchestrator compiles these tests without the package's dev-dependencies.
+    let path = std::env::temp_dir().join(format!("rules-export-{}.pt", std::process::id()));
     runtime::export_to(&path, &mut vs, CFG.seq_len, |t| model.forward(t)).unwrap();
     // As crates/train/evaluate loads it: from its bytes, the graph executor's passes off.
     tch::jit::set_graph_executor_optimize(false);
     let bytes = std::fs::read(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
     let loaded = tch::CModule::load_data(&mut bytes.as_slice()).unwrap();
     let traced = tch::no_grad(|| loaded.forward_ts(&[idx.copy()])).unwrap();
     assert_eq!(traced.size(), eager.size());

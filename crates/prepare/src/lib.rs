@@ -6,15 +6,18 @@
 
 pub mod atomic;
 pub mod contract;
+#[cfg(feature = "pipeline")]
 pub mod corpus;
 pub mod data;
 pub mod env;
 pub mod eval;
 pub mod loader;
+#[cfg(feature = "pipeline")]
 pub mod pipeline;
 pub mod result;
 pub mod rng;
 pub mod split;
+#[cfg(feature = "pipeline")]
 pub mod tokenizer;
 
 use std::path::PathBuf;

@@ -46,6 +46,7 @@ pub(crate) fn docs_path(dir: &Path, split: Split) -> PathBuf {
 
 /// Writes one split's documents (each already starting with BOS). The docs file is written last,
 /// so its presence marks the split as done.
+#[cfg(any(feature = "pipeline", test))]
 pub(crate) fn write_split(dir: &Path, split: Split, docs: &[Vec<u16>]) -> Result<()> {
     let mut tokens = Vec::with_capacity(docs.iter().map(|d| 2 * d.len()).sum());
     let mut starts = Vec::with_capacity(8 * (docs.len() + 1));
