@@ -32,7 +32,7 @@ run() { # name commit orchestrator seed flags...
   local repo="$scratch/$name-$seed"
   git clone -q "$root" "$repo"
   git -C "$repo" checkout -q --detach "$commit"
-  # To where it points: the sandbox recreates this one link, not a chain of them.
+  # To where it points: the old search's sandbox recreates one link, not a chain of them.
   ln -s "$(readlink -f "$root/.libtorch")" "$repo/.libtorch"
   local started=$SECONDS
   (cd "$repo" && AUTORESEARCH_DATA="$root/data/enwik8" CARGO_TARGET_DIR="$root/target" \

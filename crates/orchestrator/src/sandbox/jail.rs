@@ -215,11 +215,14 @@ impl Jail {
         self.seen(host, inside)
     }
 
-    /// The link `path` as it is on the host (its target must be visible in the jail): a build
-    /// then sees the very `LIBTORCH` path an unsandboxed build saw, and cargo does not rebuild
-    /// libtorch's bindings for a changed variable.
+    /// The link `path` at its host path, pointing straight at what it resolves to (which must be
+    /// visible in the jail; the links of a chain in between are not): a build then sees the very
+    /// `LIBTORCH` path an unsandboxed build saw, and cargo does not rebuild libtorch's bindings
+    /// for a changed variable.
     pub fn link(&mut self, path: &Path) {
-        if let (Some((_, args)), Ok(target)) = (&mut self.bwrap, std::fs::read_link(path)) {
+        let is_link = path.symlink_metadata().is_ok_and(|m| m.is_symlink());
+        if let (Some((_, args)), true, Ok(target)) = (&mut self.bwrap, is_link, path.canonicalize())
+        {
             args.extend(["--symlink".into(), target.into(), path.into()]);
         }
     }
@@ -417,6 +420,21 @@ mod tests {
             std::ffi::OsStr::new("PYTORCH_CUDA_ALLOC_CONF"),
             Some(std::ffi::OsStr::new("per_process_memory_fraction:0.5"))
         )));
+    }
+
+    #[test]
+    fn a_chain_of_links_is_recreated_as_one_to_its_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let torch = dir.path().join("site-packages/torch");
+        std::fs::create_dir_all(&torch).unwrap();
+        let (first, second) = (dir.path().join(".libtorch"), dir.path().join("torch-link"));
+        std::os::unix::fs::symlink(&torch, &second).unwrap();
+        std::os::unix::fs::symlink(&second, &first).unwrap();
+        let mut jail = sandbox().jail();
+        jail.link(&first);
+        let torch = torch.canonicalize().unwrap();
+        let expected = format!("--symlink {} {}", torch.display(), first.display());
+        assert!(args(&jail).contains(&expected), "{}", args(&jail));
     }
 
     fn args_of_all(jail: &Jail) -> bool {
