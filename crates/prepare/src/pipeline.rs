@@ -6,8 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use indicatif::{ProgressBar, ProgressStyle};
-use rayon::prelude::*;
+use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -128,7 +127,7 @@ pub fn run(opts: &Options) -> Result<Summary> {
             "training the tokenizer (vocab {})",
             opts.vocab_size
         ));
-        let tokenizer = Tokenizer::train(corpus.splits[0].iter(), opts.vocab_size)?;
+        let tokenizer = Tokenizer::train(&corpus.splits[0], opts.vocab_size)?;
         spinner.finish_and_clear();
         tokenizer.save(&tokenizer_path)?;
         let lengths: Vec<u8> = padded_byte_lengths(&tokenizer, opts.vocab_size)
@@ -146,17 +145,12 @@ pub fn run(opts: &Options) -> Result<Summary> {
         }
         let corpus = corpus.as_ref().expect("loaded when a split is missing");
         let docs = &corpus.splits[i];
-        let bar = progress(docs.len() as u64, format!("encoding {}", split.name()));
-        let encoded: Vec<Vec<u16>> = docs
-            .par_iter()
-            .map(|doc| {
-                let mut ids = vec![BOS_ID as u16];
-                ids.extend(tokenizer.encode(doc)?);
-                bar.inc(1);
-                Ok(ids)
-            })
-            .collect::<Result<_>>()?;
-        bar.finish_and_clear();
+        let spinner = spinner(format!("encoding {}", split.name()));
+        let mut encoded = tokenizer.encode_all(docs)?;
+        for ids in &mut encoded {
+            ids.insert(0, BOS_ID as u16);
+        }
+        spinner.finish_and_clear();
         split::write_split(dir, split, &encoded)?;
     }
     lap("encoding", &mut timings);
@@ -251,15 +245,6 @@ fn spinner(message: String) -> ProgressBar {
     let bar = ProgressBar::new_spinner().with_message(message);
     bar.enable_steady_tick(Duration::from_millis(120));
     bar
-}
-
-fn progress(len: u64, message: String) -> ProgressBar {
-    let style = ProgressStyle::with_template("{msg:>16} [{bar:30}] {pos}/{len} docs {elapsed}")
-        .expect("a valid template")
-        .progress_chars("=> ");
-    ProgressBar::new(len)
-        .with_style(style)
-        .with_message(message)
 }
 
 impl std::fmt::Display for Summary {
