@@ -109,7 +109,7 @@ fn yield_cpu() {
 }
 
 fn prepare_enwik8(repo: &Path) -> Result<()> {
-    eprintln!("preparing enwik8 (once: download, tokenizer, tokens; minutes on 2 cores)...");
+    eprintln!("preparing enwik8 (once: download, tokenizer, tokens; about a minute on 2 cores)...");
     let summary = pipeline::run(&Options {
         source: Source::Enwik8 {
             download_dir: repo.join("data").join("download"),
