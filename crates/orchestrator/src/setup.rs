@@ -18,13 +18,12 @@ pub async fn ensure_ready(cfg: &Config) -> Result<Dataset> {
     Dataset::open(&cfg.data_dir)
 }
 
-/// [`ensure_ready`], with the data prepared on threads of their own when it is missing: that
-/// takes a minute of both cores on a small machine (the tokenizer's training, the encoding), in
-/// which libtorch's install when it is missing (scripts/setup.sh installs it first) and then the
-/// protected evaluator's first build run beside it. The preparation yields to them: that build's
-/// longest step, which the first run waits for, is a minute of one core of C++ (torch-sys's
-/// bindings), and the preparation can do with whatever core is free. The data directory exists
-/// on return (the jails bind it); the data is ready when the future resolves.
+/// [`ensure_ready`], with the data prepared on a thread of its own when it is missing: that takes
+/// a minute of both cores on a small machine (the tokenizer's training, the encoding), in which
+/// libtorch's install when it is missing (scripts/setup.sh installs it first) and then the
+/// protected evaluator's first build (one core of C++ for long stretches) run beside it. The
+/// data directory exists on return (the jails bind it); the data is ready when the future
+/// resolves.
 pub async fn start(cfg: &Config) -> Result<impl Future<Output = Result<Dataset>> + use<>> {
     let (prepared, ready) = tokio::sync::oneshot::channel();
     if needs_preparing(cfg)? {
@@ -34,16 +33,7 @@ pub async fn start(cfg: &Config) -> Result<impl Future<Output = Result<Dataset>>
         // A thread, not tokio's blocking pool, which the runtime waits for when it shuts down:
         // on Ctrl-C the process ends at once, and the preparation resumes from its last whole
         // file the next time.
-        std::thread::spawn(move || {
-            yield_cpu();
-            let pool = rayon::ThreadPoolBuilder::new()
-                .start_handler(|_| yield_cpu())
-                .build();
-            prepared.send(match pool {
-                Ok(pool) => pool.install(|| prepare_enwik8(&repo)),
-                Err(e) => Err(e).context("starting the data's preparation"),
-            })
-        });
+        std::thread::spawn(move || prepared.send(prepare_enwik8(&repo)));
     } else {
         prepared.send(Ok(())).ok();
     }
@@ -99,13 +89,6 @@ fn needs_preparing(cfg: &Config) -> Result<bool> {
         );
     }
     Ok(true)
-}
-
-/// Lowers the calling thread's priority (nice 10; Linux keeps one per thread), and that of the
-/// processes it starts, to let a build beside it run first.
-fn yield_cpu() {
-    // SAFETY: changes only this thread's scheduling priority; a failure leaves it as it was.
-    unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10) };
 }
 
 fn prepare_enwik8(repo: &Path) -> Result<()> {
