@@ -445,11 +445,17 @@ pub fn libtorch(command: &mut tokio::process::Command) {
         .env("MALLOC_TRIM_THRESHOLD_", "1000000000000")
         .kill_on_drop(true);
     #[cfg(target_os = "linux")]
-    // SAFETY: prctl is async-signal-safe and touches only the child about to exec.
+    // SAFETY: prctl and getppid are async-signal-safe and touch only the child about to exec.
     unsafe {
-        command.pre_exec(|| {
+        let parent = std::process::id();
+        command.pre_exec(move || {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
                 return Err(std::io::Error::last_os_error());
+            }
+            // A parent killed between the fork and the line above sends no signal: the child
+            // would run on, orphaned (seen once in the kill -9 test on a loaded machine).
+            if libc::getppid() as u32 != parent {
+                return Err(std::io::Error::other("the orchestrator died"));
             }
             Ok(())
         });
