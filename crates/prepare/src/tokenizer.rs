@@ -69,13 +69,13 @@ impl Tokenizer {
         let mut inner = HfTokenizer::new(bpe);
         inner.with_pre_tokenizer(Some(pre_tokenizer()?));
         inner.with_decoder(Some(ByteLevel::default()));
-        Tokenizer::from_hf(inner)
+        Tokenizer::from_hf(inner, split)
     }
 
     pub fn load(path: &Path) -> Result<Tokenizer> {
         let inner = HfTokenizer::from_file(path)
             .map_err(|e| anyhow!("reading tokenizer {}: {e}", path.display()))?;
-        Tokenizer::from_hf(inner)
+        Tokenizer::from_hf(inner, split_regex()?)
     }
 
     pub fn save(&self, path: &Path) -> Result<()> {
@@ -84,7 +84,7 @@ impl Tokenizer {
             .map_err(|e| anyhow!("writing tokenizer {}: {e}", path.display()))
     }
 
-    fn from_hf(inner: HfTokenizer) -> Result<Tokenizer> {
+    fn from_hf(inner: HfTokenizer, split: Regex) -> Result<Tokenizer> {
         let char_to_byte: HashMap<char, u8> = BYTE_CHARS
             .iter()
             .zip(0..=255u8)
@@ -110,7 +110,7 @@ impl Tokenizer {
         );
         Ok(Tokenizer {
             inner,
-            split: split_regex()?,
+            split,
             token_bytes,
         })
     }
