@@ -105,7 +105,8 @@ pub(super) async fn run(
     if let (Some(new), Some(old)) = (measured, s.noise(&w.turn).filter(|_| seq > 0)) {
         let old = old.sigma;
         runs.flags.push(format!(
-            "noise floor re-measured: sigma {old:.6} -> {new:.6}"
+            "noise re-measured at this best: sigma {new:.6} from its runs alone (the floor \
+             was {old:.6}; it pools them with the latest runs before them)"
         ));
     }
     Ok(Some(Trials {
