@@ -2,8 +2,8 @@
 # The offline search on the real trainer (enwik8, CPU profile, a short budget) against the one it
 # replaced, on equal trial counts and several seeds. Each run is a fresh tag in a scratch clone,
 # `--noise-seeds 1` (every change judged on one run), `--fresh` for the new search (no memory of
-# other runs). Today's search runs in a clone of OLD_SEARCH (default: the commit before the TPE
-# search, whose trainer has the same constants and training; only its clock call differs), its
+# other runs). Today's search runs in a clone of OLD_SEARCH (default: the commit before the model-based
+# searches, whose trainer has the same constants and training; only its clock call differs), its
 # trainers built in target/ as the new one's, its evaluator in target-evaluator/ (as that version
 # did: the first time, libtorch's wrapper is compiled there, minutes). Prints each run's best val_bpb after every trial, the
 # medians per search, and on how many trials the new search reached the old one's final best.

@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use orchestrator::agent::search::{self, Knob, Outcome, Setting, Tpe, Trial};
+use orchestrator::agent::search::{self, Knob, Outcome, Setting, Trial};
 use prepare::rng::SplitMix64;
 
 /// Standard deviation of a run's score: the CPU profile's measured noise floor.
@@ -50,11 +50,11 @@ fn main() {
             .or_default()
             .push(old);
         curves
-            .entry("new (TPE), first night")
+            .entry("new (model), first night")
             .or_default()
             .push(new);
         curves
-            .entry("new (TPE), second night, from the shipped trainer, remembering the first")
+            .entry("new (model), second night, from the shipped trainer, remembering the first")
             .or_default()
             .push(again);
     }
@@ -85,8 +85,9 @@ fn main() {
     }
 }
 
-/// A seed's stand-in: each tunable's optimum a factor up to 2.5 from the shipped value, its
-/// weight large for three of them and small for the rest.
+/// A seed's stand-in: each tunable's optimum a factor up to 2.5 from the shipped value (from
+/// its distance from 1 for betas and ratios, as the searches scale them), its weight large for
+/// three of them and small for the rest.
 struct Objective {
     optimum: HashMap<String, (f64, f64)>,
     defaults: HashMap<String, f64>,
@@ -109,7 +110,12 @@ impl Objective {
                 } else {
                     0.003
                 };
-                (k.name.clone(), (log_scale(k, k.value * factor), weight))
+                let optimum = if fraction(&k.name, k.value) {
+                    1.0 - ((1.0 - k.value) * factor).min(0.99)
+                } else {
+                    k.value * factor
+                };
+                (k.name.clone(), (log_scale(k, optimum), weight))
             })
             .collect();
         Objective {
@@ -213,14 +219,7 @@ impl NewSearch {
 
 impl Searcher for NewSearch {
     fn propose(&mut self, best: &str) -> Option<String> {
-        let changes = search::propose(
-            &Tpe::default(),
-            best,
-            "GPU_",
-            &self.trials,
-            &self.tried,
-            &mut self.rng,
-        )?;
+        let changes = search::propose(best, "GPU_", &self.trials, &self.tried, &mut self.rng)?;
         let mut changed = best.to_string();
         for c in changes {
             changed = changed.replace(&c.knob.line, &c.knob.line_with(c.value));
@@ -237,7 +236,7 @@ impl Searcher for NewSearch {
     }
 }
 
-/// The search the TPE replaced, as it was: one or two constants at a time, up or down by 1.5x
+/// The search the model-based ones replaced, as it was: one or two constants at a time, up or down by 1.5x
 /// or 2x, leaning toward directions that helped, never a setting twice.
 struct OldSearch {
     rng: SplitMix64,

@@ -1,6 +1,6 @@
 //! The built-in search for when no LLM is configured (and the tuner between an LLM's changes,
-//! see `tune_share`): it proposes settings of the current best's numeric `const`s with a TPE
-//! model fed by every recorded trial (`search`), never repeats a setting, and changes values,
+//! see `tune_share`): it proposes settings of the current best's numeric `const`s with a model
+//! of the score fed by every recorded trial (`search`), never repeats a setting, and changes values,
 //! never types. Seeded; what it has proposed survives `--resume` (`offline_agent.json`), and
 //! what it learnt is read again from the records.
 
@@ -12,7 +12,7 @@ use prepare::Profile;
 use prepare::rng::SplitMix64;
 use serde::{Deserialize, Serialize};
 
-use super::search::{self, Setting, Tpe, Trial};
+use super::search::{self, Setting, Trial};
 use super::{Proposal, device_prefixes};
 use crate::cost::Tokens;
 use crate::ledger::Record;
@@ -34,7 +34,6 @@ pub struct OfflineAgent {
     other_device: &'static str,
     /// What every setting recorded so far gave, this run's and the earlier runs' it remembers.
     trials: Vec<Trial>,
-    tpe: Tpe,
 }
 
 impl OfflineAgent {
@@ -66,7 +65,6 @@ impl OfflineAgent {
             path: state_path,
             other_device: device_prefixes(device).1,
             trials,
-            tpe: Tpe::default(),
         })
     }
 
@@ -75,7 +73,6 @@ impl OfflineAgent {
     pub fn propose(&mut self, ws: &Workspace) -> Result<Proposal> {
         let source = ws.read_file(SOURCE).map_err(anyhow::Error::msg)?;
         let Some(changes) = search::propose(
-            &self.tpe,
             &source,
             self.other_device,
             &self.trials,

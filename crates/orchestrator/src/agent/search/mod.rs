@@ -1,20 +1,20 @@
 //! The offline agent's model-based search over the trainer's constants: every trial recorded
 //! with the same evaluation contract, device and budget (this run's and, through the memory,
-//! earlier runs'), crashes and early stops included, feeds a TPE model (`tpe`) that proposes
-//! the next setting of the current best's constants (`knobs`). Settings are compared only
+//! earlier runs'), crashes and early stops included, feeds a model of the score (`model`) that
+//! proposes the next setting of the current best's constants (`knobs`). Settings are compared only
 //! between sources of the same structure: after an LLM's change to the code, the trials of the
 //! old code no longer say how the new one behaves.
 
 pub mod history;
 mod knobs;
-mod tpe;
+mod model;
 
 use std::collections::HashSet;
 
 use prepare::rng::SplitMix64;
 
 pub use knobs::{Knob, Setting};
-pub use tpe::{Observed, Outcome, Tpe};
+pub use model::{Observed, Outcome};
 
 use knobs::Space;
 
@@ -54,7 +54,6 @@ pub fn knobs_of(source: &str, idle_prefix: &str) -> Vec<Knob> {
 /// settings is in `tried` (see [`Setting::key`]); the constants whose names start with
 /// `idle_prefix` are left alone. None when nothing new is found near the best.
 pub fn propose(
-    tpe: &Tpe,
     best: &str,
     idle_prefix: &str,
     trials: &[Trial],
@@ -81,7 +80,7 @@ pub fn propose(
         setting
     };
     let centre = space.to_unit(&incumbent.values)?;
-    let point = tpe.suggest(&centre, &observed, rng, |point| {
+    let point = model::suggest(&centre, &observed, rng, |point| {
         let values = space.values_at(point);
         let setting = at(&values);
         let new = setting != incumbent && !tried.contains(&setting.key());
