@@ -89,6 +89,39 @@ fn features(incumbent: &[f64], x: &[f64]) -> Vec<f64> {
         .collect()
 }
 
+/// Each observed point's features and its score standardized (mean 0, sd 1 over the scored);
+/// a failure counts as the worst score seen: to be avoided, by how much unknown. None before
+/// two scored points.
+fn standardized(incumbent: &[f64], observed: &[Observed]) -> Option<Vec<(Vec<f64>, f64)>> {
+    let scores: Vec<f64> = observed
+        .iter()
+        .filter_map(|o| match o.outcome {
+            Outcome::Score(s) => Some(s),
+            Outcome::Failed => None,
+        })
+        .collect();
+    if scores.len() < 2 {
+        return None;
+    }
+    let worst = scores.iter().copied().fold(f64::MIN, f64::max);
+    let mean = scores.iter().sum::<f64>() / scores.len() as f64;
+    let sd = (scores.iter().map(|s| (s - mean).powi(2)).sum::<f64>() / scores.len() as f64)
+        .sqrt()
+        .max(1e-12);
+    Some(
+        observed
+            .iter()
+            .map(|o| {
+                let score = match o.outcome {
+                    Outcome::Score(s) => s,
+                    Outcome::Failed => worst,
+                };
+                (features(incumbent, &o.point), (score - mean) / sd)
+            })
+            .collect(),
+    )
+}
+
 /// Weights of the model, in standardized score units.
 struct Weights(Vec<f64>);
 
@@ -119,34 +152,9 @@ struct Posterior {
 }
 
 impl Posterior {
-    /// The posterior with the evidence's best precisions; None before two scored points. A
-    /// failure counts as the worst score seen: it is to be avoided, by how much unknown.
+    /// The posterior with the evidence's best precisions; None before two scored points.
     fn fit(incumbent: &[f64], observed: &[Observed]) -> Option<Posterior> {
-        let scores: Vec<f64> = observed
-            .iter()
-            .filter_map(|o| match o.outcome {
-                Outcome::Score(s) => Some(s),
-                Outcome::Failed => None,
-            })
-            .collect();
-        if scores.len() < 2 {
-            return None;
-        }
-        let worst = scores.iter().copied().fold(f64::MIN, f64::max);
-        let mean = scores.iter().sum::<f64>() / scores.len() as f64;
-        let sd = (scores.iter().map(|s| (s - mean).powi(2)).sum::<f64>() / scores.len() as f64)
-            .sqrt()
-            .max(1e-12);
-        let rows: Vec<(Vec<f64>, f64)> = observed
-            .iter()
-            .map(|o| {
-                let score = match o.outcome {
-                    Outcome::Score(s) => s,
-                    Outcome::Failed => worst,
-                };
-                (features(incumbent, &o.point), (score - mean) / sd)
-            })
-            .collect();
+        let rows = standardized(incumbent, observed)?;
         let p = rows[0].0.len();
         let mut gram = vec![vec![0.0; p]; p];
         let mut projected = vec![0.0; p];
@@ -158,38 +166,44 @@ impl Posterior {
                 }
             }
         }
-        let mut best: Option<(f64, Posterior)> = None;
-        for alpha in ALPHAS {
-            for beta in BETAS {
-                let a: Vec<Vec<f64>> = (0..p)
-                    .map(|i| {
-                        (0..p)
-                            .map(|j| beta * gram[i][j] + alpha * f64::from(u8::from(i == j)))
-                            .collect()
-                    })
-                    .collect();
-                let Some(l) = cholesky(&a) else { continue };
-                let b: Vec<f64> = projected.iter().map(|v| beta * v).collect();
-                let m = solve_transposed(&l, &solve(&l, &b));
-                let residual: f64 = rows.iter().map(|(x, y)| (y - dot(x, &m)).powi(2)).sum();
-                let log_det: f64 = 2.0 * (0..p).map(|i| l[i][i].ln()).sum::<f64>();
-                // The log evidence of a Bayesian linear regression, less terms common to all.
-                let evidence = 0.5 * p as f64 * alpha.ln() + 0.5 * rows.len() as f64 * beta.ln()
-                    - 0.5 * beta * residual
-                    - 0.5 * alpha * dot(&m, &m)
-                    - 0.5 * log_det;
-                if best.as_ref().is_none_or(|(e, _)| evidence > *e) {
-                    best = Some((
-                        evidence,
-                        Posterior {
-                            mean: m,
-                            precision: l,
-                        },
-                    ));
-                }
-            }
-        }
-        best.map(|(_, posterior)| posterior)
+        ALPHAS
+            .iter()
+            .flat_map(|&alpha| BETAS.map(|beta| (alpha, beta)))
+            .filter_map(|(alpha, beta)| {
+                Posterior::with_precisions(&rows, &gram, &projected, alpha, beta)
+            })
+            .max_by(|a, b| a.0.total_cmp(&b.0))
+            .map(|(_, posterior)| posterior)
+    }
+
+    /// The posterior for prior precision `alpha` and noise precision `beta`, given the rows'
+    /// `gram` matrix and `projected` scores, and its log evidence (less the terms common to
+    /// every choice); None when it is not positive definite.
+    fn with_precisions(
+        rows: &[(Vec<f64>, f64)],
+        gram: &[Vec<f64>],
+        projected: &[f64],
+        alpha: f64,
+        beta: f64,
+    ) -> Option<(f64, Posterior)> {
+        let p = projected.len();
+        let a: Vec<Vec<f64>> = (0..p)
+            .map(|i| {
+                (0..p)
+                    .map(|j| beta * gram[i][j] + if i == j { alpha } else { 0.0 })
+                    .collect()
+            })
+            .collect();
+        let l = cholesky(&a)?;
+        let b: Vec<f64> = projected.iter().map(|v| beta * v).collect();
+        let mean = solve_transposed(&l, &solve(&l, &b));
+        let residual: f64 = rows.iter().map(|(x, y)| (y - dot(x, &mean)).powi(2)).sum();
+        let log_det: f64 = 2.0 * (0..p).map(|i| l[i][i].ln()).sum::<f64>();
+        let evidence = 0.5 * p as f64 * alpha.ln() + 0.5 * rows.len() as f64 * beta.ln()
+            - 0.5 * beta * residual
+            - 0.5 * alpha * dot(&mean, &mean)
+            - 0.5 * log_det;
+        Some((evidence, Posterior { mean, precision: l }))
     }
 
     /// One draw of the weights, `TEMPERATURE` times the posterior's width around its mean.
