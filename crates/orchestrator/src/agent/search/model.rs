@@ -2,14 +2,16 @@
 //! regression on `1, z_i, z_i²`, where `z` is a setting's offset from the best in the unit
 //! cube), its prior and noise precisions chosen by their evidence. Each proposal is Thompson
 //! sampling: one draw of the weights from the posterior, and every constant moved to that
-//! draw's minimum, at most a factor 2 from the best's value.
+//! draw's minimum, at most a factor 2 from the best's value (one constant at a time until more
+//! trials are scored than there are constants).
 //!
 //! Why this shape: near a hand-tuned setting, a score is close to a bowl in each constant's
 //! logarithm, and most constants matter little. One model over every trial pools the noise of
 //! single runs (a change worth less than one run's noise is still seen after a few dozen runs),
 //! learns which constants matter from how the scores move with them, and the draw explores
 //! where it is unsure. On the stand-in benchmark (`benches/search.rs`), the TPE it replaced
-//! reached the older search's final best within 60 trials on 9 of 20 seeds; this model on 18.
+//! reached the older search's final best within 60 trials on 9 of 20 seeds; this model on 17,
+//! in a median of 26 trials.
 
 use prepare::rng::SplitMix64;
 
@@ -41,8 +43,8 @@ const TEMPERATURE: f64 = 0.5;
 const ALPHAS: [f64; 5] = [0.01, 0.1, 1.0, 10.0, 100.0];
 const BETAS: [f64; 6] = [0.3, 1.0, 3.0, 10.0, 30.0, 100.0];
 
-/// The next point: the draw's minimum when `snap` accepts it, else the accepted
-/// single-coordinate step the draw scores best. `snap` puts a point on the grid of values the
+/// The next point: the draw's minimum when `snap` accepts it and more points than coordinates
+/// are scored, else the accepted single-coordinate step the draw scores best. `snap` puts a point on the grid of values the
 /// caller can run (whole numbers, a few digits) and refuses one it must not run (tried before,
 /// or too close to the incumbent to tell apart); None when it accepts none.
 pub fn suggest(
@@ -62,7 +64,16 @@ pub fn suggest(
             .map(|i| (incumbent[i] + w.minimum(i)).clamp(0.0, 1.0))
             .collect();
         candidates.extend((0..incumbent.len()).map(|i| moved(incumbent, i, minimum[i])));
-        candidates.push(minimum);
+        // Moving every constant at once pays only once the model can tell each one's slope:
+        // before, such a draw is mostly its prior, a random move of every constant (on the real
+        // trainer, often a crash).
+        let scored = observed
+            .iter()
+            .filter(|o| o.outcome != Outcome::Failed)
+            .count();
+        if scored > incumbent.len() {
+            candidates.push(minimum);
+        }
     }
     let predicted = |x: &[f64]| draw.as_ref().map_or(0.0, |w| w.predict(incumbent, x));
     candidates
