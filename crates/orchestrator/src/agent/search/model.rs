@@ -33,7 +33,7 @@ pub struct Observed {
 
 /// Farthest a proposal moves one coordinate: a factor 2 where the cube spans a factor 16.
 const REACH: f64 = 0.25;
-/// Single-coordinate steps tried when the draw's minimum was refused: factors 1.5 and 2.
+/// The single-coordinate steps: a factor 1.5 or 2, down or up.
 const STEPS: [f64; 4] = [-0.25, -0.146, 0.146, 0.25];
 /// Width of the draw around the posterior mean: a whole posterior's width moved every constant
 /// to the edge of its reach in the first dozen trials, where the model knows little.
@@ -44,9 +44,10 @@ const ALPHAS: [f64; 5] = [0.01, 0.1, 1.0, 10.0, 100.0];
 const BETAS: [f64; 6] = [0.3, 1.0, 3.0, 10.0, 30.0, 100.0];
 
 /// The next point: the draw's minimum when `snap` accepts it and more points than coordinates
-/// are scored, else the accepted single-coordinate step the draw scores best. `snap` puts a point on the grid of values the
-/// caller can run (whole numbers, a few digits) and refuses one it must not run (tried before,
-/// or too close to the incumbent to tell apart); None when it accepts none.
+/// are scored, else the accepted single-coordinate step the draw scores best. `snap` puts a
+/// point on the grid of values the caller can run (whole numbers, a few digits) and refuses one
+/// it must not run (tried before, or too close to the incumbent to tell apart); None when it
+/// accepts none.
 pub fn suggest(
     incumbent: &[f64],
     observed: &[Observed],
