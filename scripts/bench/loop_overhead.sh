@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 budget=${1:-20}
 experiments=${2:-4}
-scripts/setup-libtorch.sh
+scripts/setup.sh # libtorch and the sandbox (bubblewrap) the orchestrator runs the trainer in
 cargo build --release -q -p orchestrator -p train
 [ -f data/enwik8/contract.json ] || cargo run --release -q -p prepare
 root=$(pwd)

@@ -15,7 +15,7 @@ trials=${2:-10}
 seeds=${3:-2}
 old=${OLD_SEARCH:-4a6a990}
 root=$(pwd)
-scripts/setup-libtorch.sh
+scripts/setup.sh # libtorch and the sandbox (bubblewrap) the orchestrator runs the trainer in
 [ -f data/enwik8/contract.json ] || cargo run --release -q -p prepare
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
