@@ -8,6 +8,9 @@
 # did: the first time, libtorch's wrapper is compiled there, minutes). Prints each run's best val_bpb after every trial, the
 # medians per search, and on how many trials the new search reached the old one's final best.
 # Usage: scripts/bench/search.sh [budget seconds, default 15] [trials, default 10] [seeds, default 2]
+# AUTORESEARCH_DATA=DIR scores on another prepared data set: the CPU profile with a 100 KB
+# validation prefix (`prepare --profile cpu --eval-bytes 100000 --data-dir DIR`) is scored in
+# seconds where the profile's 1 MB takes about a minute on 2 cores, most of a 15 s trial.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 budget=${1:-15}
@@ -16,7 +19,8 @@ seeds=${3:-2}
 old=${OLD_SEARCH:-4a6a990}
 root=$(pwd)
 scripts/setup.sh # libtorch and the sandbox (bubblewrap) the orchestrator runs the trainer in
-[ -f data/enwik8/contract.json ] || cargo run --release -q -p prepare
+data=${AUTORESEARCH_DATA:-$root/data/enwik8}
+[ -f "$data/contract.json" ] || cargo run --release -q -p prepare -- --data-dir "$data"
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 # Both orchestrators from one target directory: the old one built first and copied aside.
@@ -35,7 +39,7 @@ run() { # name commit orchestrator seed flags...
   # To where it points: the old search's sandbox recreates one link, not a chain of them.
   ln -s "$(readlink -f "$root/.libtorch")" "$repo/.libtorch"
   local started=$SECONDS
-  (cd "$repo" && AUTORESEARCH_DATA="$root/data/enwik8" CARGO_TARGET_DIR="$root/target" \
+  (cd "$repo" && AUTORESEARCH_DATA="$data" CARGO_TARGET_DIR="$root/target" \
     "$bin" --agent offline --tag bench --seed "$seed" --time-budget "$budget" \
     --noise-seeds 1 --max-experiments $((trials + 1)) "$@" 2>"$repo.stderr") \
     || { tail -20 "$repo.stderr"; exit 1; }

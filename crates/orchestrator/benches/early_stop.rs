@@ -95,6 +95,7 @@ fn main() {
     }
     let judged: Vec<Judged> = nights.iter().flat_map(|n| replay(n, default)).collect();
     details(&judged);
+    per_night(&nights, &judged);
 }
 
 /// The default rule, then each of its figures varied alone.
@@ -264,4 +265,31 @@ fn details(judged: &[Judged]) {
         judged.len(),
         100.0 * false_stops as f64 / judged_n
     );
+}
+
+/// The default rule on each night alone: nights of different agents differ most in how many of
+/// their changes are hopeless, which bounds what stopping can save.
+fn per_night(nights: &[Night], judged: &[Judged]) {
+    println!("\nthe default rule, night by night:");
+    for night in nights {
+        let ours: Vec<&Judged> = judged.iter().filter(|j| j.night == night.name).collect();
+        let saved: f64 = ours
+            .iter()
+            .filter_map(|j| Some(j.budget - j.stopped?.seconds))
+            .sum();
+        let stopped = ours.iter().filter(|j| j.stopped.is_some()).count();
+        let false_stops = ours
+            .iter()
+            .filter(|j| j.stopped.is_some() && j.close)
+            .count();
+        let share = saved / training(&night.records).max(f64::MIN_POSITIVE);
+        println!(
+            "  {}: stopped {stopped} of {} judged, {false_stops} false; saved {:.1}% of its \
+             training: {:.1} experiments an hour at {REAL_BUDGET} s",
+            night.name,
+            ours.len(),
+            100.0 * share,
+            3600.0 / (REAL_BUDGET * (1.0 - share))
+        );
+    }
 }
