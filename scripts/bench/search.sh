@@ -66,6 +66,12 @@ def curve(path):
     return rows[0]["val_bpb"], out
 
 runs = {name: [curve(f"{scratch}/{name}-{s}.jsonl") for s in range(1, seeds + 1)] for name in ("old", "new")}
+for name in ("old", "new"):
+    for s in range(1, seeds + 1):
+        print(f"{name} seed {s}, trial by trial:")
+        for r in sorted((json.loads(l) for l in open(f"{scratch}/{name}-{s}.jsonl")), key=lambda r: r["seq"]):
+            score = "-" if r["val_bpb"] is None else f"{r['val_bpb']:.4f}"
+            print(f"  #{r['seq']} {r['status']} {score} {r['description']}")
 for name, rs in runs.items():
     for s, (base, c) in enumerate(rs, 1):
         print(f"{name} seed {s}: baseline {base:.4f}; best after each trial: " + " ".join(f"{b:.4f}" for b in c))
