@@ -3,12 +3,14 @@
 changes to the trainer, one per experiment, in order: a night of given changes, recorded by the
 orchestrator as any night (the early-stopping corpus's `edits60`, see its README).
 
-Usage: scripted_agent.py EDITS.json [PORT]   then   OPENAI_BASE_URL=http://127.0.0.1:PORT/v1
+Usage: scripted_agent.py EDITS.json [PORT [FIRST]]   then   OPENAI_BASE_URL=http://127.0.0.1:PORT/v1
+(FIRST: the index of the first change to hand out, to go on after a `--resume`).
 
 EDITS.json: [{"description": "...", "edits": [[old_string, new_string], ...]}, ...]. Each
 experiment's first request gets the change's `edit_file` calls, one per turn, then `finish`;
-a later turn of the same experiment (a build error to repair) gets `finish` again. When the
-list is spent, requests get an error, which ends the night.
+a later turn of the same experiment (a build error to repair) gets `finish` again. A change
+whose text is no longer there (an earlier change was kept over it) is skipped for the next.
+When the list is spent, requests get an error, which ends the night.
 """
 import json
 import re
@@ -17,7 +19,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 changes = json.load(open(sys.argv[1]))
 port = int(sys.argv[2]) if len(sys.argv) > 2 else 8089
-assigned = {}  # experiment number -> (change, replies sent)
+handed = int(sys.argv[3]) if len(sys.argv) > 3 else 0  # changes handed out so far
+assigned = {}  # experiment number -> [change, replies sent]
 
 
 def completion(message):
@@ -44,10 +47,14 @@ def reply(request):
     if not found:
         return 400, {"error": {"message": "no `# Experiment #N` in the brief"}}
     n = int(found.group(1))
-    if n not in assigned:
-        if len(assigned) == len(changes):
+    last = request["messages"][-1]
+    stale = last.get("role") == "tool" and "old_string was not found" in str(last.get("content"))
+    if n not in assigned or stale:
+        global handed
+        if handed == len(changes):
             return 400, {"error": {"message": f"the {len(changes)} scripted changes are spent"}}
-        assigned[n] = [changes[len(assigned)], 0]
+        assigned[n] = [changes[handed], 0]
+        handed += 1
     change, sent = assigned[n]
     assigned[n][1] += 1
     if sent < len(change["edits"]):
