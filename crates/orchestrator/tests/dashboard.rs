@@ -239,6 +239,9 @@ const ROWS: &str = "return document.querySelectorAll('#experiments tr.experiment
 #[allow(clippy::await_holding_lock)]
 async fn a_live_night_updates_the_open_page() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // Chromium first: on a loaded machine it can take longer to start than the baseline's few
+    // seconds of training, whose curve the page must see in flight.
+    let browser = Browser::start().await;
     let standin = standin::Standin::new();
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
@@ -260,7 +263,6 @@ async fn a_live_night_updates_the_open_page() {
     let mut night = Killed(standin.spawn(&flags, &stderr));
     // Served before anything else starts.
     wait_for_port(port, Duration::from_secs(60), "run --dashboard");
-    let browser = Browser::start().await;
     browser
         .client
         .goto(&format!("http://{addr}"))
