@@ -54,9 +54,13 @@ python3 - "$scratch" "$seeds" "$trials" <<'PY'
 import json, statistics, sys
 scratch, seeds, trials = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 
+def records(path):
+    """A run's records in the order the experiments were numbered."""
+    return sorted((json.loads(l) for l in open(path)), key=lambda r: r["seq"])
+
 def curve(path):
-    """The best (kept) val_bpb after each trial, in the order the experiments were numbered."""
-    rows = sorted((json.loads(l) for l in open(path)), key=lambda r: r["seq"])
+    """The best (kept) val_bpb after each trial."""
+    rows = records(path)
     best, out = None, []
     for r in rows:
         if r["status"] == "keep":
@@ -69,7 +73,7 @@ runs = {name: [curve(f"{scratch}/{name}-{s}.jsonl") for s in range(1, seeds + 1)
 for name in ("old", "new"):
     for s in range(1, seeds + 1):
         print(f"{name} seed {s}, trial by trial:")
-        for r in sorted((json.loads(l) for l in open(f"{scratch}/{name}-{s}.jsonl")), key=lambda r: r["seq"]):
+        for r in records(f"{scratch}/{name}-{s}.jsonl"):
             score = "-" if r["val_bpb"] is None else f"{r['val_bpb']:.4f}"
             print(f"  #{r['seq']} {r['status']} {score} {r['description']}")
 for name, rs in runs.items():

@@ -201,18 +201,21 @@ fn gap(before: &[Record], record: &Record) -> Option<(f64, f64)> {
     Some((first - decide::mean(&best_scores), threshold))
 }
 
+/// Of some judged runs: the training seconds their stops save, how many were stopped, and how
+/// many of those were false stops.
+fn tally<'a>(judged: impl IntoIterator<Item = &'a Judged>) -> (f64, usize, usize) {
+    judged
+        .into_iter()
+        .filter_map(|j| Some((j.budget - j.stopped?.seconds, j.close)))
+        .fold((0.0, 0, 0), |(saved, stopped, false_stops), (s, close)| {
+            (saved + s, stopped + 1, false_stops + usize::from(close))
+        })
+}
+
 fn row(nights: &[Night], judged: &[Judged], rule: Rule, default: bool) {
     let all: f64 = nights.iter().map(|n| training(&n.records)).sum();
     let firsts: f64 = judged.iter().map(|j| j.budget).sum();
-    let saved = judged
-        .iter()
-        .filter_map(|j| Some(j.budget - j.stopped?.seconds))
-        .fold(0.0, |sum, s| sum + s);
-    let stopped = judged.iter().filter(|j| j.stopped.is_some()).count();
-    let false_stops = judged
-        .iter()
-        .filter(|j| j.stopped.is_some() && j.close)
-        .count();
+    let (saved, stopped, false_stops) = tally(judged);
     let share = saved / all;
     println!(
         "{:>5.2} {:>5.2} {:>6.2} {:>7.1} {:>6.3} | {:>3}/{:<3} {:>8.1}% {:>10.1}% {:>4} ({:>4.1}%) {:>8.1}{}",
@@ -253,10 +256,7 @@ fn details(judged: &[Judged]) {
         println!("  {} #{}: gap {gap}: {verdict}{close}", j.night, j.seq);
     }
     let judged_n = judged.len().max(1) as f64;
-    let false_stops = judged
-        .iter()
-        .filter(|j| j.stopped.is_some() && j.close)
-        .count();
+    let (_, _, false_stops) = tally(judged);
     println!(
         "\ngoal: at least {:.0}% of training time saved with at most {:.0}% false stops; \
          false stops here: {false_stops} of {} judged runs ({:.1}%)",
@@ -273,15 +273,7 @@ fn per_night(nights: &[Night], judged: &[Judged]) {
     println!("\nthe default rule, night by night:");
     for night in nights {
         let ours: Vec<&Judged> = judged.iter().filter(|j| j.night == night.name).collect();
-        let saved: f64 = ours
-            .iter()
-            .filter_map(|j| Some(j.budget - j.stopped?.seconds))
-            .sum();
-        let stopped = ours.iter().filter(|j| j.stopped.is_some()).count();
-        let false_stops = ours
-            .iter()
-            .filter(|j| j.stopped.is_some() && j.close)
-            .count();
+        let (saved, stopped, false_stops) = tally(ours.iter().copied());
         let share = saved / training(&night.records).max(f64::MIN_POSITIVE);
         println!(
             "  {}: stopped {stopped} of {} judged, {false_stops} false; saved {:.1}% of its \
