@@ -1,5 +1,6 @@
 //! A run's learning curve: the points of the trainer's progress lines (docs/contract.md, "The
-//! progress line"), `@progress {"seconds":12.34,"step":40,"loss":3.2101}` on its stderr, which
+//! progress line"), `@progress {"seconds":12.34,"step":40,"loss":3.2101}` on its stderr (with
+//! `"probe":3.1876` now and then: the loss on fixed rows), which
 //! land in the run's log as it trains. Every trial keeps its curve in the record; the dashboard
 //! reads the logs of runs in flight with [`parse`].
 
@@ -17,6 +18,10 @@ pub struct Point {
     pub step: u64,
     /// The latest step's training loss; None when it was not finite.
     pub loss: Option<f64>,
+    /// The model's loss on the runtime's fixed probe rows, on the lines that carry one (and
+    /// finite); curves recorded before probes have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe: Option<f64>,
 }
 
 impl Point {
@@ -26,6 +31,7 @@ impl Point {
         let finite = point.seconds.is_finite() && point.seconds >= 0.0;
         finite.then_some(Point {
             loss: point.loss.filter(|l| l.is_finite()),
+            probe: point.probe.filter(|l| l.is_finite()),
             ..point
         })
     }
@@ -87,7 +93,7 @@ mod tests {
         let log = "device Cpu | 1000 params\n\
                    @progress {\"seconds\":0.00,\"step\":1,\"loss\":9.0100}\n\
                    step 00001 (0.0%) | loss 9.0100\n\
-                   @progress {\"seconds\":12.34,\"step\":40,\"loss\":3.2101}\n\
+                   @progress {\"seconds\":12.34,\"step\":40,\"loss\":3.2101,\"probe\":3.1}\n\
                    @progress {\"seconds\":13.50,\"step\":43,\"loss\":null}\n";
         assert_eq!(
             parse(log),
@@ -95,17 +101,20 @@ mod tests {
                 Point {
                     seconds: 0.0,
                     step: 1,
-                    loss: Some(9.01)
+                    loss: Some(9.01),
+                    probe: None,
                 },
                 Point {
                     seconds: 12.34,
                     step: 40,
-                    loss: Some(3.2101)
+                    loss: Some(3.2101),
+                    probe: Some(3.1),
                 },
                 Point {
                     seconds: 13.5,
                     step: 43,
-                    loss: None
+                    loss: None,
+                    probe: None,
                 },
             ]
         );
@@ -142,9 +151,17 @@ mod tests {
             seconds: 1.5,
             step: 7,
             loss: None,
+            probe: None,
         };
         let json = serde_json::to_string(&point).unwrap();
         assert_eq!(json, r#"{"seconds":1.5,"step":7,"loss":null}"#);
         assert_eq!(Point::of_line(&format!("{MARK}{json}")), Some(point));
+        let probed = Point {
+            probe: Some(2.25),
+            ..point
+        };
+        let json = serde_json::to_string(&probed).unwrap();
+        assert_eq!(json, r#"{"seconds":1.5,"step":7,"loss":null,"probe":2.25}"#);
+        assert_eq!(Point::of_line(&format!("{MARK}{json}")), Some(probed));
     }
 }

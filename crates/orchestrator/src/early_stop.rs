@@ -5,14 +5,17 @@
 //! stopping only ever saves time, and a trainer that misreports its loss can at most avoid being
 //! stopped.
 //!
-//! "Clearly worse" is calibrated on this run's own recorded curves: the training loss averaged
-//! over a window ending at the run's latest point must exceed the best's runs' average over the
-//! same window by more than [`Rule::spreads`] times the spread between runs of one program there
-//! (the baseline's noise seeds, later re-runs of the best and the re-runs of changes, pooled), and
-//! by at least [`Rule::margin`]. Only the part of the budget before the warm-down is judged:
-//! before it the curves of different programs keep their order, after it a change of schedule
-//! can overtake, and the time left to save shrinks. docs/early-stop.md has the measurements the
-//! figures come from (`cargo bench -p orchestrator --bench early_stop`).
+//! "Clearly worse" is calibrated on this run's own recorded curves: the loss averaged over a
+//! window ending at the run's latest point must exceed the best's runs' average over the same
+//! window by more than [`Rule::spreads`] times the spread between runs of one program there (the
+//! baseline's noise seeds, later re-runs of the best and the re-runs of changes, pooled), and by
+//! at least [`Rule::margin`]. The loss is the probe's, the model's loss on the same fixed rows in
+//! every run ([`Signal`]); a batch's training loss depends on where in the data the batch comes
+//! from, which a change of step speed or batch size moves to another second of the budget. Only
+//! the part of the budget before the warm-down is judged: before it the curves of different
+//! programs keep their order, after it a change of schedule can overtake, and the time left to
+//! save shrinks. docs/early-stop.md has the measurements the figures come from (`cargo bench -p
+//! orchestrator --bench early_stop`).
 
 use std::sync::Arc;
 
@@ -47,12 +50,41 @@ impl Default for Rule {
     }
 }
 
+/// Which loss of a curve's points the rule compares.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Signal {
+    /// The probe's: the same fixed rows in every run, measured every few seconds.
+    Probe,
+    /// The latest training batch's: for curves recorded before the probe.
+    Training,
+}
+
+impl Signal {
+    fn of(self, point: &Point) -> Option<f64> {
+        match self {
+            Signal::Probe => point.probe,
+            Signal::Training => point.loss,
+        }
+    }
+
+    /// The probe when every one of `curves` carries it, else the training loss.
+    fn common(curves: &[&[Point]]) -> Signal {
+        let probed = |c: &&[Point]| c.iter().any(|p| p.probe.is_some());
+        if curves.iter().all(probed) {
+            Signal::Probe
+        } else {
+            Signal::Training
+        }
+    }
+}
+
 /// What the runs of one night are judged against: the best's curves, and the curves of every
 /// program run more than once (for the spread), all with the same budget, each smoothed.
 #[derive(Debug)]
 pub struct Reference {
     budget: f64,
     rule: Rule,
+    signal: Signal,
     best: Vec<Smoothed>,
     groups: Vec<Vec<Smoothed>>,
 }
@@ -61,7 +93,7 @@ impl Reference {
     /// The reference `records` offer for runs of `budget` seconds, or None where they cannot
     /// calibrate the rule: no best with a curve, or no program run twice with curves.
     pub fn of(records: &[Record], budget: f64, rule: Rule) -> Option<Reference> {
-        let best = ledger::best(records)?;
+        let best_record = ledger::best(records)?;
         let same_budget = |r: &Record| {
             r.result
                 .as_ref()
@@ -69,34 +101,40 @@ impl Reference {
                 .and_then(|line| line.time_budget_s)
                 .is_some_and(|b| (b - budget).abs() < 1e-6)
         };
+        let programs: Vec<(u64, Vec<&[Point]>)> = records
+            .iter()
+            .zip(ledger::runs_by_program(records))
+            .filter(|(record, _)| same_budget(record))
+            .map(|(record, runs)| (record.seq, scored_curves(runs)))
+            .collect();
+        let best_curves = &programs.iter().find(|(seq, _)| *seq == best_record.seq)?.1;
+        let signal = Signal::common(best_curves);
         let window = rule.window * budget;
-        let smoothed = |runs: Vec<&Trial>| -> Vec<Smoothed> {
-            runs.into_iter()
-                .filter(|t| t.val_bpb.is_some())
-                .map(|t| Smoothed::of(&t.curve, window))
+        let smoothed = |curves: &[&[Point]]| -> Vec<Smoothed> {
+            curves
+                .iter()
+                .map(|c| Smoothed::of(c, window, signal))
                 .filter(|s| !s.0.is_empty())
                 .collect()
         };
-        let mut best_curves = Vec::new();
-        let mut groups = Vec::new();
-        for (record, runs) in records.iter().zip(ledger::runs_by_program(records)) {
-            if !same_budget(record) {
-                continue;
-            }
-            let runs = smoothed(runs);
-            if record.seq == best.seq {
-                best_curves = runs.clone();
-            }
-            if runs.len() >= 2 {
-                groups.push(runs);
-            }
-        }
-        (!best_curves.is_empty() && !groups.is_empty()).then_some(Reference {
+        let best = smoothed(best_curves);
+        let groups: Vec<Vec<Smoothed>> = programs
+            .iter()
+            .map(|(_, curves)| smoothed(curves))
+            .filter(|runs| runs.len() >= 2)
+            .collect();
+        (!best.is_empty() && !groups.is_empty()).then_some(Reference {
             budget,
             rule,
-            best: best_curves,
+            signal,
+            best,
             groups,
         })
+    }
+
+    /// The loss the curves are compared on.
+    pub fn signal(&self) -> Signal {
+        self.signal
     }
 
     /// Where `curve`, a run's curve so far, shows it clearly worse than the best's runs, judged
@@ -107,7 +145,7 @@ impl Reference {
         if progress < self.rule.from || progress > self.rule.until {
             return None;
         }
-        let loss = window_mean(curve, t, self.rule.window * self.budget)?;
+        let loss = window_mean(curve, t, self.rule.window * self.budget, self.signal)?;
         let best: Vec<f64> = self.best.iter().filter_map(|c| c.at(t)).collect();
         let best_loss = mean(&best)?;
         let spread = pooled_spread(&self.groups, t)?;
@@ -119,8 +157,17 @@ impl Reference {
             loss,
             best_loss,
             threshold,
+            probe: self.signal == Signal::Probe,
         })
     }
+}
+
+/// The curves of `runs` that were scored.
+fn scored_curves<'a>(runs: Vec<&'a Trial>) -> Vec<&'a [Point]> {
+    runs.into_iter()
+        .filter(|t| t.val_bpb.is_some() && !t.curve.is_empty())
+        .map(|t| t.curve.as_slice())
+        .collect()
 }
 
 /// A curve's loss averaged over the window ending at each of its points, as (seconds, loss).
@@ -128,10 +175,10 @@ impl Reference {
 struct Smoothed(Vec<(f64, f64)>);
 
 impl Smoothed {
-    fn of(curve: &[Point], window: f64) -> Smoothed {
+    fn of(curve: &[Point], window: f64, signal: Signal) -> Smoothed {
         let losses: Vec<(f64, f64)> = curve
             .iter()
-            .filter_map(|p| Some((p.seconds, p.loss?)))
+            .filter_map(|p| Some((p.seconds, signal.of(p)?)))
             .collect();
         let (mut first, mut sum) = (0, 0.0);
         let mut smoothed = Vec::with_capacity(losses.len());
@@ -160,11 +207,11 @@ impl Smoothed {
 }
 
 /// The mean loss of `curve`'s points in the `window` seconds up to `t`; None without one.
-fn window_mean(curve: &[Point], t: f64, window: f64) -> Option<f64> {
+fn window_mean(curve: &[Point], t: f64, window: f64, signal: Signal) -> Option<f64> {
     let losses: Vec<f64> = curve
         .iter()
         .filter(|p| p.seconds > t - window && p.seconds <= t)
-        .filter_map(|p| p.loss)
+        .filter_map(|p| signal.of(p))
         .collect();
     mean(&losses)
 }
@@ -252,6 +299,7 @@ mod tests {
                 seconds: s as f64,
                 step: s,
                 loss: Some(3.0 + 5.0 / s as f64 + above),
+                probe: None,
             })
             .collect()
     }
@@ -352,6 +400,7 @@ mod tests {
                         seconds,
                         step: i,
                         loss: Some(3.0 + 5.0 / (1.0 + seconds) + above),
+                        probe: None,
                     }
                 })
                 .collect()
@@ -367,6 +416,49 @@ mod tests {
             .expect("stopped at 22 s");
         assert_eq!(stopped.seconds, 22.0);
         assert_eq!(reference.judge(until(&sparse(0.02, 1.0), 22.0)), None);
+    }
+
+    /// `curve(above)` with a probe every 4 s `probe_above` the common curve, and a training loss
+    /// that jumps by a nat at `jump_at` seconds (the batches reach harder text there).
+    fn probed(above: f64, probe_above: f64, jump_at: f64) -> Vec<Point> {
+        curve(above)
+            .into_iter()
+            .map(|p| Point {
+                loss: p
+                    .loss
+                    .map(|l| l + if p.seconds >= jump_at { 1.0 } else { 0.0 }),
+                probe: (p.step % 4 == 0).then(|| 2.0 + 5.0 / p.seconds + probe_above),
+                ..p
+            })
+            .collect()
+    }
+
+    #[test]
+    fn curves_with_probes_are_compared_on_the_probe() {
+        let mut baseline = baseline();
+        for (trial, above) in baseline.trials.iter_mut().zip([-0.01, 0.0, 0.01]) {
+            trial.curve = probed(above, above, 30.0);
+        }
+        let reference = reference(&[baseline]);
+        assert_eq!(reference.signal(), Signal::Probe);
+        // Faster steps reach the harder text at 22 s: its training loss looks a nat worse from
+        // there, its probe does not.
+        let faster = probed(0.0, 0.0, 22.0);
+        for at in 20..=50 {
+            assert_eq!(reference.judge(until(&faster, at as f64)), None, "at {at}");
+        }
+        let doomed = probed(0.0, 0.3, 30.0);
+        let stopped = reference.judge(until(&doomed, 24.0)).expect("stopped");
+        assert!(stopped.probe);
+        assert!((stopped.loss - stopped.best_loss - 0.3).abs() < 1e-9);
+        assert!(stopped.to_string().contains("probe loss"));
+        // A run without probes (its trainer stopped calling them) cannot be judged.
+        assert_eq!(reference.judge(until(&curve(0.3), 30.0)), None);
+        // Best curves without probes (recorded before them) are compared on the training loss.
+        assert_eq!(
+            super::tests::reference(&[super::tests::baseline()]).signal(),
+            Signal::Training
+        );
     }
 
     #[test]

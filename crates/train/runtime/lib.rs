@@ -30,7 +30,10 @@ pub const MFU_PEAK_FLOPS: f64 = 989.5e12;
 /// (the dashboard, stopping a doomed run early): a line on stderr,
 /// `@progress {"seconds":12.34,"step":40,"loss":3.2101}` (counted seconds, steps taken, that
 /// step's training loss, null when not finite), at most once per second of wall time and always
-/// after the last step.
+/// after the last step. Every [`PROBE_EVERY`] of the budget the line also carries `"probe"`,
+/// the model's loss on [`PROBE_ROWS`] fixed training rows, the same in every run of a contract:
+/// a batch's training loss depends on where in the data the batch comes from, so only the probe
+/// compares two runs at the same point of their budgets. Probing is not counted.
 pub struct Clock {
     device: Device,
     budget: f64,
@@ -44,7 +47,17 @@ pub struct Clock {
     /// is not printed yet.
     last_report: Option<Instant>,
     unreported_loss: Option<f64>,
+    /// The probe's inputs and targets, (PROBE_ROWS, seq_len) each, and the counted seconds at
+    /// which the next probe is due.
+    probe: (Tensor, Tensor),
+    next_probe: f64,
 }
+
+/// Counted seconds between two probes of the model's loss, as a share of the budget.
+pub const PROBE_EVERY: f64 = 0.025;
+/// Rows of training data the probe measures the loss on, taken by a loader of their own seed.
+pub const PROBE_ROWS: usize = 8;
+const PROBE_SEED: u64 = 0x9e37_79b9_7f4a_7c15;
 
 impl Clock {
     /// Starts the clock for a run on `device` with `data`'s contract. The budget is
@@ -63,6 +76,17 @@ impl Clock {
                 })?,
             Err(_) => data.contract().time_budget_s,
         };
+        let seq_len = data.contract().seq_len;
+        let rows = data
+            .train_loader(PROBE_ROWS, seq_len, PROBE_SEED)?
+            .next_batch();
+        let rows = Tensor::from_slice(&rows)
+            .view([PROBE_ROWS as i64, seq_len as i64 + 1])
+            .to(device);
+        let probe = (
+            rows.narrow(1, 0, seq_len as i64),
+            rows.narrow(1, 1, seq_len as i64),
+        );
         let now = Instant::now();
         Ok(Clock {
             device,
@@ -75,6 +99,8 @@ impl Clock {
             training_seconds: 0.0,
             last_report: None,
             unreported_loss: None,
+            probe,
+            next_probe: PROBE_EVERY * budget,
         })
     }
 
@@ -99,12 +125,12 @@ impl Clock {
     }
 
     /// Ends a step whose training loss was `loss`: waits for the device, counts the step's wall
-    /// time (unless it is one of the contract's uncounted steps), reports progress, and returns
-    /// the step's time in seconds.
-    pub fn step(&mut self, loss: f64) -> f64 {
-        if let Device::Cuda(index) = self.device {
-            tch::Cuda::synchronize(index as i64);
-        }
+    /// time (unless it is one of the contract's uncounted steps), probes the model when a probe
+    /// is due (`model_loss(inputs, targets)`: the mean cross-entropy the trainer minimises, run
+    /// without gradients and not counted), reports progress, and returns the step's time in
+    /// seconds.
+    pub fn step(&mut self, loss: f64, model_loss: impl FnOnce(&Tensor, &Tensor) -> Tensor) -> f64 {
+        self.sync();
         let now = Instant::now();
         let dt = (now - self.last_step).as_secs_f64();
         self.last_step = now;
@@ -113,19 +139,38 @@ impl Clock {
         }
         self.steps += 1;
         self.unreported_loss = Some(loss);
+        let probe = (self.training_seconds >= self.next_probe && !self.spent()).then(|| {
+            let every = PROBE_EVERY * self.budget;
+            self.next_probe = ((self.training_seconds / every).floor() + 1.0) * every;
+            let (inputs, targets) = &self.probe;
+            let probe = tch::no_grad(|| autocast(self.device, || model_loss(inputs, targets)));
+            let probe = probe.double_value(&[]);
+            self.sync();
+            self.last_step = Instant::now();
+            probe
+        });
         let due = self
             .last_report
             .is_none_or(|at| (now - at).as_secs_f64() >= 1.0);
-        if due || self.spent() {
+        if due || probe.is_some() || self.spent() {
             self.last_report = Some(now);
-            self.report_progress();
+            self.report_progress(probe);
         }
         dt
     }
 
-    fn report_progress(&mut self) {
+    fn sync(&self) {
+        if let Device::Cuda(index) = self.device {
+            tch::Cuda::synchronize(index as i64);
+        }
+    }
+
+    fn report_progress(&mut self, probe: Option<f64>) {
         if let Some(loss) = self.unreported_loss.take() {
-            eprintln!("{}", progress_line(self.training_seconds, self.steps, loss));
+            eprintln!(
+                "{}",
+                progress_line(self.training_seconds, self.steps, loss, probe)
+            );
         }
     }
 
@@ -137,7 +182,7 @@ impl Clock {
     /// Prints the result line of this run (stdout, and pretty on stderr) with the clock's own
     /// counts and the trainer's `report`; a diverged run then exits non-zero.
     pub fn finish(mut self, report: Report) -> Result<()> {
-        self.report_progress();
+        self.report_progress(None);
         let line = self.result_line(report)?;
         eprintln!("---\n{}", serde_json::to_string_pretty(&line)?);
         println!("{}", serde_json::to_string(&line)?);
@@ -183,14 +228,20 @@ impl Clock {
 }
 
 /// The progress line of a run `seconds` into its budget after `step` steps, the last with training
-/// loss `loss` (see [`Clock`]).
-fn progress_line(seconds: f64, step: usize, loss: f64) -> String {
-    let loss = if loss.is_finite() {
-        format!("{loss:.4}")
-    } else {
-        "null".into()
+/// loss `loss`, and the probe's loss when one was measured (see [`Clock`]).
+fn progress_line(seconds: f64, step: usize, loss: f64, probe: Option<f64>) -> String {
+    let number = |x: f64| {
+        if x.is_finite() {
+            format!("{x:.4}")
+        } else {
+            "null".into()
+        }
     };
-    format!("@progress {{\"seconds\":{seconds:.2},\"step\":{step},\"loss\":{loss}}}")
+    let probe = probe.map_or(String::new(), |p| format!(",\"probe\":{}", number(p)));
+    format!(
+        "@progress {{\"seconds\":{seconds:.2},\"step\":{step},\"loss\":{}{probe}}}",
+        number(loss)
+    )
 }
 
 /// What the trainer tells the result line; the clock adds the times, steps and rates.
@@ -395,14 +446,53 @@ mod tests {
     #[test]
     fn progress_lines_are_json_after_their_mark() {
         assert_eq!(
-            progress_line(12.3449, 40, 3.21014),
+            progress_line(12.3449, 40, 3.21014, None),
             r#"@progress {"seconds":12.34,"step":40,"loss":3.2101}"#
         );
         assert_eq!(
-            progress_line(0.0, 1, f64::NAN),
+            progress_line(0.0, 1, f64::NAN, None),
             r#"@progress {"seconds":0.00,"step":1,"loss":null}"#
         );
-        assert!(progress_line(1.0, 2, f64::INFINITY).ends_with(r#""loss":null}"#));
+        assert!(progress_line(1.0, 2, f64::INFINITY, None).ends_with(r#""loss":null}"#));
+        assert_eq!(
+            progress_line(3.0, 9, 4.0, Some(3.98766)),
+            r#"@progress {"seconds":3.00,"step":9,"loss":4.0000,"probe":3.9877}"#
+        );
+    }
+
+    #[test]
+    fn the_probe_measures_the_same_rows_on_its_grid_and_is_not_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = Dataset::open(&fixtures::tiny_dataset(dir.path()).unwrap()).unwrap();
+        let mut clock = Clock::start(Device::Cpu, &data).unwrap();
+        // A budget of 40 steps of 10 ms, probed every step: 40 probes at most, of 30 ms each.
+        let budget = 0.4;
+        (clock.budget, clock.next_probe) = (budget, PROBE_EVERY * budget);
+        let step = std::time::Duration::from_millis(10);
+        let mut probed = Vec::new();
+        while !clock.spent() {
+            std::thread::sleep(step);
+            clock.step(1.0, |inputs, targets| {
+                probed.push(inputs.sum(Kind::Int64).int64_value(&[]));
+                std::thread::sleep(3 * step);
+                assert_eq!(
+                    inputs.size(),
+                    [PROBE_ROWS as i64, data.contract().seq_len as i64]
+                );
+                assert_eq!(inputs.narrow(1, 1, 3), targets.narrow(1, 0, 3));
+                Tensor::from(2.5)
+            });
+        }
+        let uncounted = clock.uncounted_steps;
+        assert!((20..=40).contains(&probed.len()), "{} probes", probed.len());
+        assert!(probed.iter().all(|&p| p == probed[0]), "the same rows");
+        // 40 steps of 10 ms are counted (the uncounted first ones aside), not the probes' 30 ms.
+        let counted = clock.training_seconds;
+        let expected = (clock.steps - uncounted) as f64 * 0.010;
+        assert!(
+            counted < 1.5 * expected + 0.05,
+            "counted {counted} s for {expected} s of steps"
+        );
     }
 
     #[test]

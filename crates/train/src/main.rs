@@ -8,9 +8,10 @@
 //!   evaluator through `prepare`'s fixed evaluation; the trainer never sees the validation or
 //!   test text, and prints no val_bpb of its own.
 //! - The model is causal: position t never sees tokens after t.
-//! - Training stops when `runtime::Clock` says the budget is spent: call `clock.step(loss)` once
-//!   at the end of every step with the step's training loss (it waits for the device, counts the
-//!   step's time and reports progress; the contract's first `uncounted_steps` absorb start-up).
+//! - Training stops when `runtime::Clock` says the budget is spent: call `clock.step(loss, f)`
+//!   once at the end of every step with the step's training loss and the model's loss function
+//!   (it waits for the device, counts the step's time, now and then measures `f` on fixed rows,
+//!   uncounted, and reports progress; the contract's first `uncounted_steps` absorb start-up).
 //!   The orchestrator times every run from outside too: a run that takes longer than the budget
 //!   allows is a crash, never scored.
 //! - stdout carries exactly one line, the JSON result, which `clock.finish` prints (add fields of
@@ -672,7 +673,7 @@ fn main() -> Result<()> {
             status = RunStatus::Diverged;
             break;
         }
-        let dt = clock.step(train_loss);
+        let dt = clock.step(train_loss, |x, y| model.loss(x, y));
         smooth_loss = 0.9 * smooth_loss + 0.1 * train_loss;
         let debiased = smooth_loss / (1.0 - 0.9f64.powi(step as i32 + 1));
         let tokens_per_second = tokens_per_step as f64 / dt;

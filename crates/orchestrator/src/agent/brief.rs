@@ -273,12 +273,13 @@ mod tests {
                 loss: 3.5,
                 best_loss: 3.2,
                 threshold: 0.05,
+                probe: true,
             }),
             ..record(10, Status::Discard, None, None)
         });
         let text = history(&records, noise());
         assert!(
-            text.contains("#10 discard [stopped early at 30% of the budget (step 41): training loss 3.5000 against the best's 3.2000, more than 0.0500 worse]: change 10"),
+            text.contains("#10 discard [stopped early at 30% of the budget (step 41): probe loss 3.5000 against the best's 3.2000, more than 0.0500 worse]: change 10"),
             "{text}"
         );
     }

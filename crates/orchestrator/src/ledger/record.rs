@@ -132,21 +132,26 @@ pub struct Stopped {
     pub step: u64,
     /// The share of the budget spent by then.
     pub progress: f64,
-    /// The run's and the best's runs' training loss, averaged over the window ending there.
+    /// The run's and the best's runs' loss, averaged over the window ending there.
     pub loss: f64,
     pub best_loss: f64,
     /// The gap the run had to exceed.
     pub threshold: f64,
+    /// Whether the loss is the probe's, on fixed rows, rather than the training batches'
+    /// (records from before the probe).
+    #[serde(default)]
+    pub probe: bool,
 }
 
 impl fmt::Display for Stopped {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "stopped early at {:.0}% of the budget (step {}): training loss {:.4} against the \
-             best's {:.4}, more than {:.4} worse",
+            "stopped early at {:.0}% of the budget (step {}): {} loss {:.4} against the best's \
+             {:.4}, more than {:.4} worse",
             100.0 * self.progress,
             self.step,
+            if self.probe { "probe" } else { "training" },
             self.loss,
             self.best_loss,
             self.threshold
