@@ -5,7 +5,8 @@
 # is neither refused as cosmetic nor different in effect). Prints sigma, the false-keep rate of
 # the no-op experiments (goal 0), the re-run share, and the protected evaluation's extra time
 # per experiment against the budget (goal under 10%).
-# The agent is a small OpenAI-compatible HTTP server on 127.0.0.1, scripted below.
+# The agent is an OpenAI-compatible HTTP server on 127.0.0.1 handing out these edits
+# (scripts/bench/scripted_agent.py).
 # Usage: scripts/bench/noise.sh [budget seconds, default 300] [no-op experiments, default 10]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -20,46 +21,22 @@ trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$scratch"' EXIT
 git clone -q "$root" "$scratch/repo"
 ln -s "$root/.libtorch" "$scratch/repo/.libtorch"
 
-python3 - "$scratch/repo/crates/train/src/main.rs" "$scratch/port" <<'PY' &
-import http.server, json, sys
-main_rs, port_file = sys.argv[1:]
-LINE = "const WARMDOWN_RATIO: f64 = {};"
-
-def reply(tool, args):
-    call = {"id": "c", "type": "function", "function": {"name": tool, "arguments": json.dumps(args)}}
-    return {"id": "x", "object": "chat.completion", "created": 0, "model": "noop",
-            "choices": [{"index": 0, "finish_reason": "tool_calls",
-                         "message": {"role": "assistant", "content": None, "tool_calls": [call]}}],
-            "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}}
-
-class Agent(http.server.BaseHTTPRequestHandler):
-    def do_POST(self):
-        request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        if request["messages"][-1]["role"] == "tool":
-            body = reply("finish", {"description": "no-op: WARMDOWN_RATIO spelled differently"})
-        else:
-            old, new = ("0.5", "0.50") if LINE.format("0.5") in open(main_rs).read() else ("0.50", "0.5")
-            body = reply("edit_file", {"path": "crates/train/src/main.rs",
-                                       "old_string": LINE.format(old), "new_string": LINE.format(new)})
-        data = json.dumps(body).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
-
-server = http.server.HTTPServer(("127.0.0.1", 0), Agent)
-open(port_file, "w").write(str(server.server_address[1]))
-server.serve_forever()
+# The no-op edits, back and forth: after a discard the trainer says 0.5 again, so the change
+# back (0.50 -> 0.5) is no longer there and the agent skips it for the next 0.5 -> 0.50.
+python3 - "$noops" > "$scratch/noops.json" <<'PY'
+import json, sys
+line = "const WARMDOWN_RATIO: f64 = {};"
+there, back = ("0.5", "0.50"), ("0.50", "0.5")
+print(json.dumps([{"description": f"no-op: WARMDOWN_RATIO {a} -> {b}",
+                   "edits": [[line.format(a), line.format(b)]]}
+                  for _ in range(int(sys.argv[1]) + 1) for a, b in (there, back)]))
 PY
-while [ ! -s "$scratch/port" ]; do sleep 0.1; done
+port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+scripts/bench/scripted_agent.py "$scratch/noops.json" "$port" &
 
 # The clone shares this target directory, as a user's own checkout would have its own, warm one.
 (cd "$scratch/repo" && AUTORESEARCH_DATA="$root/data/enwik8" CARGO_TARGET_DIR="$root/target" \
-  OPENAI_BASE_URL="http://127.0.0.1:$(cat "$scratch/port")/v1" OPENAI_API_KEY=none \
+  OPENAI_BASE_URL="http://127.0.0.1:$port/v1" OPENAI_API_KEY=none \
   "$root/target/release/orchestrator" --agent openai --model noop --tag noise \
   --time-budget "$budget" --noise-seeds 3 --max-experiments $((noops + 1)) 2>"$scratch/stderr") \
   || { cat "$scratch/stderr"; exit 1; }

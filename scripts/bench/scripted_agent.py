@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """An OpenAI-compatible endpoint that answers the orchestrator's agent with a fixed list of
 changes to the trainer, one per experiment, in order: a night of given changes, recorded by the
-orchestrator as any night (the early-stopping corpus's `edits60`, see its README).
+orchestrator as any night (the early-stopping corpus's `edits60`, see its README; the no-op
+changes of `noise.sh`).
 
 Usage: scripted_agent.py EDITS.json [PORT [FIRST]]   then   OPENAI_BASE_URL=http://127.0.0.1:PORT/v1
 (FIRST: the index of the first change to hand out, to go on after a `--resume`).

@@ -131,12 +131,22 @@ fn describe(nights: &[Night]) {
             .iter()
             .filter(|r| r.seq > 0 && full_first_run(r, budget))
             .count();
+        let probed = night
+            .records
+            .iter()
+            .flat_map(|r| &r.trials)
+            .any(|t| t.curve.iter().any(|p| p.probe.is_some()));
         println!(
             "  {}: {} experiments, budget {budget} s, {firsts} changes' first runs with a \
-             full curve, {:.0} training seconds in all",
+             full curve, {:.0} training seconds in all; compared on {}",
             night.name,
             night.records.len(),
-            training(&night.records)
+            training(&night.records),
+            if probed {
+                "the probe"
+            } else {
+                "the training loss (recorded before the probe)"
+            }
         );
     }
 }
