@@ -52,7 +52,7 @@ impl Default for Rule {
 
 /// Which loss of a curve's points the rule compares.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Signal {
+enum Signal {
     /// The probe's: the same fixed rows in every run, measured every few seconds.
     Probe,
     /// The latest training batch's: for curves recorded before the probe.
@@ -130,11 +130,6 @@ impl Reference {
             best,
             groups,
         })
-    }
-
-    /// The loss the curves are compared on.
-    pub fn signal(&self) -> Signal {
-        self.signal
     }
 
     /// Where `curve`, a run's curve so far, shows it clearly worse than the best's runs, judged
@@ -237,6 +232,8 @@ fn pooled_spread(groups: &[Vec<Smoothed>], t: f64) -> Option<f64> {
 /// What run `index` of experiment `seq` is judged against, when it may be stopped early: only a
 /// change's first run, with `enabled` and `records` to calibrate on. The baseline and the best
 /// are the reference, and a change runs again only when its first run came within the noise.
+/// Only curves with the probe are judged: on the training loss the rule stopped changes that
+/// were kept (docs/early-stop.md), so the records of a night from before the probe are not.
 pub fn judging(
     enabled: bool,
     seq: u64,
@@ -248,6 +245,7 @@ pub fn judging(
     judged
         .then(|| Reference::of(records, budget, Rule::default()))
         .flatten()
+        .filter(|reference| reference.signal == Signal::Probe)
         .map(Arc::new)
 }
 
@@ -439,8 +437,8 @@ mod tests {
         for (trial, above) in baseline.trials.iter_mut().zip([-0.01, 0.0, 0.01]) {
             trial.curve = probed(above, above, 30.0);
         }
-        let reference = reference(&[baseline]);
-        assert_eq!(reference.signal(), Signal::Probe);
+        let reference = reference(&[baseline.clone()]);
+        assert_eq!(reference.signal, Signal::Probe);
         // Faster steps reach the harder text at 22 s: its training loss looks a nat worse from
         // there, its probe does not.
         let faster = probed(0.0, 0.0, 22.0);
@@ -454,10 +452,17 @@ mod tests {
         assert!(stopped.to_string().contains("probe loss"));
         // A run without probes (its trainer stopped calling them) cannot be judged.
         assert_eq!(reference.judge(until(&curve(0.3), 30.0)), None);
-        // Best curves without probes (recorded before them) are compared on the training loss.
-        assert_eq!(
-            super::tests::reference(&[super::tests::baseline()]).signal(),
-            Signal::Training
+        // Best curves without probes (recorded before them) are compared on the training loss
+        // in the replay, and not judged in the loop.
+        let unprobed = [super::tests::baseline()];
+        assert_eq!(super::tests::reference(&unprobed).signal, Signal::Training);
+        assert!(judging(true, 1, 0, &unprobed, BUDGET).is_none());
+        let probed = [baseline];
+        assert!(judging(true, 1, 0, &probed, BUDGET).is_some());
+        assert!(judging(true, 1, 1, &probed, BUDGET).is_none(), "a re-run");
+        assert!(
+            judging(false, 1, 0, &probed, BUDGET).is_none(),
+            "early_stop = false"
         );
     }
 

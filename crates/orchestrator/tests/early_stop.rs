@@ -75,6 +75,8 @@ fn a_doomed_change_is_stopped_early_and_a_harmless_one_is_not() {
     assert!(stopped["loss"].as_f64().unwrap() > stopped["best_loss"].as_f64().unwrap());
     let rule = doomed["rule"].as_str().unwrap();
     assert!(rule.starts_with("stopped early at"), "{rule}");
+    assert!(rule.contains("probe loss"), "compared on the probe: {rule}");
+    assert_eq!(stopped["probe"], true);
     let trials = doomed["trials"].as_array().unwrap();
     assert_eq!(trials.len(), 1, "only its first run, stopped: {doomed:#}");
     assert!(trials[0]["val_bpb"].is_null());

@@ -9,6 +9,9 @@
 //! - #3's endpoint fails every attempt: recorded as an LLM failure with the server's message;
 //! - #4 runs as usual: the night went on.
 //!
+//! An endpoint that refuses every request at once (a 400 to each) is asked again after pauses
+//! that grow with the outage, until `outage_hours` ends the run: a few records, not hundreds.
+//!
 //! A wrong key (401) or a model the server does not have (404, as OpenAI and vLLM answer; llama.cpp
 //! answers any name, see tests/llm_real.rs) stops the run at start, before the baseline.
 
@@ -160,4 +163,40 @@ fn a_wrong_key_or_model_stops_the_run_before_the_baseline() {
         );
         assert!(sandbox.records("refused").is_empty(), "nothing ran");
     }
+}
+
+#[test]
+fn an_endpoint_that_refuses_every_request_is_asked_less_often_until_the_outage_ends_the_run() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let sandbox = Sandbox::new();
+    // 18 s of outage: #1 fails at once, #2 and #3 after 5 s each, #4 after 8 s, at its end.
+    sandbox
+        .crippled_baseline("grace = 60\nnoise_seeds = 1\nstream = false\noutage_hours = 0.005\n");
+    let server = Server::start(Script::new([]));
+    let out = sandbox
+        .llm_command(&server, "refusing", 100, "sk-test")
+        .args(["--workers", "1"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the outage ends the run: {stderr}");
+    assert!(
+        stderr.contains("has failed for") && stderr.contains("--resume continues it"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("asking again in 5 s"), "{stderr}");
+    let records = sandbox.records("refusing");
+    let crashes: Vec<&Value> = records[1..].iter().collect();
+    assert!(
+        (2..=4).contains(&crashes.len()),
+        "a few records over 18 s, not one per round trip: {} of them",
+        crashes.len()
+    );
+    for crash in crashes {
+        assert_eq!(crash["status"], "crash");
+        let reason = crash["reason"].as_str().unwrap_or("");
+        assert!(reason.contains("script exhausted"), "{reason}");
+    }
+    let requests = server.script.lock().unwrap().requests.len();
+    assert!(requests <= 5, "{requests} requests");
 }

@@ -37,6 +37,8 @@ const MAX_REPLY: u64 = 2048;
 /// The longest wait for a reply to begin (or, streamed, for its next part); a local model on a
 /// CPU reads about 30 tokens a second before it writes the first.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(900);
+/// The shortest and longest pause before a proposal while the endpoint keeps failing.
+const OUTAGE_PAUSES: (Duration, Duration) = (Duration::from_secs(5), Duration::from_secs(300));
 
 #[derive(Clone)]
 pub struct OpenAiAgent {
@@ -142,11 +144,33 @@ impl OpenAiAgent {
         brief: &dyn Fn(usize) -> String,
         ws: &Workspace,
     ) -> Result<Proposal> {
+        self.pause_while_failing().await;
         self.talk = Conversation::new(
             brief(self.shares().0),
             Instant::now() + self.proposal_timeout,
         );
         self.converse(Some(brief), ws).await
+    }
+
+    /// While the endpoint keeps failing, waits as long as it has failed so far (within
+    /// `OUTAGE_PAUSES`, never past the outage's end): an endpoint that refuses every request at
+    /// once would otherwise make a crash record per round trip, hundreds a minute, until the
+    /// outage ends the run.
+    async fn pause_while_failing(&self) {
+        let Some(since) = self.failing_since else {
+            return;
+        };
+        let failed = since.elapsed();
+        let (shortest, longest) = OUTAGE_PAUSES;
+        let pause = failed
+            .clamp(shortest, longest)
+            .min(self.outage.saturating_sub(failed));
+        eprintln!(
+            "the LLM endpoint has failed for {:.0} s; asking again in {:.0} s",
+            failed.as_secs_f64(),
+            pause.as_secs_f64()
+        );
+        tokio::time::sleep(pause).await;
     }
 
     /// Continues the conversation with the compiler's errors.
