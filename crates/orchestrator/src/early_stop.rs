@@ -158,7 +158,7 @@ impl Reference {
 }
 
 /// The curves of `runs` that were scored.
-fn scored_curves<'a>(runs: Vec<&'a Trial>) -> Vec<&'a [Point]> {
+fn scored_curves(runs: Vec<&Trial>) -> Vec<&[Point]> {
     runs.into_iter()
         .filter(|t| t.val_bpb.is_some() && !t.curve.is_empty())
         .map(|t| t.curve.as_slice())
