@@ -55,7 +55,8 @@ impl Default for Rule {
 enum Signal {
     /// The probe's: the same fixed rows in every run, measured every few seconds.
     Probe,
-    /// The latest training batch's: for curves recorded before the probe.
+    /// The latest training batch's, for curves recorded before the probe: the replay compares
+    /// older nights on it, the loop does not judge on it ([`judging`]).
     Training,
 }
 
