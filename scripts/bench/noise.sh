@@ -61,8 +61,6 @@ reruns = sum(t["run_seconds"] for r in noops for t in r["trials"][1:])
 print(f"false keeps: {kept} of {len(noops)} no-op experiments; {runs - len(noops)} re-runs, "
       f"{100 * reruns / sum(t['run_seconds'] for r in rows for t in r['trials']):.0f}% of run time")
 evals = [t["eval_seconds"] for r in rows for t in r["trials"]]
-own = [r["result"]["eval_seconds"] for r in rows]
 print(f"protected evaluation: {sum(evals) / len(evals):.1f} s per run "
-      f"({100 * sum(evals) / len(evals) / budget:.1f}% of the budget); "
-      f"the trainer's own evaluation: {sum(own) / len(own):.1f} s")
+      f"({100 * sum(evals) / len(evals) / budget:.1f}% of the budget)")
 PY
