@@ -130,7 +130,9 @@ impl Clock {
     /// without gradients and not counted), reports progress, and returns the step's time in
     /// seconds.
     pub fn step(&mut self, loss: f64, model_loss: impl FnOnce(&Tensor, &Tensor) -> Tensor) -> f64 {
-        self.sync();
+        if let Device::Cuda(index) = self.device {
+            tch::Cuda::synchronize(index as i64);
+        }
         let now = Instant::now();
         let dt = (now - self.last_step).as_secs_f64();
         self.last_step = now;
@@ -144,8 +146,7 @@ impl Clock {
             self.next_probe = ((self.training_seconds / every).floor() + 1.0) * every;
             let (inputs, targets) = &self.probe;
             let probe = tch::no_grad(|| autocast(self.device, || model_loss(inputs, targets)));
-            let probe = probe.double_value(&[]);
-            self.sync();
+            let probe = probe.double_value(&[]); // waits for the device
             self.last_step = Instant::now();
             probe
         });
@@ -157,12 +158,6 @@ impl Clock {
             self.report_progress(probe);
         }
         dt
-    }
-
-    fn sync(&self) {
-        if let Device::Cuda(index) = self.device {
-            tch::Cuda::synchronize(index as i64);
-        }
     }
 
     fn report_progress(&mut self, probe: Option<f64>) {
