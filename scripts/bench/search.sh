@@ -8,6 +8,7 @@
 # did: the first time, libtorch's wrapper is compiled there, minutes). Prints each run's best val_bpb after every trial, the
 # medians per search, and on how many trials the new search reached the old one's final best.
 # Usage: scripts/bench/search.sh [budget seconds, default 15] [trials, default 10] [seeds, default 2]
+#                                [first seed, default 1: more seeds beside ones measured before]
 # AUTORESEARCH_DATA=DIR scores on another prepared data set: the CPU profile with a 100 KB
 # validation prefix (`prepare --profile cpu --eval-bytes 100000 --data-dir DIR`) is scored in
 # seconds where the profile's 1 MB takes about a minute on 2 cores, most of a 15 s trial.
@@ -16,6 +17,7 @@ cd "$(dirname "$0")/../.."
 budget=${1:-15}
 trials=${2:-10}
 seeds=${3:-2}
+first=${4:-1}
 old=${OLD_SEARCH:-4a6a990}
 root=$(pwd)
 scripts/setup.sh # libtorch and the sandbox (bubblewrap) the orchestrator runs the trainer in
@@ -46,13 +48,14 @@ run() { # name commit orchestrator seed flags...
   echo "$name seed $seed: $((SECONDS - started)) s"
   cp "$repo/runs/bench/experiments.jsonl" "$scratch/$name-$seed.jsonl"
 }
-for seed in $(seq 1 "$seeds"); do
+for seed in $(seq "$first" $((first + seeds - 1))); do
   run old "$old" "$scratch/old-orchestrator" "$seed"
   run new HEAD "$root/target/release/orchestrator" "$seed" --fresh
 done
-python3 - "$scratch" "$seeds" "$trials" <<'PY'
+python3 - "$scratch" "$seeds" "$trials" "$first" <<'PY'
 import json, statistics, sys
-scratch, seeds, trials = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+scratch, seeds, trials, first = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+seed_list = range(first, first + seeds)
 
 def records(path):
     """A run's records in the order the experiments were numbered."""
@@ -69,15 +72,15 @@ def curve(path):
             out.append(best)
     return rows[0]["val_bpb"], out
 
-runs = {name: [curve(f"{scratch}/{name}-{s}.jsonl") for s in range(1, seeds + 1)] for name in ("old", "new")}
+runs = {name: [curve(f"{scratch}/{name}-{s}.jsonl") for s in seed_list] for name in ("old", "new")}
 for name in ("old", "new"):
-    for s in range(1, seeds + 1):
+    for s in seed_list:
         print(f"{name} seed {s}, trial by trial:")
         for r in records(f"{scratch}/{name}-{s}.jsonl"):
             score = "-" if r["val_bpb"] is None else f"{r['val_bpb']:.4f}"
             print(f"  #{r['seq']} {r['status']} {score} {r['description']}")
 for name, rs in runs.items():
-    for s, (base, c) in enumerate(rs, 1):
+    for s, (base, c) in zip(seed_list, rs):
         print(f"{name} seed {s}: baseline {base:.4f}; best after each trial: " + " ".join(f"{b:.4f}" for b in c))
     finals = [c[-1] for _, c in rs]
     print(f"{name}: final best median {statistics.median(finals):.4f} (min {min(finals):.4f}, max {max(finals):.4f})")

@@ -104,7 +104,7 @@ impl Objective {
             .iter()
             .enumerate()
             .map(|(i, k)| {
-                let factor = 2.5f64.powf(uniform(&mut rng) * 2.0 - 1.0);
+                let factor = 2.5f64.powf(rng.open_unit() * 2.0 - 1.0);
                 let weight = if important[..3].contains(&i) {
                     0.03
                 } else {
@@ -146,7 +146,7 @@ impl Objective {
 
     fn run(&self, setting: &Setting) -> Outcome {
         let mut rng = self.noise.get();
-        let noise = NOISE * normal(&mut rng);
+        let noise = NOISE * rng.standard_normal();
         self.noise.set(rng);
         self.truth(setting)
             .map_or(Outcome::Failed, |s| Outcome::Score(s + noise))
@@ -321,15 +321,6 @@ fn nudge(knob: &Knob, up: bool, step: f64) -> f64 {
     } else {
         (knob.value + if up { 1.0 } else { -1.0 }).max(1.0)
     }
-}
-
-fn uniform(rng: &mut SplitMix64) -> f64 {
-    (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-}
-
-fn normal(rng: &mut SplitMix64) -> f64 {
-    let (u, v) = (uniform(rng).max(1e-12), uniform(rng));
-    (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
 }
 
 fn quartiles(mut values: Vec<f64>) -> (f64, f64, f64) {

@@ -26,4 +26,33 @@ impl SplitMix64 {
             items.swap(i, self.below(i + 1));
         }
     }
+
+    /// A number in `(0, 1)`, never either end (so its logarithm is finite).
+    pub fn open_unit(&mut self) -> f64 {
+        ((self.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    }
+
+    /// A standard normal number (Box-Muller).
+    pub fn standard_normal(&mut self) -> f64 {
+        let (u, v) = (self.open_unit(), self.open_unit());
+        (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SplitMix64;
+
+    #[test]
+    fn standard_normal_numbers_have_mean_0_and_variance_1() {
+        let mut rng = SplitMix64(7);
+        let n = 100_000;
+        let xs: Vec<f64> = (0..n).map(|_| rng.standard_normal()).collect();
+        let mean = xs.iter().sum::<f64>() / n as f64;
+        let variance = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n as f64;
+        let beyond_2 = xs.iter().filter(|x| x.abs() > 2.0).count() as f64 / n as f64;
+        assert!(mean.abs() < 0.02, "{mean}");
+        assert!((variance - 1.0).abs() < 0.02, "{variance}");
+        assert!((beyond_2 - 0.0455).abs() < 0.005, "{beyond_2}");
+    }
 }

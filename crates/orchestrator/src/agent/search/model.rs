@@ -223,7 +223,7 @@ impl Posterior {
         let noise: Vec<f64> = self
             .mean
             .iter()
-            .map(|_| TEMPERATURE * standard_normal(rng))
+            .map(|_| TEMPERATURE * rng.standard_normal())
             .collect();
         let offset = solve_transposed(&self.precision, &noise);
         Weights(self.mean.iter().zip(&offset).map(|(m, o)| m + o).collect())
@@ -272,14 +272,6 @@ fn solve_transposed(l: &[Vec<f64>], b: &[f64]) -> Vec<f64> {
         x[i] = (b[i] - (i + 1..n).map(|k| l[k][i] * x[k]).sum::<f64>()) / l[i][i];
     }
     x
-}
-
-/// Box-Muller.
-fn standard_normal(rng: &mut SplitMix64) -> f64 {
-    let uniform =
-        |rng: &mut SplitMix64| ((rng.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
-    let (u, v) = (uniform(rng), uniform(rng));
-    (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
 }
 
 #[cfg(test)]
