@@ -13,15 +13,18 @@
 # validation prefix (`prepare --profile cpu --eval-bytes 100000 --data-dir DIR`) is scored in
 # seconds where the profile's 1 MB takes about a minute on 2 cores, most of a 15 s trial.
 set -euo pipefail
+# A relative AUTORESEARCH_DATA is from where the caller stands (the runs are made in clones).
+data=${AUTORESEARCH_DATA:+$(realpath -m "$AUTORESEARCH_DATA")}
 cd "$(dirname "$0")/../.."
 budget=${1:-15}
 trials=${2:-10}
 seeds=${3:-2}
 first=${4:-1}
+seed_list=$(seq "$first" $((first + seeds - 1)))
 old=${OLD_SEARCH:-4a6a990}
 root=$(pwd)
 scripts/setup.sh # libtorch and the sandbox (bubblewrap) the orchestrator runs the trainer in
-data=${AUTORESEARCH_DATA:-$root/data/enwik8}
+data=${data:-$root/data/enwik8}
 [ -f "$data/contract.json" ] || cargo run --release -q -p prepare -- --data-dir "$data"
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
@@ -48,14 +51,13 @@ run() { # name commit orchestrator seed flags...
   echo "$name seed $seed: $((SECONDS - started)) s"
   cp "$repo/runs/bench/experiments.jsonl" "$scratch/$name-$seed.jsonl"
 }
-for seed in $(seq "$first" $((first + seeds - 1))); do
+for seed in $seed_list; do
   run old "$old" "$scratch/old-orchestrator" "$seed"
   run new HEAD "$root/target/release/orchestrator" "$seed" --fresh
 done
-python3 - "$scratch" "$seeds" "$trials" "$first" <<'PY'
+python3 - "$scratch" "$trials" $seed_list <<'PY'
 import json, statistics, sys
-scratch, seeds, trials, first = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-seed_list = range(first, first + seeds)
+scratch, trials, seed_list = sys.argv[1], int(sys.argv[2]), [int(s) for s in sys.argv[3:]]
 
 def records(path):
     """A run's records in the order the experiments were numbered."""

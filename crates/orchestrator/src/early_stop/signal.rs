@@ -10,7 +10,7 @@ pub(super) enum Signal {
     /// The probe's: the same fixed rows in every run, measured every few seconds.
     Probe,
     /// The latest training batch's, for curves recorded before the probe: the replay compares
-    /// older nights on it, the loop does not judge on it ([`judging`]).
+    /// older nights on it, the loop does not judge on it ([`judging`](super::judging)).
     Training,
 }
 
